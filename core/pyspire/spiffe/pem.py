@@ -1,0 +1,72 @@
+"""Reading certificates and keys in the encodings SPIFFE documents use.
+
+PEM files may hold other blocks (a key next to a certificate): only the wanted type is
+taken, as go-spiffe does. DER "chains" are plain concatenations of certificates, as the
+Workload API carries them, so they are split by their ASN.1 lengths.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator
+from typing import Final
+
+from cryptography import x509
+
+__all__ = ["PemError", "der_certificates", "pem_blocks", "split_der"]
+
+_PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n?-----END \1-----", re.DOTALL)
+
+
+class PemError(ValueError):
+    """The bytes are not PEM, or a PEM block is corrupt."""
+
+
+def pem_blocks(data: bytes, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(type, der)`` for each PEM block whose type is in ``wanted``.
+
+    Raises :class:`PemError` when ``data`` holds no PEM block at all, or a wanted block's
+    base64 is corrupt.
+    """
+    found_any = False
+    for match in _PEM_BLOCK.finditer(data):
+        found_any = True
+        block_type = match.group(1).decode("ascii")
+        if block_type not in wanted:
+            continue
+        try:
+            yield block_type, base64.b64decode(b"".join(match.group(2).split()), validate=True)
+        except ValueError as err:
+            raise PemError(f"corrupt {block_type} PEM block: {err}") from None
+    if not found_any:
+        raise PemError("no PEM blocks found")
+
+
+def split_der(data: bytes) -> list[bytes]:
+    """Split concatenated DER SEQUENCEs (certificates) into single encodings."""
+    items: list[bytes] = []
+    position = 0
+    while position < len(data):
+        if data[position] != 0x30 or position + 2 > len(data):
+            raise ValueError(f"not a DER SEQUENCE at byte {position}")
+        first = data[position + 1]
+        if first < 0x80:
+            header, length = 2, first
+        else:
+            count = first & 0x7F
+            if count == 0 or count > 4 or position + 2 + count > len(data):
+                raise ValueError(f"bad DER length at byte {position}")
+            header = 2 + count
+            length = int.from_bytes(data[position + 2 : position + 2 + count], "big")
+        end = position + header + length
+        if end > len(data):
+            raise ValueError(f"truncated DER element at byte {position}")
+        items.append(data[position:end])
+        position = end
+    return items
+
+
+def der_certificates(data: bytes) -> list[x509.Certificate]:
+    """Parse concatenated DER certificates; ValueError on any malformed one."""
+    return [x509.load_der_x509_certificate(item) for item in split_der(data)]

@@ -1,0 +1,131 @@
+"""X509-SVID behaviour beyond the shared vectors, on freshly made certificates."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyspire.spiffe import Bundle, BundleSet, SpiffeId, TrustDomain, X509Svid, X509SvidError, verify_x509_svid
+
+from tests.support.pki import Issued, make_ca, make_leaf
+
+TD = TrustDomain("example.org")
+
+
+def test_chain_through_an_intermediate_verifies_and_openssl_agrees(tmp_path: Path) -> None:
+    root = make_ca()
+    intermediate = make_ca(issuer=root, name="intermediate")
+    leaf = make_leaf(intermediate, dns_names=("web.example.org",))
+    svid = X509Svid.from_parts([leaf.certificate, intermediate.certificate], leaf.key)
+    spiffe_id, (path,) = verify_x509_svid(svid.chain, Bundle(TD, [root.certificate]))
+    assert spiffe_id == SpiffeId.parse("spiffe://example.org/workload")
+    assert path == [leaf.certificate, intermediate.certificate, root.certificate]
+
+    certificates, key = svid.marshal()
+    (tmp_path / "svid.pem").write_bytes(certificates)
+    (tmp_path / "bundle.pem").write_bytes(Bundle(TD, [root.certificate]).marshal_x509_pem())
+    result = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "bundle.pem"),
+            "-untrusted",
+            str(tmp_path / "svid.pem"),
+            str(tmp_path / "svid.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert X509Svid.parse(certificates, key).spiffe_id == spiffe_id
+
+
+def test_a_remembered_intermediate_with_a_forged_signature_is_not_trusted() -> None:
+    """The CA-link memory is keyed by full DER: same TBS, other signature, no trust."""
+    root = make_ca()
+    intermediate = make_ca(issuer=root, name="intermediate")
+    leaf = make_leaf(intermediate)
+    bundle = Bundle(TD, [root.certificate])
+    verify_x509_svid([leaf.certificate, intermediate.certificate], bundle)  # remembered now
+
+    der = bytearray(intermediate.certificate.public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # flip a bit inside the signature
+    forged = x509.load_der_x509_certificate(bytes(der))
+    assert forged.tbs_certificate_bytes == intermediate.certificate.tbs_certificate_bytes
+    with pytest.raises(X509SvidError) as raised:
+        verify_x509_svid([leaf.certificate, forged], bundle)
+    assert raised.value.code == "untrusted"
+
+
+def test_expired_intermediate_fails_even_when_the_leaf_is_valid() -> None:
+    root = make_ca(lifetime=timedelta(days=30), not_before=datetime.now(UTC) - timedelta(days=2))
+    intermediate = make_ca(issuer=root, not_before=datetime.now(UTC) - timedelta(days=2), lifetime=timedelta(days=1))
+    leaf = make_leaf(intermediate)
+    with pytest.raises(X509SvidError) as raised:
+        verify_x509_svid([leaf.certificate, intermediate.certificate], Bundle(TD, [root.certificate]))
+    assert raised.value.code == "expired"
+    assert "certificate 1 of the chain" in str(raised.value)
+
+
+def test_path_length_constraint_is_enforced() -> None:
+    root = make_ca(path_length=0)
+    intermediate = make_ca(issuer=root, name="intermediate")
+    leaf = make_leaf(intermediate)
+    with pytest.raises(X509SvidError, match="path length"):
+        verify_x509_svid([leaf.certificate, intermediate.certificate], Bundle(TD, [root.certificate]))
+
+
+def test_overlong_chain_is_refused_before_any_signature_check() -> None:
+    root = make_ca()
+    leaf = make_leaf(root)
+    with pytest.raises(X509SvidError) as raised:
+        verify_x509_svid([leaf.certificate] + [root.certificate] * 20, Bundle(TD, [root.certificate]))
+    assert raised.value.code == "chain_too_long"
+
+
+def test_only_the_leafs_own_trust_domain_bundle_is_used() -> None:
+    other_root = make_ca("other.org")
+    leaf = make_leaf(other_root, "spiffe://example.org/impostor")
+    bundles = BundleSet(
+        [Bundle(TrustDomain("other.org"), [other_root.certificate]), Bundle(TD, [make_ca().certificate])]
+    )
+    with pytest.raises(X509SvidError) as raised:
+        verify_x509_svid([leaf.certificate], bundles)
+    assert raised.value.code == "untrusted"
+
+
+def test_clock_inside_validity_window_is_required() -> None:
+    root = make_ca()
+    leaf = make_leaf(root, not_before=datetime.now(UTC) + timedelta(seconds=30))
+    bundle = Bundle(TD, [root.certificate])
+    with pytest.raises(X509SvidError) as raised:
+        verify_x509_svid([leaf.certificate], bundle)
+    assert raised.value.code == "not_yet_valid"
+    verify_x509_svid([leaf.certificate], bundle, now=datetime.now(UTC) + timedelta(seconds=31))
+
+
+def test_hint_and_expiry_are_kept() -> None:
+    root: Issued = make_ca()
+    leaf = make_leaf(root)
+    svid = X509Svid.from_parts([leaf.certificate], leaf.key, hint="internal")
+    assert svid.hint == "internal"
+    assert svid.expires_at == leaf.certificate.not_valid_after_utc
+
+
+def test_leaf_with_an_unknown_curve_is_a_parse_error_not_a_crash() -> None:
+    """Regression: cryptography parses keys lazily and raised UnsupportedAlgorithm from
+    public_key(); a corrupted curve OID in the leaf must be an X509SvidError."""
+    leaf = make_leaf(make_ca())
+    chain_der, key_der = X509Svid.from_parts([leaf.certificate], leaf.key).marshal_raw()
+    p256_oid = bytes.fromhex("06082a8648ce3d030107")
+    corrupted = chain_der.replace(p256_oid, bytes.fromhex("06082a8648ce3d030100"), 1)
+    assert corrupted != chain_der
+    with pytest.raises(X509SvidError) as raised:
+        X509Svid.parse_raw(corrupted, key_der)
+    assert raised.value.code == "cert_parse_error"

@@ -1,0 +1,355 @@
+"""The typed blocks of SPIRE's config files that pyspire implements.
+
+Field names are SPIRE's keys and defaults are SPIRE's (``doc/spire_server.md``,
+``doc/spire_agent.md``, ``conf/*_full.conf``). Keys SPIRE knows that pyspire does not
+implement are not fields: :mod:`pyspire.config.support` handles them before these classes
+see the block, so a genuinely unknown key is always an error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pyspire.spiffe import SpiffeId, TrustDomain
+
+__all__ = [
+    "AgentExperimental",
+    "AgentSection",
+    "BundleEndpoint",
+    "BundleEndpointProfile",
+    "CaSubject",
+    "FederatesWith",
+    "FederatesWithProfile",
+    "Federation",
+    "HealthChecks",
+    "HttpsSpiffeEndpoint",
+    "HttpsSpiffeProfile",
+    "HttpsWebProfile",
+    "KeyTypeName",
+    "LogFormat",
+    "LogLevel",
+    "PartnerWebProfile",
+    "Prometheus",
+    "RateLimit",
+    "Sds",
+    "ServerExperimental",
+    "ServerSection",
+    "ServingCertFile",
+    "Telemetry",
+]
+
+KeyTypeName = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-4096"]
+"""Key type names as SPIRE's config writes them (``pyspire.plugin.KeyType`` values)."""
+
+
+class LogLevel(enum.Enum):
+    """Log levels, matched case-insensitively as SPIRE does (``debug`` == ``DEBUG``)."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+class LogFormat(enum.Enum):
+    """Log line formats."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def _positive(name: str, value: timedelta | None) -> None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError(f'key "{name}": must be a positive duration')
+
+
+@dataclass(frozen=True)
+class CaSubject:
+    """``ca_subject``: the subject of a self-signed CA certificate."""
+
+    country: tuple[str, ...] = ("US",)
+    organization: tuple[str, ...] = ("SPIFFE",)
+    common_name: str = ""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``ratelimit``: per-IP limits on attestation and signing (both on by default)."""
+
+    attestation: bool = True
+    signing: bool = True
+
+
+@dataclass(frozen=True)
+class ServingCertFile:
+    """``serving_cert_file``: a certificate and key for the https_web bundle endpoint."""
+
+    cert_file_path: Path
+    key_file_path: Path
+    file_sync_interval: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class HttpsWebProfile:
+    """The ``https_web`` bundle endpoint profile (a WebPKI certificate from files)."""
+
+    serving_cert_file: ServingCertFile | None = None
+
+    def __post_init__(self) -> None:
+        if self.serving_cert_file is None:
+            raise ValueError('profile "https_web" needs serving_cert_file (ACME is not supported by pyspire)')
+
+
+@dataclass(frozen=True)
+class HttpsSpiffeProfile:
+    """The ``https_spiffe`` bundle endpoint profile (the server's own SVID)."""
+
+
+@dataclass(frozen=True)
+class BundleEndpointProfile:
+    """``profile "<name>" {}``: exactly one of the two profiles."""
+
+    https_web: HttpsWebProfile | None = None
+    https_spiffe: HttpsSpiffeProfile | None = None
+
+    def __post_init__(self) -> None:
+        if (self.https_web is None) == (self.https_spiffe is None):
+            raise ValueError('give exactly one profile: "https_web" or "https_spiffe"')
+
+
+@dataclass(frozen=True)
+class BundleEndpoint:
+    """``federation.bundle_endpoint``: where this server serves its bundle."""
+
+    address: str = "0.0.0.0"  # noqa: S104 - SPIRE's default; operators narrow it
+    port: int = 443
+    refresh_hint: timedelta = timedelta(minutes=5)
+    profile: BundleEndpointProfile = field(
+        default_factory=lambda: BundleEndpointProfile(https_spiffe=HttpsSpiffeProfile())
+    )
+
+
+@dataclass(frozen=True)
+class PartnerWebProfile:
+    """The partner's bundle endpoint has a WebPKI certificate (no settings)."""
+
+
+@dataclass(frozen=True)
+class FederatesWithProfile:
+    """``bundle_endpoint_profile "<name>" {}`` of a federation partner."""
+
+    https_web: PartnerWebProfile | None = None
+    https_spiffe: HttpsSpiffeEndpoint | None = None
+
+    def __post_init__(self) -> None:
+        if (self.https_web is None) == (self.https_spiffe is None):
+            raise ValueError('give exactly one bundle_endpoint_profile: "https_web" or "https_spiffe"')
+
+
+@dataclass(frozen=True)
+class HttpsSpiffeEndpoint:
+    """The partner's bundle endpoint authenticates with this SPIFFE ID."""
+
+    endpoint_spiffe_id: SpiffeId
+
+
+@dataclass(frozen=True)
+class FederatesWith:
+    """``federates_with "<trust domain>" {}``: a partner whose bundle this server fetches."""
+
+    bundle_endpoint_url: str
+    bundle_endpoint_profile: FederatesWithProfile
+
+    def __post_init__(self) -> None:
+        if not self.bundle_endpoint_url.startswith("https://"):
+            raise ValueError(f'bundle_endpoint_url "{self.bundle_endpoint_url}" must be an https:// URL')
+
+
+@dataclass(frozen=True)
+class Federation:
+    """``federation``: this server's bundle endpoint and its federation partners."""
+
+    bundle_endpoint: BundleEndpoint | None = None
+    federates_with: dict[TrustDomain, FederatesWith] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerExperimental:
+    """``experimental`` keys of the server that pyspire honours."""
+
+    cache_reload_interval: timedelta = timedelta(seconds=5)
+    full_cache_reload_interval: timedelta = timedelta(hours=24)
+    events_based_cache: bool = False
+    """Accepted for compatibility: pyspire's caches always follow change events."""
+    prune_events_older_than: timedelta = timedelta(hours=12)
+    event_timeout: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    """The ``server {}`` block."""
+
+    trust_domain: TrustDomain
+    data_dir: Path
+    bind_address: str = "0.0.0.0"  # noqa: S104 - SPIRE's default listen address
+    bind_port: int = 8081
+    socket_path: Path = Path("/tmp/spire-server/private/api.sock")  # noqa: S108 - SPIRE's default
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+    log_file: Path | None = None
+    ca_key_type: KeyTypeName = "ec-p256"
+    jwt_key_type: KeyTypeName | None = None
+    ca_ttl: timedelta = timedelta(hours=24)
+    ca_subject: CaSubject = field(default_factory=CaSubject)
+    default_x509_svid_ttl: timedelta = timedelta(hours=1)
+    default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
+    agent_ttl: timedelta | None = None
+    jwt_issuer: str = ""
+    disable_jwt_svids: bool = False
+    admin_ids: tuple[SpiffeId, ...] = ()
+    audit_log_enabled: bool = False
+    ratelimit: RateLimit = field(default_factory=RateLimit)
+    federation: Federation = field(default_factory=Federation)
+    prune_attested_nodes_expired_for: timedelta | None = None
+    prune_tofu_nodes: bool = False
+    experimental: ServerExperimental = field(default_factory=ServerExperimental)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "ca_ttl",
+            "default_x509_svid_ttl",
+            "default_jwt_svid_ttl",
+            "agent_ttl",
+            "prune_attested_nodes_expired_for",
+        ):
+            _positive(name, getattr(self, name))
+        if not 0 < self.bind_port < 65536:
+            raise ValueError(f'key "bind_port": {self.bind_port} is not a TCP port')
+
+    @property
+    def effective_jwt_key_type(self) -> KeyTypeName:
+        """``jwt_key_type``, defaulting to ``ca_key_type`` as in SPIRE."""
+        return self.jwt_key_type or self.ca_key_type
+
+    @property
+    def effective_agent_ttl(self) -> timedelta:
+        """``agent_ttl``, defaulting to ``default_x509_svid_ttl`` as in SPIRE."""
+        return self.agent_ttl or self.default_x509_svid_ttl
+
+    @property
+    def server_id(self) -> SpiffeId:
+        """The server's own SPIFFE ID, ``spiffe://<trust domain>/spire/server``."""
+        return SpiffeId.from_path(self.trust_domain, "/spire/server")
+
+
+@dataclass(frozen=True)
+class Sds:
+    """``sds``: Envoy SDS resource names."""
+
+    default_svid_name: str = "default"
+    default_bundle_name: str = "ROOTCA"
+    default_all_bundles_name: str = "ALL"
+    disable_spiffe_cert_validation: bool = False
+
+
+@dataclass(frozen=True)
+class AgentExperimental:
+    """``experimental`` keys of the agent that pyspire honours."""
+
+    sync_interval: timedelta = timedelta(seconds=5)
+    use_sync_authorized_entries: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("sync_interval", self.sync_interval)
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    """The ``agent {}`` block."""
+
+    trust_domain: TrustDomain
+    server_address: str
+    server_port: int = 8081
+    socket_path: Path = Path("/tmp/spire-agent/public/api.sock")  # noqa: S108 - SPIRE's default
+    admin_socket_path: Path | None = None
+    data_dir: Path = Path(".")
+    trust_bundle_path: Path | None = None
+    trust_bundle_url: str | None = None
+    trust_bundle_format: Literal["pem", "spiffe"] = "pem"
+    insecure_bootstrap: bool = False
+    join_token: str | None = None
+    join_token_file: Path | None = None
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+    log_file: Path | None = None
+    workload_x509_svid_key_type: KeyTypeName = "ec-p256"
+    availability_target: timedelta | None = None
+    x509_svid_cache_max_size: int = 1000
+    jwt_svid_cache_max_size: int = 1000
+    allow_unauthenticated_verifiers: bool = False
+    allowed_foreign_jwt_claims: tuple[str, ...] = ()
+    disable_workload_api: bool = False
+    disable_sds_api: bool = False
+    sds: Sds = field(default_factory=Sds)
+    experimental: AgentExperimental = field(default_factory=AgentExperimental)
+
+    def __post_init__(self) -> None:
+        sources = [name for name in ("trust_bundle_path", "trust_bundle_url") if getattr(self, name)]
+        if len(sources) > 1:
+            raise ValueError("only one of trust_bundle_path and trust_bundle_url may be set")
+        if sources and self.insecure_bootstrap:
+            raise ValueError(f"insecure_bootstrap cannot be used together with {sources[0]}")
+        if self.trust_bundle_url is not None and not self.trust_bundle_url.startswith("https://"):
+            raise ValueError(f'trust_bundle_url "{self.trust_bundle_url}" must be an https:// URL')
+        if self.join_token and self.join_token_file:
+            raise ValueError("only one of join_token and join_token_file may be set")
+        if self.availability_target is not None and self.availability_target < timedelta(hours=24):
+            raise ValueError('key "availability_target": must be at least 24h')
+        if self.x509_svid_cache_max_size < 0 or self.jwt_svid_cache_max_size < 0:
+            raise ValueError("SVID cache sizes must not be negative")
+        if not 0 < self.server_port < 65536:
+            raise ValueError(f'key "server_port": {self.server_port} is not a TCP port')
+
+    def require_bootstrap(self) -> None:
+        """SPIRE refuses to start without a way to trust the server: so does pyspire.
+
+        Checked when the agent runs (not when tools merely read the file).
+        """
+        if not (self.trust_bundle_path or self.trust_bundle_url or self.insecure_bootstrap):
+            raise ValueError(
+                "the agent needs trust_bundle_path or trust_bundle_url to verify the server "
+                "(or insecure_bootstrap = true, which trusts the first server it reaches)"
+            )
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """``health_checks``: the HTTP liveness/readiness listener."""
+
+    listener_enabled: bool = False
+    bind_address: str = "localhost"
+    bind_port: int = 80
+    live_path: str = "/live"
+    ready_path: str = "/ready"
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """``telemetry.Prometheus``: the metrics exporter."""
+
+    host: str = ""
+    port: int = 9988
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """``telemetry``: metrics collectors (pyspire exports Prometheus)."""
+
+    prometheus: Prometheus | None = field(default=None, metadata={"key": "Prometheus"})
+    metric_prefix: str = field(default="", metadata={"key": "MetricPrefix"})
+    enable_trust_domain_label: bool = field(default=False, metadata={"key": "EnableTrustDomainLabel"})
+    enable_hostname_label: bool = field(default=False, metadata={"key": "EnableHostnameLabel"})

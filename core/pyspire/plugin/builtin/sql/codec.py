@@ -1,0 +1,194 @@
+"""Rows <-> records for the ``sql`` DataStore: the one place that knows the column formats."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pyspire.plugin.records import (
+    AttestedNode,
+    BundleRecord,
+    FederationRelationship,
+    JwtAuthority,
+    RegistrationEntry,
+    X509Authority,
+)
+from pyspire.plugin.selectors import Selector
+from pyspire.spiffe import SpiffeId, TrustDomain
+
+__all__ = [
+    "bundle_from_data",
+    "bundle_to_data",
+    "digest",
+    "entry_from_row",
+    "entry_identity",
+    "entry_row",
+    "node_from_row",
+    "node_row",
+    "relationship_from_row",
+    "relationship_row",
+    "selector_digest",
+]
+
+
+def digest(text: str) -> str:
+    """The indexed stand-in for a long string: hex SHA-256 of its UTF-8."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def selector_digest(selector: Selector) -> str:
+    """The indexed form of one selector."""
+    return digest(f"{selector.type}:{selector.value}")
+
+
+def _selectors_json(selectors: Iterable[Selector]) -> str:
+    return json.dumps([[s.type, s.value] for s in selectors], separators=(",", ":"))
+
+
+def _selectors(text: str) -> tuple[Selector, ...]:
+    return tuple(Selector(kind, value) for kind, value in json.loads(text))
+
+
+def entry_identity(entry: RegistrationEntry) -> str:
+    """What makes two entries the same entry: SPIFFE ID, parent ID and selector set."""
+    selectors = sorted({f"{s.type}:{s.value}" for s in entry.selectors})
+    return digest("\n".join([str(entry.spiffe_id), str(entry.parent_id), *selectors]))
+
+
+def entry_row(entry: RegistrationEntry) -> dict[str, Any]:
+    """The registered_entries row of a (normalized) entry."""
+    return {
+        "id": entry.id,
+        "spiffe_id": str(entry.spiffe_id),
+        "spiffe_id_hash": digest(str(entry.spiffe_id)),
+        "parent_id": str(entry.parent_id),
+        "parent_id_hash": digest(str(entry.parent_id)),
+        "identity_hash": entry_identity(entry),
+        "selectors": _selectors_json(entry.selectors),
+        "dns_names": json.dumps(list(entry.dns_names)),
+        "federates_with": json.dumps([td.name for td in entry.federates_with]),
+        "x509_svid_ttl": entry.x509_svid_ttl,
+        "jwt_svid_ttl": entry.jwt_svid_ttl,
+        "admin": entry.admin,
+        "downstream": entry.downstream,
+        "expires_at": entry.expires_at,
+        "revision_number": entry.revision_number,
+        "store_svid": entry.store_svid,
+        "hint": entry.hint,
+        "created_at": entry.created_at,
+        "disable_x509_svid_prefetch": entry.disable_x509_svid_prefetch,
+        "jwt_svid_include_jti": entry.jwt_svid_include_jti,
+    }
+
+
+def entry_from_row(row: Mapping[Any, Any]) -> RegistrationEntry:
+    """The entry a registered_entries row holds."""
+    return RegistrationEntry(
+        id=row["id"],
+        spiffe_id=SpiffeId.parse(row["spiffe_id"]),
+        parent_id=SpiffeId.parse(row["parent_id"]),
+        selectors=_selectors(row["selectors"]),
+        x509_svid_ttl=row["x509_svid_ttl"],
+        jwt_svid_ttl=row["jwt_svid_ttl"],
+        federates_with=tuple(TrustDomain.parse(name) for name in json.loads(row["federates_with"])),
+        admin=bool(row["admin"]),
+        downstream=bool(row["downstream"]),
+        expires_at=row["expires_at"],
+        dns_names=tuple(json.loads(row["dns_names"])),
+        revision_number=row["revision_number"],
+        store_svid=bool(row["store_svid"]),
+        hint=row["hint"],
+        created_at=row["created_at"],
+        disable_x509_svid_prefetch=bool(row["disable_x509_svid_prefetch"]),
+        jwt_svid_include_jti=bool(row["jwt_svid_include_jti"]),
+    )
+
+
+def node_row(node: AttestedNode) -> dict[str, Any]:
+    """The attested_nodes row of a node."""
+    return {
+        "spiffe_id_hash": digest(str(node.spiffe_id)),
+        "spiffe_id": str(node.spiffe_id),
+        "attestation_type": node.attestation_type,
+        "cert_serial_number": node.cert_serial_number,
+        "cert_not_after": node.cert_not_after,
+        "new_cert_serial_number": node.new_cert_serial_number,
+        "new_cert_not_after": node.new_cert_not_after,
+        "can_reattest": node.can_reattest,
+        "agent_version": node.agent_version,
+        "selectors": _selectors_json(sorted(set(node.selectors))),
+    }
+
+
+def node_from_row(row: Mapping[Any, Any]) -> AttestedNode:
+    """The node an attested_nodes row holds."""
+    return AttestedNode(
+        spiffe_id=SpiffeId.parse(row["spiffe_id"]),
+        attestation_type=row["attestation_type"],
+        cert_serial_number=row["cert_serial_number"],
+        cert_not_after=row["cert_not_after"],
+        new_cert_serial_number=row["new_cert_serial_number"],
+        new_cert_not_after=row["new_cert_not_after"],
+        can_reattest=bool(row["can_reattest"]),
+        agent_version=row["agent_version"],
+        selectors=_selectors(row["selectors"]),
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def bundle_to_data(bundle: BundleRecord) -> str:
+    """The JSON the bundles table stores for a bundle."""
+    return json.dumps(
+        {
+            "x509": [{"der": _b64(a.der), "tainted": a.tainted} for a in bundle.x509_authorities],
+            "jwt": [
+                {"kid": k.key_id, "key": _b64(k.public_key_der), "expires_at": k.expires_at, "tainted": k.tainted}
+                for k in bundle.jwt_authorities
+            ],
+            "refresh_hint": bundle.refresh_hint,
+            "sequence_number": bundle.sequence_number,
+        },
+        separators=(",", ":"),
+    )
+
+
+def bundle_from_data(trust_domain: str, data: str) -> BundleRecord:
+    """The bundle a bundles row holds."""
+    document = json.loads(data)
+    return BundleRecord(
+        trust_domain=TrustDomain.parse(trust_domain),
+        x509_authorities=tuple(X509Authority(base64.b64decode(a["der"]), bool(a["tainted"])) for a in document["x509"]),
+        jwt_authorities=tuple(
+            JwtAuthority(k["kid"], base64.b64decode(k["key"]), int(k["expires_at"]), bool(k["tainted"]))
+            for k in document["jwt"]
+        ),
+        refresh_hint=int(document["refresh_hint"]),
+        sequence_number=int(document["sequence_number"]),
+    )
+
+
+def relationship_row(relationship: FederationRelationship) -> dict[str, Any]:
+    """The federation_relationships row of a relationship."""
+    return {
+        "trust_domain": relationship.trust_domain.name,
+        "bundle_endpoint_url": relationship.bundle_endpoint_url,
+        "profile": relationship.profile,
+        "endpoint_spiffe_id": str(relationship.endpoint_spiffe_id or ""),
+    }
+
+
+def relationship_from_row(row: Mapping[Any, Any]) -> FederationRelationship:
+    """The relationship a federation_relationships row holds."""
+    endpoint = row["endpoint_spiffe_id"]
+    return FederationRelationship(
+        trust_domain=TrustDomain.parse(row["trust_domain"]),
+        bundle_endpoint_url=row["bundle_endpoint_url"],
+        profile=row["profile"],
+        endpoint_spiffe_id=SpiffeId.parse(endpoint) if endpoint else None,
+    )

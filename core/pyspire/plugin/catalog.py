@@ -1,0 +1,396 @@
+"""The catalog: loads exactly the plugins a config file declares, and nothing else.
+
+Plugins are found through entry points in the group ``pyspire.server`` or ``pyspire.agent``.
+The entry point's name is the name used in config (``NodeAttestor "aws_iid"`` looks for
+``aws_iid``); where one distribution offers two types under one name (SPIRE's server has a
+``disk`` KeyManager and a ``disk`` UpstreamAuthority), it registers them as
+``KeyManager.disk`` and ``UpstreamAuthority.disk``, and the catalog looks for that qualified
+form first. Built-in plugins register exactly like third-party ones.
+
+For each declaration the catalog imports the entry point, instantiates the class with no
+arguments, registers it with a pluggy manager holding the hook specifications of its type
+(which rejects a class that implements hooks its type does not have), checks the type's
+required hooks, and calls ``configure``. Then it enforces SPIRE's cardinalities. Every
+error names the file, the plugin declaration and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from types import ModuleType
+from typing import Any, Literal, Protocol, TypeVar
+
+import pluggy
+
+from pyspire.plugin import facades
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.errors import PluginConfigError, PluginError
+from pyspire.plugin.hookspecs import (
+    agent_node_attestor,
+    bundle_publisher,
+    credential_composer,
+    datastore,
+    key_manager,
+    lifecycle,
+    notifier,
+    server_node_attestor,
+    svid_store,
+    upstream_authority,
+    workload_attestor,
+)
+from pyspire.plugin.markers import PROJECT
+
+__all__ = [
+    "AgentCatalog",
+    "CatalogError",
+    "Declaration",
+    "Role",
+    "ServerCatalog",
+    "installed_plugins",
+    "load_agent_catalog",
+    "load_server_catalog",
+]
+
+_log = logging.getLogger(__name__)
+
+Role = Literal["server", "agent"]
+TRACE_ENV = "PYSPIRE_TRACE_PLUGINS"
+"""Set to 1 to log every hook call and result at DEBUG level (like DATASETTE_TRACE_PLUGINS)."""
+
+
+class Declaration(Protocol):
+    """A plugin as the config file declares it (``pyspire.config.PluginDeclaration``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def plugin_data(self) -> Mapping[str, Any]: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def where(self) -> object: ...
+
+
+class CatalogError(Exception):
+    """A plugin could not be loaded or configured, or the set of plugins is not valid."""
+
+
+@dataclass(frozen=True)
+class _Cardinality:
+    minimum: int
+    maximum: int | None
+
+    def describe(self) -> str:
+        if self.maximum == self.minimum:
+            return f"exactly {self.minimum}"
+        if self.maximum is None:
+            return f"at least {self.minimum}"
+        return f"at most {self.maximum}"
+
+
+@dataclass(frozen=True)
+class _PluginType:
+    handle: type[facades.PluginHandle]
+    specs: tuple[ModuleType, ...]
+    cardinality: _Cardinality
+
+
+_ANY = _Cardinality(0, None)
+_ONE = _Cardinality(1, 1)
+
+_TYPES: dict[Role, dict[str, _PluginType]] = {
+    "server": {
+        "DataStore": _PluginType(facades.DataStore, (datastore,), _ONE),
+        "KeyManager": _PluginType(facades.KeyManager, (key_manager,), _ONE),
+        "NodeAttestor": _PluginType(facades.ServerNodeAttestor, (server_node_attestor,), _ANY),
+        "UpstreamAuthority": _PluginType(facades.UpstreamAuthority, (upstream_authority,), _Cardinality(0, 1)),
+        "Notifier": _PluginType(facades.Notifier, (notifier,), _ANY),
+        "BundlePublisher": _PluginType(facades.BundlePublisher, (bundle_publisher,), _ANY),
+        "CredentialComposer": _PluginType(facades.CredentialComposer, (credential_composer,), _ANY),
+    },
+    "agent": {
+        "KeyManager": _PluginType(facades.KeyManager, (key_manager,), _ONE),
+        "NodeAttestor": _PluginType(facades.AgentNodeAttestor, (agent_node_attestor,), _ONE),
+        "WorkloadAttestor": _PluginType(facades.WorkloadAttestor, (workload_attestor,), _Cardinality(1, None)),
+        "SVIDStore": _PluginType(facades.SvidStore, (svid_store,), _ANY),
+    },
+}
+
+
+def installed_plugins(role: Role) -> list[metadata.EntryPoint]:
+    """Every plugin entry point installed for ``role``, sorted by name."""
+    return sorted(metadata.entry_points(group=f"{PROJECT}.{role}"), key=lambda ep: ep.name)
+
+
+def _where(declaration: Declaration) -> str:
+    where = str(declaration.where or "")
+    return where or f'plugins: {declaration.type} "{declaration.name}"'
+
+
+def _find_class(role: Role, declaration: Declaration, extra: Mapping[str, type] | None) -> type:
+    candidates = (f"{declaration.type}.{declaration.name}", declaration.name)
+    if extra:
+        for candidate in candidates:
+            if candidate in extra:
+                return extra[candidate]
+    installed = {ep.name: ep for ep in installed_plugins(role)}
+    for candidate in candidates:
+        entry_point = installed.get(candidate)
+        if entry_point is None:
+            continue
+        try:
+            loaded = entry_point.load()
+        except Exception as err:
+            dist = entry_point.dist.name if entry_point.dist else "?"
+            raise CatalogError(
+                f"{_where(declaration)}: cannot import {entry_point.value} "
+                f"(distribution {dist}): {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(loaded, type):
+            raise CatalogError(
+                f"{_where(declaration)}: entry point {entry_point.name} = {entry_point.value} is not a class"
+            )
+        return loaded
+    names = sorted(set(installed) | set(extra or ()))
+    raise CatalogError(
+        f'{_where(declaration)}: no {declaration.type} plugin named "{declaration.name}" is '
+        f"installed. Installed {role} plugins: {', '.join(names) or 'none'}. A plugin is a "
+        f'Python distribution with an entry point in group "{PROJECT}.{role}".'
+    )
+
+
+def _new_manager(plugin_type: _PluginType) -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(lifecycle)
+    for spec in plugin_type.specs:
+        manager.add_hookspecs(spec)
+    if os.environ.get(TRACE_ENV) == "1":
+        manager.trace.root.setwriter(_log.debug)
+        manager.enable_tracing()
+    return manager
+
+
+def _load_one(
+    role: Role, declaration: Declaration, core: CoreConfig, extra: Mapping[str, type] | None
+) -> facades.PluginHandle:
+    plugin_type = _TYPES[role].get(declaration.type)
+    if plugin_type is None:
+        known = ", ".join(sorted(_TYPES[role]))
+        raise CatalogError(
+            f'{_where(declaration)}: unknown plugin type "{declaration.type}" for the {role} (known: {known})'
+        )
+    cls = _find_class(role, declaration, extra)
+    try:
+        instance = cls()
+    except Exception as err:
+        raise CatalogError(f"{_where(declaration)}: cannot instantiate {cls.__qualname__}: {err}") from err
+    manager = _new_manager(plugin_type)
+    try:
+        manager.register(instance, name=declaration.name)
+        manager.check_pending()
+    except pluggy.PluginValidationError as err:
+        raise CatalogError(
+            f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__} is not a valid "
+            f"{declaration.type} plugin: {err}"
+        ) from err
+    handle = plugin_type.handle(declaration.name, instance, manager)
+    missing = [hook for hook in ("configure", *plugin_type.handle.required_hooks) if not handle.implements(hook)]
+    if missing:
+        raise CatalogError(
+            f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__} does not implement "
+            f"{', '.join(missing)}; is it a {declaration.type} plugin?"
+        )
+    try:
+        handle.configure(declaration.plugin_data, core)
+    except PluginConfigError as err:
+        raise CatalogError(f"{_where(declaration)}: plugin_data: {err}") from err
+    except PluginError as err:
+        raise CatalogError(f"{_where(declaration)}: configure failed: {err}") from err
+    _log.info(
+        "Plugin loaded",
+        extra={
+            "plugin_type": declaration.type,
+            "plugin_name": declaration.name,
+            "plugin_class": cls.__qualname__,
+        },
+    )
+    return handle
+
+
+H = TypeVar("H", bound=facades.PluginHandle)
+
+
+class _Loaded:
+    """The handles of every enabled declaration, grouped by type."""
+
+    def __init__(self, role: Role, handles: Mapping[str, Sequence[facades.PluginHandle]]) -> None:
+        self.role = role
+        self.by_type = handles
+
+    def all(self, type_name: str, handle: type[H]) -> tuple[H, ...]:
+        found = self.by_type.get(type_name, ())
+        assert all(isinstance(item, handle) for item in found)
+        return tuple(found)  # type: ignore[arg-type]
+
+    def one(self, type_name: str, handle: type[H]) -> H:
+        return self.all(type_name, handle)[0]
+
+    def optional(self, type_name: str, handle: type[H]) -> H | None:
+        found = self.all(type_name, handle)
+        return found[0] if found else None
+
+    def close(self) -> None:
+        for handles in self.by_type.values():
+            for handle in handles:
+                handle.close()
+
+
+def _check_cardinality(role: Role, enabled: Sequence[Declaration], source: str) -> None:
+    for type_name, plugin_type in _TYPES[role].items():
+        count = sum(1 for d in enabled if d.type == type_name)
+        cardinality = plugin_type.cardinality
+        if count < cardinality.minimum or (cardinality.maximum is not None and count > cardinality.maximum):
+            declared = ", ".join(f'"{d.name}"' for d in enabled if d.type == type_name) or "none"
+            raise CatalogError(
+                f"{source}: the {role} needs {cardinality.describe()} {type_name} plugin"
+                f"{'' if cardinality.maximum == 1 else 's'}; declared: {declared}"
+            )
+
+
+def _load_all(
+    role: Role,
+    declarations: Iterable[Declaration],
+    core: CoreConfig,
+    extra: Mapping[str, type] | None,
+    source: str,
+) -> _Loaded:
+    enabled = [declaration for declaration in declarations if declaration.enabled]
+    seen: set[tuple[str, str]] = set()
+    for declaration in enabled:
+        key = (declaration.type, declaration.name)
+        if key in seen:
+            raise CatalogError(f'{_where(declaration)}: {declaration.type} "{declaration.name}" is declared twice')
+        seen.add(key)
+    _check_cardinality(role, enabled, source)
+    grouped: dict[str, list[facades.PluginHandle]] = {}
+    loaded = _Loaded(role, grouped)
+    try:
+        for declaration in enabled:
+            grouped.setdefault(declaration.type, []).append(_load_one(role, declaration, core, extra))
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded
+
+
+@dataclass(frozen=True)
+class ServerCatalog:
+    """The server's configured plugins, by type."""
+
+    datastore: facades.DataStore
+    key_manager: facades.KeyManager
+    node_attestors: Mapping[str, facades.ServerNodeAttestor]
+    upstream_authority: facades.UpstreamAuthority | None
+    notifiers: tuple[facades.Notifier, ...]
+    bundle_publishers: tuple[facades.BundlePublisher, ...]
+    credential_composers: tuple[facades.CredentialComposer, ...]
+    _loaded: _Loaded
+
+    def close(self) -> None:
+        """Close every plugin (once, at shutdown)."""
+        self._loaded.close()
+
+
+@dataclass(frozen=True)
+class AgentCatalog:
+    """The agent's configured plugins, by type."""
+
+    key_manager: facades.KeyManager
+    node_attestor: facades.AgentNodeAttestor
+    workload_attestors: tuple[facades.WorkloadAttestor, ...]
+    svid_stores: tuple[facades.SvidStore, ...]
+    _loaded: _Loaded
+
+    def close(self) -> None:
+        """Close every plugin (once, at shutdown)."""
+        self._loaded.close()
+
+
+def load_server_catalog(
+    declarations: Iterable[Declaration],
+    core: CoreConfig,
+    *,
+    source: str = "config",
+    extra_plugins: Mapping[str, type] | None = None,
+) -> ServerCatalog:
+    """Load and configure the server plugins ``declarations`` names.
+
+    ``extra_plugins`` maps entry-point-style names to classes that are not installed (the
+    test kit uses it for plugins under development).
+    """
+    loaded = _load_all("server", declarations, core, extra_plugins, source)
+    return ServerCatalog(
+        datastore=loaded.one("DataStore", facades.DataStore),
+        key_manager=loaded.one("KeyManager", facades.KeyManager),
+        node_attestors={h.name: h for h in loaded.all("NodeAttestor", facades.ServerNodeAttestor)},
+        upstream_authority=loaded.optional("UpstreamAuthority", facades.UpstreamAuthority),
+        notifiers=loaded.all("Notifier", facades.Notifier),
+        bundle_publishers=loaded.all("BundlePublisher", facades.BundlePublisher),
+        credential_composers=loaded.all("CredentialComposer", facades.CredentialComposer),
+        _loaded=loaded,
+    )
+
+
+def load_agent_catalog(
+    declarations: Iterable[Declaration],
+    core: CoreConfig,
+    *,
+    source: str = "config",
+    extra_plugins: Mapping[str, type] | None = None,
+) -> AgentCatalog:
+    """Load and configure the agent plugins ``declarations`` names."""
+    loaded = _load_all("agent", declarations, core, extra_plugins, source)
+    return AgentCatalog(
+        key_manager=loaded.one("KeyManager", facades.KeyManager),
+        node_attestor=loaded.one("NodeAttestor", facades.AgentNodeAttestor),
+        workload_attestors=loaded.all("WorkloadAttestor", facades.WorkloadAttestor),
+        svid_stores=loaded.all("SVIDStore", facades.SvidStore),
+        _loaded=loaded,
+    )
+
+
+def check_declarations(role: Role, declarations: Iterable[Declaration], *, source: str = "config") -> None:
+    """Check types, cardinalities and that every plugin is installed, without configuring any.
+
+    What ``validate`` commands can promise without side effects: configuring a plugin may
+    create files or connect to services, so plugin data is fully checked only at start.
+    """
+    enabled = [declaration for declaration in declarations if declaration.enabled]
+    for declaration in enabled:
+        if declaration.type not in _TYPES[role]:
+            known = ", ".join(sorted(_TYPES[role]))
+            raise CatalogError(
+                f'{_where(declaration)}: unknown plugin type "{declaration.type}" for the {role} (known: {known})'
+            )
+        _find_class(role, declaration, None)
+    _check_cardinality(role, enabled, source)
+
+
+def load_single_plugin(
+    role: Role,
+    declaration: Declaration,
+    core: CoreConfig,
+    *,
+    extra_plugins: Mapping[str, type] | None = None,
+) -> facades.PluginHandle:
+    """Load and configure one plugin on its own, without cardinality checks.
+
+    For tools and the plugin test kit, which exercise one plugin at a time.
+    """
+    return _load_one(role, declaration, core, extra_plugins)

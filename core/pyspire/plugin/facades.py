@@ -1,0 +1,546 @@
+"""Typed handles on loaded plugins: the only way the daemons call a plugin.
+
+Each handle wraps one configured plugin and its pluggy manager. Core code writes
+``catalog.key_manager.sign_data(...)``, never ``pm.hook.sign_data(**kw)``: the handle checks
+what the plugin returned, and turns whatever it raised into a :class:`PluginError` whose
+message starts with the plugin, as SPIRE's do (``keymanager(disk): ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+
+import pluggy
+from cryptography import x509
+
+from pyspire.plugin.attestation import AttestationResult, Challenge
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.errors import Internal, PluginConfigError, PluginError, Unimplemented
+from pyspire.plugin.keys import HashAlgorithm, KeyType, PublicKey
+from pyspire.plugin.records import (
+    AttestedNode,
+    BundleDeleteMode,
+    BundleRecord,
+    CaJournal,
+    ChangeEvent,
+    CreatedEntry,
+    EntryFilter,
+    FederationRelationship,
+    JoinToken,
+    NodeFilter,
+    Page,
+    RegistrationEntry,
+)
+from pyspire.plugin.selectors import Selector
+from pyspire.plugin.upstream import JwtKey, UpstreamX509Ca
+
+if TYPE_CHECKING:
+    from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
+
+__all__ = [
+    "AgentNodeAttestor",
+    "BundlePublisher",
+    "CredentialComposer",
+    "DataStore",
+    "KeyManager",
+    "Notifier",
+    "PluginHandle",
+    "ServerNodeAttestor",
+    "SvidStore",
+    "UpstreamAuthority",
+    "WorkloadAttestor",
+]
+
+_log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+class PluginHandle:
+    """One configured plugin: its name, type and instance, callable through its hooks."""
+
+    plugin_type: ClassVar[str]
+    """SPIRE's name for the plugin type, as written in config (``KeyManager``)."""
+
+    required_hooks: ClassVar[tuple[str, ...]] = ()
+    """Hooks a plugin of this type must implement besides ``configure``."""
+
+    def __init__(self, name: str, instance: object, manager: pluggy.PluginManager) -> None:
+        self.name = name
+        self.instance = instance
+        self._manager = manager
+        self.prefix = f"{self.plugin_type.lower()}({name})"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {type(self.instance).__qualname__}>"
+
+    def implements(self, hook: str) -> bool:
+        """Whether the plugin implements the optional hook ``hook``."""
+        return bool(getattr(self._manager.hook, hook).get_hookimpls())
+
+    def _call(self, hook: str, **kwargs: Any) -> Any:
+        caller = getattr(self._manager.hook, hook)
+        if not caller.get_hookimpls():
+            raise Unimplemented(f"{self.prefix}: does not implement {hook}")
+        try:
+            return caller(**kwargs)
+        except PluginError as err:
+            raise type(err)(f"{self.prefix}: {err.message}") from err
+        except PluginConfigError:
+            raise
+        except Exception as err:
+            # A plugin bug must not take the daemon down nor pass as success: fail closed.
+            _log.exception("%s: %s raised unexpectedly", self.prefix, hook)
+            raise Internal(f"{self.prefix}: {hook} failed: {err}") from err
+
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        """Hand the plugin its configuration (see the ``configure`` hook)."""
+        self._call("configure", plugin_data=plugin_data, core=core)
+
+    def close(self) -> None:
+        """Let the plugin release its resources; errors are logged, never raised."""
+        if not self.implements("close"):
+            return
+        try:
+            self._manager.hook.close()
+        except Exception:
+            _log.exception("%s: close failed", self.prefix)
+
+    def _expect(self, hook: str, value: Any, expected: type | tuple[type, ...]) -> Any:
+        if not isinstance(value, expected):
+            raise Internal(
+                f"{self.prefix}: {hook} returned {type(value).__name__}, expected "
+                + (expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected))
+            )
+        return value
+
+
+class ServerNodeAttestor(PluginHandle):
+    """A server NodeAttestor (see :mod:`pyspire.plugin.hookspecs.server_node_attestor`)."""
+
+    plugin_type = "NodeAttestor"
+    required_hooks = ("attest_node",)
+
+    def attest(self, payload: bytes, challenge: Challenge) -> AttestationResult:
+        """Verify ``payload``; the returned selectors are still plain values."""
+        result: AttestationResult = self._expect(
+            "attest_node",
+            self._call("attest_node", payload=payload, challenge=challenge),
+            AttestationResult,
+        )
+        if not all(isinstance(value, str) and value for value in result.selector_values):
+            raise Internal(f"{self.prefix}: attest_node returned an empty or non-string selector value")
+        return result
+
+    def selectors(self, result: AttestationResult) -> tuple[Selector, ...]:
+        """The result's selector values as selectors of this plugin's type."""
+        return tuple(Selector(self.name, value) for value in result.selector_values)
+
+
+class AgentNodeAttestor(PluginHandle):
+    """An agent NodeAttestor (see :mod:`pyspire.plugin.hookspecs.agent_node_attestor`)."""
+
+    plugin_type = "NodeAttestor"
+    required_hooks = ("attestation_payload",)
+
+    def payload(self) -> bytes:
+        """This node's attestation evidence."""
+        return bytes(self._expect("attestation_payload", self._call("attestation_payload"), (bytes, bytearray)))
+
+    def answer_challenge(self, challenge: bytes) -> bytes:
+        """The plugin's answer to a server challenge."""
+        answer = self._call("answer_challenge", challenge=challenge)
+        return bytes(self._expect("answer_challenge", answer, (bytes, bytearray)))
+
+
+class WorkloadAttestor(PluginHandle):
+    """A WorkloadAttestor (see :mod:`pyspire.plugin.hookspecs.workload_attestor`)."""
+
+    plugin_type = "WorkloadAttestor"
+    required_hooks = ("attest_workload",)
+
+    def attest(self, pid: int) -> tuple[Selector, ...]:
+        """The selectors this plugin finds for process ``pid``."""
+        values = self._call("attest_workload", pid=pid)
+        if (
+            values is None
+            or isinstance(values, (str, bytes))
+            or not all(isinstance(value, str) and value for value in values)
+        ):
+            raise Internal(f"{self.prefix}: attest_workload must return a sequence of non-empty strings")
+        return tuple(Selector(self.name, value) for value in values)
+
+
+class KeyManager(PluginHandle):
+    """A KeyManager (see :mod:`pyspire.plugin.hookspecs.key_manager`)."""
+
+    plugin_type = "KeyManager"
+    required_hooks = ("generate_key", "get_public_key", "get_public_keys", "sign_data")
+
+    def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
+        """Create (or replace) the key ``key_id``."""
+        key = self._call("generate_key", key_id=key_id, key_type=key_type)
+        return self._check_key("generate_key", key, key_id)
+
+    def get_public_key(self, key_id: str) -> PublicKey | None:
+        """The key ``key_id``, or None."""
+        key = self._call("get_public_key", key_id=key_id)
+        return None if key is None else self._check_key("get_public_key", key, key_id)
+
+    def get_public_keys(self) -> tuple[PublicKey, ...]:
+        """All keys the plugin holds."""
+        keys = self._call("get_public_keys")
+        return tuple(self._check_key("get_public_keys", key, None) for key in keys)
+
+    def sign_data(
+        self,
+        key_id: str,
+        data: bytes,
+        hash_algorithm: HashAlgorithm = HashAlgorithm.SHA256,
+        *,
+        rsa_pss: bool = False,
+    ) -> bytes:
+        """Sign ``data`` with ``key_id`` (DER ECDSA, or RSA PKCS#1 v1.5 / PSS)."""
+        signature = self._call("sign_data", key_id=key_id, data=data, hash_algorithm=hash_algorithm, rsa_pss=rsa_pss)
+        return bytes(self._expect("sign_data", signature, (bytes, bytearray)))
+
+    def export_private_key(self, key_id: str) -> bytes:
+        """The PKCS#8 DER private key ``key_id`` (agent TLS only; see the hook)."""
+        return bytes(self._expect("export_private_key", self._call("export_private_key", key_id=key_id), bytes))
+
+    def _check_key(self, hook: str, key: Any, key_id: str | None) -> PublicKey:
+        key = self._expect(hook, key, PublicKey)
+        if key_id is not None and key.id != key_id:
+            raise Internal(f"{self.prefix}: {hook} returned key {key.id!r} for {key_id!r}")
+        return key  # type: ignore[no-any-return]
+
+
+class UpstreamAuthority(PluginHandle):
+    """An UpstreamAuthority (see :mod:`pyspire.plugin.hookspecs.upstream_authority`)."""
+
+    plugin_type = "UpstreamAuthority"
+    required_hooks = ("mint_x509_ca",)
+
+    def mint_x509_ca(self, csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
+        """Have the upstream sign the server's CA request."""
+        minted = self._expect(
+            "mint_x509_ca",
+            self._call("mint_x509_ca", csr=csr, preferred_ttl=preferred_ttl),
+            UpstreamX509Ca,
+        )
+        if not minted.ca_chain or not all(isinstance(cert, x509.Certificate) for cert in minted.ca_chain):
+            raise Internal(f"{self.prefix}: mint_x509_ca returned an empty or invalid CA chain")
+        if not minted.upstream_roots:
+            raise Internal(f"{self.prefix}: mint_x509_ca returned no upstream roots")
+        return minted  # type: ignore[no-any-return]
+
+    def publish_jwt_key(self, jwt_key: JwtKey) -> tuple[JwtKey, ...]:
+        """Publish a JWT key upstream; raises Unimplemented if the plugin cannot."""
+        return tuple(self._call("publish_jwt_key", jwt_key=jwt_key))
+
+
+class Notifier(PluginHandle):
+    """A Notifier (see :mod:`pyspire.plugin.hookspecs.notifier`)."""
+
+    plugin_type = "Notifier"
+    required_hooks = ("notify_bundle_updated",)
+
+    def notify_bundle_updated(self, bundle: Bundle) -> None:
+        """Tell the plugin the bundle changed."""
+        self._call("notify_bundle_updated", bundle=bundle)
+
+
+class BundlePublisher(PluginHandle):
+    """A BundlePublisher (see :mod:`pyspire.plugin.hookspecs.bundle_publisher`)."""
+
+    plugin_type = "BundlePublisher"
+    required_hooks = ("publish_bundle",)
+
+    def publish_bundle(self, bundle: Bundle) -> None:
+        """Publish the bundle."""
+        self._call("publish_bundle", bundle=bundle)
+
+
+class CredentialComposer(PluginHandle):
+    """A CredentialComposer (see :mod:`pyspire.plugin.hookspecs.credential_composer`)."""
+
+    plugin_type = "CredentialComposer"
+
+    def compose_workload_x509_svid(
+        self,
+        spiffe_id: SpiffeId,
+        subject: x509.Name,
+        extensions: tuple[x509.Extension[x509.ExtensionType], ...],
+    ) -> tuple[x509.Name, tuple[x509.Extension[x509.ExtensionType], ...]]:
+        """The subject and extra extensions for a workload X509-SVID."""
+        if not self.implements("compose_workload_x509_svid"):
+            return subject, extensions
+        new_subject, new_extensions = self._call(
+            "compose_workload_x509_svid",
+            spiffe_id=spiffe_id,
+            subject=subject,
+            extensions=extensions,
+        )
+        return self._expect("compose_workload_x509_svid", new_subject, x509.Name), tuple(new_extensions)
+
+    def compose_workload_jwt_svid(self, spiffe_id: SpiffeId, claims: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The claims of a workload JWT-SVID."""
+        if not self.implements("compose_workload_jwt_svid"):
+            return claims
+        composed = self._call("compose_workload_jwt_svid", spiffe_id=spiffe_id, claims=claims)
+        return self._expect("compose_workload_jwt_svid", composed, Mapping)  # type: ignore[no-any-return]
+
+
+class SvidStore(PluginHandle):
+    """An SVIDStore (see :mod:`pyspire.plugin.hookspecs.svid_store`)."""
+
+    plugin_type = "SVIDStore"
+    required_hooks = ("put_x509_svid", "delete_x509_svid")
+
+    def put_x509_svid(self, svid: X509Svid, metadata: Sequence[str], federated_bundles: Sequence[bytes]) -> None:
+        """Store an SVID."""
+        self._call("put_x509_svid", svid=svid, metadata=metadata, federated_bundles=federated_bundles)
+
+    def delete_x509_svid(self, metadata: Sequence[str]) -> None:
+        """Remove a stored SVID."""
+        self._call("delete_x509_svid", metadata=metadata)
+
+
+class DataStore(PluginHandle):
+    """The DataStore (see :mod:`pyspire.plugin.hookspecs.datastore`): one method per hook.
+
+    Methods are synchronous and may block on the database: call them from a worker thread.
+    """
+
+    plugin_type = "DataStore"
+    required_hooks = (
+        "fetch_bundle",
+        "list_bundles",
+        "count_bundles",
+        "create_bundle",
+        "set_bundle",
+        "modify_bundle",
+        "delete_bundle",
+        "create_registration_entries",
+        "fetch_registration_entry",
+        "fetch_registration_entries",
+        "list_registration_entries",
+        "count_registration_entries",
+        "update_registration_entry",
+        "delete_registration_entry",
+        "prune_registration_entries",
+        "create_attested_node",
+        "fetch_attested_node",
+        "list_attested_nodes",
+        "count_attested_nodes",
+        "modify_attested_node",
+        "delete_attested_node",
+        "prune_attested_nodes",
+        "create_join_token",
+        "take_join_token",
+        "prune_join_tokens",
+        "create_federation_relationship",
+        "fetch_federation_relationship",
+        "list_federation_relationships",
+        "update_federation_relationship",
+        "delete_federation_relationship",
+        "set_ca_journal",
+        "fetch_ca_journal",
+        "list_ca_journals",
+        "delete_ca_journal",
+        "list_change_events",
+        "last_change_sequence",
+        "prune_change_events",
+    )
+
+    # bundles
+    def fetch_bundle(self, trust_domain: TrustDomain) -> BundleRecord | None:
+        """The bundle of ``trust_domain``, or None."""
+        return self._optional("fetch_bundle", BundleRecord, trust_domain=trust_domain)
+
+    def list_bundles(self, page: Page = Page()) -> tuple[list[BundleRecord], str]:
+        """A page of bundles and the next page token."""
+        return self._page("list_bundles", BundleRecord, page=page)
+
+    def count_bundles(self) -> int:
+        """How many bundles are stored."""
+        return int(self._call("count_bundles"))
+
+    def create_bundle(self, bundle: BundleRecord) -> BundleRecord:
+        """Store a new bundle."""
+        return self._required("create_bundle", BundleRecord, bundle=bundle)
+
+    def set_bundle(self, bundle: BundleRecord) -> BundleRecord:
+        """Store or replace a bundle."""
+        return self._required("set_bundle", BundleRecord, bundle=bundle)
+
+    def modify_bundle(
+        self, trust_domain: TrustDomain, update: Callable[[BundleRecord | None], BundleRecord | None]
+    ) -> BundleRecord | None:
+        """Read-modify-write one bundle atomically."""
+        return self._optional("modify_bundle", BundleRecord, trust_domain=trust_domain, update=update)
+
+    def delete_bundle(self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT) -> None:
+        """Delete a bundle."""
+        self._call("delete_bundle", trust_domain=trust_domain, mode=mode)
+
+    # registration entries
+    def create_registration_entries(self, entries: Sequence[RegistrationEntry]) -> list[CreatedEntry]:
+        """Create entries in one transaction."""
+        results = list(self._call("create_registration_entries", entries=entries))
+        if len(results) != len(entries) or not all(isinstance(r, CreatedEntry) for r in results):
+            raise Internal(f"{self.prefix}: create_registration_entries must return one CreatedEntry per entry")
+        return results
+
+    def fetch_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
+        """One entry, or None."""
+        return self._optional("fetch_registration_entry", RegistrationEntry, entry_id=entry_id)
+
+    def fetch_registration_entries(self, entry_ids: Sequence[str]) -> list[RegistrationEntry]:
+        """The existing entries among ``entry_ids``."""
+        return self._list("fetch_registration_entries", RegistrationEntry, entry_ids=entry_ids)
+
+    def list_registration_entries(
+        self, entry_filter: EntryFilter = EntryFilter(), page: Page = Page()
+    ) -> tuple[list[RegistrationEntry], str]:
+        """A page of matching entries and the next page token."""
+        return self._page("list_registration_entries", RegistrationEntry, entry_filter=entry_filter, page=page)
+
+    def count_registration_entries(self, entry_filter: EntryFilter = EntryFilter()) -> int:
+        """How many entries match."""
+        return int(self._call("count_registration_entries", entry_filter=entry_filter))
+
+    def update_registration_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        """Replace an entry."""
+        return self._required("update_registration_entry", RegistrationEntry, entry=entry)
+
+    def delete_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
+        """Delete an entry; the deleted entry or None."""
+        return self._optional("delete_registration_entry", RegistrationEntry, entry_id=entry_id)
+
+    def prune_registration_entries(self, expires_before: int) -> int:
+        """Delete expired entries; how many."""
+        return int(self._call("prune_registration_entries", expires_before=expires_before))
+
+    # attested nodes
+    def create_attested_node(self, node: AttestedNode) -> AttestedNode:
+        """Store a newly attested node."""
+        return self._required("create_attested_node", AttestedNode, node=node)
+
+    def fetch_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
+        """One node, or None."""
+        return self._optional("fetch_attested_node", AttestedNode, spiffe_id=spiffe_id)
+
+    def list_attested_nodes(
+        self, node_filter: NodeFilter = NodeFilter(), page: Page = Page()
+    ) -> tuple[list[AttestedNode], str]:
+        """A page of matching nodes and the next page token."""
+        return self._page("list_attested_nodes", AttestedNode, node_filter=node_filter, page=page)
+
+    def count_attested_nodes(self, node_filter: NodeFilter = NodeFilter()) -> int:
+        """How many nodes match."""
+        return int(self._call("count_attested_nodes", node_filter=node_filter))
+
+    def modify_attested_node(self, spiffe_id: SpiffeId, update: Callable[[AttestedNode], AttestedNode]) -> AttestedNode:
+        """Read-modify-write one node atomically."""
+        return self._required("modify_attested_node", AttestedNode, spiffe_id=spiffe_id, update=update)
+
+    def delete_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
+        """Delete a node; the deleted node or None."""
+        return self._optional("delete_attested_node", AttestedNode, spiffe_id=spiffe_id)
+
+    def prune_attested_nodes(self, expired_before: int, include_non_reattestable: bool) -> int:
+        """Delete nodes whose SVIDs expired; how many."""
+        return int(
+            self._call(
+                "prune_attested_nodes", expired_before=expired_before, include_non_reattestable=include_non_reattestable
+            )
+        )
+
+    # join tokens
+    def create_join_token(self, token: JoinToken) -> None:
+        """Store a join token."""
+        self._call("create_join_token", token=token)
+
+    def take_join_token(self, token: str) -> JoinToken | None:
+        """Consume a join token (exactly one caller gets it)."""
+        return self._optional("take_join_token", JoinToken, token=token)
+
+    def prune_join_tokens(self, expires_before: int) -> int:
+        """Delete expired tokens; how many."""
+        return int(self._call("prune_join_tokens", expires_before=expires_before))
+
+    # federation relationships
+    def create_federation_relationship(self, relationship: FederationRelationship) -> FederationRelationship:
+        """Store a relationship."""
+        return self._required("create_federation_relationship", FederationRelationship, relationship=relationship)
+
+    def fetch_federation_relationship(self, trust_domain: TrustDomain) -> FederationRelationship | None:
+        """One relationship, or None."""
+        return self._optional("fetch_federation_relationship", FederationRelationship, trust_domain=trust_domain)
+
+    def list_federation_relationships(self, page: Page = Page()) -> tuple[list[FederationRelationship], str]:
+        """A page of relationships and the next page token."""
+        return self._page("list_federation_relationships", FederationRelationship, page=page)
+
+    def update_federation_relationship(self, relationship: FederationRelationship) -> FederationRelationship:
+        """Replace a relationship."""
+        return self._required("update_federation_relationship", FederationRelationship, relationship=relationship)
+
+    def delete_federation_relationship(self, trust_domain: TrustDomain) -> None:
+        """Delete a relationship."""
+        self._call("delete_federation_relationship", trust_domain=trust_domain)
+
+    # CA journals
+    def set_ca_journal(self, journal: CaJournal) -> CaJournal:
+        """Insert or replace a journal."""
+        return self._required("set_ca_journal", CaJournal, journal=journal)
+
+    def fetch_ca_journal(self, active_x509_authority_id: str) -> CaJournal | None:
+        """The journal of an active X.509 authority, or None."""
+        return self._optional("fetch_ca_journal", CaJournal, active_x509_authority_id=active_x509_authority_id)
+
+    def list_ca_journals(self) -> list[CaJournal]:
+        """All journals."""
+        return self._list("list_ca_journals", CaJournal)
+
+    def delete_ca_journal(self, journal_id: int) -> None:
+        """Delete a journal."""
+        self._call("delete_ca_journal", journal_id=journal_id)
+
+    # change events
+    def list_change_events(self, after_sequence: int, limit: int) -> list[ChangeEvent]:
+        """Events after ``after_sequence``, in order."""
+        return self._list("list_change_events", ChangeEvent, after_sequence=after_sequence, limit=limit)
+
+    def last_change_sequence(self) -> int:
+        """The newest committed event's sequence."""
+        return int(self._call("last_change_sequence"))
+
+    def prune_change_events(self, created_before: int) -> int:
+        """Delete old events; how many."""
+        return int(self._call("prune_change_events", created_before=created_before))
+
+    # result checks
+    def _required(self, hook: str, expected: type[R], **kwargs: Any) -> R:
+        return cast(R, self._expect(hook, self._call(hook, **kwargs), expected))
+
+    def _optional(self, hook: str, expected: type[R], **kwargs: Any) -> R | None:
+        value = self._call(hook, **kwargs)
+        return None if value is None else cast(R, self._expect(hook, value, expected))
+
+    def _list(self, hook: str, expected: type[R], **kwargs: Any) -> list[R]:
+        values = list(self._call(hook, **kwargs))
+        if not all(isinstance(value, expected) for value in values):
+            raise Internal(f"{self.prefix}: {hook} returned something other than {expected.__name__} records")
+        return values
+
+    def _page(self, hook: str, expected: type[R], **kwargs: Any) -> tuple[list[R], str]:
+        items, token = self._call(hook, **kwargs)
+        items = list(items)
+        if not all(isinstance(item, expected) for item in items) or not isinstance(token, str):
+            raise Internal(f"{self.prefix}: {hook} must return ({expected.__name__} records, next page token)")
+        return items, token

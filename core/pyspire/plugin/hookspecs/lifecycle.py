@@ -1,0 +1,33 @@
+"""Hooks every plugin has: configuration and shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.markers import hookspec
+
+
+@hookspec(firstresult=True)
+def configure(plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+    """Validate and take the plugin's configuration. Required.
+
+    Called once, before any other hook, with the ``plugin_data`` block of the plugin's
+    declaration (already parsed from HCL or JSON; ``{}`` when absent) and the daemon-wide
+    settings. Parse it with :func:`pyspire.plugin.parse_plugin_data` into a dataclass so
+    that unknown keys and wrong types are reported uniformly.
+
+    Raise :class:`~pyspire.plugin.errors.PluginConfigError` naming the key for bad
+    configuration; the daemon refuses to start and prefixes the plugin and file. Keep side
+    effects to what the plugin needs to work (open a key file, build a client); network
+    calls that may fail transiently belong in the hooks that use them.
+    """
+
+
+@hookspec
+def close() -> None:
+    """Release what ``configure`` acquired (connections, threads). Optional.
+
+    Called once when the daemon shuts down; never followed by another hook call.
+    """

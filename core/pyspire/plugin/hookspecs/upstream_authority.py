@@ -1,0 +1,36 @@
+"""UpstreamAuthority: makes the server's CA an intermediate of an existing PKI.
+
+At most one per server. Without it the server signs its own root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pyspire.plugin.markers import hookspec
+from pyspire.plugin.upstream import JwtKey, UpstreamX509Ca
+
+
+@hookspec(firstresult=True)
+def mint_x509_ca(csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
+    """Sign the server's CA certificate request (DER PKCS#10) as an intermediate CA.
+
+    Called at start-up and at every CA rotation, in a worker thread. Use only the public key
+    of the CSR and its subject; the certificate must have CA=true, keyCertSign and cRLSign,
+    and the trust domain's SPIFFE ID as its URI SAN. ``preferred_ttl`` is the server's
+    ``ca_ttl``; the upstream may issue a shorter one (the server then rotates sooner).
+
+    Raise :class:`~pyspire.plugin.Unavailable` when the upstream cannot be reached: the
+    server keeps its current CA and asks again.
+    """
+
+
+@hookspec(firstresult=True)
+def publish_jwt_key(jwt_key: JwtKey) -> Sequence[JwtKey]:
+    """Publish a new JWT signing key upstream; return the upstream's JWT keys. Optional.
+
+    Implemented by authorities that are themselves SPIFFE trust domains (nested SPIRE), so
+    JWT-SVIDs signed downstream validate everywhere in the tree. Others raise
+    :class:`~pyspire.plugin.Unimplemented` or do not implement it.
+    """

@@ -1,0 +1,148 @@
+"""The built-in sql DataStore passes the DataStore contract on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pyspire.plugin.builtin.sql.schema import counters, metadata
+from pyspire.plugin.builtin.sql.store import SqlDataStore
+from pyspire.plugin.catalog import CatalogError
+from pyspire.plugin.errors import Unavailable
+from pyspire.plugin.facades import DataStore
+from pyspire.plugin.records import JoinToken
+from pyspire.plugin.testing import load_plugin, make_core_config
+from pyspire.plugin.testing.datastore_contract import DataStoreContract
+from sqlalchemy import delete, text
+
+
+def load_sql(tmp_path: Path, plugin_data: dict[str, Any]) -> DataStore:
+    handle = load_plugin("server", "DataStore", "sql", plugin_data, make_core_config(tmp_path))
+    assert isinstance(handle, DataStore)
+    return handle
+
+
+def emptied(handle: DataStore) -> DataStore:
+    """The same database with every table emptied (faster than a new database per test)."""
+    store = handle.instance
+    assert isinstance(store, SqlDataStore)
+    with store.engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(delete(table))
+        connection.execute(counters.insert().values(name="change_sequence", value=0))
+    return handle
+
+
+class TestSqlite(DataStoreContract):
+    @pytest.fixture
+    def datastore(self, tmp_path: Path) -> Iterator[DataStore]:
+        handle = load_sql(
+            tmp_path, {"database_type": "sqlite3", "connection_string": str(tmp_path / "data" / "ds.sqlite3")}
+        )
+        yield handle
+        handle.close()
+
+
+class TestPostgres(DataStoreContract):
+    @pytest.fixture
+    def datastore(self, tmp_path: Path, postgres_dsn: str) -> Iterator[DataStore]:
+        handle = load_sql(tmp_path, {"database_type": "postgres", "connection_string": postgres_dsn})
+        yield emptied(handle)
+        handle.close()
+
+
+class TestMariaDb(DataStoreContract):
+    @pytest.fixture
+    def datastore(self, tmp_path: Path, mariadb_dsn: str) -> Iterator[DataStore]:
+        handle = load_sql(tmp_path, {"database_type": "mysql", "connection_string": mariadb_dsn})
+        yield emptied(handle)
+        handle.close()
+
+
+def test_sqlite_file_and_directory_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "datastore.sqlite3"
+    handle = load_sql(tmp_path, {"database_type": "sqlite3", "connection_string": str(path)})
+    handle.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_two_processes_worth_of_connections_share_one_sqlite_file(tmp_path: Path) -> None:
+    """Two independently configured stores on one file: one join token, one winner."""
+    data = {"database_type": "sqlite3", "connection_string": str(tmp_path / "shared.sqlite3")}
+    first, second = load_sql(tmp_path, data), load_sql(tmp_path, data)
+    first.create_join_token(JoinToken("shared", 10**10))
+    results = [second.take_join_token("shared"), first.take_join_token("shared")]
+    assert results.count(None) == 1
+    first.close()
+    second.close()
+
+
+def test_database_created_by_a_newer_pyspire_is_refused(tmp_path: Path) -> None:
+    data = {"database_type": "sqlite3", "connection_string": str(tmp_path / "ds.sqlite3")}
+    handle = load_sql(tmp_path, data)
+    store = handle.instance
+    assert isinstance(store, SqlDataStore)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    handle.close()
+    with pytest.raises(CatalogError, match="revision 9999, which this pyspire does not know"):
+        load_sql(tmp_path, data)
+
+
+def test_disable_migration_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="disable_migration is set"):
+        load_sql(
+            tmp_path,
+            {"database_type": "sqlite3", "connection_string": str(tmp_path / "x.db"), "disable_migration": True},
+        )
+
+
+@pytest.mark.parametrize(
+    ("plugin_data", "message"),
+    [
+        ({"connection_string": "x"}, 'key "database_type": is required'),
+        (
+            {"database_type": "oracle", "connection_string": "x"},
+            'key "database_type": must be one of "sqlite3", "postgres", "mysql"',
+        ),
+        ({"database_type": "sqlite3", "connection_string": ""}, "connection_string"),
+        ({"database_type": "mysql", "connection_string": "not a dsn"}, "not a MySQL DSN"),
+        ({"database_type": "sqlite3", "connection_string": "x", "max_open_conns": 0}, "max_open_conns"),
+        ({"database_type": "sqlite3", "connection_string": "x", "dialect": "y"}, 'key "dialect": unknown key'),
+    ],
+)
+def test_configuration_errors_name_the_key(tmp_path: Path, plugin_data: dict[str, Any], message: str) -> None:
+    os.chdir(tmp_path)
+    with pytest.raises(CatalogError, match=message):
+        load_sql(tmp_path, plugin_data)
+
+
+def test_unreachable_database_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot reach the postgres database"):
+        load_sql(
+            tmp_path,
+            {
+                "database_type": "postgres",
+                "connection_string": "host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2",
+            },
+        )
+
+
+def test_database_going_away_mid_run_is_unavailable(tmp_path: Path, postgres_dsn: str) -> None:
+    handle = load_sql(tmp_path, {"database_type": "postgres", "connection_string": postgres_dsn})
+    store = handle.instance
+    assert isinstance(store, SqlDataStore)
+    store.engine.dispose()
+    # Point the pool at a port nothing listens on: every new connection fails.
+    store.engine.pool._creator = lambda *a: psycopg.connect("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2")  # type: ignore[attr-defined]
+    with pytest.raises(Unavailable, match="database unavailable"):
+        handle.fetch_registration_entry("x")
+    with pytest.raises(Unavailable):
+        handle.create_join_token(JoinToken("t", 1))
+    handle.close()

@@ -1,0 +1,325 @@
+"""The catalog loads exactly what config declares, checks it, and explains every refusal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspire.config import load_agent_config_text, load_server_config_text
+from pyspire.plugin import (
+    AttestationResult,
+    CoreConfig,
+    Internal,
+    InvalidArgument,
+    PluginConfigError,
+    hookimpl,
+    parse_plugin_data,
+)
+from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog
+from pyspire.plugin.testing import PluginDeclaration, make_core_config
+
+
+class GoodWorkloadAttestor:
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        self.configured_with = dict(plugin_data)
+
+    @hookimpl
+    def attest_workload(self, pid: int) -> Sequence[str]:
+        return [f"pid:{pid}"]
+
+
+class BrokenWorkloadAttestor:
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        pass
+
+    @hookimpl
+    def attest_workload(self, pid: int) -> Sequence[str]:
+        raise RuntimeError("kaboom")
+
+
+class EmptyStringWorkloadAttestor(BrokenWorkloadAttestor):
+    @hookimpl
+    def attest_workload(self, pid: int) -> Sequence[str]:
+        return ["uid:1", ""]
+
+
+@dataclass(frozen=True)
+class StrictConfig:
+    ca_bundle_path: Path
+
+
+class StrictConfigNodeAttestor:
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        self.config = parse_plugin_data(StrictConfig, plugin_data)
+
+    @hookimpl
+    def attest_node(self, payload: bytes, challenge: Any) -> AttestationResult:
+        if not payload:
+            raise InvalidArgument("payload is empty")
+        return AttestationResult(agent_path="/strict/node", selector_values=("model:x",))
+
+
+class NotAnAttestor:
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        pass
+
+    @hookimpl
+    def sign_data(self, key_id: str, data: bytes) -> bytes:
+        return b""
+
+
+AGENT_PLUGINS = """
+plugins {
+    NodeAttestor "join_token" { plugin_data {} }
+    KeyManager "memory" { plugin_data {} }
+    WorkloadAttestor "good" { plugin_data { answer = "yes" } }
+}
+"""
+
+
+def agent_config(plugins: str = AGENT_PLUGINS) -> str:
+    return f'agent {{\n trust_domain = "example.org"\n server_address = "127.0.0.1"\n}}\n{plugins}'
+
+
+@pytest.fixture
+def core(tmp_path: Path) -> CoreConfig:
+    return make_core_config(tmp_path)
+
+
+@pytest.fixture
+def datastore(tmp_path: Path) -> PluginDeclaration:
+    """Every server needs exactly one DataStore: an SQLite file for these tests."""
+    return PluginDeclaration(
+        "DataStore", "sql", {"database_type": "sqlite3", "connection_string": str(tmp_path / "ds.db")}
+    )
+
+
+def test_agent_catalog_loads_declared_plugins_only(core: CoreConfig) -> None:
+    config = load_agent_config_text(agent_config())
+    catalog = load_agent_catalog(
+        config.plugins,
+        core,
+        extra_plugins={"good": GoodWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    (attestor,) = catalog.workload_attestors
+    assert attestor.name == "good"
+    assert attestor.instance.configured_with == {"answer": "yes"}
+    assert [str(s) for s in attestor.attest(42)] == ["good:pid:42"]
+    assert catalog.key_manager.name == "memory"
+    catalog.close()
+
+
+class GoodNodeAgent:
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        pass
+
+    @hookimpl
+    def attestation_payload(self) -> bytes:
+        return b"evidence"
+
+
+def test_unknown_plugin_name_lists_installed_plugins(core: CoreConfig) -> None:
+    config = load_agent_config_text(agent_config(AGENT_PLUGINS.replace('"good"', '"goood"')))
+    with pytest.raises(CatalogError) as raised:
+        load_agent_catalog(config.plugins, core, extra_plugins={"join_token": GoodNodeAgent})
+    message = str(raised.value)
+    assert 'agent.conf: plugins: WorkloadAttestor "goood"' in message
+    assert 'no WorkloadAttestor plugin named "goood" is installed' in message
+    # the installed agent plugins are listed
+    assert "memory" in message
+    assert "disk" in message
+
+
+@pytest.mark.parametrize(
+    ("plugins", "expected"),
+    [
+        (
+            'KeyManager "memory" {}\nWorkloadAttestor "good" {}',
+            "needs exactly 1 NodeAttestor plugin; declared: none",
+        ),
+        (
+            'NodeAttestor "join_token" {}\nWorkloadAttestor "good" {}',
+            "needs exactly 1 KeyManager plugin",
+        ),
+        (
+            'NodeAttestor "join_token" {}\nKeyManager "memory" {}',
+            "needs at least 1 WorkloadAttestor plugins",
+        ),
+        (
+            'NodeAttestor "join_token" {}\nKeyManager "memory" {}\nKeyManager "disk" {}\nWorkloadAttestor "good" {}',
+            'needs exactly 1 KeyManager plugin; declared: "memory", "disk"',
+        ),
+    ],
+)
+def test_agent_cardinalities_are_enforced(core: CoreConfig, plugins: str, expected: str) -> None:
+    config = load_agent_config_text(agent_config(f"plugins {{\n{plugins}\n}}"))
+    with pytest.raises(CatalogError, match=expected):
+        load_agent_catalog(
+            config.plugins,
+            core,
+            extra_plugins={"good": GoodWorkloadAttestor, "join_token": GoodNodeAgent},
+        )
+
+
+def test_disabled_plugins_are_not_loaded(core: CoreConfig) -> None:
+    plugins = AGENT_PLUGINS.replace(
+        'WorkloadAttestor "good" { plugin_data { answer = "yes" } }',
+        'WorkloadAttestor "good" { plugin_data {} }\n    WorkloadAttestor "broken" { enabled = false }',
+    )
+    config = load_agent_config_text(agent_config(plugins))
+    catalog = load_agent_catalog(
+        config.plugins,
+        core,
+        extra_plugins={"good": GoodWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    assert [a.name for a in catalog.workload_attestors] == ["good"]
+
+
+def test_class_implementing_another_types_hooks_is_refused(core: CoreConfig, datastore: PluginDeclaration) -> None:
+    declaration = PluginDeclaration("NodeAttestor", "fake", where='server.conf: plugins: NodeAttestor "fake"')
+    with pytest.raises(CatalogError, match=r"is not a valid NodeAttestor plugin.*sign_data"):
+        load_server_catalog(
+            [datastore, declaration, PluginDeclaration("KeyManager", "memory")],
+            core,
+            extra_plugins={"fake": NotAnAttestor},
+        )
+
+
+def test_missing_required_hook_is_named(core: CoreConfig) -> None:
+    class ConfigureOnly:
+        @hookimpl
+        def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+            pass
+
+    declaration = PluginDeclaration("WorkloadAttestor", "lazy")
+    with pytest.raises(CatalogError, match="does not implement attest_workload"):
+        load_agent_catalog(
+            [
+                declaration,
+                PluginDeclaration("KeyManager", "memory"),
+                PluginDeclaration("NodeAttestor", "join_token"),
+            ],
+            core,
+            extra_plugins={"lazy": ConfigureOnly, "join_token": GoodNodeAgent},
+        )
+
+
+def test_plugin_data_errors_name_file_plugin_and_key(core: CoreConfig, tmp_path: Path) -> None:
+    config = load_server_config_text(
+        'server {\n trust_domain = "example.org"\n data_dir = "."\n}\n'
+        'plugins {\n KeyManager "memory" {}\n'
+        f' DataStore "sql" {{ plugin_data {{ database_type = "sqlite3" connection_string = "{tmp_path}/x.db" }} }}\n'
+        ' NodeAttestor "strict" { plugin_data { ca_bundle = "x" } }\n}\n'
+    )
+    with pytest.raises(CatalogError) as raised:
+        load_server_catalog(config.plugins, core, extra_plugins={"strict": StrictConfigNodeAttestor})
+    message = str(raised.value)
+    assert message.startswith('server.conf: plugins: NodeAttestor "strict": plugin_data: key "ca_bundle": unknown key')
+    assert "ca_bundle_path" in message  # the known keys are listed
+
+
+def test_missing_required_plugin_data_key(core: CoreConfig, datastore: PluginDeclaration) -> None:
+    with pytest.raises(CatalogError, match='key "ca_bundle_path": is required'):
+        load_server_catalog(
+            [
+                datastore,
+                PluginDeclaration("KeyManager", "memory"),
+                PluginDeclaration("NodeAttestor", "strict"),
+            ],
+            core,
+            extra_plugins={"strict": StrictConfigNodeAttestor},
+        )
+
+
+def test_plugin_errors_carry_the_plugin_prefix_and_code(core: CoreConfig, datastore: PluginDeclaration) -> None:
+    catalog = load_server_catalog(
+        [
+            datastore,
+            PluginDeclaration("KeyManager", "memory"),
+            PluginDeclaration("NodeAttestor", "strict", {"ca_bundle_path": "/x"}),
+        ],
+        core,
+        extra_plugins={"strict": StrictConfigNodeAttestor},
+    )
+    attestor = catalog.node_attestors["strict"]
+    with pytest.raises(InvalidArgument, match=r"^nodeattestor\(strict\): payload is empty$"):
+        attestor.attest(b"", lambda challenge: b"")
+    result = attestor.attest(b"ok", lambda challenge: b"")
+    assert [str(s) for s in attestor.selectors(result)] == ["strict:model:x"]
+
+
+def test_unexpected_plugin_exception_fails_closed(core: CoreConfig, caplog: pytest.LogCaptureFixture) -> None:
+    catalog = load_agent_catalog(
+        [
+            PluginDeclaration("KeyManager", "memory"),
+            PluginDeclaration("NodeAttestor", "join_token"),
+            PluginDeclaration("WorkloadAttestor", "broken"),
+        ],
+        core,
+        extra_plugins={"broken": BrokenWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    with (
+        caplog.at_level(logging.ERROR),
+        pytest.raises(Internal, match=r"workloadattestor\(broken\): attest_workload failed: kaboom"),
+    ):
+        catalog.workload_attestors[0].attest(1)
+    assert "raised unexpectedly" in caplog.text
+
+
+def test_malformed_plugin_result_is_refused(core: CoreConfig) -> None:
+    catalog = load_agent_catalog(
+        [
+            PluginDeclaration("KeyManager", "memory"),
+            PluginDeclaration("NodeAttestor", "join_token"),
+            PluginDeclaration("WorkloadAttestor", "sloppy"),
+        ],
+        core,
+        extra_plugins={"sloppy": EmptyStringWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    with pytest.raises(Internal, match="non-empty strings"):
+        catalog.workload_attestors[0].attest(1)
+
+
+def test_configure_raising_plugin_config_error_directly(core: CoreConfig) -> None:
+    class Picky(GoodWorkloadAttestor):
+        @hookimpl
+        def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+            raise PluginConfigError("mode", 'must be "fast" or "slow"')
+
+    with pytest.raises(CatalogError, match='plugin_data: key "mode": must be "fast" or "slow"'):
+        load_agent_catalog(
+            [
+                PluginDeclaration("KeyManager", "memory"),
+                PluginDeclaration("NodeAttestor", "join_token"),
+                PluginDeclaration("WorkloadAttestor", "picky"),
+            ],
+            core,
+            extra_plugins={"picky": Picky, "join_token": GoodNodeAgent},
+        )
+
+
+def test_tracing_logs_hook_calls(
+    core: CoreConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("PYSPIRE_TRACE_PLUGINS", "1")
+    catalog = load_agent_catalog(
+        [
+            PluginDeclaration("KeyManager", "memory"),
+            PluginDeclaration("NodeAttestor", "join_token"),
+            PluginDeclaration("WorkloadAttestor", "good"),
+        ],
+        core,
+        extra_plugins={"good": GoodWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    with caplog.at_level(logging.DEBUG, logger="pyspire.plugin.catalog"):
+        catalog.workload_attestors[0].attest(7)
+    assert "attest_workload" in caplog.text

@@ -1,0 +1,100 @@
+"""Regenerate the protobuf and grpclib stubs committed beside each .proto file.
+
+    python -m pyspire.proto.generate          # rewrite the stubs in place
+    python -m pyspire.proto.generate --check  # exit 1 and list the stubs that are stale
+
+Needs the dev extras (grpcio-tools, pinned so output is reproducible, and grpclib's protoc
+plugin from the same virtualenv). The Workload API gets messages only: its service paths are
+unpackaged and written by hand in ``spiffe/workload/service.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROTO_DIR = Path(__file__).resolve().parent
+SOURCE_ROOT = PROTO_DIR.parent.parent  # the directory holding the "pyspire" package
+MESSAGES_ONLY = {PROTO_DIR / "spiffe" / "workload" / "workload.proto"}
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_grpc.py")
+
+
+def _protoc_plugin() -> Path:
+    plugin = Path(sys.executable).parent / "protoc-gen-grpclib_python"
+    if not plugin.exists():
+        found = shutil.which("protoc-gen-grpclib_python")
+        if found is None:
+            raise SystemExit("protoc-gen-grpclib_python not found: install the dev extras (grpclib)")
+        plugin = Path(found)
+    return plugin
+
+
+def _generate(output_root: Path) -> None:
+    from grpc_tools import protoc  # noqa: PLC0415 - a dev-only dependency
+
+    includes = Path(protoc.__file__).parent / "_proto"
+    protos = sorted(PROTO_DIR.rglob("*.proto"))
+    for proto in protos:
+        relative = proto.relative_to(SOURCE_ROOT)
+        args = [
+            "grpc_tools.protoc",
+            f"-I{SOURCE_ROOT}",
+            f"-I{includes}",
+            f"--python_out={output_root}",
+            f"--pyi_out={output_root}",
+        ]
+        if proto not in MESSAGES_ONLY:
+            args += [f"--plugin=protoc-gen-grpclib_python={_protoc_plugin()}", f"--grpclib_python_out={output_root}"]
+        if protoc.main([*args, str(relative)]) != 0:
+            raise SystemExit(f"protoc failed on {relative}")
+
+
+def _generated_files(root: Path) -> set[Path]:
+    return {
+        path.relative_to(root)
+        for path in (root / "pyspire" / "proto").rglob("*")
+        if path.is_file() and path.name.endswith(GENERATED_SUFFIXES)
+    }
+
+
+def check() -> list[Path]:
+    """The committed stubs that differ from freshly generated ones (or are missing/extra)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        _generate(root)
+        fresh = _generated_files(root)
+        committed = _generated_files(SOURCE_ROOT)
+        stale = sorted(fresh ^ committed)
+        stale += sorted(
+            path for path in fresh & committed if not filecmp.cmp(root / path, SOURCE_ROOT / path, shallow=False)
+        )
+        return stale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args()
+    if args.check:
+        stale = check()
+        for path in stale:
+            print(f"stale: {path}")
+        raise SystemExit(1 if stale else 0)
+    for path in _generated_files(SOURCE_ROOT):
+        (SOURCE_ROOT / path).unlink()
+    _generate(SOURCE_ROOT)
+    for directory in {p.parent for p in PROTO_DIR.rglob("*.proto")} | {PROTO_DIR}:
+        for package in (directory, *directory.relative_to(PROTO_DIR).parents):
+            init = package / "__init__.py" if package.is_absolute() else PROTO_DIR / package / "__init__.py"
+            if not init.exists():
+                init.write_text("")
+    subprocess.run([sys.executable, "-m", "pyspire.proto.generate", "--check"], check=True)
+
+
+if __name__ == "__main__":
+    main()

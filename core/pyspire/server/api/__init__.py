@@ -1,0 +1,1 @@
+"""The server's gRPC APIs (SPIRE's services), their authorization, limits and audit."""

@@ -1,0 +1,219 @@
+"""SPIRE's Agent service: attestation, renewal, and the administration of agents."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import empty_pb2
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.crypto import CsrError, parse_csr
+from pyspire.plugin.records import AttestedNode, JoinToken, NodeFilter, Page, RegistrationEntry
+from pyspire.plugin.selectors import Selector
+from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.convert import (
+    InvalidInput,
+    agent_id_from_proto,
+    agent_to_proto,
+    match_from_proto,
+    selectors_from_proto,
+    workload_id_from_proto,
+    x509_svid_to_proto,
+)
+from pyspire.server.api.errors import Reason, agent_denied
+from pyspire.server.attestation import attest_agent
+from pyspire.server.context import ServerContext
+from pyspire.spiffe import SpiffeId
+
+__all__ = ["MAX_PAGE_SIZE", "AgentService"]
+
+MAX_PAGE_SIZE = 1000
+_SERVICE = "/spire.api.server.agent.v1.Agent/"
+
+
+def _invalid(err: InvalidInput | str) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, str(err))
+
+
+def _expires_before(text: str) -> int | None:
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        raise _invalid(f'invalid by_expires_before "{text}": use RFC 3339 or Unix seconds') from None
+
+
+def _node_filter(proto: agent_pb2.ListAgentsRequest.Filter | agent_pb2.CountAgentsRequest.Filter) -> NodeFilter:
+    by_selectors = None
+    if proto.HasField("by_selector_match"):
+        try:
+            selectors = selectors_from_proto(proto.by_selector_match.selectors)
+            by_selectors = (selectors, match_from_proto(proto.by_selector_match.match))
+        except InvalidInput as err:
+            raise _invalid(err) from None
+    return NodeFilter(
+        by_attestation_type=proto.by_attestation_type or None,
+        by_selectors=by_selectors,
+        by_banned=proto.by_banned.value if proto.HasField("by_banned") else None,
+        by_can_reattest=proto.by_can_reattest.value if proto.HasField("by_can_reattest") else None,
+        by_expires_before=_expires_before(proto.by_expires_before),
+    )
+
+
+def _join_token_alias(agent_id: SpiffeId, alias: SpiffeId) -> RegistrationEntry:
+    """The entry that gives a join-token agent a second, operator-chosen ID (SPIRE's alias)."""
+    return RegistrationEntry("", alias, agent_id, (Selector("spiffe_id", str(agent_id)),))
+
+
+class AgentService(agent_grpc.AgentBase):
+    """The Agent service (``spire.api.server.agent.v1.Agent``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        """Serve with the server's shared parts."""
+        self.ctx = ctx
+
+    def _agent_id(self, proto: types_pb2.SPIFFEID) -> SpiffeId:
+        try:
+            return agent_id_from_proto(proto, self.ctx.trust_domain)
+        except InvalidInput as err:
+            raise _invalid(err) from None
+
+    @rpc(_SERVICE + "AttestAgent")
+    async def AttestAgent(self, stream: Any, caller: Caller) -> None:
+        await attest_agent(self.ctx, stream)
+
+    @rpc(_SERVICE + "RenewAgent")
+    async def RenewAgent(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        node = caller.agent
+        assert node is not None
+        if node.can_reattest:
+            raise agent_denied(
+                Reason.AGENT_MUST_REATTEST, f'agent "{node.spiffe_id}" must re-attest instead of renewing'
+            )
+        if not request.params.csr:
+            raise _invalid("missing CSR")
+        try:
+            public_key = parse_csr(bytes(request.params.csr))
+        except CsrError as err:
+            raise _invalid(f"invalid CSR: {err}") from None
+        ttl = self.ctx.config.server.effective_agent_ttl
+        chain = await asyncio.to_thread(self.ctx.issuer.sign_agent_x509_svid, public_key, node.spiffe_id, ttl)
+        serial, not_after = str(chain[0].serial_number), int(chain[0].not_valid_after_utc.timestamp())
+
+        def record_new_serial(current: AttestedNode) -> AttestedNode:
+            return replace(current, new_cert_serial_number=serial, new_cert_not_after=not_after)
+
+        updated = await self.ctx.call(self.ctx.datastore.modify_attested_node, node.spiffe_id, record_new_serial)
+        self.ctx.nodes.put(updated)
+        await stream.send_message(agent_pb2.RenewAgentResponse(svid=x509_svid_to_proto(chain, node.spiffe_id)))
+
+    @rpc(_SERVICE + "PostStatus")
+    async def PostStatus(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        node = caller.agent
+        assert node is not None
+        if request.agent_version and request.agent_version != node.agent_version:
+            version = request.agent_version[:255]
+            updated = await self.ctx.call(
+                self.ctx.datastore.modify_attested_node, node.spiffe_id, lambda n: replace(n, agent_version=version)
+            )
+            self.ctx.nodes.put(updated)
+        await stream.send_message(agent_pb2.PostStatusResponse())
+
+    @rpc(_SERVICE + "CountAgents")
+    async def CountAgents(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        count = await self.ctx.call(self.ctx.datastore.count_attested_nodes, _node_filter(request.filter))
+        await stream.send_message(agent_pb2.CountAgentsResponse(count=count))
+
+    @rpc(_SERVICE + "ListAgents")
+    async def ListAgents(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if request.page_size < 0:
+            raise _invalid("page_size cannot be negative")
+        size = min(request.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        nodes, token = await self.ctx.call(
+            self.ctx.datastore.list_attested_nodes, _node_filter(request.filter), Page(size, request.page_token)
+        )
+        mask = request.output_mask if request.HasField("output_mask") else None
+        await stream.send_message(
+            agent_pb2.ListAgentsResponse(agents=[agent_to_proto(n, mask) for n in nodes], next_page_token=token)
+        )
+
+    @rpc(_SERVICE + "GetAgent")
+    async def GetAgent(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        agent_id = self._agent_id(request.id)
+        node = await self.ctx.call(self.ctx.datastore.fetch_attested_node, agent_id)
+        if node is None:
+            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+        mask = request.output_mask if request.HasField("output_mask") else None
+        await stream.send_message(agent_to_proto(node, mask))
+
+    @rpc(_SERVICE + "DeleteAgent")
+    async def DeleteAgent(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        agent_id = self._agent_id(request.id)
+        deleted = await self.ctx.call(self.ctx.datastore.delete_attested_node, agent_id)
+        if deleted is None:
+            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+        self.ctx.nodes.remove(agent_id)
+        # A join-token agent's alias entry goes with it, as in SPIRE.
+        marker = Selector("spiffe_id", str(agent_id))
+        for entry in self.ctx.entries.all():
+            if entry.parent_id == agent_id and entry.selectors == (marker,):
+                await self.ctx.call(self.ctx.datastore.delete_registration_entry, entry.id)
+        await self.ctx.wrote()
+        await stream.send_message(empty_pb2.Empty())
+
+    @rpc(_SERVICE + "BanAgent")
+    async def BanAgent(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        agent_id = self._agent_id(request.id)
+
+        def ban(current: AttestedNode) -> AttestedNode:
+            return replace(current, cert_serial_number="", new_cert_serial_number="")
+
+        node = await self.ctx.call(self.ctx.datastore.fetch_attested_node, agent_id)
+        if node is None:
+            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+        banned = await self.ctx.call(self.ctx.datastore.modify_attested_node, agent_id, ban)
+        self.ctx.nodes.put(banned)
+        await self.ctx.wrote()
+        await stream.send_message(empty_pb2.Empty())
+
+    @rpc(_SERVICE + "CreateJoinToken")
+    async def CreateJoinToken(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if request.ttl < 1:
+            raise _invalid("ttl is required, you must provide one")
+        value = request.token or str(uuid.uuid4())
+        if len(value) > 255:
+            raise _invalid("token is longer than 255 characters")
+        alias = None
+        if request.HasField("agent_id") and (request.agent_id.trust_domain or request.agent_id.path):
+            try:
+                alias = workload_id_from_proto(request.agent_id, self.ctx.trust_domain, "agent ID")
+            except InvalidInput as err:
+                raise _invalid(err) from None
+        try:
+            agent_id = SpiffeId.from_segments(self.ctx.trust_domain, "spire", "agent", "join_token", value)
+        except ValueError as err:
+            raise _invalid(f"invalid token: {err}") from None
+        expires_at = int(self.ctx.clock()) + request.ttl
+        await self.ctx.call(self.ctx.datastore.create_join_token, JoinToken(value, expires_at))
+        if alias is not None:
+            await self.ctx.call(self.ctx.datastore.create_registration_entries, [_join_token_alias(agent_id, alias)])
+            await self.ctx.wrote()
+        await stream.send_message(types_pb2.JoinToken(value=value, expires_at=expires_at))

@@ -1,0 +1,242 @@
+"""SPIRE's Bundle service: this trust domain's bundle and the federated bundles.
+
+Reads are answered from the bundle cache; writes go to the datastore and the cache catches up
+before the answer is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound
+from pyspire.plugin.records import BundleDeleteMode, BundleRecord
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.convert import (
+    InvalidInput,
+    bundle_from_proto,
+    bundle_to_proto,
+    jwt_authorities_from_proto,
+    x509_authorities_from_proto,
+)
+from pyspire.server.api.errors import status_message
+from pyspire.server.context import ServerContext
+from pyspire.spiffe import SpiffeIdError, TrustDomain
+
+__all__ = ["BundleService"]
+
+_SERVICE = "/spire.api.server.bundle.v1.Bundle/"
+MAX_PAGE = 1000
+
+
+def _invalid(message: object) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, str(message))
+
+
+def _mask(request: Any) -> types_pb2.BundleMask | None:
+    return request.output_mask if request.HasField("output_mask") else None
+
+
+class BundleService(bundle_grpc.BundleBase):
+    """The Bundle service (``spire.api.server.bundle.v1.Bundle``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        """Serve with the server's shared parts."""
+        self.ctx = ctx
+
+    def _federated_domain(self, name: str) -> TrustDomain:
+        try:
+            trust_domain = TrustDomain.parse(name)
+        except SpiffeIdError as err:
+            raise _invalid(f"malformed trust domain: {err}") from None
+        if trust_domain == self.ctx.trust_domain:
+            raise _invalid(f'"{trust_domain}" is the server trust domain, not a federated one')
+        return trust_domain
+
+    @rpc(_SERVICE + "GetBundle")
+    async def GetBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        bundle = self.ctx.bundles.get(self.ctx.trust_domain)
+        if bundle is None:
+            raise GRPCError(Status.NOT_FOUND, "bundle not found")
+        await stream.send_message(bundle_to_proto(bundle, _mask(request)))
+
+    @rpc(_SERVICE + "AppendBundle")
+    async def AppendBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        try:
+            x509_new = x509_authorities_from_proto(request.x509_authorities)
+            jwt_new = jwt_authorities_from_proto(request.jwt_authorities)
+        except InvalidInput as err:
+            raise _invalid(err) from None
+
+        def append(current: BundleRecord | None) -> BundleRecord | None:
+            record = current or BundleRecord(self.ctx.trust_domain)
+            have_x509 = {a.der for a in record.x509_authorities}
+            have_jwt = {k.key_id for k in record.jwt_authorities}
+            added_x509 = tuple(a for a in x509_new if a.der not in have_x509)
+            added_jwt = tuple(k for k in jwt_new if k.key_id not in have_jwt)
+            if not added_x509 and not added_jwt:
+                return current
+            return replace(
+                record,
+                x509_authorities=record.x509_authorities + added_x509,
+                jwt_authorities=record.jwt_authorities + added_jwt,
+                sequence_number=record.sequence_number + 1,
+            )
+
+        stored = await self.ctx.call(self.ctx.datastore.modify_bundle, self.ctx.trust_domain, append)
+        await self.ctx.wrote()
+        await stream.send_message(bundle_to_proto(stored or BundleRecord(self.ctx.trust_domain), _mask(request)))
+
+    @rpc(_SERVICE + "PublishJWTAuthority")
+    async def PublishJWTAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        try:
+            (key,) = jwt_authorities_from_proto([request.jwt_authority])
+        except InvalidInput as err:
+            raise _invalid(err) from None
+
+        def publish(current: BundleRecord | None) -> BundleRecord | None:
+            record = current or BundleRecord(self.ctx.trust_domain)
+            if any(k.key_id == key.key_id for k in record.jwt_authorities):
+                return current
+            return replace(
+                record, jwt_authorities=(*record.jwt_authorities, key), sequence_number=record.sequence_number + 1
+            )
+
+        stored = await self.ctx.call(self.ctx.datastore.modify_bundle, self.ctx.trust_domain, publish)
+        await self.ctx.wrote()
+        keys = bundle_to_proto(stored).jwt_authorities if stored else []
+        await stream.send_message(bundle_pb2.PublishJWTAuthorityResponse(jwt_authorities=keys))
+
+    @rpc(_SERVICE + "PublishWITAuthority")
+    async def PublishWITAuthority(self, stream: Any, caller: Caller) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
+
+    @rpc(_SERVICE + "CountBundles")
+    async def CountBundles(self, stream: Any, caller: Caller) -> None:
+        await stream.recv_message()
+        await stream.send_message(bundle_pb2.CountBundlesResponse(count=len(self.ctx.bundles.all())))
+
+    @rpc(_SERVICE + "ListFederatedBundles")
+    async def ListFederatedBundles(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if request.page_size < 0:
+            raise _invalid("page_size cannot be negative")
+        size = min(request.page_size or MAX_PAGE, MAX_PAGE)
+        federated = [b for b in self.ctx.bundles.all() if b.trust_domain != self.ctx.trust_domain]
+        start = 0
+        if request.page_token:
+            start = next(
+                (i for i, b in enumerate(federated) if b.trust_domain.name > request.page_token), len(federated)
+            )
+        page = federated[start : start + size]
+        token = page[-1].trust_domain.name if start + size < len(federated) and page else ""
+        await stream.send_message(
+            bundle_pb2.ListFederatedBundlesResponse(
+                bundles=[bundle_to_proto(b, _mask(request)) for b in page], next_page_token=token
+            )
+        )
+
+    @rpc(_SERVICE + "GetFederatedBundle")
+    async def GetFederatedBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        trust_domain = self._federated_domain(request.trust_domain)
+        if caller.agent is not None and not caller.admin and not caller.local:
+            # An agent may read the bundles its authorized entries federate with.
+            authorized = self.ctx.entries.authorized(
+                caller.agent.spiffe_id, self.ctx.nodes.selectors(caller.agent.spiffe_id)
+            )
+            if not any(trust_domain in entry.federates_with for entry in authorized.entries):
+                raise GRPCError(
+                    Status.PERMISSION_DENIED, f'no entry authorized to this agent federates with "{trust_domain}"'
+                )
+        bundle = self.ctx.bundles.get(trust_domain)
+        if bundle is None:
+            raise GRPCError(Status.NOT_FOUND, "bundle not found")
+        await stream.send_message(bundle_to_proto(bundle, _mask(request)))
+
+    async def _batch(self, bundles: Any, operation: str) -> list[tuple[types_pb2.Status, BundleRecord | None]]:
+        outcomes: list[tuple[types_pb2.Status, BundleRecord | None]] = []
+        for proto in bundles:
+            try:
+                record = bundle_from_proto(proto)
+                self._federated_domain(record.trust_domain.name)
+                if operation == "create":
+                    stored = await self.ctx.call(self.ctx.datastore.create_bundle, record)
+                elif operation == "update":
+                    if (
+                        self.ctx.bundles.get(record.trust_domain) is None
+                        and await self.ctx.call(self.ctx.datastore.fetch_bundle, record.trust_domain) is None
+                    ):
+                        raise NotFound(f'no bundle for "{record.trust_domain}"')
+                    stored = await self.ctx.call(self.ctx.datastore.set_bundle, record)
+                else:
+                    stored = await self.ctx.call(self.ctx.datastore.set_bundle, record)
+                outcomes.append((status_message(Status.OK, "OK"), stored))
+            except InvalidInput as err:
+                outcomes.append((status_message(Status.INVALID_ARGUMENT, f"failed to convert bundle: {err}"), None))
+            except GRPCError as err:
+                outcomes.append((status_message(err.status, str(err.message)), None))
+            except AlreadyExists:
+                outcomes.append((status_message(Status.ALREADY_EXISTS, "bundle already exists"), None))
+            except NotFound as err:
+                outcomes.append((status_message(Status.NOT_FOUND, err.message), None))
+        if any(stored is not None for _, stored in outcomes):
+            await self.ctx.wrote()
+        return outcomes
+
+    @rpc(_SERVICE + "BatchCreateFederatedBundle")
+    async def BatchCreateFederatedBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        outcomes = await self._batch(request.bundle, "create")
+        Result = bundle_pb2.BatchCreateFederatedBundleResponse.Result
+        results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
+        await stream.send_message(bundle_pb2.BatchCreateFederatedBundleResponse(results=results))
+
+    @rpc(_SERVICE + "BatchUpdateFederatedBundle")
+    async def BatchUpdateFederatedBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        outcomes = await self._batch(request.bundle, "update")
+        Result = bundle_pb2.BatchUpdateFederatedBundleResponse.Result
+        results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
+        await stream.send_message(bundle_pb2.BatchUpdateFederatedBundleResponse(results=results))
+
+    @rpc(_SERVICE + "BatchSetFederatedBundle")
+    async def BatchSetFederatedBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        outcomes = await self._batch(request.bundle, "set")
+        Result = bundle_pb2.BatchSetFederatedBundleResponse.Result
+        results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
+        await stream.send_message(bundle_pb2.BatchSetFederatedBundleResponse(results=results))
+
+    @rpc(_SERVICE + "BatchDeleteFederatedBundle")
+    async def BatchDeleteFederatedBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        try:
+            mode = BundleDeleteMode(request.mode)
+        except ValueError:
+            raise _invalid(f"unknown delete mode {request.mode}") from None
+        Result = bundle_pb2.BatchDeleteFederatedBundleResponse.Result
+        results = []
+        for name in request.trust_domains:
+            try:
+                trust_domain = self._federated_domain(name)
+                await self.ctx.call(self.ctx.datastore.delete_bundle, trust_domain, mode)
+                results.append(Result(status=status_message(Status.OK, "OK"), trust_domain=name))
+            except GRPCError as err:
+                results.append(Result(status=status_message(err.status, str(err.message)), trust_domain=name))
+            except NotFound:
+                results.append(Result(status=status_message(Status.NOT_FOUND, "no such bundle"), trust_domain=name))
+            except FailedPrecondition as err:
+                results.append(
+                    Result(status=status_message(Status.FAILED_PRECONDITION, err.message), trust_domain=name)
+                )
+        await self.ctx.wrote()
+        await stream.send_message(bundle_pb2.BatchDeleteFederatedBundleResponse(results=results))

@@ -1,0 +1,279 @@
+"""SPIRE's Entry service: registration entries, and the entries authorized to an agent.
+
+GetAuthorizedEntries and SyncAuthorizedEntries are answered from the in-memory entry index
+with no datastore query; the protobuf messages an agent receives are built once per index
+generation and reused by every unchanged sync. SyncAuthorizedEntries follows SPIRE's
+protocol: up to 500 entries are sent whole; more are announced as pages of (id, revision)
+with ``more`` set, after which the agent asks for the entries it lacks by ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound
+from pyspire.plugin.records import EntryFilter, Page, RegistrationEntry
+from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.convert import (
+    InvalidInput,
+    entry_from_proto,
+    entry_to_proto,
+    entry_update_from_proto,
+    id_from_proto,
+    match_from_proto,
+    selectors_from_proto,
+)
+from pyspire.server.api.errors import status_message
+from pyspire.server.cache.entries import AuthorizedEntries
+from pyspire.server.context import ServerContext
+from pyspire.spiffe import SpiffeIdError, TrustDomain
+
+__all__ = ["ENTRY_PAGE_SIZE", "EntryService"]
+
+ENTRY_PAGE_SIZE = 500
+MAX_LIST_PAGE = 1000
+_SERVICE = "/spire.api.server.entry.v1.Entry/"
+
+
+def _invalid(err: object) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, str(err))
+
+
+def _entry_filter(proto: entry_pb2.ListEntriesRequest.Filter | entry_pb2.CountEntriesRequest.Filter) -> EntryFilter:
+    try:
+        by_selectors = None
+        if proto.HasField("by_selectors"):
+            by_selectors = (
+                selectors_from_proto(proto.by_selectors.selectors),
+                match_from_proto(proto.by_selectors.match),
+            )
+        by_federates = None
+        if proto.HasField("by_federates_with"):
+            domains = tuple(TrustDomain.parse(name) for name in proto.by_federates_with.trust_domains)
+            by_federates = (domains, match_from_proto(proto.by_federates_with.match))
+        return EntryFilter(
+            by_spiffe_id=id_from_proto(proto.by_spiffe_id, "by_spiffe_id") if proto.HasField("by_spiffe_id") else None,
+            by_parent_id=id_from_proto(proto.by_parent_id, "by_parent_id") if proto.HasField("by_parent_id") else None,
+            by_selectors=by_selectors,
+            by_federates_with=by_federates,
+            by_hint=proto.by_hint.value if proto.HasField("by_hint") else None,
+            by_downstream=proto.by_downstream.value if proto.HasField("by_downstream") else None,
+        )
+    except (InvalidInput, SpiffeIdError) as err:
+        raise _invalid(f"malformed filter: {err}") from None
+
+
+@dataclass
+class _AgentView:
+    generation: int
+    mask: bytes
+    messages: list[types_pb2.Entry]
+    by_id: dict[str, types_pb2.Entry]
+    sorted_ids: list[str]
+
+
+class EntryService(entry_grpc.EntryBase):
+    """The Entry service (``spire.api.server.entry.v1.Entry``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        """Serve with the server's shared parts."""
+        self.ctx = ctx
+        self._views: dict[Any, _AgentView] = {}
+
+    # --- the agents' view --------------------------------------------------------------
+
+    def _view(self, caller: Caller, mask: types_pb2.EntryMask | None) -> _AgentView:
+        """The caller's authorized entries as protobuf messages, rebuilt only after a change."""
+        node = caller.agent
+        assert node is not None
+        authorized: AuthorizedEntries = self.ctx.entries.authorized(
+            node.spiffe_id, self.ctx.nodes.selectors(node.spiffe_id)
+        )
+        mask_key = mask.SerializeToString(deterministic=True) if mask is not None else b""
+        cached = self._views.get(node.spiffe_id)
+        if cached is not None and cached.generation == authorized.generation and cached.mask == mask_key:
+            return cached
+        messages = [entry_to_proto(entry, mask) for entry in authorized.entries]
+        by_id = {message.id: message for message in messages}
+        view = _AgentView(authorized.generation, mask_key, messages, by_id, sorted(by_id))
+        if len(self._views) > 4 * max(len(self.ctx.nodes), 64):
+            self._views.clear()  # agents that left: forget their views
+        self._views[node.spiffe_id] = view
+        return view
+
+    @rpc(_SERVICE + "GetAuthorizedEntries")
+    async def GetAuthorizedEntries(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        view = self._view(caller, request.output_mask if request.HasField("output_mask") else None)
+        await stream.send_message(entry_pb2.GetAuthorizedEntriesResponse(entries=view.messages))
+
+    @rpc(_SERVICE + "SyncAuthorizedEntries")
+    async def SyncAuthorizedEntries(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if request is None:
+            return
+        if request.ids:
+            raise _invalid("specifying IDs on initial request is not supported")
+        mask = request.output_mask if request.HasField("output_mask") else None
+        if mask is not None and not mask.revision_number:
+            raise _invalid("revision number cannot be masked")
+        view = self._view(caller, mask)
+        if len(view.messages) <= ENTRY_PAGE_SIZE:
+            await stream.send_message(entry_pb2.SyncAuthorizedEntriesResponse(entries=view.messages))
+            return
+        revisions = [
+            entry_pb2.EntryRevision(id=m.id, revision_number=m.revision_number, created_at=m.created_at)
+            for m in view.messages
+        ]
+        for start in range(0, len(revisions), ENTRY_PAGE_SIZE):
+            page = revisions[start : start + ENTRY_PAGE_SIZE]
+            await stream.send_message(
+                entry_pb2.SyncAuthorizedEntriesResponse(
+                    entry_revisions=page, more=start + ENTRY_PAGE_SIZE < len(revisions)
+                )
+            )
+        while True:
+            try:
+                request = await stream.recv_message()
+            except StreamTerminatedError:
+                return
+            if request is None:
+                return
+            wanted = [view.by_id[i] for i in sorted(set(request.ids)) if i in view.by_id]
+            for start in range(0, max(len(wanted), 1), ENTRY_PAGE_SIZE):
+                entries = wanted[start : start + ENTRY_PAGE_SIZE]
+                await stream.send_message(
+                    entry_pb2.SyncAuthorizedEntriesResponse(entries=entries, more=start + ENTRY_PAGE_SIZE < len(wanted))
+                )
+
+    # --- administration ----------------------------------------------------------------
+
+    @rpc(_SERVICE + "CountEntries")
+    async def CountEntries(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        count = await self.ctx.call(self.ctx.datastore.count_registration_entries, _entry_filter(request.filter))
+        await stream.send_message(entry_pb2.CountEntriesResponse(count=count))
+
+    @rpc(_SERVICE + "ListEntries")
+    async def ListEntries(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if request.page_size < 0:
+            raise _invalid("page_size cannot be negative")
+        size = min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE)
+        entries, token = await self.ctx.call(
+            self.ctx.datastore.list_registration_entries, _entry_filter(request.filter), Page(size, request.page_token)
+        )
+        mask = request.output_mask if request.HasField("output_mask") else None
+        await stream.send_message(
+            entry_pb2.ListEntriesResponse(entries=[entry_to_proto(e, mask) for e in entries], next_page_token=token)
+        )
+
+    @rpc(_SERVICE + "GetEntry")
+    async def GetEntry(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        if not request.id:
+            raise _invalid("missing ID")
+        entry = await self.ctx.call(self.ctx.datastore.fetch_registration_entry, request.id)
+        if entry is None:
+            raise GRPCError(Status.NOT_FOUND, "entry not found")
+        await stream.send_message(
+            entry_to_proto(entry, request.output_mask if request.HasField("output_mask") else None)
+        )
+
+    @rpc(_SERVICE + "BatchCreateEntry")
+    async def BatchCreateEntry(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        mask = request.output_mask if request.HasField("output_mask") else None
+        results: list[entry_pb2.BatchCreateEntryResponse.Result | None] = [None] * len(request.entries)
+        valid: list[tuple[int, RegistrationEntry]] = []
+        for index, proto in enumerate(request.entries):
+            try:
+                entry = entry_from_proto(proto, self.ctx.trust_domain)
+                if entry.id and (len(entry.id) > 255 or not entry.id.isprintable()):
+                    raise InvalidInput("invalid entry ID: at most 255 printable characters")
+                valid.append((index, entry))
+            except InvalidInput as err:
+                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
+                    status=status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}")
+                )
+        if valid:
+            try:
+                created = await self.ctx.call(self.ctx.datastore.create_registration_entries, [e for _, e in valid])
+            except FailedPrecondition as err:
+                # A missing federated bundle fails the batch; say so for each entry.
+                for index, _ in valid:
+                    results[index] = entry_pb2.BatchCreateEntryResponse.Result(
+                        status=status_message(Status.INVALID_ARGUMENT, f"failed to create entry: {err.message}")
+                    )
+                created = []
+            for (index, _), outcome in zip(valid, created, strict=False):
+                code, message = (
+                    (Status.OK, "OK") if outcome.created else (Status.ALREADY_EXISTS, "similar entry already exists")
+                )
+                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
+                    status=status_message(code, message), entry=entry_to_proto(outcome.entry, mask)
+                )
+            if created:
+                await self.ctx.wrote()
+        await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=[r for r in results if r is not None]))
+
+    @rpc(_SERVICE + "BatchUpdateEntry")
+    async def BatchUpdateEntry(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        input_mask = request.input_mask if request.HasField("input_mask") else None
+        output_mask = request.output_mask if request.HasField("output_mask") else None
+        results = []
+        changed = False
+        for proto in request.entries:
+            result = entry_pb2.BatchUpdateEntryResponse.Result()
+            try:
+                if not proto.id:
+                    raise InvalidInput("missing entry ID")
+                existing = await self.ctx.call(self.ctx.datastore.fetch_registration_entry, proto.id)
+                if existing is None:
+                    result.status.CopyFrom(status_message(Status.NOT_FOUND, f'entry "{proto.id}" not found'))
+                else:
+                    merged = entry_update_from_proto(existing, proto, input_mask, self.ctx.trust_domain)
+                    updated = await self.ctx.call(self.ctx.datastore.update_registration_entry, merged)
+                    changed = True
+                    result.status.CopyFrom(status_message(Status.OK, "OK"))
+                    result.entry.CopyFrom(entry_to_proto(updated, output_mask))
+            except InvalidInput as err:
+                result.status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}"))
+            except AlreadyExists as err:
+                result.status.CopyFrom(status_message(Status.ALREADY_EXISTS, err.message))
+            except (NotFound, FailedPrecondition) as err:
+                result.status.CopyFrom(
+                    status_message(Status.INVALID_ARGUMENT, f"failed to update entry: {err.message}")
+                )
+            results.append(result)
+        if changed:
+            await self.ctx.wrote()
+        await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
+
+    @rpc(_SERVICE + "BatchDeleteEntry")
+    async def BatchDeleteEntry(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        results = []
+        deleted_any = False
+        for entry_id in request.ids:
+            if not entry_id:
+                results.append(
+                    entry_pb2.BatchDeleteEntryResponse.Result(
+                        status=status_message(Status.INVALID_ARGUMENT, "missing entry ID")
+                    )
+                )
+                continue
+            deleted = await self.ctx.call(self.ctx.datastore.delete_registration_entry, entry_id)
+            deleted_any = deleted_any or deleted is not None
+            status = status_message(Status.OK, "OK") if deleted else status_message(Status.NOT_FOUND, "entry not found")
+            results.append(entry_pb2.BatchDeleteEntryResponse.Result(status=status, id=entry_id))
+        if deleted_any:
+            await self.ctx.wrote()
+        await stream.send_message(entry_pb2.BatchDeleteEntryResponse(results=results))

@@ -1,0 +1,152 @@
+"""SPIRE's LocalAuthority service: forced rotation of this server's signing authorities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc as grpc_module
+from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as pb
+from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.ca.authority import AuthorityState
+from pyspire.server.context import ServerContext
+
+__all__ = ["LocalAuthorityService"]
+
+_SERVICE = "/spire.api.server.localauthority.v1.LocalAuthority/"
+
+
+def _state(state: AuthorityState | None) -> pb.AuthorityState | None:
+    if state is None:
+        return None
+    return pb.AuthorityState(
+        authority_id=state.authority_id,
+        expires_at=state.expires_at,
+        upstream_authority_subject_key_id=state.upstream_authority_subject_key_id,
+    )
+
+
+def _required(request: Any, field: str) -> str:
+    value = getattr(request, field)
+    if not value:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"no {field} provided")
+    return str(value)
+
+
+class LocalAuthorityService(grpc_module.LocalAuthorityBase):
+    """The LocalAuthority service (``spire.api.server.localauthority.v1.LocalAuthority``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        """Serve with the server's shared parts."""
+        self.ctx = ctx
+
+    async def _run(self, operation: Callable[..., AuthorityState], *args: str) -> pb.AuthorityState | None:
+        state = await self.ctx.call(operation, *args)
+        await self.ctx.wrote()
+        return _state(state)
+
+    @rpc(_SERVICE + "GetX509AuthorityState")
+    async def GetX509AuthorityState(self, stream: Any, caller: Caller) -> None:
+        await stream.recv_message()
+        active, prepared, old = self.ctx.authority.x509_states()
+        await stream.send_message(
+            pb.GetX509AuthorityStateResponse(active=_state(active), prepared=_state(prepared), old=_state(old))
+        )
+
+    @rpc(_SERVICE + "PrepareX509Authority")
+    async def PrepareX509Authority(self, stream: Any, caller: Caller) -> None:
+        await stream.recv_message()
+        await stream.send_message(
+            pb.PrepareX509AuthorityResponse(prepared_authority=await self._run(self.ctx.authority.prepare_x509))
+        )
+
+    @rpc(_SERVICE + "ActivateX509Authority")
+    async def ActivateX509Authority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.activate_x509, _required(request, "authority_id"))
+        await stream.send_message(pb.ActivateX509AuthorityResponse(activated_authority=state))
+
+    @rpc(_SERVICE + "TaintX509Authority")
+    async def TaintX509Authority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.taint_x509, _required(request, "authority_id"))
+        await stream.send_message(pb.TaintX509AuthorityResponse(tainted_authority=state))
+
+    @rpc(_SERVICE + "RevokeX509Authority")
+    async def RevokeX509Authority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.revoke_x509, _required(request, "authority_id"))
+        await stream.send_message(pb.RevokeX509AuthorityResponse(revoked_authority=state))
+
+    @rpc(_SERVICE + "TaintX509UpstreamAuthority")
+    async def TaintX509UpstreamAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        key = await self.ctx.call(self.ctx.authority.taint_upstream, _required(request, "subject_key_id"))
+        await self.ctx.wrote()
+        await stream.send_message(pb.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
+
+    @rpc(_SERVICE + "RevokeX509UpstreamAuthority")
+    async def RevokeX509UpstreamAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        key = await self.ctx.call(self.ctx.authority.revoke_upstream, _required(request, "subject_key_id"))
+        await self.ctx.wrote()
+        await stream.send_message(pb.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
+
+    @rpc(_SERVICE + "GetJWTAuthorityState")
+    async def GetJWTAuthorityState(self, stream: Any, caller: Caller) -> None:
+        await stream.recv_message()
+        active, prepared, old = self.ctx.authority.jwt_states()
+        await stream.send_message(
+            pb.GetJWTAuthorityStateResponse(active=_state(active), prepared=_state(prepared), old=_state(old))
+        )
+
+    @rpc(_SERVICE + "PrepareJWTAuthority")
+    async def PrepareJWTAuthority(self, stream: Any, caller: Caller) -> None:
+        await stream.recv_message()
+        await stream.send_message(
+            pb.PrepareJWTAuthorityResponse(prepared_authority=await self._run(self.ctx.authority.prepare_jwt))
+        )
+
+    @rpc(_SERVICE + "ActivateJWTAuthority")
+    async def ActivateJWTAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.activate_jwt, _required(request, "authority_id"))
+        await stream.send_message(pb.ActivateJWTAuthorityResponse(activated_authority=state))
+
+    @rpc(_SERVICE + "TaintJWTAuthority")
+    async def TaintJWTAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.taint_jwt, _required(request, "authority_id"))
+        await stream.send_message(pb.TaintJWTAuthorityResponse(tainted_authority=state))
+
+    @rpc(_SERVICE + "RevokeJWTAuthority")
+    async def RevokeJWTAuthority(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        state = await self._run(self.ctx.authority.revoke_jwt, _required(request, "authority_id"))
+        await stream.send_message(pb.RevokeJWTAuthorityResponse(revoked_authority=state))
+
+    async def _unsupported(self, stream: Any) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
+
+    @rpc(_SERVICE + "GetWITAuthorityState")
+    async def GetWITAuthorityState(self, stream: Any, caller: Caller) -> None:
+        await self._unsupported(stream)
+
+    @rpc(_SERVICE + "PrepareWITAuthority")
+    async def PrepareWITAuthority(self, stream: Any, caller: Caller) -> None:
+        await self._unsupported(stream)
+
+    @rpc(_SERVICE + "ActivateWITAuthority")
+    async def ActivateWITAuthority(self, stream: Any, caller: Caller) -> None:
+        await self._unsupported(stream)
+
+    @rpc(_SERVICE + "TaintWITAuthority")
+    async def TaintWITAuthority(self, stream: Any, caller: Caller) -> None:
+        await self._unsupported(stream)
+
+    @rpc(_SERVICE + "RevokeWITAuthority")
+    async def RevokeWITAuthority(self, stream: Any, caller: Caller) -> None:
+        await self._unsupported(stream)

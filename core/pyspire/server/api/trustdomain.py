@@ -1,0 +1,141 @@
+"""SPIRE's TrustDomain service: federation relationships."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.plugin.errors import AlreadyExists, NotFound
+from pyspire.plugin.records import Page
+from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc, trustdomain_pb2
+from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.convert import InvalidInput, bundle_from_proto, relationship_from_proto, relationship_to_proto
+from pyspire.server.api.errors import status_message
+from pyspire.server.context import ServerContext
+from pyspire.spiffe import SpiffeIdError, TrustDomain
+
+__all__ = ["TrustDomainService"]
+
+_SERVICE = "/spire.api.server.trustdomain.v1.TrustDomain/"
+MAX_PAGE = 1000
+
+
+def _invalid(message: object) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, str(message))
+
+
+class TrustDomainService(trustdomain_grpc.TrustDomainBase):
+    """The TrustDomain service (``spire.api.server.trustdomain.v1.TrustDomain``)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        """Serve with the server's shared parts."""
+        self.ctx = ctx
+
+    def _domain(self, name: str) -> TrustDomain:
+        try:
+            trust_domain = TrustDomain.parse(name)
+        except SpiffeIdError as err:
+            raise _invalid(f"malformed trust domain: {err}") from None
+        if trust_domain == self.ctx.trust_domain:
+            raise _invalid("a federation relationship with the server's own trust domain is not possible")
+        return trust_domain
+
+    @rpc(_SERVICE + "ListFederationRelationships")
+    async def ListFederationRelationships(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        size = min(max(request.page_size, 0) or MAX_PAGE, MAX_PAGE)
+        found, token = await self.ctx.call(
+            self.ctx.datastore.list_federation_relationships, Page(size, request.page_token)
+        )
+        protos = [relationship_to_proto(r, self.ctx.bundles.get(r.trust_domain)) for r in found]
+        await stream.send_message(
+            trustdomain_pb2.ListFederationRelationshipsResponse(federation_relationships=protos, next_page_token=token)
+        )
+
+    @rpc(_SERVICE + "GetFederationRelationship")
+    async def GetFederationRelationship(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        trust_domain = self._domain(request.trust_domain)
+        found = await self.ctx.call(self.ctx.datastore.fetch_federation_relationship, trust_domain)
+        if found is None:
+            raise GRPCError(Status.NOT_FOUND, "federation relationship does not exist")
+        await stream.send_message(relationship_to_proto(found, self.ctx.bundles.get(trust_domain)))
+
+    async def _apply(self, proto: Any, create: bool) -> tuple[Any, Any]:
+        try:
+            relationship = relationship_from_proto(proto)
+            self._domain(relationship.trust_domain.name)
+            if proto.HasField("trust_domain_bundle") and proto.trust_domain_bundle.trust_domain:
+                bundle = bundle_from_proto(proto.trust_domain_bundle)
+                if bundle.trust_domain != relationship.trust_domain:
+                    raise InvalidInput("trust_domain_bundle is for another trust domain")
+                await self.ctx.call(self.ctx.datastore.set_bundle, bundle)
+            write = (
+                self.ctx.datastore.create_federation_relationship
+                if create
+                else self.ctx.datastore.update_federation_relationship
+            )
+            stored = await self.ctx.call(write, relationship)
+            return status_message(Status.OK, "OK"), relationship_to_proto(stored, None)
+        except InvalidInput as err:
+            return status_message(Status.INVALID_ARGUMENT, f"failed to convert federation relationship: {err}"), None
+        except GRPCError as err:
+            return status_message(err.status, str(err.message)), None
+        except AlreadyExists:
+            return status_message(Status.ALREADY_EXISTS, "federation relationship already exists"), None
+        except NotFound:
+            return status_message(Status.NOT_FOUND, "federation relationship does not exist"), None
+
+    @rpc(_SERVICE + "BatchCreateFederationRelationship")
+    async def BatchCreateFederationRelationship(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        Result = trustdomain_pb2.BatchCreateFederationRelationshipResponse.Result
+        results = []
+        for proto in request.federation_relationships:
+            status, stored = await self._apply(proto, create=True)
+            results.append(Result(status=status, federation_relationship=stored))
+        await self.ctx.wrote()
+        await stream.send_message(trustdomain_pb2.BatchCreateFederationRelationshipResponse(results=results))
+
+    @rpc(_SERVICE + "BatchUpdateFederationRelationship")
+    async def BatchUpdateFederationRelationship(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        Result = trustdomain_pb2.BatchUpdateFederationRelationshipResponse.Result
+        results = []
+        for proto in request.federation_relationships:
+            status, stored = await self._apply(proto, create=False)
+            results.append(Result(status=status, federation_relationship=stored))
+        await self.ctx.wrote()
+        await stream.send_message(trustdomain_pb2.BatchUpdateFederationRelationshipResponse(results=results))
+
+    @rpc(_SERVICE + "BatchDeleteFederationRelationship")
+    async def BatchDeleteFederationRelationship(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        Result = trustdomain_pb2.BatchDeleteFederationRelationshipResponse.Result
+        results = []
+        for name in request.trust_domains:
+            try:
+                await self.ctx.call(self.ctx.datastore.delete_federation_relationship, self._domain(name))
+                results.append(Result(status=status_message(Status.OK, "OK"), trust_domain=name))
+            except GRPCError as err:
+                results.append(Result(status=status_message(err.status, str(err.message)), trust_domain=name))
+            except NotFound:
+                results.append(
+                    Result(
+                        status=status_message(Status.NOT_FOUND, "federation relationship does not exist"),
+                        trust_domain=name,
+                    )
+                )
+        await self.ctx.wrote()
+        await stream.send_message(trustdomain_pb2.BatchDeleteFederationRelationshipResponse(results=results))
+
+    @rpc(_SERVICE + "RefreshBundle")
+    async def RefreshBundle(self, stream: Any, caller: Caller) -> None:
+        request = await stream.recv_message()
+        self._domain(request.trust_domain)
+        raise GRPCError(
+            Status.UNIMPLEMENTED,
+            "pyspire does not fetch federated bundles from bundle endpoints yet; set them with BatchSetFederatedBundle",
+        )

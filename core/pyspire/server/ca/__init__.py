@@ -1,0 +1,1 @@
+"""The server's certificate authority: authorities and their rotation, and credential minting."""

@@ -1,0 +1,266 @@
+"""The only place the server mints credentials: X509-SVIDs, CA certificates, JWT-SVIDs.
+
+Identity always comes from the caller's authorization decision (the entry, the agent ID),
+never from a CSR; the CSR has already been reduced to a public key. Every X.509 credential is
+backdated 10 seconds (clock skew, as SPIRE) and never outlives the CA that signs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pyspire.crypto import Signer, sign_certificate, sign_jwt
+from pyspire.plugin.facades import CredentialComposer
+from pyspire.spiffe import SpiffeId, TrustDomain
+
+__all__ = ["BACKDATE", "CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
+
+BACKDATE = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """An X.509 CA this server signs with: its certificate, key, and what chains above it.
+
+    ``chain`` holds the certificates between this CA and a root (empty when the CA is a
+    self-signed root); ``upstream_roots`` are the roots that chain ends at (the CA itself
+    when self-signed). ``authority_id`` is the subject key ID in hex, SPIRE's identifier.
+    """
+
+    certificate: x509.Certificate
+    signer: Signer
+    key_id: str
+    chain: tuple[x509.Certificate, ...]
+    upstream_roots: tuple[x509.Certificate, ...]
+
+    @property
+    def authority_id(self) -> str:
+        """The subject key identifier (hex), as SPIRE names authorities."""
+        return subject_key_id(self.certificate)
+
+    @property
+    def not_after(self) -> datetime:
+        """When the CA certificate expires."""
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def not_before(self) -> datetime:
+        """When the CA certificate starts being valid."""
+        return self.certificate.not_valid_before_utc
+
+    @property
+    def self_signed(self) -> bool:
+        """Whether the CA is its own root."""
+        return not self.chain and self.upstream_roots == (self.certificate,)
+
+
+@dataclass(frozen=True)
+class JwtSigningKey:
+    """A JWT signing key: its KeyManager key, its published ``kid``, and its lifetime."""
+
+    signer: Signer
+    key_id: str
+    kid: str
+    not_after: datetime
+
+
+@dataclass(frozen=True)
+class MintedJwt:
+    """A JWT-SVID and its times (Unix seconds)."""
+
+    token: str
+    issued_at: int
+    expires_at: int
+
+
+def subject_key_id(certificate: x509.Certificate) -> str:
+    """The hex subject key identifier of a certificate (computed if the extension is absent)."""
+    try:
+        value = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        value = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+    return value.hex()
+
+
+def _capped(now: datetime, ttl: timedelta, limit: datetime) -> datetime:
+    return min(now + ttl, limit)
+
+
+_KEY_USAGE_LEAF = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=True,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_KEY_USAGE_CA = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+_SVID_SUBJECT = (x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"))
+
+
+class CredentialIssuer:
+    """Signs credentials with the server's current authorities.
+
+    ``x509_ca`` and ``jwt_key`` are callables so that rotation (which replaces the active
+    authority) never races with a signing in progress: each signing reads the current one
+    once and uses it throughout.
+    """
+
+    def __init__(
+        self,
+        trust_domain: TrustDomain,
+        x509_ca: Callable[[], CertificateAuthority],
+        jwt_key: Callable[[], JwtSigningKey | None],
+        *,
+        jwt_issuer: str = "",
+        composers: Sequence[CredentialComposer] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Sign for ``trust_domain`` with whatever the two callables return at the time."""
+        self._trust_domain = trust_domain
+        self._x509_ca = x509_ca
+        self._jwt_key = jwt_key
+        self._jwt_issuer = jwt_issuer
+        self._composers = tuple(composers)
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _leaf(
+        self,
+        public_key: PublicKeyTypes,
+        spiffe_id: SpiffeId,
+        ttl: timedelta,
+        dns_names: Sequence[str],
+        *,
+        compose: bool,
+    ) -> list[x509.Certificate]:
+        authority = self._x509_ca()
+        now = self._now()
+        subject_attributes = list(_SVID_SUBJECT)
+        if dns_names:
+            subject_attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0]))
+        subject = x509.Name(subject_attributes)
+        extra: tuple[x509.Extension[x509.ExtensionType], ...] = ()
+        if compose:
+            for composer in self._composers:
+                subject, extra = composer.compose_workload_x509_svid(spiffe_id, subject, extra)
+        san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
+        san += [x509.DNSName(name) for name in dns_names]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(authority.certificate.subject)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(_capped(now, ttl, authority.not_after))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_KEY_USAGE_LEAF, critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+                ),
+                critical=False,
+            )
+        )
+        for extension in extra:
+            builder = builder.add_extension(extension.value, extension.critical)
+        leaf = sign_certificate(builder, authority.signer)
+        return [leaf, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
+
+    def sign_workload_x509_svid(
+        self, public_key: PublicKeyTypes, spiffe_id: SpiffeId, ttl: timedelta, dns_names: Sequence[str] = ()
+    ) -> list[x509.Certificate]:
+        """A workload X509-SVID chain (leaf first, up to but excluding the root)."""
+        return self._leaf(public_key, spiffe_id, ttl, dns_names, compose=True)
+
+    def sign_agent_x509_svid(
+        self, public_key: PublicKeyTypes, agent_id: SpiffeId, ttl: timedelta
+    ) -> list[x509.Certificate]:
+        """An agent's X509-SVID chain."""
+        return self._leaf(public_key, agent_id, ttl, (), compose=False)
+
+    def sign_server_x509_svid(self, public_key: PublicKeyTypes, ttl: timedelta) -> list[x509.Certificate]:
+        """The server's own X509-SVID chain (``spiffe://<td>/spire/server``)."""
+        server_id = SpiffeId.from_path(self._trust_domain, "/spire/server")
+        return self._leaf(public_key, server_id, ttl, (), compose=False)
+
+    def sign_downstream_x509_ca(self, public_key: PublicKeyTypes, ttl: timedelta) -> list[x509.Certificate]:
+        """An intermediate CA for a downstream (nested) server, chain up to the root."""
+        authority = self._x509_ca()
+        now = self._now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([*_SVID_SUBJECT]))
+            .issuer_name(authority.certificate.subject)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(_capped(now, ttl, authority.not_after))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_KEY_USAGE_CA, critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(self._trust_domain.id_string())]),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        )
+        certificate = sign_certificate(builder, authority.signer)
+        return [certificate, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
+
+    def mint_jwt_svid(
+        self, spiffe_id: SpiffeId, audience: Sequence[str], ttl: timedelta, *, include_jti: bool = False
+    ) -> MintedJwt:
+        """A JWT-SVID for ``spiffe_id`` and ``audience``, expiring no later than its key."""
+        key = self._jwt_key()
+        if key is None:
+            raise RuntimeError("JWT-SVIDs are disabled on this server (disable_jwt_svids)")
+        now = self._now()
+        expires = _capped(now, ttl, key.not_after)
+        claims: dict[str, Any] = {
+            "sub": str(spiffe_id),
+            "aud": list(audience),
+            "exp": int(expires.timestamp()),
+            "iat": int(now.timestamp()),
+        }
+        if self._jwt_issuer:
+            claims["iss"] = self._jwt_issuer
+        if include_jti:
+            claims["jti"] = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        for composer in self._composers:
+            composed = dict(composer.compose_workload_jwt_svid(spiffe_id, claims))
+            # The server's claims are not negotiable; a composer only adds.
+            claims = {**composed, **{k: claims[k] for k in ("sub", "aud", "exp", "iat")}}
+        token = sign_jwt(claims, key.signer, key.kid)
+        return MintedJwt(token, claims["iat"], claims["exp"])

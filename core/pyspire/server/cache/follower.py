@@ -1,0 +1,199 @@
+"""Keeps the caches current: one full load at start, then the datastore's change events.
+
+The follower reads the newest event sequence *before* loading everything, so a change
+committed during the load is replayed afterwards rather than lost. Then it polls for events
+(and is woken at once by this server's own writes), re-reads each changed record and applies
+it. Several servers sharing one database converge within one poll interval. If events were
+pruned past the follower's position it reloads everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from pyspire.plugin.errors import PluginError
+from pyspire.plugin.facades import DataStore
+from pyspire.plugin.records import AttestedNode, ChangeKind, EntryFilter, NodeFilter, Page, RegistrationEntry
+from pyspire.server.cache.bundles import BundleCache
+from pyspire.server.cache.entries import EntryIndex
+from pyspire.server.cache.nodes import NodeCache
+from pyspire.spiffe import SpiffeId, TrustDomain
+
+__all__ = ["StateFollower"]
+
+_log = logging.getLogger(__name__)
+
+PAGE = 5000
+EVENT_BATCH = 5000
+T = TypeVar("T")
+
+
+class StateFollower:
+    """Loads and then follows the datastore into the entry index, node and bundle caches."""
+
+    def __init__(
+        self,
+        datastore: DataStore,
+        entries: EntryIndex,
+        nodes: NodeCache,
+        bundles: BundleCache,
+        *,
+        poll_interval: float = 1.0,
+    ) -> None:
+        """Follow ``datastore``; ``poll_interval`` bounds how stale another server's change is."""
+        self._datastore = datastore
+        self._entries = entries
+        self._nodes = nodes
+        self._bundles = bundles
+        self._poll_interval = poll_interval
+        self._position = 0
+        self._wake = asyncio.Event()
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._healthy = False
+        self.last_success = 0.0
+
+    @property
+    def position(self) -> int:
+        """The sequence of the last event applied."""
+        return self._position
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last poll reached the datastore (readiness)."""
+        return self._healthy
+
+    async def _call(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(function, *args)
+
+    async def load(self) -> None:
+        """Read the whole state (paged) into the caches."""
+        started = time.monotonic()
+        position = await self._call(self._datastore.last_change_sequence)
+        entries: list[RegistrationEntry] = []
+        token = ""
+        while True:
+            page, token = await self._call(self._datastore.list_registration_entries, EntryFilter(), Page(PAGE, token))
+            entries.extend(page)
+            if not token:
+                break
+        nodes: list[AttestedNode] = []
+        token = ""
+        while True:
+            node_page, token = await self._call(self._datastore.list_attested_nodes, NodeFilter(), Page(PAGE, token))
+            nodes.extend(node_page)
+            if not token:
+                break
+        bundles, _ = await self._call(self._datastore.list_bundles, Page())
+        self._entries.load(entries)
+        self._nodes.load(nodes)
+        self._bundles.load(bundles)
+        self._position = position
+        self._healthy = True
+        self.last_success = time.time()
+        _log.info(
+            "Caches loaded",
+            extra={"entries": len(entries), "agents": len(nodes), "seconds": round(time.monotonic() - started, 3)},
+        )
+
+    async def start(self) -> None:
+        """Load everything, then follow events in the background."""
+        await self.load()
+        self._task = asyncio.create_task(self._follow(), name="pyspire-state-follower")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def notify_local_write(self) -> None:
+        """This server just wrote: poll now instead of at the next interval."""
+        self._wake.set()
+
+    async def wait_until(self, sequence: int, timeout: float = 5.0) -> bool:
+        """Wait until events up to ``sequence`` are applied (True) or ``timeout`` passes."""
+        self._wake.set()
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(lambda: self._position >= sequence), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def catch_up(self) -> None:
+        """Apply every event committed so far (used after this server's own writes)."""
+        latest = await self._call(self._datastore.last_change_sequence)
+        await self.wait_until(latest)
+
+    async def _follow(self) -> None:
+        delay = self._poll_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+            try:
+                await self.poll()
+                delay = self._poll_interval
+            except PluginError as err:
+                self._healthy = False
+                delay = min(delay * 2, 30.0)
+                _log.warning("Cannot follow datastore changes (retrying in %.0fs): %s", delay, err)
+            except Exception:
+                self._healthy = False
+                delay = min(delay * 2, 30.0)
+                _log.exception("Unexpected error while following datastore changes")
+
+    async def poll(self) -> int:
+        """Apply the events committed since the last poll; returns how many."""
+        applied = 0
+        while True:
+            events = await self._call(self._datastore.list_change_events, self._position, EVENT_BATCH)
+            if events and events[0].sequence != self._position + 1 and self._position > 0:
+                _log.warning("Change events were pruned past this server's position: reloading everything")
+                await self.load()
+                return applied
+            if not events:
+                break
+            entry_ids = {e.key for e in events if e.kind is ChangeKind.ENTRY}
+            node_ids = {e.key for e in events if e.kind is ChangeKind.NODE}
+            bundle_names = {e.key for e in events if e.kind is ChangeKind.BUNDLE}
+            await self._refresh_entries(entry_ids)
+            for node_id in node_ids:
+                spiffe_id = SpiffeId.parse(node_id)
+                node = await self._call(self._datastore.fetch_attested_node, spiffe_id)
+                if node is None:
+                    self._nodes.remove(spiffe_id)
+                else:
+                    self._nodes.put(node)
+            for name in bundle_names:
+                trust_domain = TrustDomain.parse(name)
+                bundle = await self._call(self._datastore.fetch_bundle, trust_domain)
+                if bundle is None:
+                    self._bundles.remove(trust_domain)
+                else:
+                    self._bundles.put(bundle)
+            self._position = events[-1].sequence
+            applied += len(events)
+            if len(events) < EVENT_BATCH:
+                break
+        self._healthy = True
+        self.last_success = time.time()
+        async with self._advanced:
+            self._advanced.notify_all()
+        return applied
+
+    async def _refresh_entries(self, entry_ids: set[str]) -> None:
+        if not entry_ids:
+            return
+        found = await self._call(self._datastore.fetch_registration_entries, sorted(entry_ids))
+        for entry in found:
+            self._entries.upsert(entry)
+        for missing in entry_ids - {entry.id for entry in found}:
+            self._entries.remove(missing)

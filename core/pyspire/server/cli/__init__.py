@@ -1,0 +1,38 @@
+"""``pyspire-server``: SPIRE's server command line (same verbs, same single-dash flags).
+
+Each command module registers its verbs on the parser; commands that talk to a running server
+use its local admin socket (``-socketPath``, default ``/tmp/spire-server/private/api.sock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pyspire.server.cli import entry, run
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command tree."""
+    parser = argparse.ArgumentParser(prog="pyspire-server", description="SPIFFE server (SPIRE-compatible)")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    run.register(commands)
+    entry.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""``pyspire-server run``: start every part in order, keep them turning, stop cleanly.
+
+Order: logging, plugins (the catalog), the CA (resumed from its journal or created), the
+caches (one full load, then change events), the server's own SVID and TLS contexts, the
+endpoints, and the health and metrics listeners. Then background loops rotate authorities
+and the server SVID and prune what expired, until SIGTERM or SIGINT stops everything in
+reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from cryptography import x509
+
+from pyspire.config import ServerConfig
+from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.keys import KeyType
+from pyspire.server.api.audit import AuditLog
+from pyspire.server.api.ratelimit import RateLimits
+from pyspire.server.ca.authority import CaManager, CaSettings, ca_subject_name
+from pyspire.server.ca.issuer import CredentialIssuer
+from pyspire.server.cache.bundles import BundleCache
+from pyspire.server.cache.entries import EntryIndex
+from pyspire.server.cache.follower import StateFollower
+from pyspire.server.cache.nodes import NodeCache
+from pyspire.server.context import ServerContext
+from pyspire.server.endpoints import Endpoints
+from pyspire.server.server_svid import ServerSvid
+from pyspire.telemetry.health import HealthListener
+from pyspire.telemetry.metrics import Metrics
+from pyspire.transport import ServerTlsContexts
+
+__all__ = ["ServerDaemon", "run_server"]
+
+_log = logging.getLogger("pyspire.server")
+
+ROTATION_INTERVAL = 10.0
+PRUNE_INTERVAL = 300.0
+
+
+class ServerDaemon:
+    """The running server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        """A server for ``config`` (nothing runs until :meth:`start`)."""
+        self.config = config
+        self.ctx: ServerContext | None = None
+        self._catalog: ServerCatalog | None = None
+        self._endpoints: Endpoints | None = None
+        self._health: HealthListener | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Bring every part up; raises if one cannot start (what started is stopped again)."""
+        config = self.config
+        section = config.server
+        for warning in config.warnings:
+            _log.warning(warning)
+        if section.default_x509_svid_ttl > section.ca_ttl / 6:
+            _log.warning(
+                "default_x509_svid_ttl is more than a sixth of ca_ttl: SVIDs will be cut short at CA rotation",
+                extra={"default_x509_svid_ttl": str(section.default_x509_svid_ttl), "ca_ttl": str(section.ca_ttl)},
+            )
+        section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        core = CoreConfig(trust_domain=section.trust_domain, data_dir=section.data_dir)
+        source = config.source.name if config.source else "config"
+        self._catalog = catalog = await asyncio.to_thread(load_server_catalog, config.plugins, core, source=source)
+
+        settings = CaSettings(
+            trust_domain=section.trust_domain,
+            ca_ttl=section.ca_ttl,
+            ca_key_type=KeyType.parse(section.ca_key_type),
+            jwt_key_type=KeyType.parse(section.effective_jwt_key_type),
+            ca_subject=ca_subject_name(
+                section.ca_subject.country, section.ca_subject.organization, section.ca_subject.common_name
+            ),
+            disable_jwt_svids=section.disable_jwt_svids,
+        )
+        authority = CaManager(settings, catalog.key_manager, catalog.datastore, catalog.upstream_authority)
+        await asyncio.to_thread(authority.start)
+        issuer = CredentialIssuer(
+            section.trust_domain,
+            authority.active_x509,
+            authority.active_jwt,
+            jwt_issuer=section.jwt_issuer,
+            composers=catalog.credential_composers,
+        )
+
+        entries, nodes, bundles = EntryIndex(section.server_id), NodeCache(), BundleCache()
+        follower = StateFollower(
+            catalog.datastore,
+            entries,
+            nodes,
+            bundles,
+            poll_interval=min(section.experimental.cache_reload_interval.total_seconds(), 1.0),
+        )
+        await follower.start()
+
+        server_svid = ServerSvid(issuer, section.default_x509_svid_ttl)
+        tls = ServerTlsContexts()
+
+        def refresh_tls() -> None:
+            own = bundles.get(section.trust_domain)
+            roots = [x509.load_der_x509_certificate(a.der) for a in own.x509_authorities] if own else []
+            tls.update(server_svid.chain, server_svid.private_key, roots)
+
+        server_svid.subscribe(refresh_tls)
+        bundles.subscribe(
+            lambda trust_domain: refresh_tls() if trust_domain == section.trust_domain and server_svid.chain else None
+        )
+
+        def renew_server_svid() -> None:
+            server_svid.rotate(force=True)
+
+        authority.subscribe(renew_server_svid)
+        await asyncio.to_thread(server_svid.rotate, force=True)
+
+        metrics = Metrics() if config.telemetry.prometheus is not None else None
+        self.ctx = ctx = ServerContext(
+            config=config,
+            catalog=catalog,
+            authority=authority,
+            issuer=issuer,
+            entries=entries,
+            nodes=nodes,
+            bundles=bundles,
+            follower=follower,
+            server_svid=server_svid,
+            rate_limits=RateLimits(attestation=section.ratelimit.attestation, signing=section.ratelimit.signing),
+            audit=AuditLog(section.audit_log_enabled),
+            metrics=metrics,
+        )
+        self._endpoints = Endpoints(ctx, tls)
+        await self._endpoints.start()
+        if metrics is not None and config.telemetry.prometheus is not None:
+            metrics.serve(config.telemetry.prometheus.host, config.telemetry.prometheus.port)
+        health = config.health_checks
+        if health.listener_enabled:
+            self._health = HealthListener(
+                health.bind_address, health.bind_port, health.live_path, health.ready_path, self.readiness
+            )
+            await self._health.start()
+        self._tasks = [
+            asyncio.create_task(self._rotate_forever(), name="pyspire-rotation"),
+            asyncio.create_task(self._prune_forever(), name="pyspire-pruning"),
+        ]
+        _log.info("Server started", extra={"trust_domain": str(section.trust_domain)})
+
+    def readiness(self) -> dict[str, bool]:
+        """The named readiness checks (all must hold)."""
+        ctx = self.ctx
+        return {
+            "datastore": bool(ctx and ctx.follower.healthy),
+            "x509_ca": bool(ctx and ctx.server_svid.chain),
+        }
+
+    async def _rotate_forever(self) -> None:
+        assert self.ctx is not None
+        ctx = self.ctx
+        while True:
+            await asyncio.sleep(ROTATION_INTERVAL)
+            try:
+                changed = await asyncio.to_thread(ctx.authority.rotate)
+                if changed:
+                    await ctx.follower.catch_up()
+                await asyncio.to_thread(ctx.server_svid.rotate)
+                if ctx.metrics is not None:
+                    ctx.metrics.gauges.labels("entries").set(len(ctx.entries))
+                    ctx.metrics.gauges.labels("agents").set(len(ctx.nodes))
+                    ctx.metrics.gauges.labels("x509_ca_expires_at").set(
+                        ctx.authority.active_x509().not_after.timestamp()
+                    )
+            except Exception:
+                _log.exception("Rotation step failed; the current authorities keep signing")
+
+    async def _prune_forever(self) -> None:
+        assert self.ctx is not None
+        ctx = self.ctx
+        section = self.config.server
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            now = int(time.time())
+            try:
+                await ctx.call(ctx.datastore.prune_join_tokens, now)
+                await ctx.call(ctx.datastore.prune_registration_entries, now)
+                await ctx.call(
+                    ctx.datastore.prune_change_events,
+                    now - int(section.experimental.prune_events_older_than.total_seconds()),
+                )
+                if section.prune_attested_nodes_expired_for is not None:
+                    cutoff = now - int(section.prune_attested_nodes_expired_for.total_seconds())
+                    await ctx.call(ctx.datastore.prune_attested_nodes, cutoff, section.prune_tofu_nodes)
+            except Exception:
+                _log.exception("Pruning failed; it is retried later")
+
+    async def stop(self) -> None:
+        """Stop everything that started, in reverse order."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._health is not None:
+            await self._health.stop()
+        if self._endpoints is not None:
+            await self._endpoints.stop()
+        if self.ctx is not None:
+            await self.ctx.follower.stop()
+        if self._catalog is not None:
+            self._catalog.close()
+        _log.info("Server stopped")
+
+
+async def _serve(config: ServerConfig) -> int:
+    daemon = ServerDaemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except BaseException:
+        await daemon.stop()
+        raise
+    await stop.wait()
+    _log.info("Stopping the server")
+    await daemon.stop()
+    return 0
+
+
+def run_server(config: ServerConfig) -> int:
+    """Run the server until a signal stops it; the exit code."""
+    return asyncio.run(_serve(config))

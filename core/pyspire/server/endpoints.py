@@ -1,0 +1,89 @@
+"""The server's listeners: TCP with TLS for agents and admins, and the local admin socket.
+
+Both serve SPIRE's six public services; the local socket also serves Debug, Logger and gRPC
+health (SPIRE makes those local-only). The socket's directory is created 0750 and the socket
+0770, as SPIRE does; only local users in its group can reach the admin API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from grpclib.encoding.proto import ProtoStatusDetailsCodec
+from grpclib.health.service import Health
+from grpclib.server import Server
+
+from pyspire.server.api.agent import AgentService
+from pyspire.server.api.bundle import BundleService
+from pyspire.server.api.debug import DebugService
+from pyspire.server.api.entry import EntryService
+from pyspire.server.api.localauthority import LocalAuthorityService
+from pyspire.server.api.logger import LoggerService
+from pyspire.server.api.svid import SvidService
+from pyspire.server.api.trustdomain import TrustDomainService
+from pyspire.server.context import ServerContext
+from pyspire.transport import ServerTlsContexts
+
+__all__ = ["Endpoints"]
+
+_log = logging.getLogger(__name__)
+
+
+class Endpoints:
+    """Starts and stops the TCP and Unix-socket gRPC servers."""
+
+    def __init__(self, ctx: ServerContext, tls: ServerTlsContexts) -> None:
+        """Serve ``ctx``'s services, with TLS from ``tls`` on TCP."""
+        self._ctx = ctx
+        self._tls = tls
+        self._servers: list[Server] = []
+        self._socket_path = Path(ctx.config.server.socket_path)
+
+    def _public_services(self) -> list[Any]:
+        ctx = self._ctx
+        return [
+            AgentService(ctx),
+            EntryService(ctx),
+            BundleService(ctx),
+            SvidService(ctx),
+            TrustDomainService(ctx),
+            LocalAuthorityService(ctx),
+        ]
+
+    async def start(self) -> None:
+        """Listen on both endpoints."""
+        config = self._ctx.config.server
+        codec = ProtoStatusDetailsCodec()
+        tcp = Server(self._public_services(), status_details_codec=codec)
+        await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
+        self._servers.append(tcp)
+        _log.info(
+            "Starting Server APIs", extra={"address": f"{config.bind_address}:{config.bind_port}", "network": "tcp"}
+        )
+
+        directory = self._socket_path.parent
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()
+        local = Server(
+            [*self._public_services(), DebugService(self._ctx), LoggerService(self._ctx), Health()],
+            status_details_codec=codec,
+        )
+        await local.start(path=str(self._socket_path))
+        os.chmod(self._socket_path, 0o770)  # noqa: S103 - SPIRE's mode: the group may administer
+        self._servers.append(local)
+        _log.info("Starting Server APIs", extra={"address": str(self._socket_path), "network": "unix"})
+
+    async def stop(self) -> None:
+        """Stop accepting, end open streams (clients see UNAVAILABLE), remove the socket."""
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        with contextlib.suppress(FileNotFoundError):
+            self._socket_path.unlink()

@@ -1,0 +1,197 @@
+"""TLS with optional client certificates, SPIFFE server checks, rotation, peer credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpclib.client import Channel
+from grpclib.server import Server
+from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
+from pyspire.spiffe import SpiffeId, match_id
+from pyspire.spiffe.x509svid import leaf_spiffe_id
+from pyspire.transport import (
+    PeerCredentials,
+    ProcessIdentity,
+    ServerIdentityError,
+    ServerTlsContexts,
+    SpiffeChannel,
+    client_tls_context,
+    peer_address,
+    peer_certificate,
+    peer_credentials,
+    process_start_time,
+)
+
+from tests.support.free_port import free_port
+from tests.support.pki import Issued, make_ca, make_leaf
+
+SERVER_ID = "spiffe://example.org/spire/server"
+
+
+class WhoAmI(debug_grpc.DebugBase):
+    """Answers with what the transport module found out about the caller."""
+
+    calls = 0
+
+    async def GetInfo(self, stream: Any) -> None:
+        WhoAmI.calls += 1
+        await stream.recv_message()
+        certificate = peer_certificate(stream)
+        credentials = peer_credentials(stream)
+        subject = str(leaf_spiffe_id(certificate)) if certificate else "none"
+        await stream.send_message(
+            debug_pb2.GetInfoResponse(
+                svid_chain=[debug_pb2.GetInfoResponse.Cert(subject=subject)],
+                uptime=credentials.pid if credentials else 0,
+                agents_count=credentials.uid if credentials else -1,
+                entries_count=1 if peer_address(stream) else 0,
+            )
+        )
+
+
+async def ask(channel: Channel) -> debug_pb2.GetInfoResponse:
+    return await debug_grpc.DebugStub(channel).GetInfo(debug_pb2.GetInfoRequest(), timeout=5)
+
+
+@pytest.fixture
+async def tls_server() -> AsyncIterator[tuple[ServerTlsContexts, int, Issued]]:
+    ca = make_ca()
+    server_svid = make_leaf(ca, SERVER_ID)
+    contexts = ServerTlsContexts()
+    contexts.update([server_svid.certificate], server_svid.key, [ca.certificate])
+    server = Server([WhoAmI()])
+    port = free_port()
+    await server.start("127.0.0.1", port, ssl=contexts.listener)
+    yield contexts, port, ca
+    server.close()
+    await server.wait_closed()
+
+
+async def test_client_certificate_is_optional_and_seen_when_given(tls_server: Any) -> None:
+    _contexts, port, ca = tls_server
+    anonymous = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate]),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    reply = await ask(anonymous)
+    assert reply.svid_chain[0].subject == "none"
+    assert reply.entries_count == 1  # a TCP peer address was found
+    anonymous.close()
+    agent = make_leaf(ca, "spiffe://example.org/spire/agent/x509pop/a")
+    authenticated = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate], [agent.certificate], agent.key),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    assert (await ask(authenticated)).svid_chain[0].subject == "spiffe://example.org/spire/agent/x509pop/a"
+    authenticated.close()
+
+
+async def test_client_certificate_from_another_ca_is_refused(tls_server: Any) -> None:
+    _, port, ca = tls_server
+    stranger = make_leaf(make_ca(), "spiffe://example.org/spire/agent/x509pop/evil")
+    channel = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate], [stranger.certificate], stranger.key),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError, Exception)):
+        await ask(channel)
+    channel.close()
+
+
+async def test_wrong_server_identity_is_refused_before_any_request(tls_server: Any) -> None:
+    _, port, ca = tls_server
+    before = WhoAmI.calls
+    channel = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate]),
+        server_id=match_id(SpiffeId.parse("spiffe://example.org/not/the/server")),
+    )
+    with pytest.raises(ServerIdentityError, match="unexpected server identity"):
+        await ask(channel)
+    channel.close()
+    assert WhoAmI.calls == before
+
+
+async def test_server_rotation_and_bundle_change_need_no_restart(tls_server: Any) -> None:
+    contexts, port, old_ca = tls_server
+    new_ca = make_ca(name="next CA")
+    old_agent = make_leaf(old_ca, "spiffe://example.org/spire/agent/x509pop/old")
+    new_svid = make_leaf(new_ca, SERVER_ID)
+    contexts.update([new_svid.certificate], new_svid.key, [new_ca.certificate])
+    # New connections see the new server SVID (trusted only through the new CA)...
+    fresh = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([new_ca.certificate]),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    assert (await ask(fresh)).svid_chain[0].subject == "none"
+    fresh.close()
+    # ...and a client certificate of the CA no longer trusted is refused.
+    stale = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([new_ca.certificate], [old_agent.certificate], old_agent.key),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    with pytest.raises(Exception):  # noqa: B017 - a TLS alert or a reset, depending on timing
+        await ask(stale)
+    stale.close()
+
+
+async def test_unix_socket_peer_credentials_are_the_callers(tmp_path: Path) -> None:
+    path = tmp_path / "api.sock"
+    server = Server([WhoAmI()])
+    await server.start(path=str(path))
+    channel = Channel(path=str(path))
+    reply = await ask(channel)
+    channel.close()
+    server.close()
+    await server.wait_closed()
+    assert reply.uptime == os.getpid()
+    assert reply.agents_count == os.getuid()
+    assert reply.entries_count == 0  # no TCP address on a Unix socket
+
+
+def test_process_identity_detects_an_exited_process() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        identity = ProcessIdentity.of(PeerCredentials(child.pid, os.getuid(), os.getgid()))
+        assert identity is not None
+        assert identity.still_running()
+    finally:
+        child.kill()
+        child.wait()
+    assert not identity.still_running()
+    assert process_start_time(child.pid) is None
+
+
+async def test_server_keeps_serving_other_clients_after_a_failed_handshake(tls_server: Any) -> None:
+    _, port, ca = tls_server
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x16\x03\x01\x00\x05garbage")  # a broken ClientHello
+    await writer.drain()
+    writer.close()
+    channel = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate]),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    assert (await ask(channel)).svid_chain[0].subject == "none"
+    channel.close()

@@ -30,7 +30,7 @@ from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.context import ServerContext
-from pyspire.server.endpoints import Endpoints
+from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.server_svid import ServerSvid
 from pyspire.telemetry.health import HealthListener
 from pyspire.telemetry.metrics import Metrics
@@ -225,6 +225,10 @@ async def _serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await daemon.start()
+    except (ListenError, OSError) as err:
+        _log.error("Server failed to start: %s", err)
+        await daemon.stop()
+        return 1
     except BaseException:
         await daemon.stop()
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
 from pyspire.transport import ServerTlsContexts
 
-__all__ = ["Endpoints"]
+__all__ = ["Endpoints", "ListenError"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Endpoints:
         self._tls = tls
         self._servers: list[Server] = []
         self._socket_path = Path(ctx.config.server.socket_path)
+        self._socket_bound = False
 
     def _public_services(self) -> list[Any]:
         ctx = self._ctx
@@ -59,7 +61,10 @@ class Endpoints:
         config = self._ctx.config.server
         codec = ProtoStatusDetailsCodec()
         tcp = Server(self._public_services(), status_details_codec=codec)
-        await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
+        try:
+            await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
+        except OSError as err:
+            raise ListenError(f"cannot listen on {config.bind_address}:{config.bind_port}: {err.strerror}") from None
         self._servers.append(tcp)
         _log.info(
             "Starting Server APIs", extra={"address": f"{config.bind_address}:{config.bind_port}", "network": "tcp"}
@@ -67,13 +72,21 @@ class Endpoints:
 
         directory = self._socket_path.parent
         directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if _socket_in_use(self._socket_path):
+            raise ListenError(
+                f"another process is serving on {self._socket_path}: stop it or choose another socket_path"
+            )
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         local = Server(
             [*self._public_services(), DebugService(self._ctx), LoggerService(self._ctx), Health()],
             status_details_codec=codec,
         )
-        await local.start(path=str(self._socket_path))
+        try:
+            await local.start(path=str(self._socket_path))
+        except OSError as err:
+            raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror}") from None
+        self._socket_bound = True
         os.chmod(self._socket_path, 0o770)  # noqa: S103 - SPIRE's mode: the group may administer
         self._servers.append(local)
         _log.info("Starting Server APIs", extra={"address": str(self._socket_path), "network": "unix"})
@@ -85,5 +98,23 @@ class Endpoints:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        with contextlib.suppress(FileNotFoundError):
-            self._socket_path.unlink()
+        if self._socket_bound:
+            self._socket_bound = False
+            with contextlib.suppress(FileNotFoundError):
+                self._socket_path.unlink()
+
+
+class ListenError(Exception):
+    """A listener could not be opened (port taken, socket served by another process)."""
+
+
+def _socket_in_use(path: Path) -> bool:
+    """Whether a live process accepts connections on ``path`` (a stale socket file is not)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pyspire.server.cli import entry, run
+from pyspire.server.cli import admin, entry, run
 
 __all__ = ["main"]
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run.register(commands)
     entry.register(commands)
+    admin.register(commands)
     return parser
 
 

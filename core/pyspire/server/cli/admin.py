@@ -1,0 +1,450 @@
+"""The administrative verbs: ``token``, ``bundle``, ``agent``, ``x509`` and ``jwt``.
+
+Flags, defaults and output follow ``spire-server`` so that scripts written for SPIRE keep
+working: ``token generate -ttl 600``, ``bundle show -format pem|spiffe``, ``agent evict
+-spiffeID``, ``x509 mint -spiffeID -ttl -write`` and so on. Every verb talks to the running
+server through its local admin socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
+
+from pyspire.config.duration import parse_duration
+from pyspire.files import atomic_write
+from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.server.cli.common import CliError, add_output, add_socket, call, print_json, run_async
+from pyspire.spiffe import Bundle, BundleError, SpiffeId, SpiffeIdError, TrustDomain
+
+__all__ = ["register"]
+
+
+def _spiffe_id(text: str | None, flag: str) -> types_pb2.SPIFFEID:
+    if not text:
+        raise CliError(f"{flag} must be specified")
+    try:
+        parsed = SpiffeId.parse(text)
+    except SpiffeIdError as err:
+        raise CliError(f"{flag}: {err}") from None
+    return types_pb2.SPIFFEID(trust_domain=parsed.trust_domain.name, path=parsed.path)
+
+
+def _id_text(proto: types_pb2.SPIFFEID) -> str:
+    return f"spiffe://{proto.trust_domain}{proto.path}"
+
+
+def _timestamp(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ttl_seconds(text: str, flag: str) -> int:
+    """A TTL flag: seconds, or a Go-style duration (``1h``, ``90s``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = int(parse_duration(text).total_seconds())
+        except ValueError as err:
+            raise CliError(f"{flag}: {err}") from None
+    if value < 0:
+        raise CliError(f"{flag} must not be negative")
+    return value
+
+
+def _write_or_print(path: str | None, data: bytes, mode: int) -> None:
+    if path:
+        atomic_write(Path(path), data, mode=mode)
+    else:
+        sys.stdout.write(data.decode())
+
+
+# --- token ----------------------------------------------------------------------------
+
+
+async def _token_generate(args: argparse.Namespace, channel: Channel) -> int:
+    if args.ttl <= 0:
+        raise CliError("-ttl must be a positive number of seconds")
+    request = agent_pb2.CreateJoinTokenRequest(ttl=args.ttl)
+    if args.spiffeID:
+        request.agent_id.CopyFrom(_spiffe_id(args.spiffeID, "-spiffeID"))
+    token = await call(agent_grpc.AgentStub(channel).CreateJoinToken, request)
+    if args.output == "json":
+        print_json(token)
+        return 0
+    print(f"Token: {token.value}")
+    if not args.spiffeID:
+        print("Warning: Missing SPIFFE ID. The agent will get only its own identity, and no alias entry.")
+    return 0
+
+
+# --- bundle ---------------------------------------------------------------------------
+
+
+def _bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
+    try:
+        trust_domain = TrustDomain.parse(proto.trust_domain)
+        jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
+        return Bundle(
+            trust_domain,
+            [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities],
+            jwt,  # type: ignore[arg-type]
+            sequence_number=proto.sequence_number,
+            refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
+        )
+    except (ValueError, SpiffeIdError, BundleError) as err:
+        raise CliError(f"the server returned a bundle that cannot be read: {err}") from None
+
+
+def _print_bundle(proto: types_pb2.Bundle, output_format: str, output: str) -> None:
+    if output == "json":
+        print_json(proto)
+        return
+    bundle = _bundle_from_proto(proto)
+    if output_format == "spiffe":
+        print(json.dumps(bundle.to_spiffe_document(), indent=4))
+    else:
+        sys.stdout.write(bundle.marshal_x509_pem().decode())
+
+
+async def _bundle_show(args: argparse.Namespace, channel: Channel) -> int:
+    bundle = await call(bundle_grpc.BundleStub(channel).GetBundle, bundle_pb2.GetBundleRequest())
+    _print_bundle(bundle, args.format, args.output)
+    return 0
+
+
+async def _bundle_list(args: argparse.Namespace, channel: Channel) -> int:
+    stub = bundle_grpc.BundleStub(channel)
+    if args.id:
+        bundle = await call(
+            stub.GetFederatedBundle, bundle_pb2.GetFederatedBundleRequest(trust_domain=_trust_domain(args.id))
+        )
+        _print_bundle(bundle, args.format, args.output)
+        return 0
+    bundles: list[types_pb2.Bundle] = []
+    token = ""
+    while True:
+        reply = await call(stub.ListFederatedBundles, bundle_pb2.ListFederatedBundlesRequest(page_token=token))
+        bundles.extend(reply.bundles)
+        token = reply.next_page_token
+        if not token:
+            break
+    if args.output == "json":
+        print_json(bundle_pb2.ListFederatedBundlesResponse(bundles=bundles))
+        return 0
+    for index, bundle in enumerate(bundles):
+        if index:
+            print()
+        rule = "*" * 40
+        print(f"{rule}\n* {bundle.trust_domain}\n{rule}")
+        _print_bundle(bundle, args.format, args.output)
+    return 0
+
+
+async def _bundle_count(args: argparse.Namespace, channel: Channel) -> int:
+    reply = await call(bundle_grpc.BundleStub(channel).CountBundles, bundle_pb2.CountBundlesRequest())
+    if args.output == "json":
+        print_json(reply)
+    else:
+        print(f"{reply.count} bundle{'s' if reply.count != 1 else ''}")
+    return 0
+
+
+def _trust_domain(text: str) -> str:
+    try:
+        if text.startswith("spiffe://"):
+            return SpiffeId.parse(text).trust_domain.name
+        return TrustDomain.parse(text).name
+    except SpiffeIdError as err:
+        raise CliError(f"-id: {err}") from None
+
+
+def _read_input(path: str) -> bytes:
+    if path in ("", "-"):
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CliError(f"cannot read {path}: {err.strerror}") from None
+
+
+async def _bundle_set(args: argparse.Namespace, channel: Channel) -> int:
+    trust_domain = TrustDomain.parse(_trust_domain(args.id)) if args.id else None
+    if trust_domain is None:
+        raise CliError("-id must be specified")
+    data = _read_input(args.path)
+    try:
+        bundle = Bundle.parse(trust_domain, data) if args.format == "spiffe" else Bundle.parse_x509(trust_domain, data)
+    except BundleError as err:
+        raise CliError(f"unable to parse bundle data: {err}") from None
+    proto = types_pb2.Bundle(
+        trust_domain=trust_domain.name,
+        x509_authorities=[
+            types_pb2.X509Certificate(asn1=c.public_bytes(serialization.Encoding.DER)) for c in bundle.x509_authorities
+        ],
+        jwt_authorities=[
+            types_pb2.JWTKey(
+                key_id=key_id,
+                public_key=key.public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                ),
+            )
+            for key_id, key in bundle.jwt_authorities.items()
+        ],
+        refresh_hint=int(bundle.refresh_hint.total_seconds()) if bundle.refresh_hint else 0,
+        sequence_number=bundle.sequence_number or 0,
+    )
+    reply = await call(
+        bundle_grpc.BundleStub(channel).BatchSetFederatedBundle,
+        bundle_pb2.BatchSetFederatedBundleRequest(bundle=[proto]),
+    )
+    result = reply.results[0]
+    if result.status.code != 0:
+        raise CliError(f"failed to set federated bundle: {result.status.message}")
+    print("bundle set.")
+    return 0
+
+
+_DELETE_MODES = {
+    "restrict": bundle_pb2.BatchDeleteFederatedBundleRequest.RESTRICT,
+    "delete": bundle_pb2.BatchDeleteFederatedBundleRequest.DELETE,
+    "dissociate": bundle_pb2.BatchDeleteFederatedBundleRequest.DISSOCIATE,
+}
+
+
+async def _bundle_delete(args: argparse.Namespace, channel: Channel) -> int:
+    if not args.id:
+        raise CliError("id is required")
+    reply = await call(
+        bundle_grpc.BundleStub(channel).BatchDeleteFederatedBundle,
+        bundle_pb2.BatchDeleteFederatedBundleRequest(
+            trust_domains=[_trust_domain(args.id)], mode=_DELETE_MODES[args.mode]
+        ),
+    )
+    result = reply.results[0]
+    if result.status.code != 0:
+        raise CliError(f"failed to delete federated bundle {result.trust_domain!r}: {result.status.message}")
+    print("bundle deleted.")
+    return 0
+
+
+# --- agent ----------------------------------------------------------------------------
+
+
+def _print_agent(agent: types_pb2.Agent) -> None:
+    print(f"SPIFFE ID         : {_id_text(agent.id)}")
+    print(f"Attestation type  : {agent.attestation_type}")
+    print(f"Expiration time   : {_timestamp(agent.x509svid_expires_at)}")
+    print(f"Serial number     : {agent.x509svid_serial_number}")
+    print(f"Can re-attest     : {str(agent.can_reattest).lower()}")
+    print(f"Banned            : {str(agent.banned).lower()}")
+    for selector in agent.selectors:
+        print(f"Selector          : {selector.type}:{selector.value}")
+    print()
+
+
+async def _agent_list(args: argparse.Namespace, channel: Channel) -> int:
+    stub = agent_grpc.AgentStub(channel)
+    agents: list[types_pb2.Agent] = []
+    token = ""
+    while True:
+        reply = await call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=1000, page_token=token))
+        agents.extend(reply.agents)
+        token = reply.next_page_token
+        if not token:
+            break
+    if args.output == "json":
+        print_json(agent_pb2.ListAgentsResponse(agents=agents))
+        return 0
+    if not agents:
+        print("No attested agents found")
+        return 0
+    print(f"Found {len(agents)} attested agent{'s' if len(agents) != 1 else ''}:\n")
+    for agent in agents:
+        _print_agent(agent)
+    return 0
+
+
+async def _agent_show(args: argparse.Namespace, channel: Channel) -> int:
+    agent = await call(
+        agent_grpc.AgentStub(channel).GetAgent, agent_pb2.GetAgentRequest(id=_spiffe_id(args.spiffeID, "-spiffeID"))
+    )
+    if args.output == "json":
+        print_json(agent)
+        return 0
+    print("Found an attested agent given its SPIFFE ID\n")
+    _print_agent(agent)
+    return 0
+
+
+async def _agent_count(args: argparse.Namespace, channel: Channel) -> int:
+    reply = await call(agent_grpc.AgentStub(channel).CountAgents, agent_pb2.CountAgentsRequest())
+    if args.output == "json":
+        print_json(reply)
+    else:
+        print(f"{reply.count} attested agent{'s' if reply.count != 1 else ''}")
+    return 0
+
+
+async def _agent_evict(args: argparse.Namespace, channel: Channel) -> int:
+    await call(
+        agent_grpc.AgentStub(channel).DeleteAgent,
+        agent_pb2.DeleteAgentRequest(id=_spiffe_id(args.spiffeID, "-spiffeID")),
+    )
+    print("Agent evicted successfully")
+    return 0
+
+
+async def _agent_ban(args: argparse.Namespace, channel: Channel) -> int:
+    await call(
+        agent_grpc.AgentStub(channel).BanAgent, agent_pb2.BanAgentRequest(id=_spiffe_id(args.spiffeID, "-spiffeID"))
+    )
+    print("Agent banned successfully")
+    return 0
+
+
+# --- x509 / jwt mint ------------------------------------------------------------------
+
+
+async def _x509_mint(args: argparse.Namespace, channel: Channel) -> int:
+    spiffe_id = _spiffe_id(args.spiffeID, "-spiffeID")
+    ttl = _ttl_seconds(args.ttl, "-ttl") if args.ttl else 0
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    # The SVID API takes the SPIFFE ID and DNS names from the CSR.
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(_id_text(spiffe_id))]
+    sans.extend(x509.DNSName(name) for name in args.dns)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(private_key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    reply = await call(svid_grpc.SVIDStub(channel).MintX509SVID, svid_pb2.MintX509SVIDRequest(csr=csr, ttl=ttl))
+    bundle = await call(bundle_grpc.BundleStub(channel).GetBundle, bundle_pb2.GetBundleRequest())
+    chain = b"".join(
+        x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM) for der in reply.svid.cert_chain
+    )
+    key = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    roots = _bundle_from_proto(bundle).marshal_x509_pem()
+    if args.write:
+        directory = Path(args.write)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / "svid.pem", chain, mode=0o644)
+        atomic_write(directory / "key.pem", key, mode=0o600)
+        atomic_write(directory / "bundle.pem", roots, mode=0o644)
+        print(f"X509-SVID written to {directory / 'svid.pem'}")
+        print(f"Private key written to {directory / 'key.pem'}")
+        print(f"Root CAs written to {directory / 'bundle.pem'}")
+        return 0
+    if args.output == "json":
+        print_json(reply)
+        return 0
+    print("X509-SVID:")
+    sys.stdout.write(chain.decode())
+    print("\nPrivate key:")
+    sys.stdout.write(key.decode())
+    print("\nRoot CAs:")
+    sys.stdout.write(roots.decode())
+    return 0
+
+
+async def _jwt_mint(args: argparse.Namespace, channel: Channel) -> int:
+    if not args.audience:
+        raise CliError("at least one audience must be provided")
+    request = svid_pb2.MintJWTSVIDRequest(
+        id=_spiffe_id(args.spiffeID, "-spiffeID"),
+        audience=args.audience,
+        ttl=_ttl_seconds(args.ttl, "-ttl") if args.ttl else 0,
+    )
+    reply = await call(svid_grpc.SVIDStub(channel).MintJWTSVID, request)
+    if args.write:
+        atomic_write(Path(args.write), reply.svid.token.encode() + b"\n", mode=0o600)
+        print(f"JWT-SVID written to {args.write}")
+        return 0
+    if args.output == "json":
+        print_json(reply)
+        return 0
+    print(reply.svid.token)
+    return 0
+
+
+# --- registration ---------------------------------------------------------------------
+
+
+def _command(group: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = group.add_parser(name, help=help_text)
+    add_socket(parser)
+    add_output(parser)
+    parser.set_defaults(handler=run_async(handler))
+    return parser
+
+
+def _group(commands: Any, name: str, help_text: str) -> Any:
+    parser = commands.add_parser(name, help=help_text)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="<command>", required=True)
+
+
+def register(commands: Any) -> None:
+    """Add the administrative command groups to the parser."""
+    token = _group(commands, "token", "Manage join tokens")
+    generate = _command(token, "generate", "Generates a join token", _token_generate)
+    generate.add_argument("-ttl", type=int, default=600, help="Token TTL in seconds")
+    generate.add_argument("-spiffeID", default="", help="Additional SPIFFE ID to assign the token owner (optional)")
+
+    bundle = _group(commands, "bundle", "Manage trust bundles")
+    for name, help_text, handler in (
+        ("show", "Prints server CA bundle to stdout", _bundle_show),
+        ("list", "Lists federated bundles", _bundle_list),
+    ):
+        parser = _command(bundle, name, help_text, handler)
+        parser.add_argument("-format", choices=("pem", "spiffe"), default="pem", help="The format to show the bundle")
+        if name == "list":
+            parser.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
+    _command(bundle, "count", "Count bundles", _bundle_count)
+    set_parser = _command(bundle, "set", "Creates or updates federated bundle data", _bundle_set)
+    set_parser.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
+    set_parser.add_argument("-path", default="", help="Path to the bundle data (stdin when empty)")
+    set_parser.add_argument("-format", choices=("pem", "spiffe"), default="pem", help="The format of the bundle data")
+    delete = _command(bundle, "delete", "Deletes federated bundle data", _bundle_delete)
+    delete.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
+    delete.add_argument("-mode", choices=tuple(_DELETE_MODES), default="restrict", help="Deletion mode")
+
+    agent = _group(commands, "agent", "Manage agents")
+    _command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
+    _command(agent, "count", "Count attested agents", _agent_count)
+    for name, help_text, handler in (
+        ("show", "Shows the details of an attested agent given its SPIFFE ID", _agent_show),
+        ("evict", "Evicts an attested agent given its SPIFFE ID", _agent_evict),
+        ("ban", "Ban an attested agent given its SPIFFE ID", _agent_ban),
+    ):
+        parser = _command(agent, name, help_text, handler)
+        parser.add_argument("-spiffeID", default="", help="The SPIFFE ID of the agent")
+
+    x509_group = _group(commands, "x509", "Mint X509-SVIDs")
+    mint = _command(x509_group, "mint", "Mints an X509-SVID", _x509_mint)
+    mint.add_argument("-spiffeID", default="", help="SPIFFE ID of the X509-SVID")
+    mint.add_argument("-ttl", default="", help="TTL of the X509-SVID")
+    mint.add_argument("-dns", action="append", default=[], help="DNS name that will be included in SVID")
+    mint.add_argument("-write", default="", help="Directory to write output to instead of stdout")
+
+    jwt_group = _group(commands, "jwt", "Mint JWT-SVIDs")
+    jwt_mint = _command(jwt_group, "mint", "Mints a JWT-SVID", _jwt_mint)
+    jwt_mint.add_argument("-spiffeID", default="", help="SPIFFE ID of the JWT-SVID")
+    jwt_mint.add_argument("-ttl", default="", help="TTL of the JWT-SVID")
+    jwt_mint.add_argument("-audience", action="append", default=[], help="Audience claim (can be used more than once)")
+    jwt_mint.add_argument("-write", default="", help="File to write token to instead of stdout")

@@ -1,0 +1,195 @@
+"""Real ``pyspire-server`` and ``pyspire-agent`` processes for end-to-end tests.
+
+Each daemon gets its own directory (config, data, sockets) and free ports, is started as the
+installed console script, and is considered up when its socket answers. ``stop()`` sends
+SIGTERM and returns the exit code, so tests can assert a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.free_port import free_port
+
+START_TIMEOUT = 30.0
+
+
+def console_script(name: str) -> str:
+    """The installed console script: beside the interpreter running the tests, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (pip install -e .)")
+    return found
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+@dataclass
+class Daemon:
+    """A daemon process with its working directory."""
+
+    command: str
+    directory: Path
+    socket_path: Path
+    config_text: str
+    extra_args: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.directory / f"{self.command}.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / f"{self.command}.conf"
+
+    def start(self, wait: bool = True) -> Daemon:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config_text)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [console_script(self.command), "run", "-config", str(self.config_path), *self.extra_args],
+            cwd=self.directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n{self.log()}")
+            if _socket_answers(self.socket_path):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.command} did not start within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then the exit code (SIGKILL and an error if it does not stop in time)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError(f"{self.command} ignored SIGTERM for {timeout} s:\n{self.log()}") from None
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def cli(self, *args: str, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``<command> <verb...> -socketPath <this daemon's socket>``."""
+        argv = [console_script(self.command), *args, "-socketPath", str(self.socket_path)]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, input=stdin.decode() if stdin else None, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def server_config(
+    directory: Path,
+    *,
+    trust_domain: str = "example.org",
+    port: int | None = None,
+    extra: str = "",
+    plugins: str = "",
+    ca_ttl: str = "24h",
+) -> tuple[str, Path, int]:
+    """A server config on SQLite under ``directory``: (text, socket path, TCP port)."""
+    port = port or free_port()
+    socket_path = directory / "sock" / "api.sock"
+    text = f"""
+server {{
+    bind_address = "127.0.0.1"
+    bind_port = "{port}"
+    socket_path = "{socket_path}"
+    trust_domain = "{trust_domain}"
+    data_dir = "{directory / "data"}"
+    log_level = "DEBUG"
+    ca_ttl = "{ca_ttl}"
+    {extra}
+}}
+
+plugins {{
+    DataStore "sql" {{
+        plugin_data {{
+            database_type = "sqlite3"
+            connection_string = "{directory / "data" / "datastore.sqlite3"}"
+        }}
+    }}
+    KeyManager "disk" {{
+        plugin_data {{
+            keys_path = "{directory / "data" / "keys.json"}"
+        }}
+    }}
+    NodeAttestor "join_token" {{
+        plugin_data {{}}
+    }}
+    {plugins}
+}}
+"""
+    return text, socket_path, port
+
+
+def start_server(directory: Path, **kwargs: object) -> ServerDaemon:
+    text, socket_path, port = server_config(directory, **kwargs)  # type: ignore[arg-type]
+    server = ServerDaemon("pyspire-server", directory, socket_path, text)
+    server.port = port
+    return server.start()  # type: ignore[return-value]
+
+
+class ServerDaemon(Daemon):
+    """A server; ``port`` is its TCP port."""
+
+    port: int = 0
+
+    def bundle_pem(self) -> str:
+        return self.cli("bundle", "show").stdout
+
+    def join_token(self, spiffe_id: str = "") -> str:
+        args = ["token", "generate"]
+        if spiffe_id:
+            args += ["-spiffeID", spiffe_id]
+        out = self.cli(*args).stdout
+        return out.split("Token: ", 1)[1].split()[0]

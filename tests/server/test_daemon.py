@@ -100,7 +100,8 @@ def test_entry_lifecycle_through_the_cli(server: ServerDaemon) -> None:
         "unix:uid:1000",
         check=False,
     )
-    assert duplicate.returncode == 1 and "similar entry already exists" in duplicate.stderr
+    assert duplicate.returncode == 1
+    assert "similar entry already exists" in duplicate.stderr
     server.cli("entry", "delete", "-entryID", entry_id)
     assert "not found" in server.cli("entry", "show", "-entryID", entry_id, check=False).stderr.lower()
 
@@ -126,7 +127,8 @@ def test_token_generate_and_agent_verbs(server: ServerDaemon) -> None:
     assert len(token) == 36
     assert "No attested agents found" in server.cli("agent", "list").stdout
     missing = server.cli("agent", "evict", "-spiffeID", "spiffe://example.org/spire/agent/join_token/nope", check=False)
-    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    assert missing.returncode == 1
+    assert "NOT_FOUND" in missing.stderr
 
 
 def test_restart_keeps_the_ca_and_sigterm_exits_cleanly(tmp_path: Path) -> None:

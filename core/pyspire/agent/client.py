@@ -1,0 +1,226 @@
+"""The agent's connection to the server: one TLS channel, the calls the agent makes.
+
+Every connection verifies the server's chain against the agent's current bundle and requires
+the server's SPIFFE ID (``spiffe://<td>/spire/server``) before a request is written. After
+attestation the agent presents its SVID; the channel is rebuilt whenever the SVID or the
+bundle changes, so a rotated server CA or a renewed agent SVID takes effect on the next call.
+Transport failures surface as :class:`ServerUnavailable` (the caller backs off and retries);
+the server's refusals stay :class:`grpclib.exceptions.GRPCError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
+from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.spiffe import SpiffeId, TrustDomain, match_id
+from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
+
+__all__ = ["CALL_TIMEOUT", "AttestationAnswer", "ServerClient", "ServerUnavailable"]
+
+CALL_TIMEOUT = 30.0
+T = TypeVar("T")
+
+AttestationAnswer = Callable[[bytes], Awaitable[bytes]]
+"""Answers one server challenge during node attestation."""
+
+_UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
+
+
+class ServerUnavailable(Exception):
+    """The server could not be reached (or did not answer); the call may be retried."""
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    roots: tuple[bytes, ...]
+    chain: tuple[bytes, ...]
+
+
+class ServerClient:
+    """Calls the server on behalf of the agent."""
+
+    def __init__(self, host: str, port: int, trust_domain: TrustDomain) -> None:
+        """Talk to ``host:port``, which must prove it is ``trust_domain``'s server."""
+        self._host = host
+        self._port = port
+        self._server_id = SpiffeId.from_segments(trust_domain, "spire", "server")
+        self._roots: tuple[x509.Certificate, ...] = ()
+        self._chain: tuple[x509.Certificate, ...] = ()
+        self._key: PrivateKeyTypes | None = None
+        self._verify = True
+        self._channel: SpiffeChannel | None = None
+        self._channel_for: _Credentials | None = None
+
+    def set_roots(self, roots: Sequence[x509.Certificate], *, verify: bool = True) -> None:
+        """Trust ``roots`` for the server's chain (``verify=False`` only for insecure bootstrap)."""
+        self._roots = tuple(roots)
+        self._verify = verify
+
+    def set_identity(self, chain: Sequence[x509.Certificate], private_key: PrivateKeyTypes | None) -> None:
+        """Present ``chain`` (the agent SVID) from now on; an empty chain presents nothing."""
+        self._chain = tuple(chain)
+        self._key = private_key
+
+    def _current(self) -> SpiffeChannel:
+        wanted = _Credentials(
+            tuple(c.tbs_certificate_bytes for c in self._roots), tuple(c.tbs_certificate_bytes for c in self._chain)
+        )
+        if self._channel is None or self._channel_for != wanted:
+            if self._channel is not None:
+                self._channel.close()
+            context = client_tls_context(self._roots, self._chain, self._key)
+            if not self._verify:
+                import ssl  # noqa: PLC0415 - only insecure bootstrap needs the constant
+
+                context.verify_mode = ssl.CERT_NONE
+            self._channel = SpiffeChannel(
+                self._host, self._port, ssl_context=context, server_id=match_id(self._server_id)
+            )
+            self._channel_for = wanted
+        return self._channel
+
+    def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+            self._channel_for = None
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except GRPCError as err:
+            if err.status in _UNAVAILABLE:
+                self.close()
+                raise ServerUnavailable(f"server {self._host}:{self._port}: {err.message}") from None
+            raise
+        except ServerIdentityError as err:
+            self.close()
+            raise ServerUnavailable(f"server {self._host}:{self._port} failed its identity check: {err}") from None
+        except (TimeoutError, OSError, StreamTerminatedError) as err:
+            self.close()
+            raise ServerUnavailable(
+                f"server {self._host}:{self._port} unreachable: {err or type(err).__name__}"
+            ) from None
+
+    # --- node attestation -----------------------------------------------------------
+
+    async def attest(
+        self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
+    ) -> tuple[types_pb2.X509SVID, bool]:
+        """Run AttestAgent: the agent SVID and whether the node may re-attest."""
+        return await self._guard(self._attest(attestation_type, payload, csr, answer))
+
+    async def _attest(
+        self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
+    ) -> tuple[types_pb2.X509SVID, bool]:
+        stub = agent_grpc.AgentStub(self._current())
+        params = agent_pb2.AttestAgentRequest.Params(
+            data=types_pb2.AttestationData(type=attestation_type, payload=payload),
+            params=agent_pb2.AgentX509SVIDParams(csr=csr),
+        )
+        async with stub.AttestAgent.open(timeout=CALL_TIMEOUT * 4) as stream:
+            await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
+            while True:
+                reply: Any = await stream.recv_message()
+                if reply is None:
+                    raise GRPCError(Status.INTERNAL, "the server ended attestation without a result")
+                if reply.WhichOneof("step") == "challenge":
+                    response = await answer(bytes(reply.challenge))
+                    await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=response))
+                    continue
+                await stream.end()
+                return reply.result.svid, reply.result.reattestable
+
+    async def renew(self, csr: bytes) -> types_pb2.X509SVID:
+        """RenewAgent: a new agent SVID for the key in ``csr``."""
+        stub = agent_grpc.AgentStub(self._current())
+        request = agent_pb2.RenewAgentRequest(params=agent_pb2.AgentX509SVIDParams(csr=csr))
+        reply = await self._guard(stub.RenewAgent(request, timeout=CALL_TIMEOUT))
+        return reply.svid
+
+    # --- bundles, entries, SVIDs -----------------------------------------------------
+
+    async def bundle(self) -> types_pb2.Bundle:
+        """The server's own trust bundle."""
+        stub = bundle_grpc.BundleStub(self._current())
+        return await self._guard(stub.GetBundle(bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT))
+
+    async def federated_bundle(self, trust_domain: str) -> types_pb2.Bundle | None:
+        """A federated trust domain's bundle, or None when the server has none."""
+        stub = bundle_grpc.BundleStub(self._current())
+        request = bundle_pb2.GetFederatedBundleRequest(trust_domain=trust_domain)
+        try:
+            return await self._guard(stub.GetFederatedBundle(request, timeout=CALL_TIMEOUT))
+        except GRPCError as err:
+            if err.status is Status.NOT_FOUND:
+                return None
+            raise
+
+    async def sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
+        """The full set of entries authorized for this agent (revision-diffed against ``known``)."""
+        return await self._guard(self._sync_entries(known))
+
+    async def _sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
+        stub = entry_grpc.EntryStub(self._current())
+        async with stub.SyncAuthorizedEntries.open(timeout=CALL_TIMEOUT * 4) as stream:
+            await stream.send_message(entry_pb2.SyncAuthorizedEntriesRequest())
+            entries: list[types_pb2.Entry] = []
+            revisions: list[Any] = []
+            while True:
+                reply: Any = await stream.recv_message()
+                if reply is None:
+                    break
+                entries.extend(reply.entries)
+                revisions.extend(reply.entry_revisions)
+                if not reply.more:
+                    break
+            if not revisions:
+                await stream.end()
+                return entries
+            wanted = [r.id for r in revisions if r.id not in known or known[r.id][0] != r.revision_number]
+            kept = [known[r.id][1] for r in revisions if r.id in known and known[r.id][0] == r.revision_number]
+            await stream.send_message(entry_pb2.SyncAuthorizedEntriesRequest(ids=wanted), end=True)
+            fetched: list[types_pb2.Entry] = []
+            while True:
+                reply = await stream.recv_message()
+                if reply is None:
+                    break
+                fetched.extend(reply.entries)
+                if not reply.more:
+                    break
+            return kept + fetched
+
+    async def new_x509_svids(
+        self, requests: Sequence[tuple[str, bytes]]
+    ) -> list[tuple[str, types_pb2.X509SVID | None, str]]:
+        """BatchNewX509SVID: per entry ID, the SVID or None and the server's message."""
+        stub = svid_grpc.SVIDStub(self._current())
+        request = svid_pb2.BatchNewX509SVIDRequest(
+            params=[svid_pb2.NewX509SVIDParams(entry_id=entry_id, csr=csr) for entry_id, csr in requests]
+        )
+        reply = await self._guard(stub.BatchNewX509SVID(request, timeout=CALL_TIMEOUT))
+        results = []
+        for (entry_id, _), result in zip(requests, reply.results, strict=False):
+            ok = result.status.code == 0
+            results.append((entry_id, result.svid if ok else None, result.status.message))
+        return results
+
+    async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> types_pb2.JWTSVID:
+        """NewJWTSVID for one entry."""
+        stub = svid_grpc.SVIDStub(self._current())
+        request = svid_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
+        reply = await self._guard(stub.NewJWTSVID(request, timeout=CALL_TIMEOUT))
+        return reply.svid

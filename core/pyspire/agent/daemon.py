@@ -1,0 +1,266 @@
+"""``pyspire-agent run``: the agent's parts, started and stopped in order.
+
+Start: plugins, the saved identity or node attestation (retried while the server is
+unreachable), the first sync, then the Workload API socket (0777 in its directory, as SPIRE:
+any local process may ask, and attestation decides what it gets) and the health listener.
+Stop (SIGTERM/SIGINT): streams end with UNAVAILABLE, the socket is removed, plugins closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import ssl
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from grpclib.health.service import Health
+from grpclib.server import Server
+
+from pyspire.agent.cache import WorkloadCache
+from pyspire.agent.client import ServerClient, ServerUnavailable
+from pyspire.agent.manager import MAX_BACKOFF, AgentStopped, SyncManager
+from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.agent.workload_api import WorkloadApiService
+from pyspire.config.daemon_config import AgentConfig
+from pyspire.files import ensure_private_dir
+from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.spiffe import Bundle, BundleError
+from pyspire.telemetry.health import HealthListener
+
+__all__ = ["AgentDaemon", "run_agent"]
+
+_log = logging.getLogger(__name__)
+
+TRUST_BUNDLE_URL_TIMEOUT = 30.0
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says what to fix."""
+
+
+def _socket_in_use(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+class AgentDaemon:
+    """One agent: identity, sync loop, Workload API."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        """Prepare an agent for ``config`` (nothing starts until :meth:`start`)."""
+        self.config = config
+        self._catalog: AgentCatalog | None = None
+        self._client: ServerClient | None = None
+        self.node: NodeIdentityManager | None = None
+        self.cache: WorkloadCache | None = None
+        self.manager: SyncManager | None = None
+        self._service: WorkloadApiService | None = None
+        self._server: Server | None = None
+        self._socket_bound = False
+        self._health: HealthListener | None = None
+        self.sync_task: asyncio.Task[None] | None = None
+
+    # --- bootstrap trust -------------------------------------------------------------
+
+    def _bootstrap_roots(self) -> tuple[tuple[x509.Certificate, ...], bool]:
+        section = self.config.agent
+        if section.trust_bundle_path is not None:
+            try:
+                data = Path(section.trust_bundle_path).read_bytes()
+            except OSError as err:
+                raise StartupError(
+                    f"cannot read trust_bundle_path {section.trust_bundle_path}: {err.strerror}"
+                ) from None
+            return self._parse_bundle(data, section.trust_bundle_format, str(section.trust_bundle_path)), True
+        if section.trust_bundle_url is not None:
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - the config requires https://
+                    section.trust_bundle_url, timeout=TRUST_BUNDLE_URL_TIMEOUT, context=ssl.create_default_context()
+                ) as response:
+                    data = response.read(4 * 1024 * 1024)
+            except OSError as err:
+                raise StartupError(f"cannot fetch trust_bundle_url {section.trust_bundle_url}: {err}") from None
+            return self._parse_bundle(data, section.trust_bundle_format, section.trust_bundle_url), True
+        _log.warning("insecure_bootstrap is set: the first server reached is trusted without verification")
+        return (), False
+
+    def _parse_bundle(self, data: bytes, bundle_format: str, where: str) -> tuple[x509.Certificate, ...]:
+        trust_domain = self.config.agent.trust_domain
+        try:
+            bundle = (
+                Bundle.parse(trust_domain, data) if bundle_format == "spiffe" else Bundle.parse_x509(trust_domain, data)
+            )
+        except BundleError as err:
+            raise StartupError(f"the trust bundle from {where} cannot be read: {err}") from None
+        if not bundle.x509_authorities:
+            raise StartupError(f"the trust bundle from {where} holds no X.509 authority")
+        return bundle.x509_authorities
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bring the agent up; raises StartupError/AgentStopped when it cannot."""
+        config = self.config
+        section = config.agent
+        for warning in config.warnings:
+            _log.warning(warning)
+        try:
+            section.require_bootstrap()
+        except ValueError as err:
+            raise StartupError(str(err)) from None
+        data_dir = Path(section.data_dir)
+        ensure_private_dir(data_dir)
+        core = CoreConfig(trust_domain=section.trust_domain, data_dir=data_dir)
+        source = config.source.name if config.source else "config"
+        self._catalog = catalog = await asyncio.to_thread(load_agent_catalog, config.plugins, core, source=source)
+        self._client = client = ServerClient(section.server_address, section.server_port, section.trust_domain)
+        self.node = node = NodeIdentityManager(section, catalog, client)
+
+        has_identity = await asyncio.to_thread(node.load)
+        if node.roots:
+            client.set_roots(node.roots)
+        else:
+            roots, verify = self._bootstrap_roots()
+            node.roots = roots
+            client.set_roots(roots, verify=verify)
+        if not has_identity:
+            await self._attest_with_retries(node)
+
+        self.cache = cache = WorkloadCache(
+            section.trust_domain, section.x509_svid_cache_max_size, section.jwt_svid_cache_max_size
+        )
+        self.manager = manager = SyncManager(
+            node,
+            client,
+            cache,
+            sync_interval=section.experimental.sync_interval.total_seconds(),
+            workload_key_type=section.workload_x509_svid_key_type,
+        )
+        self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
+        if not section.disable_workload_api:
+            await self._serve_workload_api(catalog, client, cache)
+        health = config.health_checks
+        if health.listener_enabled:
+            self._health = HealthListener(
+                health.bind_address, health.bind_port, health.live_path, health.ready_path, self.readiness
+            )
+            await self._health.start()
+        _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
+
+    async def _attest_with_retries(self, node: NodeIdentityManager) -> None:
+        failures = 0
+        while True:
+            try:
+                await node.attest()
+                return
+            except ServerUnavailable as err:
+                failures += 1
+                delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
+                _log.warning(
+                    "Cannot reach the server to attest; retrying",
+                    extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
+                )
+                await asyncio.sleep(delay)
+            except NodeError as err:
+                raise StartupError(str(err)) from None
+
+    async def _serve_workload_api(self, catalog: AgentCatalog, client: ServerClient, cache: WorkloadCache) -> None:
+        path = Path(self.config.agent.socket_path)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if _socket_in_use(path):
+            raise StartupError(f"another process is serving on {path}: stop it or choose another socket_path")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._service = WorkloadApiService(cache, catalog.workload_attestors, client)
+        self._server = Server([self._service, Health()])
+        try:
+            await self._server.start(path=str(path))
+        except OSError as err:
+            raise StartupError(f"cannot listen on {path}: {err.strerror}") from None
+        self._socket_bound = True
+        os.chmod(path, 0o777)  # noqa: S103 - SPIRE's mode: any local process may ask; attestation decides
+        _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
+
+    def readiness(self) -> dict[str, bool]:
+        """The named readiness checks (all must hold)."""
+        return {
+            "agent_svid": bool(self.node and self.node.identity),
+            "synced": bool(self.manager and self.manager.synced.is_set()),
+        }
+
+    async def stop(self) -> None:
+        """Stop everything that started, in reverse order."""
+        if self._service is not None:
+            self._service.stop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._socket_bound:
+            with contextlib.suppress(FileNotFoundError):
+                Path(self.config.agent.socket_path).unlink()
+            self._socket_bound = False
+        if self._health is not None:
+            await self._health.stop()
+        if self.sync_task is not None:
+            self.sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentStopped):
+                await self.sync_task
+        if self._client is not None:
+            self._client.close()
+        if self._catalog is not None:
+            self._catalog.close()
+        _log.info("Agent stopped")
+
+
+async def _serve(config: AgentConfig) -> int:
+    daemon = AgentDaemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(daemon.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        await daemon.stop()
+        return 0
+    try:
+        starting.result()
+    except (StartupError, AgentStopped, OSError) as err:
+        _log.error("Agent failed to start: %s", err)
+        await daemon.stop()
+        return 1
+    assert daemon.sync_task is not None
+    await asyncio.wait({daemon.sync_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if daemon.sync_task.done() and not daemon.sync_task.cancelled():
+        error = daemon.sync_task.exception()
+        _log.error("Agent stopping: %s", error)
+        code = 1
+    else:
+        _log.info("Stopping the agent")
+    stopping.cancel()
+    await daemon.stop()
+    return code
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Run the agent until a signal (or a fatal refusal by the server) stops it; the exit code."""
+    return asyncio.run(_serve(config))

@@ -1,0 +1,277 @@
+"""The agent's work loop: renew its own SVID, sync entries and bundles, mint workload SVIDs.
+
+Every ``sync_interval`` (or at once when a new workload matched entries without SVIDs) the
+agent fetches the bundle (and the federated bundles its entries need), syncs its authorized
+entries, and asks for X509-SVIDs in batches for the entries that need one (new, half-way
+through their life, changed, or signed by a tainted authority). The agent SVID is renewed
+at half-life with ±10% jitter so that a fleet does not renew in step.
+
+When the server is unreachable the loop backs off exponentially (to ``MAX_BACKOFF``) and
+workloads keep the SVIDs they have until those expire. When the server says the agent is
+banned the saved SVID is deleted and the agent stops; when it says the agent is no longer
+attested (evicted) a re-attestable agent attests again and any other stops with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
+from pyspire.agent.client import ServerClient, ServerUnavailable
+from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.spiffe import Bundle, BundleError, TrustDomain
+
+__all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager", "bundle_from_proto"]
+
+_log = logging.getLogger(__name__)
+
+SVID_BATCH = 500
+"""X509-SVID requests per BatchNewX509SVID call."""
+MAX_BACKOFF = 60.0
+"""Longest wait between attempts while the server is unreachable (seconds)."""
+_REASONS = types_pb2.PermissionDeniedDetails.Reason
+
+
+class AgentStopped(Exception):
+    """The agent cannot go on (banned, evicted without re-attestation); the message says why."""
+
+
+def bundle_from_proto(proto: types_pb2.Bundle) -> tuple[Bundle, frozenset[bytes]]:
+    """A bundle from the server, and the key IDs of its tainted X.509 authorities."""
+    trust_domain = TrustDomain.parse(proto.trust_domain)
+    authorities = [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities]
+    tainted = frozenset(
+        _key_identifier(a) for a, c in zip(authorities, proto.x509_authorities, strict=True) if c.tainted
+    )
+    jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
+    bundle = Bundle(
+        trust_domain,
+        authorities,
+        jwt,  # type: ignore[arg-type]
+        sequence_number=proto.sequence_number,
+        refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
+    )
+    return bundle, tainted
+
+
+def _key_identifier(authority: x509.Certificate) -> bytes:
+    """What the AuthorityKeyIdentifier of certificates it signed holds."""
+    try:
+        return authority.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(authority.public_key()).digest  # type: ignore[arg-type]
+
+
+def _denied_reason(err: GRPCError) -> int | None:
+    if err.status is not Status.PERMISSION_DENIED:
+        return None
+    for detail in err.details or ():
+        if isinstance(detail, types_pb2.PermissionDeniedDetails):
+            return int(detail.reason)
+    return None
+
+
+def _new_key(key_type: str) -> PrivateKeyTypes:
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type == "rsa-4096":
+        return rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _workload_csr(private_key: PrivateKeyTypes) -> bytes:
+    # The server takes only the public key from the CSR; the entry decides everything else.
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    return builder.sign(private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+class SyncManager:
+    """Keeps the cache and the agent SVID current."""
+
+    def __init__(
+        self,
+        node: NodeIdentityManager,
+        client: ServerClient,
+        cache: WorkloadCache,
+        *,
+        sync_interval: float,
+        workload_key_type: str = "ec-p256",
+    ) -> None:
+        """Work for ``node`` through ``client``, into ``cache``."""
+        self._node = node
+        self._client = client
+        self.cache = cache
+        self._interval = sync_interval
+        self._key_type = workload_key_type
+        self._renew_at: datetime | None = None
+        self._protos: dict[str, types_pb2.Entry] = {}
+        self.last_success: datetime | None = None
+        self.synced = asyncio.Event()
+        """Set after the first complete sync (readiness)."""
+
+    # --- the agent SVID --------------------------------------------------------------
+
+    def _schedule_renewal(self) -> None:
+        identity = self._node.identity
+        if identity is None:
+            return
+        lifetime = identity.not_after - identity.not_before
+        jitter = random.uniform(-0.1, 0.1) * lifetime / 2  # noqa: S311 - spreading load, not secrecy
+        self._renew_at = identity.not_before + lifetime / 2 + jitter
+
+    async def _renew_if_due(self) -> None:
+        if self._renew_at is None:
+            self._schedule_renewal()
+        if self._renew_at is not None and datetime.now(UTC) >= self._renew_at:
+            await self._node.renew()
+            self._schedule_renewal()
+
+    async def _handle_denied(self, err: GRPCError) -> None:
+        reason = _denied_reason(err)
+        if reason == _REASONS.AGENT_BANNED:
+            self._node.forget()
+            raise AgentStopped("this agent is banned by the server: its SVID was deleted; stopping") from None
+        if reason in (_REASONS.AGENT_NOT_ATTESTED, _REASONS.AGENT_EXPIRED):
+            identity = self._node.identity
+            if identity is not None and identity.reattestable:
+                _log.warning("The server no longer knows this agent; attesting again", extra={"reason": err.message})
+                await self._node.attest()
+                self._schedule_renewal()
+                return
+            self._node.forget()
+            raise AgentStopped(
+                f"the server refused this agent ({err.message}) and its attestor cannot re-attest: "
+                "restart the agent with new attestation data (for join_token, a new token)"
+            ) from None
+        raise err
+
+    # --- one sync --------------------------------------------------------------------
+
+    async def sync_once(self) -> None:
+        """One full round; raises ServerUnavailable or AgentStopped."""
+        try:
+            await self._renew_if_due()
+            await self._sync_bundles()
+            await self._sync_entries()
+            await self._mint_svids()
+        except GRPCError as err:
+            if err.status is Status.PERMISSION_DENIED:
+                await self._handle_denied(err)
+                return
+            raise
+        except NodeError as err:
+            raise AgentStopped(str(err)) from None
+        self.last_success = datetime.now(UTC)
+        self.synced.set()
+
+    async def _sync_bundles(self) -> None:
+        bundle, tainted = bundle_from_proto(await self._client.bundle())
+        self._node.set_roots(bundle.x509_authorities)
+        federated: dict[TrustDomain, Bundle] = {}
+        for trust_domain in sorted(self.cache.federated_trust_domains(), key=str):
+            proto = await self._client.federated_bundle(trust_domain.name)
+            if proto is None:
+                _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
+                continue
+            try:
+                federated[trust_domain], _ = bundle_from_proto(proto)
+            except (ValueError, BundleError) as err:
+                _log.warning(
+                    "Ignoring unreadable federated bundle", extra={"trust_domain": trust_domain.name, "error": str(err)}
+                )
+        self.cache.set_bundles(bundle, federated, tainted)
+
+    async def _sync_entries(self) -> None:
+        known = {entry_id: (proto.revision_number, proto) for entry_id, proto in self._protos.items()}
+        protos = await self._client.sync_entries(known)
+        entries = []
+        self._protos = {}
+        agent_id = self._node.identity.spiffe_id if self._node.identity else None
+        server_id = f"spiffe://{self.cache.trust_domain.name}/spire/server"
+        for proto in protos:
+            try:
+                entry = WorkloadEntry.from_proto(proto)
+            except ValueError as err:
+                _log.warning("Ignoring an entry the agent cannot use", extra={"error": str(err)})
+                continue
+            self._protos[entry.id] = proto
+            # Node alias entries describe this node; they are never served to workloads.
+            if str(entry.parent_id) == server_id or entry.spiffe_id == agent_id:
+                continue
+            entries.append(entry)
+        had = set(self.cache.entries)
+        self.cache.set_entries(entries)
+        if set(self.cache.entries) != had:
+            _log.debug("Entries synced", extra={"count": len(entries)})
+        federated_needed = self.cache.federated_trust_domains() - set(self.cache.federated)
+        if federated_needed and self.cache.bundle is not None:
+            await self._sync_bundles()
+
+    def _keys_and_csrs(self, count: int) -> tuple[list[PrivateKeyTypes], list[bytes]]:
+        keys = [_new_key(self._key_type) for _ in range(count)]
+        return keys, [_workload_csr(key) for key in keys]
+
+    async def _mint_svids(self) -> None:
+        needed = self.cache.entries_needing_svids()
+        for start in range(0, len(needed), SVID_BATCH):
+            batch = needed[start : start + SVID_BATCH]
+            keys, csrs = await asyncio.to_thread(self._keys_and_csrs, len(batch))
+            results = await self._client.new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
+            issued: dict[str, IssuedSvid] = {}
+            for entry, key, (entry_id, svid, message) in zip(batch, keys, results, strict=True):
+                if svid is None:
+                    _log.warning("Server did not issue an X509-SVID", extra={"entry_id": entry_id, "error": message})
+                    continue
+                chain = tuple(x509.load_der_x509_certificate(der) for der in svid.cert_chain)
+                key_der = key.private_bytes(
+                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+                issued[entry_id] = IssuedSvid(entry.revision, chain, key, key_der)
+                _log.info(
+                    "Creating X509-SVID",
+                    extra={
+                        "entry_id": entry_id,
+                        "spiffe_id": str(entry.spiffe_id),
+                        "expires_at": str(chain[0].not_valid_after_utc),
+                    },
+                )
+            self.cache.put_svids(issued)
+
+    # --- the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sync until cancelled; raises AgentStopped when the agent must stop."""
+        failures = 0
+        while True:
+            try:
+                await self.sync_once()
+                failures = 0
+                delay = self._interval
+            except ServerUnavailable as err:
+                failures += 1
+                delay = min(MAX_BACKOFF, self._interval * 2 ** min(failures, 6)) * random.uniform(0.8, 1.0)  # noqa: S311
+                _log.warning(
+                    "Cannot reach the server; cached SVIDs are served until they expire",
+                    extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
+                )
+            except GRPCError as err:
+                failures += 1
+                delay = min(MAX_BACKOFF, self._interval * 2 ** min(failures, 6))
+                _log.error("Sync failed", extra={"code": err.status.name, "error": err.message})
+            self.cache.wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.cache.wanted.wait(), timeout=delay)

@@ -1,0 +1,160 @@
+"""A Workload API client: how a workload gets its SVIDs and bundles from the local agent.
+
+The address is the one given, else ``SPIFFE_ENDPOINT_SOCKET`` (``unix:///path`` or
+``tcp://ip:port``). Every call carries the ``workload.spiffe.io: true`` header the standard
+requires. Fetches return parsed, checked documents (:class:`X509Context`, :class:`JwtSvid`,
+:class:`BundleSet`); watches yield a new value each time the agent pushes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from google.protobuf.json_format import MessageToDict
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+
+from pyspire.proto.spiffe.workload import workload_pb2 as pb
+from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
+from pyspire.spiffe.bundle import Bundle
+from pyspire.spiffe.bundleset import BundleSet
+from pyspire.spiffe.endpoint import TcpEndpoint, UnixEndpoint, endpoint_from_environment, parse_endpoint
+from pyspire.spiffe.jwtsvid import JwtSvid
+from pyspire.spiffe.spiffeid import SpiffeId, TrustDomain
+from pyspire.spiffe.x509svid import X509Svid
+
+__all__ = ["HEADER", "WorkloadApiClient", "WorkloadApiError", "X509Context"]
+
+HEADER = {"workload.spiffe.io": "true"}
+DEFAULT_TIMEOUT = 30.0
+
+
+class WorkloadApiError(Exception):
+    """The agent refused the call or sent something that is not a valid document."""
+
+
+@dataclass(frozen=True)
+class X509Context:
+    """A workload's X509-SVIDs (the first is the default) and the bundles it may trust."""
+
+    svids: tuple[X509Svid, ...]
+    bundles: BundleSet
+
+    @property
+    def default_svid(self) -> X509Svid:
+        return self.svids[0]
+
+
+def _x509_context(response: pb.X509SVIDResponse) -> X509Context:
+    if not response.svids:
+        raise WorkloadApiError("the agent sent an X.509 context without SVIDs")
+    svids = []
+    bundles = BundleSet()
+    for item in response.svids:
+        svid = X509Svid.parse_raw(item.x509_svid, item.x509_svid_key, item.hint)
+        if str(svid.spiffe_id) != item.spiffe_id:
+            raise WorkloadApiError(f"SVID for {item.spiffe_id} carries {svid.spiffe_id}")
+        svids.append(svid)
+        trust_domain = svid.spiffe_id.trust_domain
+        if trust_domain not in bundles:
+            bundles.put(Bundle.parse_x509_der(trust_domain, item.bundle))
+    for td_id, der in response.federated_bundles.items():
+        trust_domain = _trust_domain(td_id)
+        bundles.put(Bundle.parse_x509_der(trust_domain, der))
+    return X509Context(tuple(svids), bundles)
+
+
+def _trust_domain(text: str) -> TrustDomain:
+    return SpiffeId.parse(text).trust_domain if text.startswith("spiffe://") else TrustDomain.parse(text)
+
+
+class WorkloadApiClient:
+    """An async client for one agent socket; use ``async with``."""
+
+    def __init__(self, address: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Connect to ``address`` (or ``SPIFFE_ENDPOINT_SOCKET``)."""
+        endpoint: UnixEndpoint | TcpEndpoint | None = (
+            parse_endpoint(address) if address else endpoint_from_environment()
+        )
+        if endpoint is None:
+            raise WorkloadApiError("no Workload API address: pass one or set SPIFFE_ENDPOINT_SOCKET")
+        self.endpoint = endpoint
+        self._timeout = timeout
+        if isinstance(endpoint, UnixEndpoint):
+            self._channel = Channel(path=endpoint.path)
+        else:
+            self._channel = Channel(endpoint.host, endpoint.port)
+        self._stub = SpiffeWorkloadAPIStub(self._channel)
+
+    async def __aenter__(self) -> WorkloadApiClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    async def fetch_x509_context(self) -> X509Context:
+        """The current X.509 context (first message of the stream)."""
+        async for context in self.watch_x509_contexts():
+            return context
+        raise WorkloadApiError("the agent closed the X.509 stream without an answer")
+
+    async def watch_x509_contexts(self) -> AsyncIterator[X509Context]:
+        """Every X.509 context the agent pushes, as it pushes them."""
+        try:
+            async with self._stub.FetchX509SVID.open(metadata=HEADER) as stream:
+                await stream.send_message(pb.X509SVIDRequest(), end=True)
+                async for response in stream:
+                    yield _x509_context(response)
+        except GRPCError as err:
+            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+
+    async def fetch_x509_bundles(self) -> BundleSet:
+        """The X.509 bundles the workload may trust."""
+        try:
+            async with self._stub.FetchX509Bundles.open(metadata=HEADER) as stream:
+                await stream.send_message(pb.X509BundlesRequest(), end=True)
+                response = await stream.recv_message()
+                await stream.cancel()
+        except GRPCError as err:
+            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+        if response is None:
+            raise WorkloadApiError("the agent closed the bundle stream without an answer")
+        return BundleSet(Bundle.parse_x509_der(_trust_domain(td), der) for td, der in response.bundles.items())
+
+    async def fetch_jwt_bundles(self) -> BundleSet:
+        """The JWT bundles the workload may trust."""
+        try:
+            async with self._stub.FetchJWTBundles.open(metadata=HEADER) as stream:
+                await stream.send_message(pb.JWTBundlesRequest(), end=True)
+                response = await stream.recv_message()
+                await stream.cancel()
+        except GRPCError as err:
+            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+        if response is None:
+            raise WorkloadApiError("the agent closed the bundle stream without an answer")
+        return BundleSet(Bundle.parse_jwks(_trust_domain(td), jwks) for td, jwks in response.bundles.items())
+
+    async def fetch_jwt_svids(self, audience: Sequence[str], spiffe_id: str = "") -> list[JwtSvid]:
+        """JWT-SVIDs for ``audience`` (only ``spiffe_id``'s when given); parsed, not validated."""
+        request = pb.JWTSVIDRequest(audience=list(audience), spiffe_id=spiffe_id)
+        try:
+            response = await self._stub.FetchJWTSVID(request, metadata=HEADER, timeout=self._timeout)
+        except GRPCError as err:
+            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+        return [JwtSvid.parse_insecure(item.svid, list(audience), hint=item.hint) for item in response.svids]
+
+    async def validate_jwt_svid(self, token: str, audience: str) -> tuple[SpiffeId, dict[str, object]]:
+        """Have the agent validate ``token`` for ``audience``: the SPIFFE ID and claims."""
+        request = pb.ValidateJWTSVIDRequest(svid=token, audience=audience)
+        try:
+            response = await self._stub.ValidateJWTSVID(request, metadata=HEADER, timeout=self._timeout)
+        except GRPCError as err:
+            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+        return SpiffeId.parse(response.spiffe_id), MessageToDict(response.claims)

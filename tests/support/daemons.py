@@ -193,3 +193,66 @@ class ServerDaemon(Daemon):
             args += ["-spiffeID", spiffe_id]
         out = self.cli(*args).stdout
         return out.split("Token: ", 1)[1].split()[0]
+
+
+def agent_config(
+    directory: Path,
+    server: ServerDaemon,
+    *,
+    unix_data: str = "",
+    extra: str = "",
+    node_attestor: str = 'NodeAttestor "join_token" {\n        plugin_data {}\n    }',
+    sync_interval: str = "1s",
+) -> tuple[str, Path]:
+    """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
+    socket_path = directory / "public" / "api.sock"
+    bundle = directory / "bootstrap.pem"
+    directory.mkdir(parents=True, exist_ok=True)
+    bundle.write_text(server.bundle_pem())
+    text = f"""
+agent {{
+    trust_domain = "example.org"
+    server_address = "127.0.0.1"
+    server_port = "{server.port}"
+    socket_path = "{socket_path}"
+    trust_bundle_path = "{bundle}"
+    data_dir = "{directory / "data"}"
+    log_level = "DEBUG"
+    experimental {{
+        sync_interval = "{sync_interval}"
+    }}
+    {extra}
+}}
+
+plugins {{
+    {node_attestor}
+    KeyManager "disk" {{
+        plugin_data {{
+            directory = "{directory / "data"}"
+        }}
+    }}
+    WorkloadAttestor "unix" {{
+        plugin_data {{
+            {unix_data}
+        }}
+    }}
+}}
+"""
+    return text, socket_path
+
+
+class AgentDaemon(Daemon):
+    """An agent; ``address`` is its Workload API address for clients."""
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.socket_path}"
+
+
+def start_agent(
+    directory: Path, server: ServerDaemon, join_token: str | None = None, *, wait: bool = True, **kwargs: object
+) -> AgentDaemon:
+    text, socket_path = agent_config(directory, server, **kwargs)  # type: ignore[arg-type]
+    extra_args = ["-joinToken", join_token] if join_token else []
+    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, extra_args)
+    return agent.start(wait=wait)  # type: ignore[return-value]

@@ -205,7 +205,7 @@ class AgentDaemon:
     async def stop(self) -> None:
         """Stop everything that started, in reverse order."""
         if self._service is not None:
-            self._service.stop()
+            await self._service.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

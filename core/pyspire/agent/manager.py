@@ -71,7 +71,7 @@ def _key_identifier(authority: x509.Certificate) -> bytes:
     try:
         return authority.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(authority.public_key()).digest  # type: ignore[arg-type]
+        return x509.SubjectKeyIdentifier.from_public_key(authority.public_key()).digest
 
 
 def _denied_reason(err: GRPCError) -> int | None:

@@ -15,8 +15,9 @@ still being minted waits for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,10 +57,27 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         self._attestors = tuple(attestors)
         self._client = client
         self._stopping = asyncio.Event()
+        self._streams = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
-    def stop(self) -> None:
-        """End every open stream with UNAVAILABLE."""
+    async def stop(self, timeout: float = 5.0) -> None:
+        """End every open stream with UNAVAILABLE, and wait (up to ``timeout``) until they have."""
         self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout)
+
+    @contextlib.contextmanager
+    def _open_stream(self, selectors: frozenset[Selector]) -> Iterator[None]:
+        self._streams += 1
+        self._drained.clear()
+        try:
+            with self._cache.subscription(selectors):
+                yield
+        finally:
+            self._streams -= 1
+            if not self._streams:
+                self._drained.set()
 
     # --- the caller ------------------------------------------------------------------
 
@@ -144,7 +162,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         await stream.recv_message()
         selectors = await self._attest(stream)
         last: pb.X509SVIDResponse | None = None
-        with self._cache.subscription(selectors):
+        with self._open_stream(selectors):
             while True:
                 self._stream_loop_guard()
                 identities, generation = await self._identities(selectors)
@@ -185,7 +203,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
 
     async def _stream_bundles(self, stream: Any, selectors: frozenset[Selector], build: Any) -> None:
         last = None
-        with self._cache.subscription(selectors):
+        with self._open_stream(selectors):
             while True:
                 generation = self._cache.generation
                 response = build(self._bundles_for(selectors))

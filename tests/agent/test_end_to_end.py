@@ -1,0 +1,357 @@
+"""A real server and real agents: attestation, the Workload API, rotation of trust, refusals.
+
+Workloads are this test process and children it starts; they reach the agent through its
+Unix socket with three independent clients: pyspire's own, py-spiffe, and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from pyspire.proto.spiffe.workload import workload_pb2 as pb
+from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
+from pyspire.spiffe import SpiffeId, TrustDomain, verify_x509_svid
+from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
+
+from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+
+T = TypeVar("T")
+UID = os.getuid()
+
+
+def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.2) -> T:
+    """Retry ``check`` until it returns without raising (and not None/False)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, WorkloadApiError, GRPCError, OSError) as err:
+            last = err
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s: {last}")
+
+
+def fetch_context(agent: AgentDaemon):  # type: ignore[no-untyped-def]
+    async def fetch():  # type: ignore[no-untyped-def]
+        async with WorkloadApiClient(agent.address, timeout=10) as client:
+            return await asyncio.wait_for(client.fetch_x509_context(), 10)
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
+    daemon = start_server(tmp_path_factory.mktemp("server"))
+    yield daemon
+    daemon.stop()
+
+
+def _node(server: ServerDaemon, directory: Path, **kwargs: object) -> tuple[AgentDaemon, str]:
+    """An agent attested with a fresh join token whose alias is ``spiffe://example.org/node/<uuid>``."""
+    alias = f"spiffe://example.org/node/{uuid.uuid4()}"
+    agent = start_agent(directory, server, server.join_token(alias), **kwargs)
+    return agent, alias
+
+
+def _entry(server: ServerDaemon, parent: str, spiffe_id: str, *selectors: str, extra: tuple[str, ...] = ()) -> str:
+    args = ["entry", "create", "-parentID", parent, "-spiffeID", spiffe_id, *extra]
+    for selector in selectors:
+        args += ["-selector", selector]
+    out = server.cli(*args).stdout
+    return out.split("Entry ID         : ", 1)[1].split()[0]
+
+
+@pytest.fixture
+def node(server: ServerDaemon, tmp_path: Path) -> Iterator[tuple[AgentDaemon, str]]:
+    agent, alias = _node(server, tmp_path / "agent")
+    yield agent, alias
+    agent.stop()
+
+
+def test_workload_gets_a_verifiable_svid_through_three_clients(
+    server: ServerDaemon, node: tuple[AgentDaemon, str], tmp_path: Path
+) -> None:
+    agent, alias = node
+    _entry(server, alias, "spiffe://example.org/web", f"unix:uid:{UID}")
+
+    context = eventually(lambda: fetch_context(agent))
+    svid = context.default_svid
+    assert str(svid.spiffe_id) == "spiffe://example.org/web"
+    verified_id, _ = verify_x509_svid(svid.chain, context.bundles)
+    assert str(verified_id) == "spiffe://example.org/web"
+
+    # The CLI, and openssl on what it wrote.
+    agent.cli("api", "fetch", "x509", "-write", str(tmp_path / "out"))
+    if shutil.which("openssl"):
+        result = subprocess.run(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(tmp_path / "out" / "bundle.0.pem"),
+                str(tmp_path / "out" / "svid.0.pem"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "out" / "svid.0.key").stat().st_mode) == 0o600
+
+    # py-spiffe, an independent implementation of the client side.
+    from spiffe import WorkloadApiClient as PySpiffeClient  # noqa: PLC0415
+
+    with PySpiffeClient(agent.address) as client:
+        x509_context = client.fetch_x509_context()
+        assert str(x509_context.default_svid.spiffe_id) == "spiffe://example.org/web"
+        jwt_svid = client.fetch_jwt_svid(audience={"billing"})
+        assert str(jwt_svid.spiffe_id) == "spiffe://example.org/web"
+        jwt_bundles = client.fetch_jwt_bundles()
+        assert jwt_bundles.get_bundle_for_trust_domain(jwt_svid.spiffe_id.trust_domain) is not None
+        validated = client.validate_jwt_svid(jwt_svid.token, "billing")
+        assert str(validated.spiffe_id) == "spiffe://example.org/web"
+
+    # A cached JWT-SVID is returned again for the same audience.
+    first = agent.cli("api", "fetch", "jwt", "-audience", "db", "-output", "json").stdout
+    second = agent.cli("api", "fetch", "jwt", "-audience", "db", "-output", "json").stdout
+    assert json.loads(first)[0]["svid"] == json.loads(second)[0]["svid"]
+    wrong = agent.cli(
+        "api", "validate", "jwt", "-audience", "other", "-svid", json.loads(first)[0]["svid"], check=False
+    )
+    assert wrong.returncode == 1
+    assert "INVALID_ARGUMENT" in wrong.stderr
+
+
+def test_socket_permissions_and_clean_shutdown(server: ServerDaemon, tmp_path: Path) -> None:
+    agent, alias = _node(server, tmp_path / "agent")
+    _entry(server, alias, "spiffe://example.org/stream", f"unix:uid:{UID}")
+    assert stat.S_IMODE(agent.socket_path.stat().st_mode) == 0o777
+    data_dir = tmp_path / "agent" / "data"
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "agent-data.json").stat().st_mode) == 0o600
+    eventually(lambda: fetch_context(agent))
+
+    async def watch_until_shutdown() -> GRPCError:
+        channel = Channel(path=str(agent.socket_path))
+        stub = SpiffeWorkloadAPIStub(channel)
+        try:
+            async with stub.FetchX509SVID.open(metadata=HEADER) as stream:
+                await stream.send_message(pb.X509SVIDRequest(), end=True)
+                first = await stream.recv_message()
+                assert first is not None
+                assert first.svids
+                assert agent.process is not None
+                agent.process.send_signal(signal.SIGTERM)
+                while await stream.recv_message() is not None:
+                    pass
+        except GRPCError as err:
+            return err
+        finally:
+            channel.close()
+        raise AssertionError("the stream ended with OK")
+
+    error = asyncio.run(watch_until_shutdown())
+    assert error.status is Status.UNAVAILABLE
+    assert agent.stop() == 0
+    assert not agent.socket_path.exists()
+    assert "Agent stopped" in agent.log()
+
+
+def test_no_matching_entry_is_permission_denied(server: ServerDaemon, node: tuple[AgentDaemon, str]) -> None:
+    agent, alias = node
+    _entry(server, alias, "spiffe://example.org/someone-else", "unix:uid:4242424")
+    with pytest.raises(WorkloadApiError, match="PERMISSION_DENIED: no identity issued"):
+        fetch_context(agent)
+    result = agent.cli("api", "fetch", "jwt", "-audience", "x", check=False)
+    assert result.returncode == 1
+    assert "no identity issued" in result.stderr
+
+
+def test_missing_security_header_is_invalid_argument(node: tuple[AgentDaemon, str]) -> None:
+    agent, _ = node
+
+    async def call() -> None:
+        channel = Channel(path=str(agent.socket_path))
+        try:
+            await SpiffeWorkloadAPIStub(channel).FetchJWTSVID(pb.JWTSVIDRequest(audience=["a"]), timeout=10)
+        finally:
+            channel.close()
+
+    with pytest.raises(GRPCError) as raised:
+        asyncio.run(call())
+    assert raised.value.status is Status.INVALID_ARGUMENT
+    assert "security header" in (raised.value.message or "")
+
+
+def test_stream_pushes_new_svids_and_drops_deleted_ones(server: ServerDaemon, node: tuple[AgentDaemon, str]) -> None:
+    agent, alias = node
+    first_id = _entry(server, alias, "spiffe://example.org/one", f"unix:uid:{UID}")
+
+    async def watch() -> list[list[str]]:
+        seen: list[list[str]] = []
+        async with WorkloadApiClient(agent.address) as client:
+            stream = client.watch_x509_contexts()
+            context = await asyncio.wait_for(anext(stream), 20)
+            seen.append([str(s.spiffe_id) for s in context.svids])
+            await asyncio.sleep(1.1)  # a later created_at second than "one"
+            await asyncio.to_thread(_entry, server, alias, "spiffe://example.org/two", f"unix:uid:{UID}")
+            context = await asyncio.wait_for(anext(stream), 20)
+            seen.append([str(s.spiffe_id) for s in context.svids])
+            await asyncio.to_thread(server.cli, "entry", "delete", "-entryID", first_id)
+            context = await asyncio.wait_for(anext(stream), 20)
+            seen.append([str(s.spiffe_id) for s in context.svids])
+            await stream.aclose()
+        return seen
+
+    eventually(lambda: fetch_context(agent))
+    seen = asyncio.run(watch())
+    # SPIRE's order: the oldest entry first.
+    assert seen == [
+        ["spiffe://example.org/one"],
+        ["spiffe://example.org/one", "spiffe://example.org/two"],
+        ["spiffe://example.org/two"],
+    ]
+
+
+def test_hints_are_deduplicated_keeping_the_oldest(server: ServerDaemon, node: tuple[AgentDaemon, str]) -> None:
+    agent, alias = node
+    # created_at has a resolution of one second: space the entries so their order is known.
+    _entry(server, alias, "spiffe://example.org/h1", f"unix:uid:{UID}", extra=("-hint", "external"))
+    time.sleep(1.1)
+    _entry(server, alias, "spiffe://example.org/h2", f"unix:gid:{os.getgid()}", extra=("-hint", "external"))
+    time.sleep(1.1)
+    _entry(server, alias, "spiffe://example.org/h3", f"unix:uid:{UID}")
+
+    def three_entries_synced() -> list[str]:
+        ids = [str(s.spiffe_id) for s in fetch_context(agent).svids]
+        assert "spiffe://example.org/h3" in ids
+        return ids
+
+    assert eventually(three_entries_synced) == ["spiffe://example.org/h1", "spiffe://example.org/h3"]
+
+
+def test_restart_reuses_the_saved_svid_and_token_is_single_use(server: ServerDaemon, tmp_path: Path) -> None:
+    token = server.join_token()
+    agent = start_agent(tmp_path / "agent", server, token)
+    agent_id = f"spiffe://example.org/spire/agent/join_token/{token}"
+    assert agent.stop() == 0
+    # Restart: the token is spent, but the saved SVID makes it unnecessary.
+    agent.start()
+    try:
+        assert "Loaded the saved agent SVID" in agent.log()
+        assert agent_id in server.cli("agent", "list").stdout
+    finally:
+        agent.stop()
+    # Another agent cannot use the spent token.
+    second = start_agent(tmp_path / "second", server, token, wait=False)
+    assert second.process is not None
+    assert second.process.wait(30) == 1
+    assert "join token does not exist or has already been used" in second.log()
+
+
+def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "server")
+    try:
+        alias = "spiffe://example.org/node/outage"
+        agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
+        _entry(server, alias, "spiffe://example.org/survivor", f"unix:uid:{UID}")
+        before = eventually(lambda: fetch_context(agent))
+        server.stop()
+        time.sleep(2.5)  # a couple of failed syncs
+        during = fetch_context(agent)
+        assert during.default_svid.leaf == before.default_svid.leaf
+        assert "Cannot reach the server" in agent.log()
+        server.start()
+        eventually(lambda: "Entries synced" in agent.log() or fetch_context(agent))
+        assert agent.stop() == 0
+    finally:
+        server.stop()
+
+
+def test_banned_agent_deletes_its_svid_and_stops(server: ServerDaemon, tmp_path: Path) -> None:
+    token = server.join_token()
+    agent = start_agent(tmp_path / "agent", server, token)
+    server.cli("agent", "ban", "-spiffeID", f"spiffe://example.org/spire/agent/join_token/{token}")
+    assert agent.process is not None
+    assert agent.process.wait(30) == 1
+    assert "banned" in agent.log()
+    assert not (tmp_path / "agent" / "data" / "agent-data.json").exists()
+
+
+def test_evicted_join_token_agent_stops_with_a_clear_message(server: ServerDaemon, tmp_path: Path) -> None:
+    token = server.join_token()
+    agent = start_agent(tmp_path / "agent", server, token)
+    server.cli("agent", "evict", "-spiffeID", f"spiffe://example.org/spire/agent/join_token/{token}")
+    assert agent.process is not None
+    assert agent.process.wait(30) == 1
+    assert "cannot re-attest" in agent.log()
+
+
+def test_failing_workload_attestor_is_unavailable_never_fewer_selectors(server: ServerDaemon, tmp_path: Path) -> None:
+    # A 1-byte limit makes every hash fail: the call must fail, not fall back to uid alone.
+    agent, alias = _node(server, tmp_path / "agent", unix_data="discover_workload_path = true\nworkload_size_limit = 1")
+    try:
+        _entry(server, alias, "spiffe://example.org/uid-only", f"unix:uid:{UID}")
+        with pytest.raises(WorkloadApiError, match=r"UNAVAILABLE: .*exceeds size limit"):
+            fetch_context(agent)
+    finally:
+        agent.stop()
+
+
+def test_path_and_sha256_selectors_select_the_binary(server: ServerDaemon, tmp_path: Path) -> None:
+    agent, alias = _node(server, tmp_path / "agent", unix_data="discover_workload_path = true")
+    try:
+        import hashlib  # noqa: PLC0415
+
+        executable = os.path.realpath(sys.executable)
+        with open(executable, "rb") as binary:
+            digest = hashlib.sha256(binary.read()).hexdigest()
+        _entry(server, alias, "spiffe://example.org/python", f"unix:path:{executable}", f"unix:sha256:{digest}")
+        _entry(server, alias, "spiffe://example.org/other-binary", "unix:path:/usr/bin/false")
+        context = eventually(lambda: fetch_context(agent))
+        assert [str(s.spiffe_id) for s in context.svids] == ["spiffe://example.org/python"]
+    finally:
+        agent.stop()
+
+
+def test_agent_refuses_a_server_with_another_identity(server: ServerDaemon, tmp_path: Path) -> None:
+    other = start_server(tmp_path / "other")
+    try:
+        # Bootstrap with the other server's bundle: the real server's chain does not verify.
+        agent = start_agent(tmp_path / "agent", other, server.join_token(), wait=False)
+        agent.config_text = agent.config_text.replace(f'server_port = "{other.port}"', f'server_port = "{server.port}"')
+        agent.stop()
+        agent.start(wait=False)
+        time.sleep(3)
+        assert agent.process is not None
+        assert agent.process.poll() is None  # retrying, not attested
+        assert "Cannot reach the server to attest" in agent.log()
+        assert not agent.socket_path.exists()
+        agent.stop()
+    finally:
+        other.stop()
+
+
+def test_agent_ids_follow_spire(server: ServerDaemon, node: tuple[AgentDaemon, str]) -> None:
+    agents = json.loads(server.cli("agent", "list", "-output", "json").stdout)["agents"]
+    ids = {SpiffeId.from_path(TrustDomain.parse(a["id"]["trust_domain"]), a["id"]["path"]) for a in agents}
+    assert all(str(i).startswith("spiffe://example.org/spire/agent/join_token/") for i in ids)

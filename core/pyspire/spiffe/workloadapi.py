@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from grpclib.client import Channel
@@ -68,6 +69,17 @@ def _x509_context(response: pb.X509SVIDResponse) -> X509Context:
 
 def _trust_domain(text: str) -> TrustDomain:
     return SpiffeId.parse(text).trust_domain if text.startswith("spiffe://") else TrustDomain.parse(text)
+
+
+def _integral(value: Any) -> Any:
+    """Claims travel as a protobuf Struct, whose numbers are doubles: give back ``exp`` as 1700000000."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 class WorkloadApiClient:
@@ -157,4 +169,4 @@ class WorkloadApiClient:
             response = await self._stub.ValidateJWTSVID(request, metadata=HEADER, timeout=self._timeout)
         except GRPCError as err:
             raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
-        return SpiffeId.parse(response.spiffe_id), MessageToDict(response.claims)
+        return SpiffeId.parse(response.spiffe_id), _integral(MessageToDict(response.claims))

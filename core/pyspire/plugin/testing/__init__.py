@@ -27,12 +27,14 @@ from pyspire.plugin.testing.loading import (
     make_core_config,
 )
 from pyspire.plugin.testing.pytest_plugin import service_unavailable
+from pyspire.plugin.testing.workload_attestor_contract import WorkloadAttestorContract
 
 __all__ = [
     "TEST_TRUST_DOMAIN",
     "KeyManagerContract",
     "PersistentKeyManagerContract",
     "PluginDeclaration",
+    "WorkloadAttestorContract",
     "load_plugin",
     "make_core_config",
     "service_unavailable",

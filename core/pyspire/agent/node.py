@@ -24,12 +24,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from pyspire.agent.client import ServerClient
+from pyspire.agent.client import ServerClient, ServerUnavailable
 from pyspire.config.sections import AgentSection
 from pyspire.crypto import KeyManagerSigner, build_csr
 from pyspire.files import atomic_write
 from pyspire.plugin.catalog import AgentCatalog
-from pyspire.plugin.errors import PluginError
+from pyspire.plugin.errors import PluginError, Unavailable
 from pyspire.plugin.keys import KeyType
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, X509SvidError
@@ -160,7 +160,12 @@ class NodeIdentityManager:
                     "`pyspire-server token generate` and pass it with -joinToken"
                 )
             return "join_token", token.encode()
-        return attestor.name, attestor.payload()
+        try:
+            return attestor.name, attestor.payload()
+        except Unavailable as err:
+            raise ServerUnavailable(f"nodeattestor({attestor.name}) cannot gather evidence yet: {err}") from None
+        except PluginError as err:
+            raise NodeError(f"nodeattestor({attestor.name}) failed: {err}") from None
 
     async def attest(self) -> AgentIdentity:
         """Attest the node and adopt the SVID the server issues."""

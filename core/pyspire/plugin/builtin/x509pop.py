@@ -1,0 +1,318 @@
+"""The built-in ``x509pop`` NodeAttestor: a node proves it holds a certificate's private key.
+
+The agent sends its certificate chain; the server verifies it up to the configured CA bundle
+(``ca_bundle_path``/``ca_bundle_paths``), then challenges the agent to sign a fresh random
+nonce with the certificate's key and checks that signature. A replayed payload cannot pass:
+every attestation signs a different nonce. The agent ID is rendered from
+``agent_path_template`` (default ``{{ .PluginName }}/{{ .Fingerprint }}``, the SHA-1 of the
+leaf certificate, as SPIRE). Nodes may re-attest with the same certificate.
+
+The signed message is the nonce behind a fixed context string, so a node key is never made
+to sign bytes that could mean something in another protocol.
+
+Only ``mode = "external_pki"`` is offered; SPIRE's ``spiffe`` mode (exchanging an SVID of the
+server's own trust domain) is refused at configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from pyspire.plugin.agent_path import AgentPathTemplate
+from pyspire.plugin.attestation import AttestationResult, Challenge
+from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied, PluginConfigError
+from pyspire.plugin.markers import hookimpl
+from pyspire.plugin.plugin_data import parse_plugin_data
+
+__all__ = ["AgentX509Pop", "ServerX509Pop"]
+
+PLUGIN_NAME = "x509pop"
+DEFAULT_TEMPLATE = "{{ .PluginName }}/{{ .Fingerprint }}"
+MAX_CERTIFICATES = 8
+MAX_CERTIFICATE_BYTES = 64 * 1024
+NONCE_BYTES = 32
+_CONTEXT = b"pyspire x509pop challenge v1\x00"
+
+
+def _signed_message(nonce: bytes) -> bytes:
+    return _CONTEXT + nonce
+
+
+def _sign(private_key: PrivateKeyTypes, message: bytes) -> bytes:
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(message, ec.ECDSA(hashes.SHA256()))
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        return private_key.sign(
+            message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
+        )
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign(message)
+    raise Internal(f"x509pop: unsupported private key type {type(private_key).__name__}")
+
+
+def _verify(public_key: PublicKeyTypes, signature: bytes, message: bytes) -> None:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(
+            signature, message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
+        )
+    elif isinstance(public_key, ed25519.Ed25519PublicKey):
+        public_key.verify(signature, message)
+    else:
+        raise PermissionDenied(f"x509pop: unsupported certificate key type {type(public_key).__name__}")
+
+
+def _load_pem_certificates(path: str, key: str) -> list[x509.Certificate]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise PluginConfigError(key, f"cannot read {path}: {err.strerror}") from None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as err:
+        raise PluginConfigError(key, f"{path} holds no readable PEM certificate: {err}") from None
+    return certificates
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"x509pop: {what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"x509pop: {what} is not valid base64") from None
+
+
+def _json_object(data: bytes, what: str) -> Mapping[str, Any]:
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument(f"x509pop: {what} is not JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidArgument(f"x509pop: {what} must be a JSON object")
+    return document
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerX509PopConfig:
+    """``plugin_data`` of the server's ``NodeAttestor "x509pop"``."""
+
+    ca_bundle_path: str = ""
+    ca_bundle_paths: tuple[str, ...] = field(default=())
+    agent_path_template: str = DEFAULT_TEMPLATE
+    mode: str = "external_pki"
+
+
+class ServerX509Pop:
+    """Verifies certificate chains and proof of possession of their keys."""
+
+    def __init__(self) -> None:
+        self._roots: list[x509.Certificate] = []
+        self._template = AgentPathTemplate(DEFAULT_TEMPLATE)
+        self._trust_domain = ""
+
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        config = parse_plugin_data(ServerX509PopConfig, plugin_data)
+        if config.mode != "external_pki":
+            raise PluginConfigError("mode", f'"{config.mode}" is not supported: pyspire offers "external_pki" only')
+        paths = ([config.ca_bundle_path] if config.ca_bundle_path else []) + list(config.ca_bundle_paths)
+        if not paths:
+            raise PluginConfigError("ca_bundle_path", "one of ca_bundle_path or ca_bundle_paths is required")
+        roots: list[x509.Certificate] = []
+        for path in paths:
+            roots.extend(
+                _load_pem_certificates(path, "ca_bundle_paths" if config.ca_bundle_paths else "ca_bundle_path")
+            )
+        self._roots = roots
+        self._template = AgentPathTemplate(config.agent_path_template)
+        self._trust_domain = core.trust_domain.name
+
+    def _chain(self, payload: bytes) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        document = _json_object(payload, "attestation payload")
+        encoded = document.get("certificates")
+        if not isinstance(encoded, list) or not encoded:
+            raise InvalidArgument("x509pop: the payload must carry a non-empty certificates list")
+        if len(encoded) > MAX_CERTIFICATES:
+            raise InvalidArgument(f"x509pop: at most {MAX_CERTIFICATES} certificates are accepted")
+        certificates = []
+        for index, item in enumerate(encoded):
+            der = _unb64(item, f"certificate {index}")
+            if len(der) > MAX_CERTIFICATE_BYTES:
+                raise InvalidArgument(f"x509pop: certificate {index} is larger than {MAX_CERTIFICATE_BYTES} bytes")
+            try:
+                certificates.append(x509.load_der_x509_certificate(der))
+            except ValueError as err:
+                raise InvalidArgument(f"x509pop: certificate {index} cannot be parsed: {err}") from None
+        return certificates[0], certificates[1:]
+
+    def _verified_chain(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> list[x509.Certificate]:
+        verifier = (
+            PolicyBuilder()
+            .store(Store(self._roots))
+            .time(datetime.now(UTC))
+            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+            .build_client_verifier()
+        )
+        try:
+            return list(verifier.verify(leaf, intermediates).chain)
+        except VerificationError as err:
+            raise PermissionDenied(f"x509pop: certificate verification failed: {err}") from None
+
+    @hookimpl
+    def attest_node(self, payload: bytes, challenge: Challenge) -> AttestationResult:
+        leaf, intermediates = self._chain(payload)
+        chain = self._verified_chain(leaf, intermediates)
+
+        nonce = os.urandom(NONCE_BYTES)
+        answer = _json_object(challenge(json.dumps({"nonce": _b64(nonce)}).encode()), "challenge response")
+        signature = _unb64(answer.get("signature"), "signature")
+        try:
+            _verify(leaf.public_key(), signature, _signed_message(nonce))
+        except InvalidSignature:
+            raise PermissionDenied("x509pop: the challenge signature does not match the certificate's key") from None
+
+        leaf_der = leaf.public_bytes(serialization.Encoding.DER)
+        fingerprint = hashlib.sha1(leaf_der, usedforsecurity=False).hexdigest()
+        common_names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        common_name = str(common_names[0].value) if common_names else ""
+        serial_hex = format(leaf.serial_number, "x")
+        selectors = []
+        if common_name:
+            selectors.append(f"subject:cn:{common_name}")
+        for certificate in chain[1:]:
+            der = certificate.public_bytes(serialization.Encoding.DER)
+            selectors.append(f"ca:fingerprint:{hashlib.sha1(der, usedforsecurity=False).hexdigest()}")
+        selectors.append(f"serialnumber:{serial_hex}")
+        selectors.extend(self._san_selectors(leaf))
+        path = self._template.render(
+            {
+                "PluginName": PLUGIN_NAME,
+                "Fingerprint": fingerprint,
+                "TrustDomain": self._trust_domain,
+                "Subject": {"CommonName": common_name},
+                "SerialNumberHex": serial_hex,
+            }
+        )
+        return AttestationResult(path, tuple(selectors), can_reattest=True)
+
+    def _san_selectors(self, leaf: x509.Certificate) -> list[str]:
+        try:
+            sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        prefix = f"x509pop://{self._trust_domain}/"
+        found = []
+        for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith(prefix) and ":" in uri[len(prefix) :]:
+                found.append(f"san:{uri[len(prefix) :]}")
+        return found
+
+
+# --- agent -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentX509PopConfig:
+    """``plugin_data`` of the agent's ``NodeAttestor "x509pop"``."""
+
+    private_key_path: str
+    certificate_path: str
+    intermediates_path: str = ""
+
+
+class AgentX509Pop:
+    """Presents the node's certificate and signs the server's nonces with its key.
+
+    The files are read again at every attestation, so a renewed certificate is picked up.
+    """
+
+    def __init__(self) -> None:
+        self._config: AgentX509PopConfig | None = None
+
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        config = parse_plugin_data(AgentX509PopConfig, plugin_data)
+        self._config = config
+        self._load()  # fail at start, not at the first attestation
+
+    def _load(self) -> tuple[PrivateKeyTypes, list[x509.Certificate]]:
+        assert self._config is not None
+        config = self._config
+        try:
+            key_data = Path(config.private_key_path).read_bytes()
+        except OSError as err:
+            raise PluginConfigError(
+                "private_key_path", f"cannot read {config.private_key_path}: {err.strerror}"
+            ) from None
+        try:
+            private_key = serialization.load_pem_private_key(key_data, password=None)
+        except (ValueError, TypeError) as err:
+            raise PluginConfigError(
+                "private_key_path", f"{config.private_key_path}: not a PEM private key: {err}"
+            ) from None
+        certificates = _load_pem_certificates(config.certificate_path, "certificate_path")
+        if config.intermediates_path:
+            certificates += _load_pem_certificates(config.intermediates_path, "intermediates_path")
+        public = (
+            certificates[0]
+            .public_key()
+            .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        if (
+            private_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            != public
+        ):
+            raise PluginConfigError("private_key_path", "the private key does not belong to the certificate")
+        return private_key, certificates
+
+    def _current(self) -> tuple[PrivateKeyTypes, list[x509.Certificate]]:
+        """The files as they are now; a file broken since start is an error of this attestation."""
+        try:
+            return self._load()
+        except PluginConfigError as err:
+            raise Internal(f"x509pop: {err}") from None
+
+    @hookimpl
+    def attestation_payload(self) -> bytes:
+        _, certificates = self._current()
+        return json.dumps(
+            {"certificates": [_b64(c.public_bytes(serialization.Encoding.DER)) for c in certificates]}
+        ).encode()
+
+    @hookimpl
+    def answer_challenge(self, challenge: bytes) -> bytes:
+        document = _json_object(challenge, "challenge")
+        nonce = _unb64(document.get("nonce"), "nonce")
+        if len(nonce) != NONCE_BYTES:
+            raise InvalidArgument(f"x509pop: the nonce must be {NONCE_BYTES} bytes")
+        private_key, _ = self._current()
+        return json.dumps({"signature": _b64(_sign(private_key, _signed_message(nonce)))}).encode()

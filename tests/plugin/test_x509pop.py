@@ -1,0 +1,216 @@
+"""The built-in x509pop NodeAttestor: chain verification, proof of possession, refusals."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pyspire.plugin.agent_path import AgentPathTemplate
+from pyspire.plugin.catalog import CatalogError
+from pyspire.plugin.errors import InvalidArgument, PermissionDenied, PluginConfigError
+from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
+from pyspire.plugin.testing import load_plugin, make_core_config
+
+from tests.support.pki import Issued, make_ca
+
+
+def node_certificate(
+    issuer: Issued, common_name: str = "node-1", lifetime: timedelta = timedelta(days=1), sans: tuple[str, ...] = ()
+) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in sans]), critical=False
+        )
+    return Issued(builder.sign(issuer.key, hashes.SHA256()), key)
+
+
+def pem(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class Pki:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.root = make_ca(name="node root")
+        self.intermediate = make_ca(issuer=self.root, name="node intermediate")
+        (tmp_path / "roots.pem").write_bytes(pem(self.root.certificate))
+
+    def server(self, **plugin_data: Any) -> ServerNodeAttestor:
+        data = {"ca_bundle_path": str(self.tmp_path / "roots.pem"), **plugin_data}
+        handle = load_plugin("server", "NodeAttestor", "x509pop", data, make_core_config(self.tmp_path / "s"))
+        assert isinstance(handle, ServerNodeAttestor)
+        return handle
+
+    def agent(self, node: Issued, *, with_intermediate: bool = True) -> AgentNodeAttestor:
+        (self.tmp_path / "node.pem").write_bytes(pem(node.certificate))
+        (self.tmp_path / "node.key").write_bytes(key_pem(node.key))
+        data = {
+            "private_key_path": str(self.tmp_path / "node.key"),
+            "certificate_path": str(self.tmp_path / "node.pem"),
+        }
+        if with_intermediate:
+            (self.tmp_path / "intermediates.pem").write_bytes(pem(self.intermediate.certificate))
+            data["intermediates_path"] = str(self.tmp_path / "intermediates.pem")
+        handle = load_plugin("agent", "NodeAttestor", "x509pop", data, make_core_config(self.tmp_path / "a"))
+        assert isinstance(handle, AgentNodeAttestor)
+        return handle
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path)
+
+
+def test_node_with_chain_attests_with_spire_path_and_selectors(pki: Pki) -> None:
+    node = node_certificate(pki.intermediate, sans=("x509pop://example.org/datacenter:us-east-1",))
+    agent = pki.agent(node)
+    result = pki.server().attest(agent.payload(), agent.answer_challenge)
+    fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert result.agent_path == f"/x509pop/{fingerprint}"
+    assert result.can_reattest
+    selectors = set(result.selector_values)
+    assert "subject:cn:node-1" in selectors
+    assert f"serialnumber:{node.certificate.serial_number:x}" in selectors
+    assert "san:datacenter:us-east-1" in selectors
+    for ca in (pki.intermediate, pki.root):
+        digest = hashlib.sha1(ca.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+        assert f"ca:fingerprint:{digest}" in selectors
+
+
+def test_agent_path_template_uses_the_common_name(pki: Pki) -> None:
+    agent = pki.agent(node_certificate(pki.intermediate, common_name="web-7"))
+    server = pki.server(agent_path_template="/cn/{{ .Subject.CommonName }}")
+    assert server.attest(agent.payload(), agent.answer_challenge).agent_path == "/cn/web-7"
+
+
+def test_certificate_of_another_ca_is_refused(pki: Pki) -> None:
+    stranger = make_ca(name="stranger")
+    agent = pki.agent(node_certificate(stranger), with_intermediate=False)
+    with pytest.raises(PermissionDenied, match="certificate verification failed"):
+        pki.server().attest(agent.payload(), agent.answer_challenge)
+
+
+def test_expired_certificate_is_refused(pki: Pki) -> None:
+    node = node_certificate(pki.intermediate, lifetime=timedelta(seconds=1))
+    agent = pki.agent(node)
+    payload = agent.payload()
+    import time  # noqa: PLC0415
+
+    time.sleep(1.5)
+    with pytest.raises(PermissionDenied, match="certificate verification failed"):
+        pki.server().attest(payload, agent.answer_challenge)
+
+
+def test_a_replayed_answer_cannot_pass_a_new_nonce(pki: Pki) -> None:
+    agent = pki.agent(node_certificate(pki.intermediate))
+    server = pki.server()
+    recorded: list[bytes] = []
+
+    def record(challenge: bytes) -> bytes:
+        recorded.append(agent.answer_challenge(challenge))
+        return recorded[-1]
+
+    payload = agent.payload()
+    server.attest(payload, record)
+    with pytest.raises(PermissionDenied, match="signature does not match"):
+        server.attest(payload, lambda _challenge: recorded[0])
+
+
+def test_stolen_certificate_without_its_key_is_refused(pki: Pki) -> None:
+    victim = node_certificate(pki.intermediate)
+    thief_key = ec.generate_private_key(ec.SECP256R1())
+    payload = json.dumps(
+        {
+            "certificates": [
+                base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                for c in (victim.certificate, pki.intermediate.certificate)
+            ]
+        }
+    ).encode()
+
+    def thief_answer(challenge: bytes) -> bytes:
+        nonce = base64.b64decode(json.loads(challenge)["nonce"])
+        signature = thief_key.sign(b"pyspire x509pop challenge v1\x00" + nonce, ec.ECDSA(hashes.SHA256()))
+        return json.dumps({"signature": base64.b64encode(signature).decode()}).encode()
+
+    with pytest.raises(PermissionDenied, match="signature does not match"):
+        pki.server().attest(payload, thief_answer)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"certificates": []}', "non-empty certificates"),
+        (b'{"certificates": ["%%%"]}', "not valid base64"),
+        (b'{"certificates": ["AAAA"]}', "cannot be parsed"),
+        (json.dumps({"certificates": ["AAAA"] * 9}).encode(), "at most 8"),
+        (json.dumps({"certificates": [base64.b64encode(b"x" * 70000).decode()]}).encode(), "larger than"),
+    ],
+)
+def test_malformed_payloads_are_invalid_argument(pki: Pki, payload: bytes, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        pki.server().attest(payload, lambda _c: b"")
+
+
+def test_garbage_challenge_answer_is_invalid_argument(pki: Pki) -> None:
+    agent = pki.agent(node_certificate(pki.intermediate))
+    with pytest.raises(InvalidArgument, match="challenge response is not JSON"):
+        pki.server().attest(agent.payload(), lambda _c: b"\xff")
+
+
+def test_configuration_errors_name_the_key(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="mode"):
+        pki.server(mode="spiffe")
+    with pytest.raises(CatalogError, match="ca_bundle_path"):
+        pki.server(ca_bundle_path=str(tmp_path / "missing.pem"))
+    with pytest.raises(CatalogError, match="agent_path_template"):
+        pki.server(agent_path_template="{{ .Fingerprint | printf }}")
+    other = node_certificate(pki.intermediate)
+    mismatched = node_certificate(pki.intermediate)
+    (tmp_path / "node.pem").write_bytes(pem(other.certificate))
+    (tmp_path / "node.key").write_bytes(key_pem(mismatched.key))
+    with pytest.raises(CatalogError, match="does not belong to the certificate"):
+        load_plugin(
+            "agent",
+            "NodeAttestor",
+            "x509pop",
+            {"private_key_path": str(tmp_path / "node.key"), "certificate_path": str(tmp_path / "node.pem")},
+            make_core_config(tmp_path / "a"),
+        )
+
+
+def test_template_subset() -> None:
+    template = AgentPathTemplate("{{ .PluginName }}/{{.A.B}}-x")
+    assert template.render({"PluginName": "p", "A": {"B": 7}}) == "/p/7-x"
+    for bad in ("{{ printf .A }}", "{{ .A }", "{{ if .A }}x{{ end }}"):
+        with pytest.raises(PluginConfigError):
+            AgentPathTemplate(bad)

@@ -1,0 +1,106 @@
+"""UpstreamAuthority "disk": the server's CA as an intermediate of a CA on disk."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from pyspire.crypto import LocalSigner, build_csr
+from pyspire.plugin.catalog import CatalogError
+from pyspire.plugin.facades import UpstreamAuthority
+from pyspire.plugin.testing import load_plugin, make_core_config
+
+from tests.plugin.test_x509pop import key_pem, pem
+from tests.support.daemons import start_server
+from tests.support.pki import Issued, make_ca
+
+
+def write_ca(tmp_path: Path, ca: Issued, *, bundle: Issued | None = None) -> dict[str, str]:
+    (tmp_path / "upstream.pem").write_bytes(pem(ca.certificate))
+    (tmp_path / "upstream.key").write_bytes(key_pem(ca.key))
+    data = {"cert_file_path": str(tmp_path / "upstream.pem"), "key_file_path": str(tmp_path / "upstream.key")}
+    if bundle is not None:
+        (tmp_path / "roots.pem").write_bytes(pem(bundle.certificate))
+        data["bundle_file_path"] = str(tmp_path / "roots.pem")
+    return data
+
+
+def load(tmp_path: Path, data: dict[str, str]) -> UpstreamAuthority:
+    handle = load_plugin("server", "UpstreamAuthority", "disk", data, make_core_config(tmp_path / "d"))
+    assert isinstance(handle, UpstreamAuthority)
+    return handle
+
+
+def test_signs_an_intermediate_ca_for_the_trust_domain(tmp_path: Path) -> None:
+    root = make_ca(name="upstream root", lifetime=timedelta(hours=2))
+    upstream = load(tmp_path, write_ca(tmp_path, root))
+    key = ec.generate_private_key(ec.SECP256R1())
+    minted = upstream.mint_x509_ca(build_csr(LocalSigner(key)), timedelta(days=7))
+    certificate = minted.ca_chain[0]
+    assert minted.upstream_roots == (root.certificate,)
+    assert len(minted.ca_chain) == 1
+    certificate.verify_directly_issued_by(root.certificate)
+    assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://example.org"]
+    # Never beyond the upstream CA's own expiry.
+    assert certificate.not_valid_after_utc <= root.certificate.not_valid_after_utc
+
+
+def test_intermediate_upstream_needs_its_roots_and_is_chained(tmp_path: Path) -> None:
+    root = make_ca(name="root")
+    intermediate = make_ca(issuer=root, name="intermediate")
+    with pytest.raises(CatalogError, match="bundle_file_path"):
+        load(tmp_path, write_ca(tmp_path, intermediate))
+    upstream = load(tmp_path, write_ca(tmp_path, intermediate, bundle=root))
+    minted = upstream.mint_x509_ca(build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))), timedelta(hours=1))
+    assert minted.ca_chain[1] == intermediate.certificate
+    assert minted.upstream_roots == (root.certificate,)
+
+
+def test_key_that_does_not_match_is_refused(tmp_path: Path) -> None:
+    data = write_ca(tmp_path, make_ca())
+    (tmp_path / "upstream.key").write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(CatalogError, match="does not belong"):
+        load(tmp_path, data)
+
+
+def test_server_svids_chain_to_the_upstream_root(tmp_path: Path) -> None:
+    root = make_ca(name="corporate root", lifetime=timedelta(days=30))
+    data = write_ca(tmp_path, root)
+    plugin = (
+        'UpstreamAuthority "disk" {\n plugin_data {\n'
+        f' cert_file_path = "{data["cert_file_path"]}"\n key_file_path = "{data["key_file_path"]}"\n'
+        " }\n }"
+    )
+    server = start_server(tmp_path / "server", plugins=plugin)
+    try:
+        bundle = x509.load_pem_x509_certificates(server.bundle_pem().encode())
+        assert bundle == [root.certificate]
+        out = tmp_path / "minted"
+        server.cli("x509", "mint", "-spiffeID", "spiffe://example.org/under-upstream", "-write", str(out))
+        chain = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+        assert len(chain) == 2  # leaf and the server's intermediate CA
+        if shutil.which("openssl"):
+            verified = subprocess.run(
+                [
+                    "openssl",
+                    "verify",
+                    "-CAfile",
+                    str(tmp_path / "upstream.pem"),
+                    "-untrusted",
+                    str(out / "svid.pem"),
+                    str(out / "svid.pem"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert verified.returncode == 0, verified.stderr
+    finally:
+        server.stop()

@@ -148,7 +148,7 @@ class DiskUpstreamAuthority:
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(upstream.key.public_key()),  # type: ignore[arg-type]
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(upstream.key.public_key()),
                 critical=False,
             )
             .add_extension(

@@ -355,3 +355,23 @@ def test_agent_ids_follow_spire(server: ServerDaemon, node: tuple[AgentDaemon, s
     agents = json.loads(server.cli("agent", "list", "-output", "json").stdout)["agents"]
     ids = {SpiffeId.from_path(TrustDomain.parse(a["id"]["trust_domain"]), a["id"]["path"]) for a in agents}
     assert all(str(i).startswith("spiffe://example.org/spire/agent/join_token/") for i in ids)
+
+
+def test_agent_svid_is_renewed_at_half_life_and_workloads_keep_rotating(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "server", extra='agent_ttl = "12s"\n    default_x509_svid_ttl = "12s"')
+    try:
+        alias = "spiffe://example.org/node/renewing"
+        agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
+        _entry(server, alias, "spiffe://example.org/short-lived", f"unix:uid:{UID}")
+        first = eventually(lambda: fetch_context(agent)).default_svid
+        # Past half of the 12 s lifetimes (with jitter): the agent SVID renewed through
+        # RenewAgent, the workload SVID re-issued, and both keep working.
+        time.sleep(9)
+        assert "Agent SVID renewed" in agent.log()
+        second = eventually(lambda: fetch_context(agent)).default_svid
+        assert second.leaf.serial_number != first.leaf.serial_number
+        assert agent.process is not None
+        assert agent.process.poll() is None
+        assert agent.stop() == 0
+    finally:
+        server.stop()

@@ -21,6 +21,7 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
     (tmp_path / "node.key").write_bytes(key_pem(node.key))
     server = start_server(
         tmp_path / "server",
+        extra='agent_ttl = "12s"',
         plugins=f'NodeAttestor "x509pop" {{\n plugin_data {{\n ca_bundle_path = "{tmp_path / "roots.pem"}"\n }}\n }}',
     )
     fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -39,12 +40,18 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
 
         server.cli("agent", "evict", "-spiffeID", agent_id)
         deadline = time.monotonic() + 20
-        while "attesting again" not in agent.log():
+        while "asks this agent to attest again" not in agent.log():
             assert time.monotonic() < deadline, agent.log()
             time.sleep(0.2)
         assert agent.process is not None
         assert agent.process.poll() is None
         assert agent_id in server.cli("agent", "list").stdout
+
+        # A re-attestable node renews by attesting again (the server refuses RenewAgent).
+        attested = agent.log().count("Node attestation was successful")
+        time.sleep(8)
+        assert agent.log().count("Node attestation was successful") > attested
+        assert agent.process.poll() is None
 
         # Losing the saved SVID is no problem for a re-attestable node.
         assert agent.stop() == 0

@@ -35,7 +35,8 @@ T = TypeVar("T")
 AttestationAnswer = Callable[[bytes], Awaitable[bytes]]
 """Answers one server challenge during node attestation."""
 
-_UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
+_UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.RESOURCE_EXHAUSTED)
+"""Statuses worth retrying later: the server is down, slow, or rate-limiting this address."""
 
 
 class ServerUnavailable(Exception):

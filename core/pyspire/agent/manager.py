@@ -42,6 +42,12 @@ SVID_BATCH = 500
 MAX_BACKOFF = 60.0
 """Longest wait between attempts while the server is unreachable (seconds)."""
 _REASONS = types_pb2.PermissionDeniedDetails.Reason
+_REATTEST_REASONS = (
+    _REASONS.AGENT_NOT_ATTESTED,  # evicted
+    _REASONS.AGENT_EXPIRED,
+    _REASONS.AGENT_NOT_ACTIVE,  # presenting an SVID the server has replaced
+    _REASONS.AGENT_MUST_REATTEST,  # re-attestable nodes renew by attesting again
+)
 
 
 class AgentStopped(Exception):
@@ -136,8 +142,13 @@ class SyncManager:
     async def _renew_if_due(self) -> None:
         if self._renew_at is None:
             self._schedule_renewal()
-        if self._renew_at is not None and datetime.now(UTC) >= self._renew_at:
-            await self._node.renew()
+        identity = self._node.identity
+        if identity is not None and self._renew_at is not None and datetime.now(UTC) >= self._renew_at:
+            # As SPIRE: a node that can re-attest renews by attesting again (fresh evidence).
+            if identity.reattestable:
+                await self._node.attest()
+            else:
+                await self._node.renew()
             self._schedule_renewal()
 
     async def _handle_denied(self, err: GRPCError) -> None:
@@ -145,10 +156,10 @@ class SyncManager:
         if reason == _REASONS.AGENT_BANNED:
             self._node.forget()
             raise AgentStopped("this agent is banned by the server: its SVID was deleted; stopping") from None
-        if reason in (_REASONS.AGENT_NOT_ATTESTED, _REASONS.AGENT_EXPIRED):
+        if reason in _REATTEST_REASONS:
             identity = self._node.identity
             if identity is not None and identity.reattestable:
-                _log.warning("The server no longer knows this agent; attesting again", extra={"reason": err.message})
+                _log.info("The server asks this agent to attest again", extra={"reason": err.message})
                 await self._node.attest()
                 self._schedule_renewal()
                 return

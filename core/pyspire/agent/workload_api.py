@@ -82,7 +82,11 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
     # --- the caller ------------------------------------------------------------------
 
     async def _attest(self, stream: Any) -> frozenset[Selector]:
-        if (stream.metadata or {}).get(SECURITY_HEADER) != "true":
+        metadata = stream.metadata
+        values = metadata.getall(SECURITY_HEADER, []) if metadata is not None else []
+        if values != ["true"]:
+            # Exactly one header with exactly "true": a repeated or differently spelt header is
+            # a client that is not following the standard, and gets nothing.
             raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
         credentials = peer_credentials(stream)
         process = ProcessIdentity.of(credentials) if credentials is not None else None

@@ -1,0 +1,176 @@
+"""Hostile and malformed calls to the Workload API of a real agent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from pyspire.proto.spiffe.workload import workload_pb2 as pb
+from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
+from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient
+
+from tests.agent.test_end_to_end import _entry, eventually, fetch_context
+from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+
+UID = os.getuid()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerDaemon, AgentDaemon]]:
+    directory = tmp_path_factory.mktemp("deployment")
+    server = start_server(directory / "server")
+    alias = "spiffe://example.org/node/input"
+    agent = start_agent(directory / "agent", server, server.join_token(alias))
+    _entry(server, alias, "spiffe://example.org/caller", f"unix:uid:{UID}")
+    eventually(lambda: fetch_context(agent))
+    yield server, agent
+    agent.stop()
+    server.stop()
+
+
+async def _call(agent: AgentDaemon, method: str, request: Any, metadata: Any) -> Any:
+    channel = Channel(path=str(agent.socket_path))
+    stub = SpiffeWorkloadAPIStub(channel)
+    try:
+        target = getattr(stub, method)
+        if method in ("FetchJWTSVID", "ValidateJWTSVID"):
+            return await target(request, metadata=metadata, timeout=10)
+        async with target.open(metadata=metadata, timeout=10) as stream:
+            await stream.send_message(request, end=True)
+            return await stream.recv_message()
+    finally:
+        channel.close()
+
+
+def call(agent: AgentDaemon, method: str, request: Any, metadata: Any = HEADER) -> Any:
+    return asyncio.run(_call(agent, method, request, metadata))
+
+
+REQUESTS = {
+    "FetchX509SVID": pb.X509SVIDRequest(),
+    "FetchX509Bundles": pb.X509BundlesRequest(),
+    "FetchJWTBundles": pb.JWTBundlesRequest(),
+    "FetchJWTSVID": pb.JWTSVIDRequest(audience=["a"]),
+    "ValidateJWTSVID": pb.ValidateJWTSVIDRequest(audience="a", svid="x.y.z"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(REQUESTS))
+@pytest.mark.parametrize(
+    "metadata",
+    [None, {"workload.spiffe.io": "True"}, [("workload.spiffe.io", "true"), ("workload.spiffe.io", "true")]],
+    ids=["missing", "wrong-value", "repeated"],
+)
+def test_every_method_requires_exactly_the_security_header(
+    deployment: tuple[ServerDaemon, AgentDaemon], method: str, metadata: Any
+) -> None:
+    _, agent = deployment
+    with pytest.raises(GRPCError) as raised:
+        call(agent, method, REQUESTS[method], metadata)
+    assert raised.value.status is Status.INVALID_ARGUMENT
+    assert raised.value.message == "security header missing from request"
+
+
+@pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        (pb.JWTSVIDRequest(), Status.INVALID_ARGUMENT),
+        (pb.JWTSVIDRequest(audience=["a"], spiffe_id="not a spiffe id"), Status.INVALID_ARGUMENT),
+        (pb.JWTSVIDRequest(audience=["a"], spiffe_id="spiffe://example.org/someone-else"), Status.PERMISSION_DENIED),
+    ],
+    ids=["no-audience", "malformed-id", "not-entitled"],
+)
+def test_fetch_jwt_svid_bad_input(deployment: tuple[ServerDaemon, AgentDaemon], request_: Any, status: Status) -> None:
+    _, agent = deployment
+    with pytest.raises(GRPCError) as raised:
+        call(agent, "FetchJWTSVID", request_)
+    assert raised.value.status is status
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _hostile_tokens(agent: AgentDaemon) -> dict[str, str]:
+    async def genuine() -> str:
+        async with WorkloadApiClient(f"unix://{agent.socket_path}") as client:
+            return (await client.fetch_jwt_svids(["a"]))[0].token
+
+    token = asyncio.run(genuine())
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    now = int(time.time())
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    stranger_pem = stranger.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+    def signed(new_claims: dict[str, Any], new_header: dict[str, Any]) -> str:
+        return pyjwt.encode(new_claims, stranger_pem, algorithm="ES256", headers=new_header)
+
+    return {
+        "not-a-jws": "definitely not a token",
+        "alg-none": f"{_b64({'alg': 'none', 'kid': header['kid'], 'typ': 'JWT'})}.{_b64(claims)}.",
+        "hs256-with-public-key": f"{_b64({**header, 'alg': 'HS256'})}.{_b64(claims)}.{base64.urlsafe_b64encode(b'x' * 32).rstrip(b'=').decode()}",
+        "no-exp": signed({k: v for k, v in claims.items() if k != "exp"}, {"kid": header["kid"]}),
+        "no-kid": signed(claims, {}),
+        "unknown-kid": signed(claims, {"kid": "nobody-knows-me"}),
+        "forged-with-known-kid": signed(claims, {"kid": header["kid"]}),
+        "expired": signed({**claims, "exp": now - 120}, {"kid": header["kid"]}),
+        "foreign-trust-domain": signed({**claims, "sub": "spiffe://other.org/x"}, {"kid": header["kid"]}),
+        "genuine-wrong-audience": token,
+    }
+
+
+def test_validate_refuses_hostile_tokens(deployment: tuple[ServerDaemon, AgentDaemon]) -> None:
+    _, agent = deployment
+    for name, token in _hostile_tokens(agent).items():
+        audience = "other" if name == "genuine-wrong-audience" else "a"
+        with pytest.raises(GRPCError) as raised:
+            call(agent, "ValidateJWTSVID", pb.ValidateJWTSVIDRequest(audience=audience, svid=token))
+        assert raised.value.status is Status.INVALID_ARGUMENT, name
+    # The agent logged none of the rejected tokens.
+    assert "nobody-knows-me" not in agent.log()
+    # ...and it still validates a genuine one.
+    genuine = _hostile_tokens(agent)["genuine-wrong-audience"]
+    reply = call(agent, "ValidateJWTSVID", pb.ValidateJWTSVIDRequest(audience="a", svid=genuine))
+    assert reply.spiffe_id == "spiffe://example.org/caller"
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_connections_dropped_before_attestation_leak_nothing(deployment: tuple[ServerDaemon, AgentDaemon]) -> None:
+    _, agent = deployment
+    assert agent.process is not None
+    pid = agent.process.pid
+    baseline = _open_fds(pid)
+    for _ in range(1000):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(agent.socket_path))
+        sock.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the start of an HTTP/2 connection, then gone
+        sock.close()
+    eventually(lambda: _open_fds(pid) <= baseline + 5, timeout=20)
+    # Still serving.
+    assert fetch_context(agent).default_svid is not None
+
+
+def test_socket_path_is_reported_when_agent_is_missing(tmp_path: Path) -> None:
+    result = AgentDaemon("pyspire-agent", tmp_path, tmp_path / "none.sock", "").cli("api", "fetch", "x509", check=False)
+    assert result.returncode == 1
+    assert "cannot reach the agent" in result.stderr

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pyspire.server.cli import admin, entry, run
+from pyspire.server.cli import admin, entry, localauthority, run
 
 __all__ = ["main"]
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands)
     entry.register(commands)
     admin.register(commands)
+    localauthority.register(commands)
     return parser
 
 

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
 
 from pyspire.config.duration import parse_duration
 from pyspire.files import atomic_write
@@ -315,6 +316,40 @@ async def _agent_ban(args: argparse.Namespace, channel: Channel) -> int:
     return 0
 
 
+async def _agent_purge(args: argparse.Namespace, channel: Channel) -> int:
+    try:
+        expired_for = parse_duration(args.expiredFor)
+    except ValueError as err:
+        raise CliError(f"-expiredFor: {err}") from None
+    stub = agent_grpc.AgentStub(channel)
+    cutoff = datetime.now(UTC) - expired_for
+    agents: list[types_pb2.Agent] = []
+    token = ""
+    while True:
+        reply = await call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=1000, page_token=token))
+        agents.extend(a for a in reply.agents if datetime.fromtimestamp(a.x509svid_expires_at, UTC) < cutoff)
+        token = reply.next_page_token
+        if not token:
+            break
+    if not agents:
+        print("No agents to purge.")
+        return 0
+    if args.dryRun:
+        print(f"Found {len(agents)} expired agent{'s' if len(agents) != 1 else ''}:\n")
+        for agent in agents:
+            print(f"SPIFFE ID         : {_id_text(agent.id)}")
+        return 0
+    failed = 0
+    for agent in agents:
+        try:
+            await call(stub.DeleteAgent, agent_pb2.DeleteAgentRequest(id=agent.id))
+        except GRPCError as err:
+            failed += 1
+            print(f"Failed to purge agent {_id_text(agent.id)}: {err.message}", file=sys.stderr)
+    print(f"Purged {len(agents) - failed} expired agent{'s' if len(agents) - failed != 1 else ''}")
+    return 1 if failed else 0
+
+
 # --- x509 / jwt mint ------------------------------------------------------------------
 
 
@@ -427,6 +462,9 @@ def register(commands: Any) -> None:
     agent = _group(commands, "agent", "Manage agents")
     _command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
     _command(agent, "count", "Count attested agents", _agent_count)
+    purge = _command(agent, "purge", "Purge agents whose SVID expired a while ago", _agent_purge)
+    purge.add_argument("-expiredFor", default="720h", help="Purge agents whose SVID expired longer ago than this")
+    purge.add_argument("-dryRun", action="store_true", help="Show what would be purged without purging")
     for name, help_text, handler in (
         ("show", "Shows the details of an attested agent given its SPIFFE ID", _agent_show),
         ("evict", "Evicts an attested agent given its SPIFFE ID", _agent_evict),

@@ -135,6 +135,7 @@ def server_config(
     extra: str = "",
     plugins: str = "",
     ca_ttl: str = "24h",
+    log_level: str = "DEBUG",
 ) -> tuple[str, Path, int]:
     """A server config on SQLite under ``directory``: (text, socket path, TCP port)."""
     port = port or free_port()
@@ -146,7 +147,7 @@ server {{
     socket_path = "{socket_path}"
     trust_domain = "{trust_domain}"
     data_dir = "{directory / "data"}"
-    log_level = "DEBUG"
+    log_level = "{log_level}"
     ca_ttl = "{ca_ttl}"
     {extra}
 }}
@@ -203,6 +204,7 @@ def agent_config(
     extra: str = "",
     node_attestor: str = 'NodeAttestor "join_token" {\n        plugin_data {}\n    }',
     sync_interval: str = "1s",
+    log_level: str = "DEBUG",
 ) -> tuple[str, Path]:
     """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
     socket_path = directory / "public" / "api.sock"
@@ -217,7 +219,7 @@ agent {{
     socket_path = "{socket_path}"
     trust_bundle_path = "{bundle}"
     data_dir = "{directory / "data"}"
-    log_level = "DEBUG"
+    log_level = "{log_level}"
     experimental {{
         sync_interval = "{sync_interval}"
     }}

@@ -6,7 +6,7 @@ from typing import Final
 
 from pyspire.plugin.keys import HashAlgorithm, KeyType
 
-__all__ = ["bit_string", "element_end", "sequence", "signature_algorithm"]
+__all__ = ["bit_string", "element_end", "sequence", "signature_algorithm", "tlv"]
 
 # AlgorithmIdentifier DER for each (key family, digest): ECDSA has no parameters, RSA a NULL.
 _ECDSA_OIDS: Final = {

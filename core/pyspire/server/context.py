@@ -64,6 +64,8 @@ class ServerContext:
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call (a plugin hook, the datastore) in a worker thread."""
+        if self.metrics is not None and getattr(function, "__self__", None) is self.catalog.datastore:
+            self.metrics.datastore_calls.labels(function.__name__).inc()
         return await asyncio.to_thread(function, *args, **kwargs)
 
     async def wrote(self) -> None:

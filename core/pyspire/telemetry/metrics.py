@@ -17,6 +17,12 @@ class Metrics:
             f"{prefix}_rpc_calls", "API calls by method and gRPC status", ["method", "status"], registry=self.registry
         )
         self.rpc_seconds = Histogram(f"{prefix}_rpc_seconds", "API call latency", ["method"], registry=self.registry)
+        self.datastore_calls = Counter(
+            f"{prefix}_datastore_calls",
+            "DataStore operations made while answering API calls (syncs answered from memory make none)",
+            ["operation"],
+            registry=self.registry,
+        )
         self.gauges = Gauge(
             f"{prefix}_state", "Counts and times of the daemon's state", ["name"], registry=self.registry
         )

@@ -8,6 +8,7 @@ backdated 10 seconds (clock skew, as SPIRE) and never outlives the CA that signs
 from __future__ import annotations
 
 import base64
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,12 +21,23 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pyspire.crypto import Signer, sign_certificate, sign_jwt
+from pyspire.crypto.x509 import issue_certificate
 from pyspire.plugin.facades import CredentialComposer
 from pyspire.spiffe import SpiffeId, TrustDomain
 
 __all__ = ["BACKDATE", "CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
 
 BACKDATE = timedelta(seconds=10)
+
+
+def _extension(value: x509.ExtensionType, critical: bool = False) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+@functools.lru_cache(maxsize=16)
+def _authority_key_identifier(ca_certificate: x509.Certificate) -> x509.Extension[x509.ExtensionType]:
+    ski = ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski))
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,11 @@ _KEY_USAGE_CA = x509.KeyUsage(
     decipher_only=False,
 )
 _SVID_SUBJECT = (x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"))
+_LEAF_EXTENSIONS = (
+    _extension(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+    _extension(_KEY_USAGE_LEAF, critical=True),
+    _extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])),
+)
 
 
 class CredentialIssuer:
@@ -171,32 +188,25 @@ class CredentialIssuer:
                 subject, extra = composer.compose_workload_x509_svid(spiffe_id, subject, extra)
         san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
         san += [x509.DNSName(name) for name in dns_names]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(authority.certificate.subject)
-            .public_key(public_key)  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(_capped(now, ttl, authority.not_after))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_KEY_USAGE_LEAF, critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                    authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-                ),
-                critical=False,
-            )
+        extensions = [
+            *_LEAF_EXTENSIONS,
+            _extension(x509.SubjectAlternativeName(san)),
+            _extension(x509.SubjectKeyIdentifier.from_public_key(public_key)),  # type: ignore[arg-type]
+            _authority_key_identifier(authority.certificate),
+            *extra,
+        ]
+        # Encoded directly (byte-identical to the builder's output, see the crypto tests):
+        # this is the hot path of every workload SVID.
+        leaf = issue_certificate(
+            serial_number=x509.random_serial_number(),
+            issuer=authority.certificate.subject,
+            not_before=now - BACKDATE,
+            not_after=_capped(now, ttl, authority.not_after),
+            subject=subject,
+            public_key=public_key,  # type: ignore[arg-type]
+            extensions=extensions,
+            signer=authority.signer,
         )
-        for extension in extra:
-            builder = builder.add_extension(extension.value, extension.critical)
-        leaf = sign_certificate(builder, authority.signer)
         return [leaf, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
 
     def sign_workload_x509_svid(

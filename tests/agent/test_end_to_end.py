@@ -358,14 +358,15 @@ def test_agent_ids_follow_spire(server: ServerDaemon, node: tuple[AgentDaemon, s
 
 
 def test_agent_svid_is_renewed_at_half_life_and_workloads_keep_rotating(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "server", extra='agent_ttl = "12s"\n    default_x509_svid_ttl = "12s"')
+    server = start_server(tmp_path / "server", extra='agent_ttl = "20s"\n    default_x509_svid_ttl = "20s"')
     try:
         alias = "spiffe://example.org/node/renewing"
         agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
         _entry(server, alias, "spiffe://example.org/short-lived", f"unix:uid:{UID}")
         first = eventually(lambda: fetch_context(agent)).default_svid
-        # Past half of the 12 s lifetimes (with jitter): the agent SVID renewed through
-        # RenewAgent, the workload SVID re-issued, and both keep working.
+        # Past half of the 20 s lifetimes (30 s with the 10 s backdate, so about 5 s after
+        # issuance, with jitter): the agent SVID renewed through RenewAgent, the workload SVID
+        # re-issued, and both keep working.
         time.sleep(9)
         assert "Agent SVID renewed" in agent.log()
         second = eventually(lambda: fetch_context(agent)).default_svid

@@ -157,8 +157,11 @@ def test_stolen_certificate_without_its_key_is_refused(pki: Pki) -> None:
 
     def thief_answer(challenge: bytes) -> bytes:
         nonce = base64.b64decode(json.loads(challenge)["nonce"])
-        signature = thief_key.sign(b"pyspire x509pop challenge v1\x00" + nonce, ec.ECDSA(hashes.SHA256()))
-        return json.dumps({"signature": base64.b64encode(signature).decode()}).encode()
+        own = b"\x01" * 32
+        signature = thief_key.sign(b"pyspire x509pop challenge v1\x00" + nonce + own, ec.ECDSA(hashes.SHA256()))
+        return json.dumps(
+            {"signature": base64.b64encode(signature).decode(), "client_nonce": base64.b64encode(own).decode()}
+        ).encode()
 
     with pytest.raises(PermissionDenied, match="signature does not match"):
         pki.server().attest(payload, thief_answer)

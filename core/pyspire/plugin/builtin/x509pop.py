@@ -7,8 +7,8 @@ every attestation signs a different nonce. The agent ID is rendered from
 ``agent_path_template`` (default ``{{ .PluginName }}/{{ .Fingerprint }}``, the SHA-1 of the
 leaf certificate, as SPIRE). Nodes may re-attest with the same certificate.
 
-The signed message is the nonce behind a fixed context string, so a node key is never made
-to sign bytes that could mean something in another protocol.
+The signed message is a fixed context string, the server's nonce and a nonce of the agent's
+own, so a node key is never made to sign bytes chosen by someone else (SPIRE's 0.6.2 fix).
 
 Only ``mode = "external_pki"`` is offered; SPIRE's ``spiffe`` mode (exchanging an SVID of the
 server's own trust domain) is refused at configuration.
@@ -52,8 +52,8 @@ NONCE_BYTES = 32
 _CONTEXT = b"pyspire x509pop challenge v1\x00"
 
 
-def _signed_message(nonce: bytes) -> bytes:
-    return _CONTEXT + nonce
+def _signed_message(server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return _CONTEXT + server_nonce + client_nonce
 
 
 def _sign(private_key: PrivateKeyTypes, message: bytes) -> bytes:
@@ -193,8 +193,11 @@ class ServerX509Pop:
         nonce = os.urandom(NONCE_BYTES)
         answer = _json_object(challenge(json.dumps({"nonce": _b64(nonce)}).encode()), "challenge response")
         signature = _unb64(answer.get("signature"), "signature")
+        client_nonce = _unb64(answer.get("client_nonce"), "client_nonce")
+        if len(client_nonce) != NONCE_BYTES:
+            raise InvalidArgument(f"x509pop: the client nonce must be {NONCE_BYTES} bytes")
         try:
-            _verify(leaf.public_key(), signature, _signed_message(nonce))
+            _verify(leaf.public_key(), signature, _signed_message(nonce, client_nonce))
         except InvalidSignature:
             raise PermissionDenied("x509pop: the challenge signature does not match the certificate's key") from None
 
@@ -315,4 +318,7 @@ class AgentX509Pop:
         if len(nonce) != NONCE_BYTES:
             raise InvalidArgument(f"x509pop: the nonce must be {NONCE_BYTES} bytes")
         private_key, _ = self._current()
-        return json.dumps({"signature": _b64(_sign(private_key, _signed_message(nonce)))}).encode()
+        # Our own nonce in what we sign: the server cannot choose the whole message.
+        client_nonce = os.urandom(NONCE_BYTES)
+        signature = _sign(private_key, _signed_message(nonce, client_nonce))
+        return json.dumps({"signature": _b64(signature), "client_nonce": _b64(client_nonce)}).encode()

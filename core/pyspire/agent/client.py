@@ -27,7 +27,7 @@ from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, TrustDomain, match_id
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
-__all__ = ["CALL_TIMEOUT", "AttestationAnswer", "ServerClient", "ServerUnavailable"]
+__all__ = ["CALL_TIMEOUT", "AttestationAnswer", "RateLimited", "ServerClient", "ServerUnavailable"]
 
 CALL_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -35,12 +35,16 @@ T = TypeVar("T")
 AttestationAnswer = Callable[[bytes], Awaitable[bytes]]
 """Answers one server challenge during node attestation."""
 
-_UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED, Status.RESOURCE_EXHAUSTED)
-"""Statuses worth retrying later: the server is down, slow, or rate-limiting this address."""
+_UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
+"""Statuses worth retrying later: the server is down or slow."""
 
 
 class ServerUnavailable(Exception):
     """The server could not be reached (or did not answer); the call may be retried."""
+
+
+class RateLimited(ServerUnavailable):
+    """The server refused the call under its per-address rate limit: retry within a second."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class ServerClient:
         try:
             return await call
         except GRPCError as err:
+            if err.status is Status.RESOURCE_EXHAUSTED:
+                raise RateLimited(f"server {self._host}:{self._port}: {err.message}") from None
             if err.status in _UNAVAILABLE:
                 self.close()
                 raise ServerUnavailable(f"server {self._host}:{self._port}: {err.message}") from None

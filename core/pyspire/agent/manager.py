@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,7 +29,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
-from pyspire.agent.client import ServerClient, ServerUnavailable
+from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
@@ -37,8 +38,10 @@ __all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager", "bundle_f
 
 _log = logging.getLogger(__name__)
 
-SVID_BATCH = 500
-"""X509-SVID requests per BatchNewX509SVID call."""
+SVID_BATCH = 250
+"""X509-SVID requests per BatchNewX509SVID call: half of SPIRE's per-address signing budget of
+500 per second, so consecutive batches are paced by the server's limiter rather than refused."""
+RATE_LIMIT_RETRIES = 10
 MAX_BACKOFF = 60.0
 """Longest wait between attempts while the server is unreachable (seconds)."""
 _REASONS = types_pb2.PermissionDeniedDetails.Reason
@@ -236,12 +239,23 @@ class SyncManager:
         keys = [_new_key(self._key_type) for _ in range(count)]
         return keys, [_workload_csr(key) for key in keys]
 
+    async def _new_x509_svids(self, requests: list[tuple[str, bytes]]) -> list[tuple[str, Any, str]]:
+        """One batch, waiting out the server's signing rate limit instead of backing off."""
+        for attempt in range(RATE_LIMIT_RETRIES):
+            try:
+                return await self._client.new_x509_svids(requests)
+            except RateLimited:
+                if attempt == RATE_LIMIT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.5 + 0.5 * random.random())  # noqa: S311 - spreading retries
+        raise AssertionError("unreachable")
+
     async def _mint_svids(self) -> None:
         needed = self.cache.entries_needing_svids()
         for start in range(0, len(needed), SVID_BATCH):
             batch = needed[start : start + SVID_BATCH]
             keys, csrs = await asyncio.to_thread(self._keys_and_csrs, len(batch))
-            results = await self._client.new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
+            results = await self._new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
             issued: dict[str, IssuedSvid] = {}
             for entry, key, (entry_id, svid, message) in zip(batch, keys, results, strict=True):
                 if svid is None:

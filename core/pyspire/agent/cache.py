@@ -215,6 +215,9 @@ class WorkloadCache:
     def svid_count(self) -> int:
         return len(self._svids)
 
+    def jwt_count(self) -> int:
+        return len(self._jwt)
+
     # --- what needs minting ----------------------------------------------------------
 
     def entries_needing_svids(self, now: datetime | None = None) -> list[WorkloadEntry]:

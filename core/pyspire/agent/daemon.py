@@ -23,6 +23,7 @@ from cryptography import x509
 from grpclib.health.service import Health
 from grpclib.server import Server
 
+from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerUnavailable
 from pyspire.agent.manager import MAX_BACKOFF, AgentStopped, SyncManager
@@ -71,6 +72,8 @@ class AgentDaemon:
         self._service: WorkloadApiService | None = None
         self._server: Server | None = None
         self._socket_bound = False
+        self._admin: Server | None = None
+        self._admin_path: Path | None = None
         self._health: HealthListener | None = None
         self.sync_task: asyncio.Task[None] | None = None
 
@@ -153,6 +156,8 @@ class AgentDaemon:
         self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
         if not section.disable_workload_api:
             await self._serve_workload_api(catalog, client, cache)
+        if section.admin_socket_path is not None:
+            await self._serve_admin_api(Path(section.admin_socket_path), node, cache, manager)
         health = config.health_checks
         if health.listener_enabled:
             self._health = HealthListener(
@@ -195,6 +200,25 @@ class AgentDaemon:
         os.chmod(path, 0o777)  # noqa: S103 - SPIRE's mode: any local process may ask; attestation decides
         _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
 
+    async def _serve_admin_api(
+        self, path: Path, node: NodeIdentityManager, cache: WorkloadCache, manager: SyncManager
+    ) -> None:
+        if path == Path(self.config.agent.socket_path):
+            raise StartupError("admin_socket_path must differ from socket_path: workloads must not reach the admin API")
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if _socket_in_use(path):
+            raise StartupError(f"another process is serving on {path}: stop it or choose another admin_socket_path")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._admin = Server([AgentDebugService(node, cache, manager), AgentLoggerService(), Health()])
+        try:
+            await self._admin.start(path=str(path))
+        except OSError as err:
+            raise StartupError(f"cannot listen on {path}: {err.strerror}") from None
+        self._admin_path = path
+        os.chmod(path, 0o770)  # noqa: S103 - SPIRE's mode for admin sockets: owner and group
+        _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})
+
     def readiness(self) -> dict[str, bool]:
         """The named readiness checks (all must hold)."""
         return {
@@ -213,6 +237,14 @@ class AgentDaemon:
             with contextlib.suppress(FileNotFoundError):
                 Path(self.config.agent.socket_path).unlink()
             self._socket_bound = False
+        if self._admin is not None:
+            self._admin.close()
+            await self._admin.wait_closed()
+            self._admin = None
+        if self._admin_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._admin_path.unlink()
+            self._admin_path = None
         if self._health is not None:
             await self._health.stop()
         if self.sync_task is not None:

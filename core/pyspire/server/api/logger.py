@@ -12,38 +12,18 @@ from pyspire.proto.spire.api.server.logger.v1 import logger_grpc
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.context import ServerContext
+from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
 
-__all__ = ["LoggerService", "level_from_proto", "level_to_proto"]
+__all__ = ["LoggerService"]
 
 _SERVICE = "/spire.api.server.logger.v1.Logger/"
-_TO_PROTO = {
-    logging.DEBUG: types_pb2.DEBUG,
-    logging.INFO: types_pb2.INFO,
-    logging.WARNING: types_pb2.WARN,
-    logging.ERROR: types_pb2.ERROR,
-    logging.CRITICAL: types_pb2.FATAL,
-}
-_FROM_PROTO = {
-    types_pb2.TRACE: logging.DEBUG,
-    types_pb2.DEBUG: logging.DEBUG,
-    types_pb2.INFO: logging.INFO,
-    types_pb2.WARN: logging.WARNING,
-    types_pb2.ERROR: logging.ERROR,
-    types_pb2.FATAL: logging.CRITICAL,
-    types_pb2.PANIC: logging.CRITICAL,
-}
 
 
-def level_to_proto(level: int) -> types_pb2.LogLevel:
-    """A Python logging level as SPIRE's LogLevel."""
-    return _TO_PROTO.get(level, types_pb2.INFO)
-
-
-def level_from_proto(level: types_pb2.LogLevel) -> int:
-    """SPIRE's LogLevel as a Python logging level."""
-    if level not in _FROM_PROTO:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"invalid log level {level}")
-    return _FROM_PROTO[level]
+def _level(level: types_pb2.LogLevel) -> int:
+    try:
+        return level_from_proto(level)
+    except ValueError as err:
+        raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
 
 
 class LoggerService(logger_grpc.LoggerBase):
@@ -68,7 +48,7 @@ class LoggerService(logger_grpc.LoggerBase):
     @rpc(_SERVICE + "SetLogLevel")
     async def SetLogLevel(self, stream: Any, caller: Caller) -> None:
         request = await stream.recv_message()
-        self._logger.setLevel(level_from_proto(request.new_level))
+        self._logger.setLevel(_level(request.new_level))
         await stream.send_message(self._answer())
 
     @rpc(_SERVICE + "ResetLogLevel")

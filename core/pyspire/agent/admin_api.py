@@ -1,0 +1,94 @@
+"""The agent's admin socket (``admin_socket_path``): SPIRE's agent Debug and Logger APIs.
+
+Only served when configured, on a socket of its own (0770 in a 0750 directory, as the
+server's admin socket): what it reveals (the agent SVID chain, cache sizes) and what it changes
+(the log level) are for the node's operators, not for workloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.agent.cache import WorkloadCache
+from pyspire.agent.manager import SyncManager
+from pyspire.agent.node import NodeIdentityManager
+from pyspire.proto.spire.api.agent.debug.v1 import debug_grpc, debug_pb2
+from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
+
+__all__ = ["AgentDebugService", "AgentLoggerService"]
+
+
+class AgentDebugService(debug_grpc.DebugBase):
+    """GetInfo: the agent SVID chain, uptime, last successful sync, cache sizes."""
+
+    def __init__(self, node: NodeIdentityManager, cache: WorkloadCache, manager: SyncManager) -> None:
+        """Report on ``node``, ``cache`` and ``manager``."""
+        self._node = node
+        self._cache = cache
+        self._manager = manager
+        self._started = time.monotonic()
+
+    async def GetInfo(self, stream: Any) -> None:
+        await stream.recv_message()
+        identity = self._node.identity
+        chain = []
+        if identity is not None:
+            agent_id = types_pb2.SPIFFEID(
+                trust_domain=identity.spiffe_id.trust_domain.name, path=identity.spiffe_id.path
+            )
+            for index, certificate in enumerate(identity.chain):
+                chain.append(
+                    debug_pb2.GetInfoResponse.Cert(
+                        id=agent_id if index == 0 else None,
+                        expires_at=int(certificate.not_valid_after_utc.timestamp()),
+                        subject=certificate.subject.rfc4514_string(),
+                    )
+                )
+        last = self._manager.last_success
+        await stream.send_message(
+            debug_pb2.GetInfoResponse(
+                svid_chain=chain,
+                uptime=int(time.monotonic() - self._started),
+                last_sync_success=int(last.timestamp()) if last else 0,
+                cached_x509_svids_count=self._cache.svid_count(),
+                cached_jwt_svids_count=self._cache.jwt_count(),
+            )
+        )
+
+
+class AgentLoggerService(logger_grpc.LoggerBase):
+    """GetLogger, SetLogLevel, ResetLogLevel for the agent's ``pyspire`` loggers."""
+
+    def __init__(self, logger_name: str = "pyspire") -> None:
+        """Manage the level of ``logger_name`` and everything under it."""
+        self._logger = logging.getLogger(logger_name)
+        self._launch = self._logger.getEffectiveLevel()
+
+    def _answer(self) -> types_pb2.Logger:
+        return types_pb2.Logger(
+            current_level=level_to_proto(self._logger.getEffectiveLevel()), launch_level=level_to_proto(self._launch)
+        )
+
+    async def GetLogger(self, stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(self._answer())
+
+    async def SetLogLevel(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        try:
+            self._logger.setLevel(level_from_proto(request.new_level))
+        except ValueError as err:
+            raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
+        await stream.send_message(self._answer())
+
+    async def ResetLogLevel(self, stream: Any) -> None:
+        await stream.recv_message()
+        self._logger.setLevel(self._launch)
+        await stream.send_message(self._answer())

@@ -1,0 +1,38 @@
+"""SPIRE's LogLevel enum and Python's logging levels, both ways (for the Logger APIs)."""
+
+from __future__ import annotations
+
+import logging
+
+from pyspire.proto.spire.api.types import types_pb2
+
+__all__ = ["level_from_proto", "level_to_proto"]
+
+_TO_PROTO = {
+    logging.DEBUG: types_pb2.DEBUG,
+    logging.INFO: types_pb2.INFO,
+    logging.WARNING: types_pb2.WARN,
+    logging.ERROR: types_pb2.ERROR,
+    logging.CRITICAL: types_pb2.FATAL,
+}
+_FROM_PROTO = {
+    types_pb2.TRACE: logging.DEBUG,
+    types_pb2.DEBUG: logging.DEBUG,
+    types_pb2.INFO: logging.INFO,
+    types_pb2.WARN: logging.WARNING,
+    types_pb2.ERROR: logging.ERROR,
+    types_pb2.FATAL: logging.CRITICAL,
+    types_pb2.PANIC: logging.CRITICAL,
+}
+
+
+def level_to_proto(level: int) -> types_pb2.LogLevel:
+    """A Python logging level as SPIRE's LogLevel."""
+    return _TO_PROTO.get(level, types_pb2.INFO)
+
+
+def level_from_proto(level: types_pb2.LogLevel) -> int:
+    """SPIRE's LogLevel as a Python logging level; ValueError for a value outside the enum."""
+    if level not in _FROM_PROTO:
+        raise ValueError(f"invalid log level {level}")
+    return _FROM_PROTO[level]

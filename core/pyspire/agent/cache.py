@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -78,9 +78,13 @@ class IssuedSvid:
     def not_after(self) -> datetime:
         return self.chain[0].not_valid_after_utc
 
-    def due(self, now: datetime) -> bool:
-        """Past half its life: time to rotate."""
-        return now >= self.not_before + (self.not_after - self.not_before) / 2
+    def due(self, now: datetime, availability_target: timedelta | None = None) -> bool:
+        """Time to rotate: past half its life, or (with SPIRE's ``availability_target``) when
+        less than that target is left, whichever comes first."""
+        half_life = self.not_before + (self.not_after - self.not_before) / 2
+        if availability_target is not None:
+            half_life = min(half_life, self.not_after - availability_target)
+        return now >= half_life
 
     def signed_by(self, authority_key_ids: frozenset[bytes]) -> bool:
         """Whether any certificate of the chain was issued by one of these authority keys."""
@@ -117,9 +121,16 @@ class CachedJwtSvid:
 class WorkloadCache:
     """Entries, SVIDs and bundles for one agent."""
 
-    def __init__(self, trust_domain: TrustDomain, x509_max: int = 1000, jwt_max: int = 1000) -> None:
+    def __init__(
+        self,
+        trust_domain: TrustDomain,
+        x509_max: int = 1000,
+        jwt_max: int = 1000,
+        availability_target: timedelta | None = None,
+    ) -> None:
         """An empty cache for ``trust_domain``; SVID stores bounded as SPIRE bounds them (0 = unbounded)."""
         self.trust_domain = trust_domain
+        self._availability_target = availability_target
         self._x509_max = x509_max
         self._jwt_max = jwt_max
         self.entries: dict[str, WorkloadEntry] = {}
@@ -233,7 +244,11 @@ class WorkloadCache:
         for entry in sorted(self.entries.values(), key=_order):
             held = self._svids.get(entry.id)
             if held is not None:
-                if held.due(now) or held.entry_revision != entry.revision or held.signed_by(self.tainted_key_ids):
+                if (
+                    held.due(now, self._availability_target)
+                    or held.entry_revision != entry.revision
+                    or held.signed_by(self.tainted_key_ids)
+                ):
                     needed.append(entry)
             elif entry.id in subscribed:
                 needed.append(entry)

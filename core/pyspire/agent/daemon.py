@@ -144,7 +144,10 @@ class AgentDaemon:
             await self._attest_with_retries(node)
 
         self.cache = cache = WorkloadCache(
-            section.trust_domain, section.x509_svid_cache_max_size, section.jwt_svid_cache_max_size
+            section.trust_domain,
+            section.x509_svid_cache_max_size,
+            section.jwt_svid_cache_max_size,
+            section.availability_target,
         )
         self.manager = manager = SyncManager(
             node,

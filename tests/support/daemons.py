@@ -205,6 +205,7 @@ def agent_config(
     node_attestor: str = 'NodeAttestor "join_token" {\n        plugin_data {}\n    }',
     sync_interval: str = "1s",
     log_level: str = "DEBUG",
+    bootstrap: str | None = None,
 ) -> tuple[str, Path]:
     """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
     socket_path = directory / "public" / "api.sock"
@@ -217,7 +218,7 @@ agent {{
     server_address = "127.0.0.1"
     server_port = "{server.port}"
     socket_path = "{socket_path}"
-    trust_bundle_path = "{bundle}"
+    {bootstrap if bootstrap is not None else f'trust_bundle_path = "{bundle}"'}
     data_dir = "{directory / "data"}"
     log_level = "{log_level}"
     experimental {{

@@ -29,7 +29,7 @@ def test_x509_and_jwt_sources_follow_rotation(tmp_path: Path) -> None:
 
         updates = threading.Event()
         with X509Source(socket_path=agent.address, timeout_in_seconds=20) as source:
-            first = source.svid
+            first = source.get_x509_context().default_svid
             assert str(first.spiffe_id) == "spiffe://example.org/myservice"
             # The source keeps only its picked SVID; the client shows them all, in SPIRE's order.
             with WorkloadApiClient(agent.address) as client:
@@ -39,7 +39,8 @@ def test_x509_and_jwt_sources_follow_rotation(tmp_path: Path) -> None:
             # 5 s SVIDs rotate at half-life: the source must receive new ones by itself.
             assert updates.wait(15), "no rotated SVID reached the X509Source"
             rotated = eventually(
-                lambda: source.svid if source.svid.leaf.serial_number != first.leaf.serial_number else None
+                lambda: (svid := source.get_x509_context().default_svid).leaf.serial_number != first.leaf.serial_number
+                and svid
             )
             assert str(rotated.spiffe_id) == "spiffe://example.org/myservice"
             bundle = source.get_bundle_for_trust_domain(rotated.spiffe_id.trust_domain)

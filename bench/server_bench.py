@@ -56,6 +56,8 @@ from tests.support.free_port import free_port  # noqa: E402
 TD = TrustDomain.parse("example.org")
 BATCH = 500
 CSR_BATCH = 50
+IN_FLIGHT = 2
+"""Agents asking for SVIDs at the same time in the issuance measurement."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -153,16 +155,24 @@ async def time_calls(clients: list[ServerClient], rounds: int) -> tuple[list[flo
     return get_ms, sync_ms, len(known[0])
 
 
-async def issuance_rate(client: ServerClient, seconds: float) -> float:
-    entries = await client.sync_entries({})
-    entry_ids = [e.id for e in entries][:CSR_BATCH]
-    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in entry_ids]
-    batch = [(entry_id, build_csr(LocalSigner(key))) for entry_id, key in zip(entry_ids, keys, strict=True)]
+async def issuance_rate(clients: list[ServerClient], seconds: float) -> float:
+    """SVIDs per second with one batch in flight per client (agents renew concurrently)."""
+    batches = []
+    for client in clients:
+        entries = await client.sync_entries({})
+        entry_ids = [e.id for e in entries][:CSR_BATCH]
+        keys = [ec.generate_private_key(ec.SECP256R1()) for _ in entry_ids]
+        batches.append([(entry_id, build_csr(LocalSigner(key))) for entry_id, key in zip(entry_ids, keys, strict=True)])
     issued = 0
     started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        results = await client.new_x509_svids(batch)
-        issued += sum(1 for _, svid, _ in results if svid is not None)
+
+    async def loop(client: ServerClient, batch: list[tuple[str, bytes]]) -> None:
+        nonlocal issued
+        while time.perf_counter() - started < seconds:
+            results = await client.new_x509_svids(batch)
+            issued += sum(1 for _, svid, _ in results if svid is not None)
+
+    await asyncio.gather(*(loop(c, b) for c, b in zip(clients, batches, strict=True)))
     return issued / (time.perf_counter() - started)
 
 
@@ -258,7 +268,7 @@ def main() -> None:
         before = datastore_calls(metrics_port)
         get_ms, sync_ms, seen = await time_calls(sample, 5)
         queries = datastore_calls(metrics_port) - before
-        issued = await issuance_rate(clients[0], 10.0)
+        issued = await issuance_rate(clients[:IN_FLIGHT], 10.0)
         for client in clients:
             client.close()
         await asyncio.sleep(0.1)
@@ -304,7 +314,12 @@ def main() -> None:
         ),
         ("datastore queries during those syncs", f"{queries:.0f}", "0", queries == 0),
         ("server RSS with that data", f"{rss:.0f} MiB", "< 1 GiB", rss < 1024),
-        ("X509-SVID issuance (BatchNewX509SVID x50, mTLS)", f"{issued_rate:,.0f}/s", "", None),
+        (
+            f"X509-SVID issuance (BatchNewX509SVID x50, mTLS, {IN_FLIGHT} agents at once)",
+            f"{issued_rate:,.0f}/s",
+            "",
+            None,
+        ),
         ("bare cryptography build+sign, one core", f"{bare:,.0f}/s", "", None),
         ("issuance / bare", f"{ratio:.0%}", ">= 35%", ratio >= 0.35),
         (

@@ -39,8 +39,10 @@ def test_x509_and_jwt_sources_follow_rotation(tmp_path: Path) -> None:
             # 5 s SVIDs rotate at half-life: the source must receive new ones by itself.
             assert updates.wait(15), "no rotated SVID reached the X509Source"
             rotated = eventually(
-                lambda: (svid := source.get_x509_context().default_svid).leaf.serial_number != first.leaf.serial_number
-                and svid
+                lambda: (
+                    (svid := source.get_x509_context().default_svid).leaf.serial_number != first.leaf.serial_number
+                    and svid
+                )
             )
             assert str(rotated.spiffe_id) == "spiffe://example.org/myservice"
             bundle = source.get_bundle_for_trust_domain(rotated.spiffe_id.trust_domain)

@@ -262,3 +262,30 @@ def test_attestation_is_rate_limited_per_address(tmp_path: Path) -> None:
         assert len(refused) < 5
     finally:
         limited.stop()
+
+
+def test_large_batches_keep_per_csr_outcomes_in_order(server: ServerDaemon) -> None:
+    # 20 CSRs: above the size at which half are checked in the worker process.
+    alias = "spiffe://example.org/node/batch"
+    token = server.join_token(alias)
+    out = server.cli(
+        "entry", "create", "-parentID", alias, "-spiffeID", "spiffe://example.org/batched", "-selector", "unix:uid:7"
+    ).stdout
+    entry_id = out.split("Entry ID         : ", 1)[1].split()[0]
+
+    async def run() -> list[tuple[str, object, str]]:
+        client, _ = await attest(server, token)
+        try:
+            csrs = [build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))) for _ in range(20)]
+            csrs[3] = b"\x30\x03bad"
+            csrs[15] = csrs[14][:-8] + b"\x00" * 8  # a signature that no longer verifies
+            return await client.new_x509_svids([(entry_id, csr) for csr in csrs])
+        finally:
+            client.close()
+
+    results = asyncio.run(run())
+    refused = [i for i, (_, svid, _) in enumerate(results) if svid is None]
+    assert refused == [3, 15]
+    assert all("malformed CSR" in results[i][2] for i in refused)
+    leaf = x509.load_der_x509_certificate(results[0][1].cert_chain[0])  # type: ignore[union-attr]
+    assert str(leaf_spiffe_id(leaf)) == "spiffe://example.org/batched"

@@ -19,6 +19,7 @@ from pyspire.server.cache.bundles import BundleCache
 from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
+from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.server_svid import ServerSvid
 from pyspire.spiffe import SpiffeId, TrustDomain
 from pyspire.telemetry.metrics import Metrics
@@ -44,6 +45,7 @@ class ServerContext:
     rate_limits: RateLimits
     audit: AuditLog
     metrics: Metrics | None = None
+    csr_verifier: CsrVerifier = field(default_factory=lambda: CsrVerifier(workers=0))
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
 

@@ -31,6 +31,7 @@ from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.context import ServerContext
+from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.server_svid import ServerSvid
 from pyspire.telemetry.health import HealthListener
@@ -137,7 +138,9 @@ class ServerDaemon:
             rate_limits=RateLimits(attestation=section.ratelimit.attestation, signing=section.ratelimit.signing),
             audit=AuditLog(section.audit_log_enabled),
             metrics=metrics,
+            csr_verifier=CsrVerifier(),
         )
+        ctx.csr_verifier.start()
         self._endpoints = Endpoints(ctx, tls)
         await self._endpoints.start()
         if metrics is not None and config.telemetry.prometheus is not None:
@@ -220,6 +223,7 @@ class ServerDaemon:
             await self._endpoints.stop()
         if self.ctx is not None:
             await self.ctx.follower.stop()
+            await asyncio.to_thread(self.ctx.csr_verifier.close)
         if self._catalog is not None:
             self._catalog.close()
         _log.info("Server stopped")

@@ -75,6 +75,7 @@ class SvidService(svid_grpc.SVIDBase):
         results: list[svid_pb2.BatchNewX509SVIDResponse.Result] = [
             svid_pb2.BatchNewX509SVIDResponse.Result() for _ in request.params
         ]
+        pending: list[tuple[int, RegistrationEntry, bytes]] = []
         for index, param in enumerate(request.params):
             if not param.entry_id:
                 results[index].status.CopyFrom(status_message(Status.INVALID_ARGUMENT, "missing entry ID"))
@@ -83,10 +84,11 @@ class SvidService(svid_grpc.SVIDBase):
             if entry is None:
                 results[index].status.CopyFrom(status_message(Status.NOT_FOUND, "entry not found or not authorized"))
                 continue
-            try:
-                public_key = parse_csr(bytes(param.csr))
-            except CsrError as err:
-                results[index].status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"malformed CSR: {err}"))
+            pending.append((index, entry, bytes(param.csr)))
+        checked = await self.ctx.csr_verifier.check([csr for _, _, csr in pending])
+        for (index, entry, _), public_key in zip(pending, checked, strict=True):
+            if isinstance(public_key, CsrError):
+                results[index].status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"malformed CSR: {public_key}"))
                 continue
             work.append((index, entry, public_key))
 

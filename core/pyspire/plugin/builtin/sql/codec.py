@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -84,20 +85,32 @@ def entry_row(entry: RegistrationEntry) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=65536)
+def _parent_id(text: str) -> SpiffeId:
+    # Parent IDs repeat (one per agent or alias, shared by its entries): parse each once per
+    # load. The IDs are still parsed strictly; only the repetition is skipped.
+    return SpiffeId.parse(text)
+
+
+def _json_list(text: str) -> list[Any]:
+    # Most entries have no DNS names and no federation: skip the JSON parser for "[]".
+    return [] if text == "[]" else list(json.loads(text))
+
+
 def entry_from_row(row: Mapping[Any, Any]) -> RegistrationEntry:
     """The entry a registered_entries row holds."""
     return RegistrationEntry(
         id=row["id"],
         spiffe_id=SpiffeId.parse(row["spiffe_id"]),
-        parent_id=SpiffeId.parse(row["parent_id"]),
+        parent_id=_parent_id(row["parent_id"]),
         selectors=_selectors(row["selectors"]),
         x509_svid_ttl=row["x509_svid_ttl"],
         jwt_svid_ttl=row["jwt_svid_ttl"],
-        federates_with=tuple(TrustDomain.parse(name) for name in json.loads(row["federates_with"])),
+        federates_with=tuple(TrustDomain.parse(name) for name in _json_list(row["federates_with"])),
         admin=bool(row["admin"]),
         downstream=bool(row["downstream"]),
         expires_at=row["expires_at"],
-        dns_names=tuple(json.loads(row["dns_names"])),
+        dns_names=tuple(_json_list(row["dns_names"])),
         revision_number=row["revision_number"],
         store_svid=bool(row["store_svid"]),
         hint=row["hint"],

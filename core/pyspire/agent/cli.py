@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from pyspire.config import ConfigError, load_agent_config
+from pyspire.config import load_agent_config
 from pyspire.config.daemon_config import AgentConfig
+from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.files import atomic_write
-from pyspire.plugin.catalog import CatalogError, check_declarations
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
-from pyspire.telemetry.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -73,30 +71,11 @@ def _load(args: argparse.Namespace) -> AgentConfig:
 def _run(args: argparse.Namespace) -> int:
     from pyspire.agent.daemon import run_agent  # noqa: PLC0415 - keeps the api verbs quick
 
-    try:
-        config = _load(args)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    section = config.agent
-    configure_logging(section.log_level.value, section.log_format.value, section.log_file)
-    try:
-        return run_agent(config)
-    except (CatalogError, ConfigError) as err:
-        logging.getLogger("pyspire.agent").error("%s", err)
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    return run_daemon(lambda: _load(args), lambda config: config.agent, run_agent, "agent")
 
 
 def _validate(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args)
-        check_declarations("agent", config.plugins, source=Path(args.config).name)
-    except (ConfigError, CatalogError) as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    print("SPIRE agent configuration file is valid.")
-    return 0
+    return validate_config(lambda: _load(args), "agent", args.config)
 
 
 def _address(args: argparse.Namespace) -> str:

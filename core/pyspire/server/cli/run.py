@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from pyspire.config import ConfigError, ServerConfig, load_server_config
-from pyspire.plugin.catalog import CatalogError, check_declarations
+from pyspire.config import ServerConfig, load_server_config
+from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.server.cli.common import DEFAULT_SOCKET
-from pyspire.telemetry.logs import configure_logging
 
 __all__ = ["register"]
 
@@ -58,30 +56,11 @@ def _load(args: argparse.Namespace) -> ServerConfig:
 def _run(args: argparse.Namespace) -> int:
     from pyspire.server.daemon import run_server  # noqa: PLC0415 - keeps the CLI quick for admin verbs
 
-    try:
-        config = _load(args)
-    except ConfigError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    server = config.server
-    configure_logging(server.log_level.value, server.log_format.value, server.log_file)
-    try:
-        return run_server(config)
-    except (CatalogError, ConfigError) as err:
-        logging.getLogger("pyspire.server").error("%s", err)
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    return run_daemon(lambda: _load(args), lambda config: config.server, run_server, "server")
 
 
 def _validate(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args)
-        check_declarations("server", config.plugins, source=Path(args.config).name)
-    except (ConfigError, CatalogError) as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    print("SPIRE server configuration file is valid.")
-    return 0
+    return validate_config(lambda: _load(args), "server", args.config)
 
 
 def _healthcheck(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -31,10 +31,11 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
 
-__all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager", "bundle_from_proto"]
+__all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,32 +56,6 @@ _REATTEST_REASONS = (
 
 class AgentStopped(Exception):
     """The agent cannot go on (banned, evicted without re-attestation); the message says why."""
-
-
-def bundle_from_proto(proto: types_pb2.Bundle) -> tuple[Bundle, frozenset[bytes]]:
-    """A bundle from the server, and the key IDs of its tainted X.509 authorities."""
-    trust_domain = TrustDomain.parse(proto.trust_domain)
-    authorities = [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities]
-    tainted = frozenset(
-        _key_identifier(a) for a, c in zip(authorities, proto.x509_authorities, strict=True) if c.tainted
-    )
-    jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
-    bundle = Bundle(
-        trust_domain,
-        authorities,
-        jwt,  # type: ignore[arg-type]
-        sequence_number=proto.sequence_number,
-        refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
-    )
-    return bundle, tainted
-
-
-def _key_identifier(authority: x509.Certificate) -> bytes:
-    """What the AuthorityKeyIdentifier of certificates it signed holds."""
-    try:
-        return authority.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return x509.SubjectKeyIdentifier.from_public_key(authority.public_key()).digest
 
 
 def _denied_reason(err: GRPCError) -> int | None:
@@ -193,16 +168,17 @@ class SyncManager:
         self.synced.set()
 
     async def _sync_bundles(self) -> None:
-        bundle, tainted = bundle_from_proto(await self._client.bundle())
+        proto = await self._client.bundle()
+        bundle, tainted = bundle_from_proto(proto), tainted_key_ids(proto)
         self._node.set_roots(bundle.x509_authorities)
         federated: dict[TrustDomain, Bundle] = {}
         for trust_domain in sorted(self.cache.federated_trust_domains(), key=str):
-            proto = await self._client.federated_bundle(trust_domain.name)
-            if proto is None:
+            federated_proto = await self._client.federated_bundle(trust_domain.name)
+            if federated_proto is None:
                 _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
                 continue
             try:
-                federated[trust_domain], _ = bundle_from_proto(proto)
+                federated[trust_domain] = bundle_from_proto(federated_proto)
             except (ValueError, BundleError) as err:
                 _log.warning(
                     "Ignoring unreadable federated bundle", extra={"trust_domain": trust_domain.name, "error": str(err)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.config.duration import parse_duration
 from pyspire.files import atomic_write
+from pyspire.proto.bundles import bundle_from_proto
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
@@ -96,16 +97,8 @@ async def _token_generate(args: argparse.Namespace, channel: Channel) -> int:
 
 def _bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
     try:
-        trust_domain = TrustDomain.parse(proto.trust_domain)
-        jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
-        return Bundle(
-            trust_domain,
-            [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities],
-            jwt,  # type: ignore[arg-type]
-            sequence_number=proto.sequence_number,
-            refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
-        )
-    except (ValueError, SpiffeIdError, BundleError) as err:
+        return bundle_from_proto(proto)
+    except ValueError as err:
         raise CliError(f"the server returned a bundle that cannot be read: {err}") from None
 
 

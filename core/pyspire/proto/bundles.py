@@ -1,0 +1,43 @@
+"""SPIRE API bundles (``spire.api.types.Bundle``) as :class:`pyspire.spiffe.Bundle` objects.
+
+Used by every client of the server APIs (the agent, the CLI); the server has its own
+conversion to datastore records.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pyspire.proto.spire.api.types import types_pb2
+from pyspire.spiffe import Bundle, TrustDomain
+
+__all__ = ["bundle_from_proto", "tainted_key_ids"]
+
+
+def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
+    """The bundle; ValueError (or SpiffeIdError/BundleError, both ValueErrors) if it cannot be read."""
+    jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
+    return Bundle(
+        TrustDomain.parse(proto.trust_domain),
+        [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities],
+        jwt,  # type: ignore[arg-type]
+        sequence_number=proto.sequence_number,
+        refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
+    )
+
+
+def tainted_key_ids(proto: types_pb2.Bundle) -> frozenset[bytes]:
+    """The subject key IDs of the tainted X.509 authorities (what signed certificates' AKIs hold)."""
+    found = set()
+    for authority in proto.x509_authorities:
+        if not authority.tainted:
+            continue
+        certificate = x509.load_der_x509_certificate(authority.asn1)
+        try:
+            found.add(certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
+        except x509.ExtensionNotFound:
+            found.add(x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest)
+    return frozenset(found)

@@ -10,6 +10,7 @@ the server's refusals stay :class:`grpclib.exceptions.GRPCError`.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,8 +88,6 @@ class ServerClient:
                 self._channel.close()
             context = client_tls_context(self._roots, self._chain, self._key)
             if not self._verify:
-                import ssl  # noqa: PLC0415 - only insecure bootstrap needs the constant
-
                 context.verify_mode = ssl.CERT_NONE
             self._channel = SpiffeChannel(
                 self._host, self._port, ssl_context=context, server_id=match_id(self._server_id)

@@ -129,7 +129,6 @@ POLICY: dict[str, Policy] = {
     ),
     **_methods("spire.api.server.debug.v1.Debug", _LOCAL, "GetInfo"),
     **_methods("spire.api.server.logger.v1.Logger", _LOCAL, "GetLogger", "SetLogLevel", "ResetLogLevel"),
-    **_methods("grpc.health.v1.Health", _LOCAL, "Check", "Watch", "List"),
 }
 
 

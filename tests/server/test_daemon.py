@@ -144,6 +144,14 @@ def test_restart_keeps_the_ca_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
     assert "Server stopped" in daemon.log()
 
 
+def test_a_repeated_stop_request_still_exits_cleanly(tmp_path: Path) -> None:
+    # Regression: once the event loop closed, a second SIGTERM met the default action and the
+    # server died by signal (-15) instead of exiting 0.
+    daemon = start_server(tmp_path)
+    assert daemon.stop_insistently() == 0
+    assert "Server stopped" in daemon.log()
+
+
 def test_taken_port_fails_with_a_clear_message(server: ServerDaemon, tmp_path: Path) -> None:
     text, socket_path, _ = server_config(tmp_path, port=server.port)
     second = Daemon("pyspire-server", tmp_path, socket_path, text).start(wait=False)

@@ -7,6 +7,7 @@ SIGTERM and returns the exit code, so tests can assert a clean shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Daemon:
     socket_path: Path
     config_text: str
     extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to the test process's environment (for example AWS_ENDPOINT_URL)."""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -73,7 +76,7 @@ class Daemon:
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
         if wait:
@@ -106,6 +109,21 @@ class Daemon:
                 self.process.kill()
                 self.process.wait()
                 raise RuntimeError(f"{self.command} ignored SIGTERM for {timeout} s:\n{self.log()}") from None
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def stop_insistently(self, interval: float = 0.002, timeout: float = 20.0) -> int:
+        """SIGTERM again and again until the process exits (a supervisor that repeats itself); the exit code."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"{self.command} did not stop for {timeout} s:\n{self.log()}")
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            time.sleep(interval)
         code = self.process.returncode
         self.process = None
         return code
@@ -173,9 +191,9 @@ plugins {{
     return text, socket_path, port
 
 
-def start_server(directory: Path, **kwargs: object) -> ServerDaemon:
+def start_server(directory: Path, env: Mapping[str, str] | None = None, **kwargs: object) -> ServerDaemon:
     text, socket_path, port = server_config(directory, **kwargs)  # type: ignore[arg-type]
-    server = ServerDaemon("pyspire-server", directory, socket_path, text)
+    server = ServerDaemon("pyspire-server", directory, socket_path, text, env=env or {})
     server.port = port
     return server.start()  # type: ignore[return-value]
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 
 from cryptography import x509
@@ -34,6 +33,7 @@ from pyspire.server.context import ServerContext
 from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.server_svid import ServerSvid
+from pyspire.signals import stop_requested
 from pyspire.telemetry.health import HealthListener
 from pyspire.telemetry.metrics import Metrics
 from pyspire.transport import ServerTlsContexts
@@ -243,23 +243,20 @@ def settle_heap() -> None:
 
 async def _serve(config: ServerConfig) -> int:
     daemon = ServerDaemon(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await daemon.start()
-    except (ListenError, OSError) as err:
-        _log.error("Server failed to start: %s", err)
+    with stop_requested() as stop:
+        try:
+            await daemon.start()
+        except (ListenError, OSError) as err:
+            _log.error("Server failed to start: %s", err)
+            await daemon.stop()
+            return 1
+        except BaseException:
+            await daemon.stop()
+            raise
+        await stop.wait()
+        _log.info("Stopping the server")
         await daemon.stop()
-        return 1
-    except BaseException:
-        await daemon.stop()
-        raise
-    await stop.wait()
-    _log.info("Stopping the server")
-    await daemon.stop()
-    return 0
+        return 0
 
 
 def run_server(config: ServerConfig) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "peer_address",
     "peer_certificate",
     "peer_credentials",
+    "unix_socket_in_use",
 ]
 
 _PEERCRED = struct.Struct("3i")
@@ -277,3 +278,15 @@ class SpiffeChannel(grpclib.client.Channel):
         if self._identity_error is not None:
             raise self._identity_error
         return protocol
+
+
+def unix_socket_in_use(path: Path) -> bool:
+    """Whether a live process accepts connections on ``path`` (a stale socket file is not)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

@@ -9,9 +9,10 @@ assembles the DER around the signature.
 from pyspire.crypto.csr import CsrError, build_csr, parse_csr
 from pyspire.crypto.jws import sign_jwt
 from pyspire.crypto.signer import KeyManagerSigner, LocalSigner, Signer
-from pyspire.crypto.x509 import sign_certificate
+from pyspire.crypto.x509 import CA_KEY_USAGE, sign_certificate
 
 __all__ = [
+    "CA_KEY_USAGE",
     "CsrError",
     "KeyManagerSigner",
     "LocalSigner",

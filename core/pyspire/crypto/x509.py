@@ -24,7 +24,7 @@ from pyspire.crypto.der import bit_string, element_end, sequence, signature_algo
 from pyspire.crypto.signer import Signer, signature_hash
 from pyspire.plugin.keys import HashAlgorithm, KeyType
 
-__all__ = ["encode_tbs_certificate", "issue_certificate", "sign_certificate"]
+__all__ = ["CA_KEY_USAGE", "encode_tbs_certificate", "issue_certificate", "sign_certificate"]
 
 _HASHES: dict[HashAlgorithm, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     HashAlgorithm.SHA256: hashes.SHA256,
@@ -33,6 +33,20 @@ _HASHES: dict[HashAlgorithm, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]
 }
 _placeholders: dict[KeyType, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = {}
 _lock = threading.Lock()
+
+
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+"""Key usage of every CA certificate pyspire makes (SPIRE's: certificate and CRL signing)."""
 
 
 def _placeholder(key_type: KeyType) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:

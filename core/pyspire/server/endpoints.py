@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from pyspire.server.api.logger import LoggerService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
-from pyspire.transport import ServerTlsContexts
+from pyspire.transport import ServerTlsContexts, unix_socket_in_use
 
 __all__ = ["Endpoints", "ListenError"]
 
@@ -72,7 +71,7 @@ class Endpoints:
 
         directory = self._socket_path.parent
         directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-        if _socket_in_use(self._socket_path):
+        if unix_socket_in_use(self._socket_path):
             raise ListenError(
                 f"another process is serving on {self._socket_path}: stop it or choose another socket_path"
             )
@@ -106,15 +105,3 @@ class Endpoints:
 
 class ListenError(Exception):
     """A listener could not be opened (port taken, socket served by another process)."""
-
-
-def _socket_in_use(path: Path) -> bool:
-    """Whether a live process accepts connections on ``path`` (a stale socket file is not)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True

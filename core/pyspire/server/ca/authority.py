@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from pyspire.crypto import KeyManagerSigner, build_csr, sign_certificate
+from pyspire.crypto import CA_KEY_USAGE, KeyManagerSigner, build_csr, sign_certificate
 from pyspire.plugin.errors import FailedPrecondition, NotFound, PluginError, Unimplemented
 from pyspire.plugin.facades import DataStore, KeyManager, UpstreamAuthority
 from pyspire.plugin.keys import KeyType, PublicKey
@@ -283,20 +283,7 @@ class CaManager:
             .not_valid_before(now - BACKDATE)
             .not_valid_after(now + self._settings.ca_ttl)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(CA_KEY_USAGE, critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer.public_key), critical=False)  # type: ignore[arg-type]
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(trust_domain.id_string())]), critical=False

@@ -249,6 +249,14 @@ def test_hints_are_deduplicated_keeping_the_oldest(server: ServerDaemon, node: t
     assert eventually(three_entries_synced) == ["spiffe://example.org/h1", "spiffe://example.org/h3"]
 
 
+def test_a_repeated_stop_request_still_exits_cleanly(server: ServerDaemon, tmp_path: Path) -> None:
+    # Regression (CI): SIGTERM sent again while the agent was finishing its shutdown killed it
+    # by signal (-15) instead of letting it exit 0.
+    agent, _ = _node(server, tmp_path / "agent")
+    assert agent.stop_insistently() == 0
+    assert "Agent stopped" in agent.log()
+
+
 def test_restart_reuses_the_saved_svid_and_token_is_single_use(server: ServerDaemon, tmp_path: Path) -> None:
     token = server.join_token()
     agent = start_agent(tmp_path / "agent", server, token)
@@ -266,6 +274,7 @@ def test_restart_reuses_the_saved_svid_and_token_is_single_use(server: ServerDae
     assert second.process is not None
     assert second.process.wait(30) == 1
     assert "join token does not exist or has already been used" in second.log()
+    assert "Traceback" not in second.log()  # a refusal is a clear error, not a crash
 
 
 def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> None:

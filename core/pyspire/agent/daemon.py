@@ -13,13 +13,13 @@ import contextlib
 import logging
 import os
 import random
-import signal
-import socket
 import ssl
 import urllib.request
 from pathlib import Path
 
 from cryptography import x509
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from grpclib.health.service import Health
 from grpclib.server import Server
 
@@ -33,8 +33,10 @@ from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
+from pyspire.signals import stop_requested
 from pyspire.spiffe import Bundle, BundleError
 from pyspire.telemetry.health import HealthListener
+from pyspire.transport import unix_socket_in_use
 
 __all__ = ["AgentDaemon", "run_agent"]
 
@@ -45,17 +47,6 @@ TRUST_BUNDLE_URL_TIMEOUT = 30.0
 
 class StartupError(Exception):
     """The agent cannot start; the message says what to fix."""
-
-
-def _socket_in_use(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 class AgentDaemon:
@@ -170,26 +161,38 @@ class AgentDaemon:
         _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
 
     async def _attest_with_retries(self, node: NodeIdentityManager) -> None:
+        """Attest, retrying with back-off while the failure is not the node's fault.
+
+        An unreachable server, or one that fails internally (its cloud API is down, say), is
+        retried for as long as it takes. A refusal of the evidence (invalid, denied, already
+        used) stops the agent with the server's reason: retrying would not change it.
+        """
         failures = 0
+
+        async def back_off(message: str, error: str) -> None:
+            delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
+            _log.warning(message, extra={"error": error, "retry_in_seconds": round(delay, 1)})
+            await asyncio.sleep(delay)
+
         while True:
             try:
                 await node.attest()
                 return
             except ServerUnavailable as err:
                 failures += 1
-                delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
-                _log.warning(
-                    "Cannot reach the server to attest; retrying",
-                    extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
-                )
-                await asyncio.sleep(delay)
+                await back_off("Cannot reach the server to attest; retrying", str(err))
+            except GRPCError as err:
+                if err.status is not Status.INTERNAL:
+                    raise StartupError(f"the server refused attestation ({err.status.name}): {err.message}") from None
+                failures += 1
+                await back_off("The server could not complete attestation; retrying", err.message or "")
             except NodeError as err:
                 raise StartupError(str(err)) from None
 
     async def _serve_workload_api(self, catalog: AgentCatalog, client: ServerClient, cache: WorkloadCache) -> None:
         path = Path(self.config.agent.socket_path)
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if _socket_in_use(path):
+        if unix_socket_in_use(path):
             raise StartupError(f"another process is serving on {path}: stop it or choose another socket_path")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -209,7 +212,7 @@ class AgentDaemon:
         if path == Path(self.config.agent.socket_path):
             raise StartupError("admin_socket_path must differ from socket_path: workloads must not reach the admin API")
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        if _socket_in_use(path):
+        if unix_socket_in_use(path):
             raise StartupError(f"another process is serving on {path}: stop it or choose another admin_socket_path")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -262,11 +265,11 @@ class AgentDaemon:
 
 
 async def _serve(config: AgentConfig) -> int:
-    daemon = AgentDaemon(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    with stop_requested() as stop:
+        return await _serve_until(AgentDaemon(config), stop)
+
+
+async def _serve_until(daemon: AgentDaemon, stop: asyncio.Event) -> int:
     starting = asyncio.create_task(daemon.start())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -280,6 +283,7 @@ async def _serve(config: AgentConfig) -> int:
         starting.result()
     except (StartupError, AgentStopped, OSError) as err:
         _log.error("Agent failed to start: %s", err)
+        stopping.cancel()
         await daemon.stop()
         return 1
     assert daemon.sync_task is not None

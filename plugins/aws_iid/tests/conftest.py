@@ -1,0 +1,48 @@
+"""Fixtures for the aws_iid tests: moto's server for the AWS APIs and an IMDS on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plugins.aws_iid.tests.fakes import ImdsServer, MotoServer, RegionSigner
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MotoServer:
+    """A clean moto, and boto3 in this process pointed at it (never at real AWS)."""
+    moto_server.reset()
+    for name, value in moto_server.environment().items():
+        monkeypatch.setenv(name, value)
+    empty = tmp_path / "aws-config"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def us_west_2() -> RegionSigner:
+    return RegionSigner("us-west-2")
+
+
+@pytest.fixture(scope="session")
+def eu_west_1() -> RegionSigner:
+    return RegionSigner("eu-west-1")
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsServer]:
+    server = ImdsServer().start()
+    yield server
+    server.stop()

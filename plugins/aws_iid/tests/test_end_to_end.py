@@ -1,0 +1,105 @@
+"""A real server and agent attesting with aws_iid: moto for EC2, an IMDS on loopback.
+
+The server starts while "AWS" (moto) is down: the agent's attempts fail inside the server
+(Internal), the agent keeps retrying and nothing is stored; a metadata service answering 503
+is waited out the same way. Once AWS answers the agent is
+attested, a workload gets its SVID, and the same document presented by another agent is
+refused as a replay.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from plugins.aws_iid.tests.fakes import (
+    ACCOUNT,
+    ImdsServer,
+    MotoServer,
+    RegionSigner,
+    identity_document,
+    launch_instance,
+)
+from tests.support.daemons import start_agent, start_server
+from tests.support.free_port import free_port
+from tests.support.workloads import fetched_spiffe_id, register_this_process
+
+
+def wait_for(condition: str, read_log: Callable[[], str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while condition not in read_log():
+        assert time.monotonic() < deadline, f"{condition!r} not logged:\n{read_log()}"
+        time.sleep(0.2)
+
+
+def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
+    tmp_path: Path, us_west_2: RegionSigner, imds: ImdsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    aws_env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    certificate = us_west_2.write(tmp_path)
+    server = start_server(
+        tmp_path / "server",
+        env=aws_env,
+        plugins=(
+            'NodeAttestor "aws_iid" {\n plugin_data {\n'
+            f'  region_certificates = {{ "us-west-2" = "{certificate}" }}\n'
+            " }\n }"
+        ),
+    )
+    attestor = f'NodeAttestor "aws_iid" {{\n plugin_data {{\n ec2_metadata_endpoint = "{imds.endpoint}"\n }}\n }}'
+    moto: MotoServer | None = None
+    agent = second = None
+    try:
+        imds.document = identity_document("i-0123456789abcdef0")
+        imds.rsa2048 = us_west_2.sign(imds.document)
+        agent = start_agent(tmp_path / "agent", server, node_attestor=attestor, wait=False)
+        wait_for("The server could not complete attestation; retrying", agent.log)
+        assert "failed to describe the instance" in agent.log()
+        assert "aws_iid" not in server.cli("agent", "list").stdout
+
+        # AWS comes back and knows the instance: the next attempt succeeds. Meanwhile the
+        # metadata service is briefly unavailable too, which the agent also waits out.
+        imds.down = True
+        moto = MotoServer(port)
+        for name, value in aws_env.items():
+            monkeypatch.setenv(name, value)
+        instance = launch_instance({"role": "frontend"})
+        imds.document = identity_document(instance.instance_id)
+        imds.rsa2048 = us_west_2.sign(imds.document)
+        wait_for("cannot gather evidence yet", agent.log)
+        imds.down = False
+        agent.wait_ready(timeout=60)
+        agent_id = f"spiffe://example.org/spire/agent/aws_iid/{ACCOUNT}/us-west-2/{instance.instance_id}"
+        shown = server.cli("agent", "show", "-spiffeID", agent_id).stdout
+        assert "Attestation type  : aws_iid" in shown
+        assert "Can re-attest     : false" in shown
+        assert "Selector          : aws_iid:tag:role:frontend" in shown
+
+        register_this_process(server, agent_id, "spiffe://example.org/frontend")
+        assert fetched_spiffe_id(agent) == "spiffe://example.org/frontend"
+
+        # Another agent presenting the same (genuine) document is a replay.
+        second = start_agent(tmp_path / "second", server, node_attestor=attestor, wait=False)
+        assert second.process is not None
+        assert second.process.wait(30) == 1
+        assert "the server refused attestation (PERMISSION_DENIED)" in second.log()
+        assert "attestation data has already been used to attest an agent" in second.log()
+        assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
+    finally:
+        for daemon in (second, agent, server):
+            if daemon is not None:
+                daemon.stop()
+        if moto is not None:
+            moto.stop()

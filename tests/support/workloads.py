@@ -1,0 +1,36 @@
+"""A workload of a real agent: register it under a parent and wait for its X509-SVID."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
+
+from tests.support.daemons import AgentDaemon, ServerDaemon
+
+
+def register_this_process(server: ServerDaemon, parent_id: str, spiffe_id: str) -> None:
+    """An entry giving processes of this test's uid ``spiffe_id`` under ``parent_id``."""
+    server.cli(
+        "entry", "create", "-parentID", parent_id, "-spiffeID", spiffe_id, "-selector", f"unix:uid:{os.getuid()}"
+    )
+
+
+def fetched_spiffe_id(agent: AgentDaemon, timeout: float = 30.0) -> str:
+    """The default X509-SVID's ID this process gets from ``agent``, once the agent has one."""
+
+    async def fetch() -> str:
+        async with WorkloadApiClient(agent.address, timeout=10) as client:
+            context = await asyncio.wait_for(client.fetch_x509_context(), timeout)
+            return str(context.default_svid.spiffe_id)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return asyncio.run(fetch())
+        except (WorkloadApiError, TimeoutError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -3,47 +3,26 @@
 from __future__ import annotations
 
 import http.server
-import ipaddress
 import os
 import ssl
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.daemons import start_agent, start_server
-from tests.support.pki import make_ca
+from tests.support.pki import make_ca, make_tls_certificate, write_pem
 
 
 @pytest.fixture
 def https_bundle(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """An HTTPS server for files in a directory, with a CA file that trusts it."""
     ca = make_ca(name="web root")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
     served = tmp_path / "www"
     served.mkdir()
-    (tmp_path / "tls.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    write_pem(make_tls_certificate(ca), tmp_path / "tls.pem", tmp_path / "tls.key")
     (tmp_path / "ca.pem").write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "tls.pem", tmp_path / "tls.key")

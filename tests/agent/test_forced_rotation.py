@@ -14,11 +14,6 @@ from tests.support.daemons import start_agent, start_server
 UID = os.getuid()
 
 
-def _authority_id(output: str, label: str) -> str:
-    section = output.split(f"{label} X.509 authority:", 1)[1]
-    return section.split("Authority ID: ", 1)[1].split()[0]
-
-
 def _ski(certificate: x509.Certificate) -> str:
     return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
 
@@ -30,10 +25,9 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
     try:
         _entry(server, alias, "spiffe://example.org/rotating", f"unix:uid:{UID}")
         before = eventually(lambda: fetch_context(agent))
-        old_id = _authority_id(server.cli("localauthority", "x509", "show").stdout, "Active")
+        old_id = server.x509_authority_id()
 
-        prepared = server.cli("localauthority", "x509", "prepare").stdout
-        new_id = _authority_id(prepared, "Prepared")
+        new_id = server.x509_authority_id("prepare", "Prepared")
         assert new_id != old_id
         # Prepared authorities are published before they sign anything.
         eventually(

@@ -206,6 +206,12 @@ class ServerDaemon(Daemon):
     def bundle_pem(self) -> str:
         return self.cli("bundle", "show").stdout
 
+    def x509_authority_id(self, verb: str = "show", label: str = "Active", *args: str) -> str:
+        """Run ``localauthority x509 <verb>`` and read the authority ID listed under ``label``."""
+        output = self.cli("localauthority", "x509", verb, *args).stdout
+        section = output.split(f"{label} X.509 authority:", 1)[1]
+        return section.split("Authority ID: ", 1)[1].split()[0]
+
     def join_token(self, spiffe_id: str = "") -> str:
         args = ["token", "generate"]
         if spiffe_id:

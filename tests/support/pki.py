@@ -5,11 +5,13 @@ Tests use it wherever they need certificates the shared vectors do not provide.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -114,3 +116,42 @@ def make_leaf(
         .sign(issuer.key, hashes.SHA256())
     )
     return Issued(certificate, key)
+
+
+def make_tls_certificate(
+    issuer: Issued, host: str = "127.0.0.1", *, lifetime: timedelta = timedelta(hours=2)
+) -> Issued:
+    """A TLS certificate for ``host`` (an IP address or a DNS name), good for server and client auth."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    try:
+        name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        name = x509.DNSName(host)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(host))
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectAlternativeName([name]), critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return Issued(certificate, key)
+
+
+def write_pem(issued: Issued, certificate_path: Path, key_path: Path) -> tuple[Path, Path]:
+    """Write the certificate and its PKCS#8 key as PEM files; the two paths."""
+    certificate_path.write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        issued.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return certificate_path, key_path

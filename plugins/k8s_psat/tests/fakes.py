@@ -10,25 +10,20 @@ bound to a pod and valid for its audiences.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import re
 import secrets
 import ssl
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
-from tests.support.pki import make_ca
+from tests.support.pki import make_ca, make_tls_certificate, write_pem
 
 
 @dataclass
@@ -119,27 +114,7 @@ class KubeApiServer:
     def start(self, directory: Path) -> KubeApiServer:
         ca = make_ca(name="kubernetes")
         self._ca_pem = ca.certificate.public_bytes(serialization.Encoding.PEM)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-            .issuer_name(ca.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(now + timedelta(hours=2))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-            )
-            .sign(ca.key, hashes.SHA256())
-        )
-        (directory / "apiserver.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        (directory / "apiserver.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        write_pem(make_tls_certificate(ca), directory / "apiserver.pem", directory / "apiserver.key")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(directory / "apiserver.pem", directory / "apiserver.key")
         api = self

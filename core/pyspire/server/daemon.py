@@ -20,6 +20,7 @@ from cryptography import x509
 from pyspire.config import ServerConfig
 from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
 from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.errors import PluginError
 from pyspire.plugin.keys import KeyType
 from pyspire.server.api.audit import AuditLog
 from pyspire.server.api.ratelimit import RateLimits
@@ -187,6 +188,8 @@ class ServerDaemon:
                     ctx.metrics.gauges.labels("x509_ca_expires_at").set(
                         ctx.authority.active_x509().not_after.timestamp()
                     )
+            except PluginError as err:
+                _log.warning("Rotation step failed; the current authorities keep signing: %s", err)
             except Exception:
                 _log.exception("Rotation step failed; the current authorities keep signing")
 
@@ -246,7 +249,9 @@ async def _serve(config: ServerConfig) -> int:
     with stop_requested() as stop:
         try:
             await daemon.start()
-        except (ListenError, OSError) as err:
+        except (ListenError, OSError, PluginError) as err:
+            # A plugin that cannot do its part at start (an upstream CA out of reach, say)
+            # is an operator's problem to fix, reported in its own words, not a crash.
             _log.error("Server failed to start: %s", err)
             await daemon.stop()
             return 1

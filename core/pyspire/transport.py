@@ -152,33 +152,41 @@ def _trust(context: ssl.SSLContext, roots: Sequence[x509.Certificate]) -> None:
 
 
 class ServerTlsContexts:
-    """TLS for the server's TCP endpoint: the current SVID, the current bundle, client certs optional."""
+    """TLS for a server endpoint whose certificate rotates: every handshake gets the newest one.
 
-    def __init__(self) -> None:
-        """Empty until :meth:`update` is called with the first SVID and bundle."""
+    The defaults suit the server's gRPC endpoint (HTTP/2, client SVIDs optional and verified
+    against the bundle); the bundle endpoint uses HTTP/1.1 without client certificates.
+    """
+
+    def __init__(self, *, alpn: Sequence[str] = ("h2",), client_certificates: bool = True) -> None:
+        """Empty until :meth:`update` is called with the first certificate."""
+        self._alpn = list(alpn)
+        self._verify_mode = ssl.CERT_OPTIONAL if client_certificates else ssl.CERT_NONE
         self._current: ssl.SSLContext | None = None
         self._listener: ssl.SSLContext | None = None
 
-    def update(
+    def _context(
         self, chain: Sequence[x509.Certificate], private_key: PrivateKeyTypes, trusted: Sequence[x509.Certificate]
-    ) -> None:
-        """Use this SVID and these trusted roots for every handshake from now on."""
+    ) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_OPTIONAL
+        context.verify_mode = self._verify_mode
         context.options |= ssl.OP_NO_TICKET
-        context.set_alpn_protocols(["h2"])
+        context.set_alpn_protocols(self._alpn)
         _load_identity(context, chain, private_key)
         _trust(context, trusted)
-        self._current = context
+        return context
+
+    def update(
+        self,
+        chain: Sequence[x509.Certificate],
+        private_key: PrivateKeyTypes,
+        trusted: Sequence[x509.Certificate] = (),
+    ) -> None:
+        """Use this certificate chain and these trusted roots for every handshake from now on."""
+        self._current = self._context(chain, private_key, trusted)
         if self._listener is None:
-            listener = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            listener.minimum_version = ssl.TLSVersion.TLSv1_2
-            listener.verify_mode = ssl.CERT_OPTIONAL
-            listener.options |= ssl.OP_NO_TICKET
-            listener.set_alpn_protocols(["h2"])
-            _load_identity(listener, chain, private_key)
-            _trust(listener, trusted)
+            listener = self._context(chain, private_key, trusted)
             listener.sni_callback = self._select
             self._listener = listener
 
@@ -192,7 +200,7 @@ class ServerTlsContexts:
     def listener(self) -> ssl.SSLContext:
         """The context to listen with (it delegates every handshake to the newest one)."""
         if self._listener is None:
-            raise RuntimeError("no server SVID yet: call update() first")
+            raise RuntimeError("no certificate yet: call update() first")
         return self._listener
 
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, TrustDomain
 
-__all__ = ["bundle_from_proto", "tainted_key_ids"]
+__all__ = ["bundle_from_proto", "bundle_to_proto", "tainted_key_ids"]
 
 
 def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
@@ -26,6 +26,23 @@ def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
         jwt,  # type: ignore[arg-type]
         sequence_number=proto.sequence_number,
         refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
+    )
+
+
+def bundle_to_proto(bundle: Bundle) -> types_pb2.Bundle:
+    """The API's Bundle for a bundle a client read (from a file, say) to send to the server."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return types_pb2.Bundle(
+        trust_domain=bundle.trust_domain.name,
+        x509_authorities=[
+            types_pb2.X509Certificate(asn1=c.public_bytes(serialization.Encoding.DER)) for c in bundle.x509_authorities
+        ],
+        jwt_authorities=[
+            types_pb2.JWTKey(key_id=key_id, public_key=key.public_bytes(serialization.Encoding.DER, spki))
+            for key_id, key in bundle.jwt_authorities.items()
+        ],
+        refresh_hint=int(bundle.refresh_hint.total_seconds()) if bundle.refresh_hint else 0,
+        sequence_number=bundle.sequence_number or 0,
     )
 
 

@@ -23,12 +23,12 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.config.duration import parse_duration
 from pyspire.files import atomic_write
-from pyspire.proto.bundles import bundle_from_proto
+from pyspire.proto.bundles import bundle_from_proto, bundle_to_proto
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.server.cli.common import CliError, add_output, add_socket, call, print_json, run_async
+from pyspire.server.cli.common import CliError, add_command, add_group, call, print_json, read_input
 from pyspire.spiffe import Bundle, BundleError, SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = ["register"]
@@ -165,41 +165,16 @@ def _trust_domain(text: str) -> str:
         raise CliError(f"-id: {err}") from None
 
 
-def _read_input(path: str) -> bytes:
-    if path in ("", "-"):
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise CliError(f"cannot read {path}: {err.strerror}") from None
-
-
 async def _bundle_set(args: argparse.Namespace, channel: Channel) -> int:
     trust_domain = TrustDomain.parse(_trust_domain(args.id)) if args.id else None
     if trust_domain is None:
         raise CliError("-id must be specified")
-    data = _read_input(args.path)
+    data = read_input(args.path)
     try:
         bundle = Bundle.parse(trust_domain, data) if args.format == "spiffe" else Bundle.parse_x509(trust_domain, data)
     except BundleError as err:
         raise CliError(f"unable to parse bundle data: {err}") from None
-    proto = types_pb2.Bundle(
-        trust_domain=trust_domain.name,
-        x509_authorities=[
-            types_pb2.X509Certificate(asn1=c.public_bytes(serialization.Encoding.DER)) for c in bundle.x509_authorities
-        ],
-        jwt_authorities=[
-            types_pb2.JWTKey(
-                key_id=key_id,
-                public_key=key.public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-                ),
-            )
-            for key_id, key in bundle.jwt_authorities.items()
-        ],
-        refresh_hint=int(bundle.refresh_hint.total_seconds()) if bundle.refresh_hint else 0,
-        sequence_number=bundle.sequence_number or 0,
-    )
+    proto = bundle_to_proto(bundle)
     reply = await call(
         bundle_grpc.BundleStub(channel).BatchSetFederatedBundle,
         bundle_pb2.BatchSetFederatedBundleRequest(bundle=[proto]),
@@ -414,48 +389,35 @@ async def _jwt_mint(args: argparse.Namespace, channel: Channel) -> int:
 # --- registration ---------------------------------------------------------------------
 
 
-def _command(group: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = group.add_parser(name, help=help_text)
-    add_socket(parser)
-    add_output(parser)
-    parser.set_defaults(handler=run_async(handler))
-    return parser
-
-
-def _group(commands: Any, name: str, help_text: str) -> Any:
-    parser = commands.add_parser(name, help=help_text)
-    return parser.add_subparsers(dest=f"{name}_command", metavar="<command>", required=True)
-
-
 def register(commands: Any) -> None:
     """Add the administrative command groups to the parser."""
-    token = _group(commands, "token", "Manage join tokens")
-    generate = _command(token, "generate", "Generates a join token", _token_generate)
+    token = add_group(commands, "token", "Manage join tokens")
+    generate = add_command(token, "generate", "Generates a join token", _token_generate)
     generate.add_argument("-ttl", type=int, default=600, help="Token TTL in seconds")
     generate.add_argument("-spiffeID", default="", help="Additional SPIFFE ID to assign the token owner (optional)")
 
-    bundle = _group(commands, "bundle", "Manage trust bundles")
+    bundle = add_group(commands, "bundle", "Manage trust bundles")
     for name, help_text, handler in (
         ("show", "Prints server CA bundle to stdout", _bundle_show),
         ("list", "Lists federated bundles", _bundle_list),
     ):
-        parser = _command(bundle, name, help_text, handler)
+        parser = add_command(bundle, name, help_text, handler)
         parser.add_argument("-format", choices=("pem", "spiffe"), default="pem", help="The format to show the bundle")
         if name == "list":
             parser.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
-    _command(bundle, "count", "Count bundles", _bundle_count)
-    set_parser = _command(bundle, "set", "Creates or updates federated bundle data", _bundle_set)
+    add_command(bundle, "count", "Count bundles", _bundle_count)
+    set_parser = add_command(bundle, "set", "Creates or updates federated bundle data", _bundle_set)
     set_parser.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
     set_parser.add_argument("-path", default="", help="Path to the bundle data (stdin when empty)")
     set_parser.add_argument("-format", choices=("pem", "spiffe"), default="pem", help="The format of the bundle data")
-    delete = _command(bundle, "delete", "Deletes federated bundle data", _bundle_delete)
+    delete = add_command(bundle, "delete", "Deletes federated bundle data", _bundle_delete)
     delete.add_argument("-id", default="", help="SPIFFE ID of the trust domain")
     delete.add_argument("-mode", choices=tuple(_DELETE_MODES), default="restrict", help="Deletion mode")
 
-    agent = _group(commands, "agent", "Manage agents")
-    _command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
-    _command(agent, "count", "Count attested agents", _agent_count)
-    purge = _command(agent, "purge", "Purge agents whose SVID expired a while ago", _agent_purge)
+    agent = add_group(commands, "agent", "Manage agents")
+    add_command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
+    add_command(agent, "count", "Count attested agents", _agent_count)
+    purge = add_command(agent, "purge", "Purge agents whose SVID expired a while ago", _agent_purge)
     purge.add_argument("-expiredFor", default="720h", help="Purge agents whose SVID expired longer ago than this")
     purge.add_argument("-dryRun", action="store_true", help="Show what would be purged without purging")
     for name, help_text, handler in (
@@ -463,18 +425,18 @@ def register(commands: Any) -> None:
         ("evict", "Evicts an attested agent given its SPIFFE ID", _agent_evict),
         ("ban", "Ban an attested agent given its SPIFFE ID", _agent_ban),
     ):
-        parser = _command(agent, name, help_text, handler)
+        parser = add_command(agent, name, help_text, handler)
         parser.add_argument("-spiffeID", default="", help="The SPIFFE ID of the agent")
 
-    x509_group = _group(commands, "x509", "Mint X509-SVIDs")
-    mint = _command(x509_group, "mint", "Mints an X509-SVID", _x509_mint)
+    x509_group = add_group(commands, "x509", "Mint X509-SVIDs")
+    mint = add_command(x509_group, "mint", "Mints an X509-SVID", _x509_mint)
     mint.add_argument("-spiffeID", default="", help="SPIFFE ID of the X509-SVID")
     mint.add_argument("-ttl", default="", help="TTL of the X509-SVID")
     mint.add_argument("-dns", action="append", default=[], help="DNS name that will be included in SVID")
     mint.add_argument("-write", default="", help="Directory to write output to instead of stdout")
 
-    jwt_group = _group(commands, "jwt", "Mint JWT-SVIDs")
-    jwt_mint = _command(jwt_group, "mint", "Mints a JWT-SVID", _jwt_mint)
+    jwt_group = add_group(commands, "jwt", "Mint JWT-SVIDs")
+    jwt_mint = add_command(jwt_group, "mint", "Mints a JWT-SVID", _jwt_mint)
     jwt_mint.add_argument("-spiffeID", default="", help="SPIFFE ID of the JWT-SVID")
     jwt_mint.add_argument("-ttl", default="", help="TTL of the JWT-SVID")
     jwt_mint.add_argument("-audience", action="append", default=[], help="Audience claim (can be used more than once)")

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
@@ -14,7 +15,18 @@ from google.protobuf.message import Message
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
-__all__ = ["DEFAULT_SOCKET", "CliError", "add_output", "add_socket", "call", "print_json", "run_async"]
+__all__ = [
+    "DEFAULT_SOCKET",
+    "CliError",
+    "add_command",
+    "add_group",
+    "add_output",
+    "add_socket",
+    "call",
+    "print_json",
+    "read_input",
+    "run_async",
+]
 
 DEFAULT_SOCKET = "/tmp/spire-server/private/api.sock"  # noqa: S108 - SPIRE's default path
 T = TypeVar("T")
@@ -77,3 +89,28 @@ def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) 
 async def call(method: Callable[..., Awaitable[T]], request: Message) -> T:
     """One unary call with a timeout."""
     return await method(request, timeout=30)
+
+
+def add_group(commands: Any, name: str, help_text: str) -> Any:
+    """A command group (``bundle``, ``agent``...) whose verbs are added with :func:`add_command`."""
+    parser = commands.add_parser(name, help=help_text)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="<command>", required=True)
+
+
+def add_command(group: Any, name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+    """A verb that talks to the server's admin socket and may print JSON (``-output json``)."""
+    parser: argparse.ArgumentParser = group.add_parser(name, help=help_text)
+    add_socket(parser)
+    add_output(parser)
+    parser.set_defaults(handler=run_async(handler))
+    return parser
+
+
+def read_input(path: str) -> bytes:
+    """The contents of ``path``, or of stdin for ``""`` and ``"-"``."""
+    if path in ("", "-"):
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CliError(f"cannot read {path}: {err.strerror}") from None

@@ -230,6 +230,7 @@ def agent_config(
     sync_interval: str = "1s",
     log_level: str = "DEBUG",
     bootstrap: str | None = None,
+    trust_domain: str = "example.org",
 ) -> tuple[str, Path]:
     """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
     socket_path = directory / "public" / "api.sock"
@@ -238,7 +239,7 @@ def agent_config(
     bundle.write_text(server.bundle_pem())
     text = f"""
 agent {{
-    trust_domain = "example.org"
+    trust_domain = "{trust_domain}"
     server_address = "127.0.0.1"
     server_port = "{server.port}"
     socket_path = "{socket_path}"

@@ -229,6 +229,10 @@ class ServerSection:
             _positive(name, getattr(self, name))
         if not 0 < self.bind_port < 65536:
             raise ValueError(f'key "bind_port": {self.bind_port} is not a TCP port')
+        if self.trust_domain in self.federation.federates_with:
+            raise ValueError(
+                f'federation: federates_with "{self.trust_domain}": a server cannot federate with its own trust domain'
+            )
 
     @property
     def effective_jwt_key_type(self) -> KeyTypeName:

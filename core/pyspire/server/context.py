@@ -20,6 +20,7 @@ from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.csr_verifier import CsrVerifier
+from pyspire.server.federation.refresher import BundleRefresher
 from pyspire.server.server_svid import ServerSvid
 from pyspire.spiffe import SpiffeId, TrustDomain
 from pyspire.telemetry.metrics import Metrics
@@ -46,6 +47,8 @@ class ServerContext:
     audit: AuditLog
     metrics: Metrics | None = None
     csr_verifier: CsrVerifier = field(default_factory=lambda: CsrVerifier(workers=0))
+    refresher: BundleRefresher | None = None
+    """Fetches federated bundles (None until the daemon starts federation)."""
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
 

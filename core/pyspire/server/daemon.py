@@ -33,6 +33,7 @@ from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.context import ServerContext
 from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.endpoints import Endpoints, ListenError
+from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
 from pyspire.signals import stop_requested
 from pyspire.telemetry.health import HealthListener
@@ -56,6 +57,7 @@ class ServerDaemon:
         self.ctx: ServerContext | None = None
         self._catalog: ServerCatalog | None = None
         self._endpoints: Endpoints | None = None
+        self._federation: FederationService | None = None
         self._health: HealthListener | None = None
         self._settled_at = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +146,16 @@ class ServerDaemon:
         ctx.csr_verifier.start()
         self._endpoints = Endpoints(ctx, tls)
         await self._endpoints.start()
+        self._federation = FederationService(
+            section.federation,
+            section.trust_domain,
+            catalog.datastore,
+            bundles,
+            server_svid=server_svid,
+            wrote=follower.catch_up,
+        )
+        ctx.refresher = self._federation.refresher
+        await self._federation.start()
         if metrics is not None and config.telemetry.prometheus is not None:
             metrics.serve(config.telemetry.prometheus.host, config.telemetry.prometheus.port)
         health = config.health_checks
@@ -222,6 +234,8 @@ class ServerDaemon:
                 await task
         if self._health is not None:
             await self._health.stop()
+        if self._federation is not None:
+            await self._federation.stop()
         if self._endpoints is not None:
             await self._endpoints.stop()
         if self.ctx is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -14,6 +15,8 @@ from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import InvalidInput, bundle_from_proto, relationship_from_proto, relationship_to_proto
 from pyspire.server.api.errors import status_message
 from pyspire.server.context import ServerContext
+from pyspire.server.federation.fetch import FetchError
+from pyspire.server.federation.refresher import UnknownRelationship
 from pyspire.spiffe import SpiffeIdError, TrustDomain
 
 __all__ = ["TrustDomainService"]
@@ -134,8 +137,13 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
     @rpc(_SERVICE + "RefreshBundle")
     async def RefreshBundle(self, stream: Any, caller: Caller) -> None:
         request = await stream.recv_message()
-        self._domain(request.trust_domain)
-        raise GRPCError(
-            Status.UNIMPLEMENTED,
-            "pyspire does not fetch federated bundles from bundle endpoints yet; set them with BatchSetFederatedBundle",
-        )
+        trust_domain = self._domain(request.trust_domain)
+        if self.ctx.refresher is None:
+            raise GRPCError(Status.UNAVAILABLE, "federation is not running yet")
+        try:
+            await self.ctx.refresher.refresh(trust_domain)
+        except UnknownRelationship:
+            raise GRPCError(Status.NOT_FOUND, f"no relationship with trust domain {trust_domain}") from None
+        except FetchError as err:
+            raise GRPCError(Status.UNAVAILABLE, f"failed to refresh the bundle of {trust_domain}: {err}") from None
+        await stream.send_message(empty_pb2.Empty())

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pyspire.server.cli import admin, entry, localauthority, run
+from pyspire.server.cli import admin, entry, federation, localauthority, run
 
 __all__ = ["main"]
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     entry.register(commands)
     admin.register(commands)
     localauthority.register(commands)
+    federation.register(commands)
     return parser
 
 

@@ -144,8 +144,7 @@ class ServerDaemon:
             csr_verifier=CsrVerifier(),
         )
         ctx.csr_verifier.start()
-        self._endpoints = Endpoints(ctx, tls)
-        await self._endpoints.start()
+        # Before the API endpoints: once the admin socket answers, everything is up.
         self._federation = FederationService(
             section.federation,
             section.trust_domain,
@@ -156,6 +155,8 @@ class ServerDaemon:
         )
         ctx.refresher = self._federation.refresher
         await self._federation.start()
+        self._endpoints = Endpoints(ctx, tls)
+        await self._endpoints.start()
         if metrics is not None and config.telemetry.prometheus is not None:
             metrics.serve(config.telemetry.prometheus.host, config.telemetry.prometheus.port)
         health = config.health_checks
@@ -234,10 +235,10 @@ class ServerDaemon:
                 await task
         if self._health is not None:
             await self._health.stop()
-        if self._federation is not None:
-            await self._federation.stop()
         if self._endpoints is not None:
             await self._endpoints.stop()
+        if self._federation is not None:
+            await self._federation.stop()
         if self.ctx is not None:
             await self.ctx.follower.stop()
             await asyncio.to_thread(self.ctx.csr_verifier.close)

@@ -21,12 +21,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pyspire.plugin.records import FederationRelationship
+from pyspire.server.federation.fetch import fetch_bundle
 from pyspire.spiffe import TrustDomain, X509Svid
 from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 
-from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from tests.support.daemons import AgentDaemon, ServerDaemon, server_config, start_agent, start_server
 from tests.support.free_port import free_port
+from tests.support.pki import make_ca, make_tls_certificate, write_pem
 from tests.support.workloads import fetched_spiffe_id
 
 A, B = TrustDomain.parse("a.org"), TrustDomain.parse("b.org")
@@ -207,3 +210,42 @@ def test_https_spiffe_refresh_without_a_seed_bundle_says_so(two_domains: tuple[S
     result = server_a.cli("federation", "refresh", "-id", "b.org", check=False)
     assert result.returncode == 1
     assert "no bundle for b.org" in result.stderr
+
+
+def test_https_web_profile_serves_the_bundle_with_the_certificate_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web_root = make_ca(name="web root")
+    cert, key = write_pem(make_tls_certificate(web_root), tmp_path / "web.pem", tmp_path / "web.key")
+    (tmp_path / "roots.pem").write_bytes(web_root.certificate.public_bytes(serialization.Encoding.PEM))
+    port = free_port()
+    block = (
+        f'federation {{\n bundle_endpoint {{\n  address = "127.0.0.1"\n  port = {port}\n'
+        f'  profile "https_web" {{\n   serving_cert_file {{\n    cert_file_path = "{cert}"\n'
+        f'    key_file_path = "{key}"\n   }}\n  }}\n }}\n}}'
+    )
+    server = start_server(tmp_path / "server", extra=block)
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "roots.pem"))
+        relationship = FederationRelationship(
+            TrustDomain.parse("example.org"), f"https://127.0.0.1:{port}", "https_web"
+        )
+        served = fetch_bundle(relationship)
+        shown = json.loads(server.cli("bundle", "show", "-format", "spiffe").stdout)
+        assert len(served.x509_authorities) == sum(1 for k in shown["keys"] if k["use"] == "x509-svid")
+    finally:
+        server.stop()
+
+
+def test_an_unreadable_serving_certificate_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    block = (
+        'federation {\n bundle_endpoint {\n  address = "127.0.0.1"\n  port = 0\n'
+        '  profile "https_web" {\n   serving_cert_file {\n    cert_file_path = "/nonexistent/web.pem"\n'
+        '    key_file_path = "/nonexistent/web.key"\n   }\n  }\n }\n}'
+    )
+    text, socket_path, _ = server_config(tmp_path, extra=block)
+    server = ServerDaemon("pyspire-server", tmp_path, socket_path, text).start(wait=False)
+    assert server.process is not None
+    assert server.process.wait(60) == 1
+    assert "federation.bundle_endpoint: cannot use serving_cert_file" in server.log()
+    assert "/nonexistent/web.pem" in server.log()

@@ -1,8 +1,9 @@
 """``pyspire-agent run``: the agent's parts, started and stopped in order.
 
 Start: plugins, the saved identity or node attestation (retried while the server is
-unreachable), the first sync, then the Workload API socket (0777 in its directory, as SPIRE:
-any local process may ask, and attestation decides what it gets) and the health listener.
+unreachable), the first sync, then the socket serving the Workload API and Envoy SDS (0777 in
+its directory, as SPIRE: any local process may ask, and attestation decides what it gets) and
+the health listener.
 Stop (SIGTERM/SIGINT): streams end with UNAVAILABLE, the socket is removed, plugins closed.
 """
 
@@ -16,6 +17,7 @@ import random
 import ssl
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from grpclib.const import Status
@@ -28,6 +30,8 @@ from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerUnavailable
 from pyspire.agent.manager import MAX_BACKOFF, AgentStopped, SyncManager
 from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.agent.sds import SecretDiscoveryService
+from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
@@ -60,7 +64,7 @@ class AgentDaemon:
         self.node: NodeIdentityManager | None = None
         self.cache: WorkloadCache | None = None
         self.manager: SyncManager | None = None
-        self._service: WorkloadApiService | None = None
+        self._streams: OpenStreams | None = None
         self._server: Server | None = None
         self._socket_bound = False
         self._admin: Server | None = None
@@ -148,7 +152,7 @@ class AgentDaemon:
             workload_key_type=section.workload_x509_svid_key_type,
         )
         self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
-        if not section.disable_workload_api:
+        if not (section.disable_workload_api and section.disable_sds_api):
             await self._serve_workload_api(catalog, client, cache)
         if section.admin_socket_path is not None:
             await self._serve_admin_api(Path(section.admin_socket_path), node, cache, manager)
@@ -196,8 +200,15 @@ class AgentDaemon:
             raise StartupError(f"another process is serving on {path}: stop it or choose another socket_path")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._service = WorkloadApiService(cache, catalog.workload_attestors, client)
-        self._server = Server([self._service, Health()])
+        section = self.config.agent
+        self._streams = streams = OpenStreams(cache)
+        caller = CallerAttestor(catalog.workload_attestors)
+        services: list[Any] = [Health()]
+        if not section.disable_workload_api:
+            services.append(WorkloadApiService(streams, caller, client))
+        if not section.disable_sds_api:
+            services.append(SecretDiscoveryService(streams, caller, section.sds))
+        self._server = Server(services)
         try:
             await self._server.start(path=str(path))
         except OSError as err:
@@ -234,8 +245,8 @@ class AgentDaemon:
 
     async def stop(self) -> None:
         """Stop everything that started, in reverse order."""
-        if self._service is not None:
-            await self._service.stop()
+        if self._streams is not None:
+            await self._streams.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

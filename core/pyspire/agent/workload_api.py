@@ -1,10 +1,7 @@
 """The SPIFFE Workload API, served on the agent's Unix socket.
 
-Who is calling is read from the accepted socket (SO_PEERCRED), never from the request. The
-caller's selectors are the union of what every WorkloadAttestor says about its PID; a failing
-attestor fails the call (UNAVAILABLE) rather than serving an identity chosen on partial facts.
-After attestation the process is checked again (same PID, same start time, same owner), so a
-process that exited and whose PID was reused cannot receive the first one's identity.
+Who is calling is decided as for Envoy SDS (:mod:`pyspire.agent.serving`), after the
+standard's security header is checked.
 
 Streams answer at once, push a full replacement whenever the cache changes, and end with
 UNAVAILABLE (never OK) when the agent shuts down. As SPIRE does, a caller that matches no
@@ -14,10 +11,7 @@ still being minted waits for them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,19 +21,15 @@ from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.agent.cache import CachedJwtSvid, WorkloadCache, WorkloadEntry, WorkloadIdentity
+from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry, WorkloadIdentity
 from pyspire.agent.client import ServerClient, ServerUnavailable
-from pyspire.plugin.errors import PluginError
-from pyspire.plugin.facades import WorkloadAttestor
+from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIBase
 from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, SpiffeIdError
-from pyspire.transport import ProcessIdentity, peer_credentials
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
-
-_log = logging.getLogger(__name__)
 
 SECURITY_HEADER = "workload.spiffe.io"
 
@@ -51,35 +41,12 @@ def _der_chain(certificates: Sequence[x509.Certificate]) -> bytes:
 class WorkloadApiService(SpiffeWorkloadAPIBase):
     """The seven Workload API methods over the agent's cache."""
 
-    def __init__(self, cache: WorkloadCache, attestors: Sequence[WorkloadAttestor], client: ServerClient) -> None:
-        """Serve ``cache`` to callers attested by ``attestors``; JWT-SVIDs are minted through ``client``."""
-        self._cache = cache
-        self._attestors = tuple(attestors)
+    def __init__(self, streams: OpenStreams, caller: CallerAttestor, client: ServerClient) -> None:
+        """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs are minted through ``client``."""
+        self._streams = streams
+        self._cache = streams.cache
+        self._caller = caller
         self._client = client
-        self._stopping = asyncio.Event()
-        self._streams = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        """End every open stream with UNAVAILABLE, and wait (up to ``timeout``) until they have."""
-        self._stopping.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
-
-    @contextlib.contextmanager
-    def _open_stream(self, selectors: frozenset[Selector]) -> Iterator[None]:
-        self._streams += 1
-        self._drained.clear()
-        try:
-            with self._cache.subscription(selectors):
-                yield
-        finally:
-            self._streams -= 1
-            if not self._streams:
-                self._drained.set()
-
-    # --- the caller ------------------------------------------------------------------
 
     async def _attest(self, stream: Any) -> frozenset[Selector]:
         metadata = stream.metadata
@@ -88,38 +55,10 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             # Exactly one header with exactly "true": a repeated or differently spelt header is
             # a client that is not following the standard, and gets nothing.
             raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
-        credentials = peer_credentials(stream)
-        process = ProcessIdentity.of(credentials) if credentials is not None else None
-        if process is None:
-            raise GRPCError(Status.UNAUTHENTICATED, "unable to determine the calling process")
-        selectors: set[Selector] = set()
-        for attestor in self._attestors:
-            try:
-                selectors.update(await asyncio.to_thread(attestor.attest, process.pid))
-            except PluginError as err:
-                _log.error(
-                    "Workload attestor failed", extra={"attestor": attestor.name, "pid": process.pid, "error": str(err)}
-                )
-                raise GRPCError(
-                    Status.UNAVAILABLE, f"workload attestor {attestor.name!r} failed: {err.message}"
-                ) from None
-        if not process.still_running():
-            raise GRPCError(
-                Status.PERMISSION_DENIED, "the calling process exited or was replaced while it was being attested"
-            )
-        return frozenset(selectors)
+        return await self._caller.attest(stream)
 
     async def _next(self, generation: int) -> int:
-        change = asyncio.ensure_future(self._cache.wait_for_change(generation))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            change.cancel()
-            stopping.cancel()
-        if self._stopping.is_set():
-            raise GRPCError(Status.UNAVAILABLE, "the agent is shutting down")
-        return self._cache.generation
+        return await self._streams.next_change(generation)
 
     async def _identities(self, selectors: frozenset[Selector]) -> tuple[list[WorkloadIdentity], int]:
         """The caller's identities, waiting while matched entries still lack SVIDs."""
@@ -131,10 +70,6 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             if not self._cache.matching(selectors):
                 raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
             generation = await self._next(generation)
-
-    def _stream_loop_guard(self) -> None:
-        if self._stopping.is_set():
-            raise GRPCError(Status.UNAVAILABLE, "the agent is shutting down")
 
     # --- X.509 -----------------------------------------------------------------------
 
@@ -166,9 +101,9 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         await stream.recv_message()
         selectors = await self._attest(stream)
         last: pb.X509SVIDResponse | None = None
-        with self._open_stream(selectors):
+        with self._streams.open(selectors):
             while True:
-                self._stream_loop_guard()
+                self._streams.check_running()
                 identities, generation = await self._identities(selectors)
                 response = self._x509_response(identities)
                 if response != last:
@@ -207,7 +142,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
 
     async def _stream_bundles(self, stream: Any, selectors: frozenset[Selector], build: Any) -> None:
         last = None
-        with self._open_stream(selectors):
+        with self._streams.open(selectors):
             while True:
                 generation = self._cache.generation
                 response = build(self._bundles_for(selectors))

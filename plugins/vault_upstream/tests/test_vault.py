@@ -347,6 +347,7 @@ def test_sealed_vault_is_unavailable(vault: VaultServer, tmp_path: Path) -> None
         upstream.mint_x509_ca(request()[0], timedelta(hours=1))
 
 
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # urllib3 says so; the test asks for it
 def test_vault_certificate_is_verified_unless_told_otherwise(vault: VaultServer, tmp_path: Path) -> None:
     data = with_token(vault, tmp_path)
     del data["ca_cert_path"]

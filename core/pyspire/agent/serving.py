@@ -1,0 +1,118 @@
+"""What the Workload API and Envoy SDS share: who is calling, and the streams that are open.
+
+Both APIs hand out the same identities on the same socket, so they must decide who the caller
+is in exactly one way: from the accepted socket (SO_PEERCRED), never from the request, with
+every configured WorkloadAttestor contributing. A failing attestor fails the call
+(UNAVAILABLE) rather than serving an identity chosen on partial facts. After attestation the
+process is checked again (same PID, start time and owner), so a process that exited and whose
+PID was reused cannot receive the first one's identity.
+
+Open streams hold a cache subscription (their SVIDs are minted at once and never evicted) and
+all end with UNAVAILABLE when the agent shuts down, never with OK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from pyspire.agent.cache import WorkloadCache
+from pyspire.plugin.errors import PluginError
+from pyspire.plugin.facades import WorkloadAttestor
+from pyspire.plugin.selectors import Selector
+from pyspire.transport import ProcessIdentity, peer_credentials
+
+__all__ = ["CallerAttestor", "OpenStreams"]
+
+_log = logging.getLogger(__name__)
+
+
+class CallerAttestor:
+    """The selectors of the process at the other end of a Unix-socket stream."""
+
+    def __init__(self, attestors: Sequence[WorkloadAttestor]) -> None:
+        """Attest callers with every one of ``attestors`` (their selectors are united)."""
+        self._attestors = tuple(attestors)
+
+    async def attest(self, stream: Any) -> frozenset[Selector]:
+        """The caller's selectors; raises GRPCError when it cannot be attested."""
+        credentials = peer_credentials(stream)
+        process = ProcessIdentity.of(credentials) if credentials is not None else None
+        if process is None:
+            raise GRPCError(Status.UNAUTHENTICATED, "unable to determine the calling process")
+        selectors: set[Selector] = set()
+        for attestor in self._attestors:
+            try:
+                selectors.update(await asyncio.to_thread(attestor.attest, process.pid))
+            except PluginError as err:
+                _log.error(
+                    "Workload attestor failed", extra={"attestor": attestor.name, "pid": process.pid, "error": str(err)}
+                )
+                raise GRPCError(
+                    Status.UNAVAILABLE, f"workload attestor {attestor.name!r} failed: {err.message}"
+                ) from None
+        if not process.still_running():
+            raise GRPCError(
+                Status.PERMISSION_DENIED, "the calling process exited or was replaced while it was being attested"
+            )
+        return frozenset(selectors)
+
+
+class OpenStreams:
+    """The streams open on one cache, and the shutdown that ends them."""
+
+    def __init__(self, cache: WorkloadCache) -> None:
+        """Track streams that follow ``cache``."""
+        self.cache = cache
+        self._stopping = asyncio.Event()
+        self._count = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @contextlib.contextmanager
+    def open(self, selectors: frozenset[Selector]) -> Iterator[None]:
+        """Hold a stream open for a caller with ``selectors``."""
+        self.check_running()
+        self._count += 1
+        self._drained.clear()
+        try:
+            with self.cache.subscription(selectors):
+                yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._drained.set()
+
+    def check_running(self) -> None:
+        """Raise UNAVAILABLE once the agent is shutting down."""
+        if self._stopping.is_set():
+            raise GRPCError(Status.UNAVAILABLE, "the agent is shutting down")
+
+    async def next_change(self, generation: int) -> int:
+        """Wait until the cache moves past ``generation`` (UNAVAILABLE if the agent stops first)."""
+        change = asyncio.ensure_future(self.cache.wait_for_change(generation))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            change.cancel()
+            stopping.cancel()
+        self.check_running()
+        return self.cache.generation
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the agent begins to shut down."""
+        return self._stopping
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """End every open stream with UNAVAILABLE, and wait (up to ``timeout``) until they have."""
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout)

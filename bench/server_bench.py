@@ -114,7 +114,7 @@ async def attest_all(server: ServerDaemon, tokens: list[str], roots: list[x509.C
     async def one(token: str) -> ServerClient:
         async with semaphore:
             key = ec.generate_private_key(ec.SECP256R1())
-            client = ServerClient("127.0.0.1", server.port, TD)
+            client = ServerClient([("127.0.0.1", server.port)], TD)
             client.set_roots(roots)
 
             async def no_challenge(_challenge: bytes) -> bytes:

@@ -413,6 +413,39 @@ def test_agent_config_errors(body: str, message: str) -> None:
     assert message in str(raised.value)
 
 
+def _agent_at(address: str) -> str:
+    return AGENT.replace('"127.0.0.1"', json.dumps(address)) % '  server_port = "8081"'
+
+
+@pytest.mark.parametrize(
+    ("address", "servers"),
+    [
+        ("spire.example", (("spire.example", 8081),)),
+        ("10.0.0.1, 10.0.0.2:9081", (("10.0.0.1", 8081), ("10.0.0.2", 9081))),
+        ("[::1]:9081,[fd00::2]", (("::1", 9081), ("fd00::2", 8081))),
+        ("::1", (("::1", 8081),)),
+    ],
+)
+def test_server_address_may_list_several_servers(address: str, servers: tuple[tuple[str, int], ...]) -> None:
+    assert load_agent_config_text(_agent_at(address)).agent.servers == servers
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("a,,b", 'key "server_address": empty address in "a,,b"'),
+        ("a:http", '"a:http" is not host, host:port or [ipv6]:port'),
+        ("a:70000", '"a:70000" is not host, host:port'),
+        ("[::1]x", '"[::1]x" is not host'),
+        (":8081", '":8081" has no host'),
+    ],
+)
+def test_malformed_server_lists_are_refused(address: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_agent_config_text(_agent_at(address))
+    assert message in str(raised.value)
+
+
 def test_agent_without_any_way_to_trust_the_server_is_refused_when_run() -> None:
     section = load_agent_config_text(agent()).agent  # tools may read such a file
     with pytest.raises(ValueError, match=r"needs trust_bundle_path or trust_bundle_url"):

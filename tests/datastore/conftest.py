@@ -1,52 +1,23 @@
-"""Database servers for the DataStore tests: a scratch database per session, dropped after.
-
-CI reuses the machine's PostgreSQL and MariaDB, so every run creates its own uniquely named
-database and drops it. When a server cannot be reached the tests skip with the reason, or
-fail when PYSPIRE_REQUIRE_SERVICES=1 (as .ci/run sets).
-"""
+"""Database servers for the DataStore tests: one scratch database per session."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
-from pyspire.plugin.testing import service_unavailable
 
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
+from tests.support.databases import mariadb_database, postgres_database
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A libpq DSN of a fresh PostgreSQL database."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"pyspire_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(**POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as err:
-        service_unavailable(f"PostgreSQL is not reachable on 127.0.0.1:5432: {err}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
-    with psycopg.connect(**POSTGRES, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database() as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 def mariadb_dsn() -> Iterator[str]:
     """A Go-style MySQL DSN of a fresh MariaDB database."""
-    pymysql = pytest.importorskip("pymysql")
-    name = f"pyspire_{secrets.token_hex(6)}"
-    try:
-        admin = pymysql.connect(**MARIADB, connect_timeout=3, autocommit=True)
-    except pymysql.err.OperationalError as err:
-        service_unavailable(f"MariaDB is not reachable on 127.0.0.1:3306: {err}")
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    admin.close()
-    yield f"root:@tcp(127.0.0.1:3306)/{name}?parseTime=true"
-    admin = pymysql.connect(**MARIADB, autocommit=True)
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.close()
+    with mariadb_database() as dsn:
+        yield dsn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,23 @@ def test_database_going_away_mid_run_is_unavailable(tmp_path: Path, postgres_dsn
     with pytest.raises(Unavailable):
         handle.create_join_token(JoinToken("t", 1))
     handle.close()
+
+
+def test_a_started_mariadb_datastore_holds_no_migration_lock(tmp_path: Path, mariadb_dsn: str) -> None:
+    """Regression: the session-level migration lock stayed on a pooled connection, so every
+    later server start on the same MariaDB waited 60 s for it."""
+    pymysql = pytest.importorskip("pymysql")
+    first = load_sql(tmp_path / "a", {"database_type": "mysql", "connection_string": mariadb_dsn})
+    try:
+        database = mariadb_dsn.split("/", 1)[1].split("?", 1)[0]
+        probe = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT IS_USED_LOCK(%s)", (f"pyspire_migrations_{database}",))
+            assert cursor.fetchone() == (None,)
+        probe.close()
+        started = time.monotonic()
+        second = load_sql(tmp_path / "b", {"database_type": "mysql", "connection_string": mariadb_dsn})
+        second.close()
+        assert time.monotonic() - started < 30
+    finally:
+        first.close()

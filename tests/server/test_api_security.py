@@ -50,7 +50,7 @@ def roots(server: ServerDaemon) -> list[x509.Certificate]:
 
 
 def new_client(server: ServerDaemon) -> ServerClient:
-    client = ServerClient("127.0.0.1", server.port, TD)
+    client = ServerClient([("127.0.0.1", server.port)], TD)
     client.set_roots(roots(server))
     return client
 

@@ -154,10 +154,16 @@ def server_config(
     plugins: str = "",
     ca_ttl: str = "24h",
     log_level: str = "DEBUG",
+    datastore: tuple[str, str] | None = None,
 ) -> tuple[str, Path, int]:
-    """A server config on SQLite under ``directory``: (text, socket path, TCP port)."""
+    """A server config under ``directory``: (text, socket path, TCP port).
+
+    The datastore is SQLite in ``directory`` unless ``datastore`` gives (database_type,
+    connection_string).
+    """
     port = port or free_port()
     socket_path = directory / "sock" / "api.sock"
+    database_type, connection_string = datastore or ("sqlite3", str(directory / "data" / "datastore.sqlite3"))
     text = f"""
 server {{
     bind_address = "127.0.0.1"
@@ -173,8 +179,8 @@ server {{
 plugins {{
     DataStore "sql" {{
         plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{directory / "data" / "datastore.sqlite3"}"
+            database_type = "{database_type}"
+            connection_string = "{connection_string}"
         }}
     }}
     KeyManager "disk" {{
@@ -231,6 +237,7 @@ def agent_config(
     log_level: str = "DEBUG",
     bootstrap: str | None = None,
     trust_domain: str = "example.org",
+    server_address: str = "127.0.0.1",
 ) -> tuple[str, Path]:
     """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
     socket_path = directory / "public" / "api.sock"
@@ -240,7 +247,7 @@ def agent_config(
     text = f"""
 agent {{
     trust_domain = "{trust_domain}"
-    server_address = "127.0.0.1"
+    server_address = "{server_address}"
     server_port = "{server.port}"
     socket_path = "{socket_path}"
     {bootstrap if bootstrap is not None else f'trust_bundle_path = "{bundle}"'}

@@ -4,12 +4,14 @@ Every connection verifies the server's chain against the agent's current bundle 
 the server's SPIFFE ID (``spiffe://<td>/spire/server``) before a request is written. After
 attestation the agent presents its SVID; the channel is rebuilt whenever the SVID or the
 bundle changes, so a rotated server CA or a renewed agent SVID takes effect on the next call.
-Transport failures surface as :class:`ServerUnavailable` (the caller backs off and retries);
-the server's refusals stay :class:`grpclib.exceptions.GRPCError`.
+With several servers (on one datastore) a call that cannot reach one goes to the next. When
+none answers the failure surfaces as :class:`ServerUnavailable` (the caller backs off and
+retries); the server's refusals stay :class:`grpclib.exceptions.GRPCError`.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from pyspire.spiffe import SpiffeId, TrustDomain, match_id
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
 __all__ = ["CALL_TIMEOUT", "AttestationAnswer", "RateLimited", "ServerClient", "ServerUnavailable"]
+
+_log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -57,10 +61,12 @@ class _Credentials:
 class ServerClient:
     """Calls the server on behalf of the agent."""
 
-    def __init__(self, host: str, port: int, trust_domain: TrustDomain) -> None:
-        """Talk to ``host:port``, which must prove it is ``trust_domain``'s server."""
-        self._host = host
-        self._port = port
+    def __init__(self, servers: Sequence[tuple[str, int]], trust_domain: TrustDomain) -> None:
+        """Talk to one of ``servers`` (host, port), which must prove it is ``trust_domain``'s server."""
+        if not servers:
+            raise ValueError("at least one server address is needed")
+        self._servers = tuple(servers)
+        self._server = 0
         self._server_id = SpiffeId.from_segments(trust_domain, "spire", "server")
         self._roots: tuple[x509.Certificate, ...] = ()
         self._chain: tuple[x509.Certificate, ...] = ()
@@ -89,9 +95,8 @@ class ServerClient:
             context = client_tls_context(self._roots, self._chain, self._key)
             if not self._verify:
                 context.verify_mode = ssl.CERT_NONE
-            self._channel = SpiffeChannel(
-                self._host, self._port, ssl_context=context, server_id=match_id(self._server_id)
-            )
+            host, port = self.server
+            self._channel = SpiffeChannel(host, port, ssl_context=context, server_id=match_id(self._server_id))
             self._channel_for = wanted
         return self._channel
 
@@ -102,24 +107,37 @@ class ServerClient:
             self._channel = None
             self._channel_for = None
 
-    async def _guard(self, call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except GRPCError as err:
-            if err.status is Status.RESOURCE_EXHAUSTED:
-                raise RateLimited(f"server {self._host}:{self._port}: {err.message}") from None
-            if err.status in _UNAVAILABLE:
-                self.close()
-                raise ServerUnavailable(f"server {self._host}:{self._port}: {err.message}") from None
-            raise
-        except ServerIdentityError as err:
+    @property
+    def server(self) -> tuple[str, int]:
+        """The server (host, port) the agent is talking to now."""
+        return self._servers[self._server]
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Make ``call`` on the current server; when it cannot be reached, on each other one in turn.
+
+        The agent stays with the server that answered. Only when none answers is the call
+        :class:`ServerUnavailable` (its message lists every server's failure).
+        """
+        failures = []
+        for _ in self._servers:
+            host, port = self.server
+            try:
+                return await call()
+            except GRPCError as err:
+                if err.status is Status.RESOURCE_EXHAUSTED:
+                    raise RateLimited(f"server {host}:{port}: {err.message}") from None
+                if err.status not in _UNAVAILABLE:
+                    raise
+                failures.append(f"server {host}:{port}: {err.message}")
+            except ServerIdentityError as err:
+                failures.append(f"server {host}:{port} failed its identity check: {err}")
+            except (TimeoutError, OSError, StreamTerminatedError) as err:
+                failures.append(f"server {host}:{port} unreachable: {err or type(err).__name__}")
             self.close()
-            raise ServerUnavailable(f"server {self._host}:{self._port} failed its identity check: {err}") from None
-        except (TimeoutError, OSError, StreamTerminatedError) as err:
-            self.close()
-            raise ServerUnavailable(
-                f"server {self._host}:{self._port} unreachable: {err or type(err).__name__}"
-            ) from None
+            self._server = (self._server + 1) % len(self._servers)
+            if len(self._servers) > 1:
+                _log.warning("Server call failed; trying the next server", extra={"error": failures[-1]})
+        raise ServerUnavailable("; ".join(failures))
 
     # --- node attestation -----------------------------------------------------------
 
@@ -127,7 +145,7 @@ class ServerClient:
         self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
     ) -> tuple[types_pb2.X509SVID, bool]:
         """Run AttestAgent: the agent SVID and whether the node may re-attest."""
-        return await self._guard(self._attest(attestation_type, payload, csr, answer))
+        return await self._guard(lambda: self._attest(attestation_type, payload, csr, answer))
 
     async def _attest(
         self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
@@ -152,24 +170,29 @@ class ServerClient:
 
     async def renew(self, csr: bytes) -> types_pb2.X509SVID:
         """RenewAgent: a new agent SVID for the key in ``csr``."""
-        stub = agent_grpc.AgentStub(self._current())
         request = agent_pb2.RenewAgentRequest(params=agent_pb2.AgentX509SVIDParams(csr=csr))
-        reply = await self._guard(stub.RenewAgent(request, timeout=CALL_TIMEOUT))
+        reply = await self._guard(
+            lambda: agent_grpc.AgentStub(self._current()).RenewAgent(request, timeout=CALL_TIMEOUT)
+        )
         return reply.svid
 
     # --- bundles, entries, SVIDs -----------------------------------------------------
 
     async def bundle(self) -> types_pb2.Bundle:
         """The server's own trust bundle."""
-        stub = bundle_grpc.BundleStub(self._current())
-        return await self._guard(stub.GetBundle(bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT))
+        return await self._guard(
+            lambda: bundle_grpc.BundleStub(self._current()).GetBundle(
+                bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT
+            )
+        )
 
     async def federated_bundle(self, trust_domain: str) -> types_pb2.Bundle | None:
         """A federated trust domain's bundle, or None when the server has none."""
-        stub = bundle_grpc.BundleStub(self._current())
         request = bundle_pb2.GetFederatedBundleRequest(trust_domain=trust_domain)
         try:
-            return await self._guard(stub.GetFederatedBundle(request, timeout=CALL_TIMEOUT))
+            return await self._guard(
+                lambda: bundle_grpc.BundleStub(self._current()).GetFederatedBundle(request, timeout=CALL_TIMEOUT)
+            )
         except GRPCError as err:
             if err.status is Status.NOT_FOUND:
                 return None
@@ -177,7 +200,7 @@ class ServerClient:
 
     async def sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
         """The full set of entries authorized for this agent (revision-diffed against ``known``)."""
-        return await self._guard(self._sync_entries(known))
+        return await self._guard(lambda: self._sync_entries(known))
 
     async def _sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
         stub = entry_grpc.EntryStub(self._current())
@@ -213,11 +236,12 @@ class ServerClient:
         self, requests: Sequence[tuple[str, bytes]]
     ) -> list[tuple[str, types_pb2.X509SVID | None, str]]:
         """BatchNewX509SVID: per entry ID, the SVID or None and the server's message."""
-        stub = svid_grpc.SVIDStub(self._current())
         request = svid_pb2.BatchNewX509SVIDRequest(
             params=[svid_pb2.NewX509SVIDParams(entry_id=entry_id, csr=csr) for entry_id, csr in requests]
         )
-        reply = await self._guard(stub.BatchNewX509SVID(request, timeout=CALL_TIMEOUT))
+        reply = await self._guard(
+            lambda: svid_grpc.SVIDStub(self._current()).BatchNewX509SVID(request, timeout=CALL_TIMEOUT)
+        )
         results = []
         for (entry_id, _), result in zip(requests, reply.results, strict=False):
             ok = result.status.code == 0
@@ -226,7 +250,6 @@ class ServerClient:
 
     async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> types_pb2.JWTSVID:
         """NewJWTSVID for one entry."""
-        stub = svid_grpc.SVIDStub(self._current())
         request = svid_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
-        reply = await self._guard(stub.NewJWTSVID(request, timeout=CALL_TIMEOUT))
+        reply = await self._guard(lambda: svid_grpc.SVIDStub(self._current()).NewJWTSVID(request, timeout=CALL_TIMEOUT))
         return reply.svid

@@ -125,7 +125,7 @@ class AgentDaemon:
         core = CoreConfig(trust_domain=section.trust_domain, data_dir=data_dir)
         source = config.source.name if config.source else "config"
         self._catalog = catalog = await asyncio.to_thread(load_agent_catalog, config.plugins, core, source=source)
-        self._client = client = ServerClient(section.server_address, section.server_port, section.trust_domain)
+        self._client = client = ServerClient(section.servers, section.trust_domain)
         self.node = node = NodeIdentityManager(section, catalog, client)
 
         has_identity = await asyncio.to_thread(node.load)

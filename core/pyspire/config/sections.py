@@ -271,6 +271,12 @@ class AgentExperimental:
         _positive("sync_interval", self.sync_interval)
 
 
+def _address_port(item: str, rest: str) -> int:
+    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+        raise ValueError(f'key "server_address": "{item}" is not host, host:port or [ipv6]:port')
+    return int(rest[1:])
+
+
 @dataclass(frozen=True)
 class AgentSection:
     """The ``agent {}`` block."""
@@ -317,6 +323,33 @@ class AgentSection:
             raise ValueError("SVID cache sizes must not be negative")
         if not 0 < self.server_port < 65536:
             raise ValueError(f'key "server_port": {self.server_port} is not a TCP port')
+        _ = self.servers  # refuse a malformed list now, not when the agent first connects
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        """Where the servers are: ``server_address`` split on commas, each ``host`` or ``host:port``.
+
+        SPIRE takes one address (a DNS name may resolve to several servers, and every address
+        it resolves to is tried); pyspire also takes a list, for servers sharing a datastore
+        without a name in front of them. A host without a port uses ``server_port``; IPv6
+        addresses with a port are written ``[::1]:8081``.
+        """
+        found = []
+        for item in (part.strip() for part in self.server_address.split(",")):
+            if not item:
+                raise ValueError(f'key "server_address": empty address in "{self.server_address}"')
+            host, port = item, self.server_port
+            if item.startswith("["):
+                host, _, rest = item[1:].partition("]")
+                if rest:
+                    port = _address_port(item, rest)
+            elif item.count(":") == 1:
+                host, _, rest = item.partition(":")
+                port = _address_port(item, ":" + rest)
+            if not host:
+                raise ValueError(f'key "server_address": "{item}" has no host')
+            found.append((host, port))
+        return tuple(found)
 
     def require_bootstrap(self) -> None:
         """SPIRE refuses to start without a way to trust the server: so does pyspire.

@@ -144,8 +144,10 @@ class SqlDataStore:
         head = ScriptDirectory.from_config(config).get_current_head()
         with engine.connect() as connection:
             connection.info["write"] = True
-            with connection.begin():
-                self._lock_for_migration(connection)
+            with self._mysql_migration_lock(connection), connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # Held to the end of this transaction; advisory locks are per database.
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7346512)")
                 current = MigrationContext.configure(connection).get_current_revision()
                 if current is not None and current not in known:
                     raise FailedPrecondition(
@@ -162,12 +164,27 @@ class SqlDataStore:
                     command.upgrade(config, "head")
                     _log.info("Datastore schema migrated", extra={"from_revision": current, "to_revision": head})
 
-    def _lock_for_migration(self, connection: Connection) -> None:
-        """Keep two servers starting at once from migrating the same database together."""
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7346512)")
-        elif connection.dialect.name == "mysql":
-            connection.exec_driver_sql("SELECT GET_LOCK('pyspire_migrations', 60)")
+    @contextmanager
+    def _mysql_migration_lock(self, connection: Connection) -> Iterator[None]:
+        """Keep two servers starting at once from migrating the same MySQL database together.
+
+        MySQL's named lock belongs to the session and to the whole database server: it is
+        named after the database (servers of other databases are not held up) and released
+        explicitly, or the pooled connection would keep it and block every later start.
+        """
+        if connection.dialect.name != "mysql":
+            yield
+            return
+        name = f"pyspire_migrations_{connection.engine.url.database}"[:64]
+        got = connection.exec_driver_sql("SELECT GET_LOCK(%s, 60)", (name,)).scalar()
+        connection.commit()
+        if got != 1:
+            raise Unavailable(f"another server has been migrating the database for 60 s (lock {name!r} is held)")
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql("SELECT RELEASE_LOCK(%s)", (name,))
+            connection.commit()
 
     # --- transactions ----------------------------------------------------------------
 

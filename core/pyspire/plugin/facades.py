@@ -35,7 +35,7 @@ from pyspire.plugin.records import (
     RegistrationEntry,
 )
 from pyspire.plugin.selectors import Selector
-from pyspire.plugin.upstream import JwtKey, UpstreamX509Ca
+from pyspire.plugin.upstream import JwtKey, UpstreamTrust, UpstreamX509Ca
 
 if TYPE_CHECKING:
     from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
@@ -240,6 +240,15 @@ class UpstreamAuthority(PluginHandle):
     def publish_jwt_key(self, jwt_key: JwtKey) -> tuple[JwtKey, ...]:
         """Publish a JWT key upstream; raises Unimplemented if the plugin cannot."""
         return tuple(self._call("publish_jwt_key", jwt_key=jwt_key))
+
+    def upstream_trust(self) -> UpstreamTrust:
+        """The upstream's current roots and JWT keys (plugins that implement it)."""
+        trust = self._expect("upstream_trust", self._call("upstream_trust"), UpstreamTrust)
+        if not all(isinstance(root, x509.Certificate) for root in trust.x509_roots) or not all(
+            isinstance(key, JwtKey) for key in trust.jwt_keys
+        ):
+            raise Internal(f"{self.prefix}: upstream_trust returned something other than certificates and JWT keys")
+        return trust  # type: ignore[no-any-return]
 
 
 class Notifier(PluginHandle):

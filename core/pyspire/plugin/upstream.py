@@ -1,4 +1,4 @@
-"""What an UpstreamAuthority returns: the server's intermediate CA and the roots above it."""
+"""What an UpstreamAuthority returns: the server's intermediate CA, the roots and keys above it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-__all__ = ["JwtKey", "UpstreamX509Ca"]
+__all__ = ["JwtKey", "UpstreamTrust", "UpstreamX509Ca"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,11 @@ class JwtKey:
     key_id: str
     public_key_der: bytes
     expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTrust:
+    """What the upstream trusts now: its X.509 roots and JWT keys, to be trusted here too."""
+
+    x509_roots: tuple[x509.Certificate, ...]
+    jwt_keys: tuple[JwtKey, ...]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from pyspire.plugin.markers import hookspec
-from pyspire.plugin.upstream import JwtKey, UpstreamX509Ca
+from pyspire.plugin.upstream import JwtKey, UpstreamTrust, UpstreamX509Ca
 
 
 @hookspec(firstresult=True)
@@ -33,4 +33,16 @@ def publish_jwt_key(jwt_key: JwtKey) -> Sequence[JwtKey]:
     Implemented by authorities that are themselves SPIFFE trust domains (nested SPIRE), so
     JWT-SVIDs signed downstream validate everywhere in the tree. Others raise
     :class:`~pyspire.plugin.Unimplemented` or do not implement it.
+    """
+
+
+@hookspec(firstresult=True)
+def upstream_trust() -> UpstreamTrust:
+    """The upstream's current X.509 roots and JWT keys. Optional.
+
+    Called at every rotation step (every 10 s), in a worker thread; whatever is new is added
+    to the server's bundle. An upstream that rotates its own roots (a nested SPIRE tree)
+    publishes the next root before it signs with it: asking here is how that root reaches
+    the workloads of this server in time. Raise :class:`~pyspire.plugin.Unavailable` when
+    the upstream cannot be reached (the server asks again at the next step).
     """

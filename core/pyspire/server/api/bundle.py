@@ -6,14 +6,18 @@ before the answer is sent.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound
+from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound, PluginError
 from pyspire.plugin.records import BundleDeleteMode, BundleRecord
+from pyspire.plugin.upstream import JwtKey
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
@@ -29,6 +33,8 @@ from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain
 
 __all__ = ["BundleService"]
+
+_log = logging.getLogger(__name__)
 
 _SERVICE = "/spire.api.server.bundle.v1.Bundle/"
 MAX_PAGE = 1000
@@ -111,6 +117,15 @@ class BundleService(bundle_grpc.BundleBase):
             )
 
         stored = await self.ctx.call(self.ctx.datastore.modify_bundle, self.ctx.trust_domain, publish)
+        # Nested here too: pass the key on up at once (the rotation loop retries what fails).
+        upstream_key = JwtKey(
+            key.key_id, key.public_key_der, datetime.fromtimestamp(key.expires_at, UTC) if key.expires_at else None
+        )
+        try:
+            if await asyncio.to_thread(self.ctx.authority.forward_jwt_key, upstream_key):
+                stored = await self.ctx.call(self.ctx.datastore.fetch_bundle, self.ctx.trust_domain)
+        except PluginError as err:
+            _log.warning("Could not pass a downstream JWT key upstream; retried later: %s", err)
         await self.ctx.wrote()
         keys = bundle_to_proto(stored).jwt_authorities if stored else []
         await stream.send_message(bundle_pb2.PublishJWTAuthorityResponse(jwt_authorities=keys))

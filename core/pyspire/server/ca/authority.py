@@ -17,6 +17,7 @@ the old root stays published until it expires.
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import json
 import logging
@@ -201,7 +202,71 @@ class CaManager:
                 self._save_journal()
         if changed:
             self._notify()
-        return changed
+        return self._take_upstream_trust() or changed
+
+    def _take_upstream_trust(self) -> bool:
+        """Trust what the upstream trusts, and have it trust our JWT keys; True when the bundle changed.
+
+        In a nested tree every JWT key must be known everywhere: keys travel down here, and
+        up through ``publish_jwt_key`` (again at every step for any the upstream lacks, so a
+        publication lost to an outage is made good). Outside the CA lock: a slow upstream must
+        not hold up signing.
+        """
+        if self._upstream is None or not self._upstream.implements("upstream_trust"):
+            return False
+        try:
+            trust = self._upstream.upstream_trust()
+            added = self._add_to_bundle([_der(root) for root in trust.x509_roots], trust.jwt_keys)
+            upstream_kids = {key.key_id for key in trust.jwt_keys}
+            bundle = self._datastore.fetch_bundle(self._settings.trust_domain)
+            now = time.time()
+            for key in bundle.jwt_authorities if bundle else ():
+                if key.key_id not in upstream_kids and (not key.expires_at or key.expires_at > now):
+                    expires = datetime.fromtimestamp(key.expires_at, UTC) if key.expires_at else None
+                    added = self.forward_jwt_key(JwtKey(key.key_id, key.public_key_der, expires)) or added
+        except PluginError as err:
+            _log.warning("Could not exchange trust with the upstream authority; trying again later: %s", err)
+            return False
+        return added
+
+    def _add_to_bundle(self, roots: list[bytes], jwt_keys: tuple[JwtKey, ...] = ()) -> bool:
+        """Add X.509 roots (DER) and JWT keys the bundle lacks, in one transaction."""
+        added = False
+
+        def add(current: BundleRecord | None) -> BundleRecord | None:
+            nonlocal added
+            record = current or BundleRecord(self._settings.trust_domain)
+            present = {a.der for a in record.x509_authorities}
+            new_roots = [X509Authority(der) for der in dict.fromkeys(roots) if der not in present]
+            kids = {k.key_id for k in record.jwt_authorities}
+            new_keys = [
+                JwtAuthority(key.key_id, key.public_key_der, int(key.expires_at.timestamp()) if key.expires_at else 0)
+                for key in {k.key_id: k for k in jwt_keys}.values()
+                if key.key_id not in kids
+            ]
+            added = bool(new_roots or new_keys)
+            if not added:
+                return current
+            return replace(
+                record,
+                x509_authorities=(*record.x509_authorities, *new_roots),
+                jwt_authorities=(*record.jwt_authorities, *new_keys),
+                sequence_number=record.sequence_number + 1,
+            )
+
+        self._datastore.modify_bundle(self._settings.trust_domain, add)
+        return added
+
+    def forward_jwt_key(self, key: JwtKey) -> bool:
+        """Publish a JWT key upstream (when this server is nested).
+
+        True when the keys the upstream answered with changed the bundle.
+        """
+        if self._upstream is None or not self._upstream.implements("publish_jwt_key"):
+            return False
+        with contextlib.suppress(Unimplemented):
+            return self._add_to_bundle([], self._upstream.publish_jwt_key(key))
+        return False
 
     def _rotate_x509(self, now: datetime) -> bool:
         active = self._find_x509(Status.ACTIVE)
@@ -273,13 +338,17 @@ class CaManager:
                 certificate, signer, key_id, tuple(minted.ca_chain[1:]), tuple(minted.upstream_roots)
             )
         now = self._now()
+        serial = x509.random_serial_number()
         subject = self._settings.ca_subject
+        if not subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+            # As SPIRE: each root's name is its own, so a verifier never mistakes one for the next.
+            subject = x509.Name([*subject, x509.NameAttribute(NameOID.SERIAL_NUMBER, str(serial))])
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
             .public_key(signer.public_key)  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
+            .serial_number(serial)
             .not_valid_before(now - BACKDATE)
             .not_valid_after(now + self._settings.ca_ttl)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -293,21 +362,7 @@ class CaManager:
         return CertificateAuthority(certificate, signer, key_id, (), (certificate,))
 
     def _publish_x509(self, authority: CertificateAuthority) -> None:
-        roots = [_der(root) for root in authority.upstream_roots]
-
-        def add(current: BundleRecord | None) -> BundleRecord:
-            record = current or BundleRecord(self._settings.trust_domain)
-            present = {a.der for a in record.x509_authorities}
-            new = [X509Authority(der) for der in roots if der not in present]
-            if not new and current is not None:
-                return current
-            return replace(
-                record,
-                x509_authorities=(*record.x509_authorities, *new),
-                sequence_number=record.sequence_number + 1,
-            )
-
-        self._datastore.modify_bundle(self._settings.trust_domain, add)
+        self._add_to_bundle([_der(root) for root in authority.upstream_roots])
 
     def _activate_x509(self) -> None:
         prepared = self._find_x509(Status.PREPARED)
@@ -336,26 +391,12 @@ class CaManager:
         return key
 
     def _publish_jwt(self, kid: str, public: PublicKey, not_after: datetime) -> None:
-        expires = int(not_after.timestamp())
-
-        def add(current: BundleRecord | None) -> BundleRecord:
-            record = current or BundleRecord(self._settings.trust_domain)
-            if any(k.key_id == kid for k in record.jwt_authorities):
-                return record
-            return replace(
-                record,
-                jwt_authorities=(*record.jwt_authorities, JwtAuthority(kid, public.der, expires)),
-                sequence_number=record.sequence_number + 1,
-            )
-
-        self._datastore.modify_bundle(self._settings.trust_domain, add)
-        if self._upstream is not None and self._upstream.implements("publish_jwt_key"):
-            try:
-                self._upstream.publish_jwt_key(JwtKey(kid, public.der, not_after))
-            except Unimplemented:
-                pass
-            except PluginError as err:
-                _log.warning("Could not publish the JWT key upstream: %s", err)
+        key = JwtKey(kid, public.der, not_after)
+        self._add_to_bundle([], (key,))
+        try:
+            self.forward_jwt_key(key)  # the upstream's keys come back, and are trusted here too
+        except PluginError as err:
+            _log.warning("Could not publish the JWT key upstream: %s", err)
 
     def _activate_jwt(self) -> None:
         prepared = self._find_jwt(Status.PREPARED)

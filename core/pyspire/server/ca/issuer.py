@@ -30,6 +30,14 @@ __all__ = ["BACKDATE", "CertificateAuthority", "CredentialIssuer", "JwtSigningKe
 BACKDATE = timedelta(seconds=10)
 
 
+def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
 def _extension(value: x509.ExtensionType, critical: bool = False) -> x509.Extension[x509.ExtensionType]:
     return x509.Extension(value.oid, critical, value)
 
@@ -230,9 +238,18 @@ class CredentialIssuer:
         """An intermediate CA for a downstream (nested) server, chain up to the root."""
         authority = self._x509_ca()
         now = self._now()
+        # As SPIRE names them: the parent's name with OU "DOWNSTREAM-<depth>", so no CA in a
+        # nested chain has its issuer's name (OpenSSL would take it for self-issued).
+        depth = 1 + len(authority.chain) + (0 if authority.self_signed else 1)
+        subject = x509.Name(
+            [
+                *(a for a in authority.certificate.subject if a.oid != NameOID.ORGANIZATIONAL_UNIT_NAME),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"DOWNSTREAM-{depth}"),
+            ]
+        )
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([*_SVID_SUBJECT]))
+            .subject_name(subject)
             .issuer_name(authority.certificate.subject)
             .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
@@ -245,6 +262,7 @@ class CredentialIssuer:
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+            .add_extension(_authority_key_id(authority.certificate), critical=False)
         )
         certificate = sign_certificate(builder, authority.signer)
         return [certificate, *(() if authority.self_signed else (authority.certificate, *authority.chain))]

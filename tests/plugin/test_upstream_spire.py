@@ -1,0 +1,86 @@
+"""UpstreamAuthority "spire": what goes wrong before the nested tree works (tests/server/test_nested.py runs it)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from pyspire.crypto import LocalSigner, build_csr
+from pyspire.plugin.catalog import CatalogError
+from pyspire.plugin.errors import Unavailable
+from pyspire.plugin.facades import UpstreamAuthority
+from pyspire.plugin.testing import load_plugin, make_core_config
+
+from tests.support.daemons import ServerDaemon, server_config, start_agent, start_server
+
+
+def load(tmp_path: Path, data: dict[str, object]) -> UpstreamAuthority:
+    handle = load_plugin("server", "UpstreamAuthority", "spire", data, make_core_config(tmp_path / "d"))
+    assert isinstance(handle, UpstreamAuthority)
+    return handle
+
+
+def _csr() -> bytes:
+    return build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())), None, "spiffe://example.org")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"server_port": "8081", "workload_api_socket": "/s"}, "server_address"),
+        ({"server_address": "upstream"}, 'workload_api_socket": is required'),
+        (
+            {"server_address": "u", "workload_api_socket": "/s", "experimental": {"workload_api_named_pipe_name": "p"}},
+            "named pipes exist on Windows only",
+        ),
+        ({"server_address": "u", "server_port": "0", "workload_api_socket": "/s"}, "0 is not a TCP port"),
+    ],
+)
+def test_configuration_errors_name_the_key(tmp_path: Path, data: dict[str, object], message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        load(tmp_path, data)
+
+
+def test_no_workload_api_is_unavailable_and_names_the_socket(tmp_path: Path) -> None:
+    socket = tmp_path / "missing" / "api.sock"
+    upstream = load(tmp_path, {"server_address": "127.0.0.1", "server_port": "1", "workload_api_socket": str(socket)})
+    with pytest.raises(Unavailable, match=f"no X509-SVID from the Workload API at {socket}"):
+        upstream.mint_x509_ca(_csr(), timedelta(hours=1))
+
+
+def test_a_downstream_server_without_a_downstream_entry_stops_with_the_reason(tmp_path: Path) -> None:
+    root = start_server(tmp_path / "root")
+    agent = None
+    try:
+        alias = f"spiffe://example.org/node/{uuid.uuid4()}"
+        agent = start_agent(tmp_path / "agent", root, root.join_token(alias))
+        root.cli(
+            "entry",
+            "create",
+            "-parentID",
+            alias,
+            "-spiffeID",
+            "spiffe://example.org/not-downstream",
+            "-selector",
+            f"unix:uid:{os.getuid()}",
+        )
+        plugins = (
+            'UpstreamAuthority "spire" {\n plugin_data {\n  server_address = "127.0.0.1"\n'
+            f'  server_port = "{root.port}"\n  workload_api_socket = "{agent.socket_path}"\n }}\n}}'
+        )
+        text, socket_path, _ = server_config(tmp_path / "downstream", plugins=plugins)
+        downstream = ServerDaemon("pyspire-server", tmp_path / "downstream", socket_path, text).start(wait=False)
+        assert downstream.process is not None
+        assert downstream.process.wait(90) == 1
+        log = downstream.log()
+        assert "Server failed to start" in log
+        assert "refused spiffe://example.org/not-downstream" in log
+        assert "must be marked downstream" in log
+    finally:
+        if agent is not None:
+            agent.stop()
+        root.stop()

@@ -1,0 +1,224 @@
+"""Nested SPIRE: a root, a middle and a leaf server in one trust domain, each below the other.
+
+Each downstream server runs beside an agent of the server above it (an entry marked
+``downstream``) and gets its CA from there through ``UpstreamAuthority "spire"``. A workload
+under the leaf is verified by a workload under the root and the other way round, with X.509
+(the leaf's chain runs through both downstream CAs, checked by openssl too) and with JWT
+(the leaf's key travels up to the root). While that is checked again and again, every tier
+rotates: the leaf on its own short ``ca_ttl``, the root and the middle when the operator
+prepares and activates new authorities; the root's next CA reaches the leaf's workloads
+before it signs anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyspire.spiffe import BundleSet, TrustDomain, X509Svid, verify_x509_svid
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
+
+from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, start_agent, start_server
+
+T = TypeVar("T")
+TD = TrustDomain.parse("example.org")
+UID = os.getuid()
+ROOT_WORKLOAD = "spiffe://example.org/root-workload"
+LEAF_WORKLOAD = "spiffe://example.org/leaf-workload"
+
+
+def eventually(check: Callable[[], T], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, OSError, TimeoutError, WorkloadApiError) as err:
+            last = err
+        time.sleep(0.5)
+    raise AssertionError(f"condition not met within {timeout} s: {last}")
+
+
+def _upstream(server: ServerDaemon, agent: AgentDaemon) -> str:
+    return (
+        'UpstreamAuthority "spire" {\n plugin_data {\n'
+        f'  server_address = "127.0.0.1"\n  server_port = "{server.port}"\n'
+        f'  workload_api_socket = "{agent.socket_path}"\n }}\n}}'
+    )
+
+
+def _agent_of(server: ServerDaemon, directory: Path) -> tuple[AgentDaemon, str]:
+    alias = f"spiffe://example.org/node/{uuid.uuid4()}"
+    return start_agent(directory, server, server.join_token(alias)), alias
+
+
+def _entry(server: ServerDaemon, parent: str, spiffe_id: str, *flags: str) -> None:
+    server.cli(
+        "entry",
+        "create",
+        "-parentID",
+        parent,
+        "-spiffeID",
+        spiffe_id,
+        "-selector",
+        f"unix:uid:{UID}",
+        "-x509SVIDTTL",
+        "15",
+        *flags,
+    )
+
+
+def _context(agent: AgentDaemon) -> X509Context:
+    async def fetch() -> X509Context:
+        async with WorkloadApiClient(agent.address, timeout=10) as client:
+            return await asyncio.wait_for(client.fetch_x509_context(), 10)
+
+    return asyncio.run(fetch())
+
+
+def _svid(context: X509Context, spiffe_id: str) -> X509Svid:
+    return next(s for s in context.svids if str(s.spiffe_id) == spiffe_id)
+
+
+def _jwt_from_leaf_validated_at_root(leaf: AgentDaemon, root: AgentDaemon) -> str:
+    async def check() -> str:
+        async with WorkloadApiClient(leaf.address, timeout=10) as client:
+            (token,) = await client.fetch_jwt_svids(["root-tier"], LEAF_WORKLOAD)
+        async with WorkloadApiClient(root.address, timeout=10) as client:
+            spiffe_id, _ = await client.validate_jwt_svid(token.token, "root-tier")
+        return str(spiffe_id)
+
+    return asyncio.run(check())
+
+
+class Tree:
+    """The three tiers, their agents, and the checks made across them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.daemons: list[Daemon] = []
+        self.root = self._keep(start_server(tmp_path / "root-server", ca_ttl="1h"))
+        self.root_agent, root_node = self._keep_agent(_agent_of(self.root, tmp_path / "root-agent"))
+        # The downstream entry first: it is the oldest, so the middle server's default SVID.
+        _entry(self.root, root_node, "spiffe://example.org/middle-server", "-downstream")
+        time.sleep(1.1)
+        _entry(self.root, root_node, ROOT_WORKLOAD)
+        eventually(lambda: _context(self.root_agent))
+
+        self.middle = self._keep(
+            start_server(tmp_path / "middle-server", ca_ttl="1h", plugins=_upstream(self.root, self.root_agent))
+        )
+        self.middle_agent, middle_node = self._keep_agent(_agent_of(self.middle, tmp_path / "middle-agent"))
+        _entry(self.middle, middle_node, "spiffe://example.org/leaf-server", "-downstream")
+        eventually(lambda: _context(self.middle_agent))
+
+        self.leaf = self._keep(
+            start_server(tmp_path / "leaf-server", ca_ttl="60s", plugins=_upstream(self.middle, self.middle_agent))
+        )
+        self.leaf_agent, leaf_node = self._keep_agent(_agent_of(self.leaf, tmp_path / "leaf-agent"))
+        _entry(self.leaf, leaf_node, LEAF_WORKLOAD)
+
+    def _keep(self, daemon: ServerDaemon) -> ServerDaemon:
+        self.daemons.append(daemon)
+        return daemon
+
+    def _keep_agent(self, made: tuple[AgentDaemon, str]) -> tuple[AgentDaemon, str]:
+        self.daemons.append(made[0])
+        return made
+
+    def stop(self) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+
+    def cross_check(self) -> tuple[X509Svid, X509Svid]:
+        """Each side's SVID verifies with the other side's bundle; (leaf SVID, root SVID)."""
+        leaf_context, root_context = _context(self.leaf_agent), _context(self.root_agent)
+        leaf_svid, root_svid = _svid(leaf_context, LEAF_WORKLOAD), _svid(root_context, ROOT_WORKLOAD)
+        verify_x509_svid(leaf_svid.chain, BundleSet([root_context.bundles.get(TD)]))  # type: ignore[list-item]
+        verify_x509_svid(root_svid.chain, BundleSet([leaf_context.bundles.get(TD)]))  # type: ignore[list-item]
+        return leaf_svid, root_svid
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Tree]:
+    made: Tree | None = None
+    try:
+        made = Tree(tmp_path)
+        yield made
+    finally:
+        if made is not None:
+            made.stop()
+
+
+def _openssl_verifies(svid: X509Svid, roots: list[x509.Certificate], directory: Path) -> None:
+    pem = serialization.Encoding.PEM
+    (directory / "leaf.pem").write_bytes(svid.chain[0].public_bytes(pem))
+    (directory / "chain.pem").write_bytes(b"".join(c.public_bytes(pem) for c in svid.chain[1:]))
+    (directory / "roots.pem").write_bytes(b"".join(c.public_bytes(pem) for c in roots))
+    result = subprocess.run(
+        ["openssl", "verify", "-CAfile", "roots.pem", "-untrusted", "chain.pem", "leaf.pem"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: Tree, tmp_path: Path) -> None:
+    leaf_svid, _ = eventually(tree.cross_check)
+    assert len(leaf_svid.chain) == 3  # the SVID, the leaf server's CA, the middle server's CA
+    root_bundle = _context(tree.root_agent).bundles.get(TD)
+    assert root_bundle is not None
+    _openssl_verifies(leaf_svid, list(root_bundle.x509_authorities), tmp_path)
+    assert eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent)) == LEAF_WORKLOAD
+
+    first_leaf_ca = tree.leaf.x509_authority_id()
+    first_root_ca = tree.root.x509_authority_id()
+    seen_leaf_serials = {leaf_svid.leaf.serial_number}
+
+    # The root prepares its next CA: it must reach the leaf's workloads before it is used.
+    next_root_ca = tree.root.x509_authority_id("prepare", "Prepared")
+
+    def leaf_trusts_the_next_root() -> bool:
+        bundle = _context(tree.leaf_agent).bundles.get(TD)
+        return bundle is not None and next_root_ca in {_ski(c) for c in bundle.x509_authorities}
+
+    eventually(leaf_trusts_the_next_root, timeout=45)
+    tree.root.cli("localauthority", "x509", "activate", "-authorityID", next_root_ca)
+    # The middle re-keys under the new root too.
+    middle_next = tree.middle.x509_authority_id("prepare", "Prepared")
+    tree.middle.cli("localauthority", "x509", "activate", "-authorityID", middle_next)
+
+    # Keep checking across the tree while SVIDs (15 s) and the leaf CA (60 s) rotate.
+    deadline = time.monotonic() + 70
+    while time.monotonic() < deadline:
+        leaf_svid, root_svid = eventually(tree.cross_check, timeout=10)
+        seen_leaf_serials.add(leaf_svid.leaf.serial_number)
+        if tree.leaf.x509_authority_id() != first_leaf_ca and _issued_by(root_svid, next_root_ca):
+            break
+        time.sleep(3)
+    assert tree.root.x509_authority_id() == next_root_ca != first_root_ca
+    assert tree.leaf.x509_authority_id() != first_leaf_ca
+    assert _issued_by(eventually(tree.cross_check)[1], next_root_ca)
+    assert len(seen_leaf_serials) > 1
+    assert eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent)) == LEAF_WORKLOAD
+
+
+def _ski(certificate: x509.Certificate) -> str:
+    return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+
+
+def _issued_by(svid: X509Svid, authority_id: str) -> bool:
+    identifier = svid.chain[-1].extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    return identifier.key_identifier is not None and identifier.key_identifier.hex() == authority_id

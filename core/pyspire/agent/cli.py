@@ -21,6 +21,7 @@ from pyspire.config import load_agent_config
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.files import atomic_write
+from pyspire.spiffe import Bundle, X509Svid
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
 
 __all__ = ["main"]
@@ -125,7 +126,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
 # --- api ------------------------------------------------------------------------------
 
 
-def _pem(context: X509Context) -> list[dict[str, str]]:
+def _pem(context: X509Context) -> list[dict[str, Any]]:
     out = []
     for svid in context.svids:
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.chain)
@@ -140,10 +141,19 @@ def _pem(context: X509Context) -> list[dict[str, str]]:
                 "svid": chain.decode(),
                 "key": key.decode(),
                 "bundle": roots.decode(),
+                "federated_bundles": {
+                    b.trust_domain.id_string(): b.marshal_x509_pem().decode() for b in _federated(context, svid)
+                },
                 "hint": svid.hint,
             }
         )
     return out
+
+
+def _federated(context: X509Context, svid: X509Svid) -> list[Bundle]:
+    """The bundles of other trust domains that came with ``svid``, in trust-domain order."""
+    others = [b for b in context.bundles if b.trust_domain != svid.spiffe_id.trust_domain]
+    return sorted(others, key=lambda b: b.trust_domain.name)
 
 
 async def _fetch_x509(args: argparse.Namespace) -> int:
@@ -156,6 +166,8 @@ async def _fetch_x509(args: argparse.Namespace) -> int:
             atomic_write(directory / f"svid.{index}.pem", item["svid"].encode(), mode=0o644)
             atomic_write(directory / f"svid.{index}.key", item["key"].encode(), mode=0o600)
             atomic_write(directory / f"bundle.{index}.pem", item["bundle"].encode(), mode=0o644)
+            for number, federated in enumerate(item["federated_bundles"].values()):
+                atomic_write(directory / f"federated_bundle.{index}.{number}.pem", federated.encode(), mode=0o644)
     if args.silent:
         return 0
     if args.output == "json":
@@ -173,6 +185,11 @@ async def _fetch_x509(args: argparse.Namespace) -> int:
         for depth, certificate in enumerate(bundle.x509_authorities if bundle else ()):
             print(f"CA #{depth + 1} Valid After:\t{certificate.not_valid_before_utc}")
             print(f"CA #{depth + 1} Valid Until:\t{certificate.not_valid_after_utc}")
+        for federated in _federated(context, svid):
+            name = federated.trust_domain.id_string()
+            for depth, certificate in enumerate(federated.x509_authorities):
+                print(f"[{name}] CA #{depth + 1} Valid After:\t{certificate.not_valid_before_utc}")
+                print(f"[{name}] CA #{depth + 1} Valid Until:\t{certificate.not_valid_after_utc}")
         if args.write:
             print(f"Writing SVID #{index} to file {Path(args.write) / f'svid.{index}.pem'}.")
         print()

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyspire.plugin.records import FederationRelationship
 from pyspire.server.federation.fetch import fetch_bundle
-from pyspire.spiffe import TrustDomain, X509Svid
+from pyspire.spiffe import Bundle, TrustDomain, X509Svid
 from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 
@@ -181,6 +181,14 @@ def test_workloads_in_two_trust_domains_trust_each_other(
 
         by_server, by_client = mutual_tls(back, front, tmp_path)
         assert (by_server, by_client) == ("spiffe://a.org/front", "spiffe://b.org/back")
+
+        # The CLI shows and writes the federated bundle beside the workload's own, as SPIRE's does.
+        shown = agent_a.cli("api", "fetch", "x509", "-write", str(tmp_path / "written")).stdout
+        assert "[spiffe://b.org] CA #1 Valid Until:" in shown
+        written = Bundle.parse_x509(B, (tmp_path / "written" / "federated_bundle.0.0.pem").read_bytes())
+        assert written.x509_authorities == front.bundles.get(B).x509_authorities  # type: ignore[union-attr]
+        listed = server_a.cli("bundle", "list", "-id", "spiffe://b.org").stdout
+        assert Bundle.parse_x509(B, listed.encode()).x509_authorities == written.x509_authorities
 
         # b.org goes away: a.org cannot refresh, and keeps what it has.
         server_b.stop()

@@ -15,8 +15,9 @@ from pyspire.proto.spire.api.agent.debug.v1 import debug_grpc, debug_pb2
 from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc, logger_pb2
 from pyspire.proto.spire.api.types import types_pb2
 
-from tests.agent.test_end_to_end import _entry, eventually, fetch_context
+from tests.agent.test_end_to_end import _entry, fetch_context
 from tests.support.daemons import start_agent, start_server
+from tests.support.waiting import eventually
 
 UID = os.getuid()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import ssl
 import threading
@@ -81,6 +82,11 @@ def test_insecure_bootstrap_attests_then_trusts_the_servers_bundle(tmp_path: Pat
         agent = start_agent(tmp_path / "agent", server, server.join_token(), bootstrap="insecure_bootstrap = true")
         assert "insecure_bootstrap is set" in agent.log()
         assert "Node attestation was successful" in agent.log()
+        # Regression: stopped before its first sync, it had saved its SVID but not the bundle,
+        # and the restart trusted the first server it reached all over again. The bundle is
+        # saved before the agent serves anything.
+        saved = json.loads((tmp_path / "agent" / "data" / "agent-data.json").read_text())
+        assert saved["bundle"]
         assert agent.stop() == 0
         # Restarted, it verifies the server with the bundle it saved.
         agent.start()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,24 +30,10 @@ from pyspire.spiffe import SpiffeId, TrustDomain, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from tests.support.waiting import eventually
 
 T = TypeVar("T")
 UID = os.getuid()
-
-
-def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.2) -> T:
-    """Retry ``check`` until it returns without raising (and not None/False)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, WorkloadApiError, GRPCError, OSError) as err:
-            last = err
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s: {last}")
 
 
 def fetch_context(agent: AgentDaemon):  # type: ignore[no-untyped-def]

@@ -8,8 +8,9 @@ from pathlib import Path
 from cryptography import x509
 from pyspire.spiffe import verify_x509_svid
 
-from tests.agent.test_end_to_end import _entry, eventually, fetch_context
+from tests.agent.test_end_to_end import _entry, fetch_context
 from tests.support.daemons import start_agent, start_server
+from tests.support.waiting import eventually
 
 UID = os.getuid()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from spiffe import JwtSource, JwtSvid, WorkloadApiClient, X509Source
 
-from tests.agent.test_end_to_end import _entry, eventually, fetch_context
+from tests.agent.test_end_to_end import _entry, fetch_context
 from tests.support.daemons import start_agent, start_server
+from tests.support.waiting import eventually
 
 UID = os.getuid()
 

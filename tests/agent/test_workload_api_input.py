@@ -23,8 +23,9 @@ from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient
 
-from tests.agent.test_end_to_end import _entry, eventually, fetch_context
+from tests.agent.test_end_to_end import _entry, fetch_context
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from tests.support.waiting import eventually
 
 UID = os.getuid()
 

@@ -12,36 +12,23 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from cryptography import x509
 from pyspire.spiffe import Bundle, BundleSet, TrustDomain, X509Svid, verify_x509_svid
-from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
+from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, agent_config, start_server
 from tests.support.databases import mariadb_database, postgres_database
+from tests.support.waiting import eventually
 
 T = TypeVar("T")
 TD = TrustDomain.parse("example.org")
 UID = os.getuid()
 BACKDATE = 10  # seconds: the server backdates notBefore against clock skew
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, OSError, TimeoutError, WorkloadApiError) as err:
-            last = err
-        time.sleep(0.3)
-    raise AssertionError(f"condition not met within {timeout} s: {last}")
 
 
 @pytest.fixture(params=["postgres", "mysql"])
@@ -95,7 +82,7 @@ def test_two_servers_share_one_database_and_survive_losing_one(
         started.append(second)
         # Each server has its own CA; both are in the one bundle, whichever server is asked.
         assert first.x509_authority_id() != second.x509_authority_id()
-        eventually(lambda: len(_bundle(first).x509_authorities) == 2 and _bundle(first) == _bundle(second))
+        eventually(lambda: len(_bundle(first).x509_authorities) == 2 and _bundle(first) == _bundle(second), timeout=30)
 
         # A join token made on one server is spent once, whichever servers the agents race to.
         token = first.join_token()
@@ -106,7 +93,9 @@ def test_two_servers_share_one_database_and_survive_losing_one(
         started += racers
         for racer in racers:
             racer.start(wait=False)
-        exited = eventually(lambda: [r for r in racers if r.process is not None and r.process.poll() is not None])
+        exited = eventually(
+            lambda: [r for r in racers if r.process is not None and r.process.poll() is not None], timeout=30
+        )
         assert len(exited) == 1
         assert exited[0].process is not None
         assert exited[0].process.returncode == 1
@@ -121,7 +110,7 @@ def test_two_servers_share_one_database_and_survive_losing_one(
         started.append(agent)
         agent.start()
         _entry(second, alias, "spiffe://example.org/before")
-        before = eventually(lambda: _context(agent))
+        before = eventually(lambda: _context(agent), timeout=30)
         assert [str(s.spiffe_id) for s in before.svids] == ["spiffe://example.org/before"]
 
         # The first server goes away. Entries made on the second still arrive...

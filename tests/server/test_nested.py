@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,29 +25,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyspire.spiffe import BundleSet, TrustDomain, X509Svid, verify_x509_svid
-from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
+from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, start_agent, start_server
+from tests.support.waiting import eventually
 
 T = TypeVar("T")
 TD = TrustDomain.parse("example.org")
 UID = os.getuid()
 ROOT_WORKLOAD = "spiffe://example.org/root-workload"
 LEAF_WORKLOAD = "spiffe://example.org/leaf-workload"
-
-
-def eventually(check: Callable[[], T], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, OSError, TimeoutError, WorkloadApiError) as err:
-            last = err
-        time.sleep(0.5)
-    raise AssertionError(f"condition not met within {timeout} s: {last}")
 
 
 def _upstream(server: ServerDaemon, agent: AgentDaemon) -> str:
@@ -113,14 +100,14 @@ class Tree:
         _entry(self.root, root_node, "spiffe://example.org/middle-server", "-downstream")
         time.sleep(1.1)
         _entry(self.root, root_node, ROOT_WORKLOAD)
-        eventually(lambda: _context(self.root_agent))
+        eventually(lambda: _context(self.root_agent), timeout=60)
 
         self.middle = self._keep(
             start_server(tmp_path / "middle-server", ca_ttl="1h", plugins=_upstream(self.root, self.root_agent))
         )
         self.middle_agent, middle_node = self._keep_agent(_agent_of(self.middle, tmp_path / "middle-agent"))
         _entry(self.middle, middle_node, "spiffe://example.org/leaf-server", "-downstream")
-        eventually(lambda: _context(self.middle_agent))
+        eventually(lambda: _context(self.middle_agent), timeout=60)
 
         self.leaf = self._keep(
             start_server(tmp_path / "leaf-server", ca_ttl="60s", plugins=_upstream(self.middle, self.middle_agent))
@@ -176,12 +163,15 @@ def _openssl_verifies(svid: X509Svid, roots: list[x509.Certificate], directory: 
 
 
 def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: Tree, tmp_path: Path) -> None:
-    leaf_svid, _ = eventually(tree.cross_check)
+    leaf_svid, _ = eventually(tree.cross_check, timeout=60)
     assert len(leaf_svid.chain) == 3  # the SVID, the leaf server's CA, the middle server's CA
     root_bundle = _context(tree.root_agent).bundles.get(TD)
     assert root_bundle is not None
     _openssl_verifies(leaf_svid, list(root_bundle.x509_authorities), tmp_path)
-    assert eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent)) == LEAF_WORKLOAD
+    assert (
+        eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent), timeout=60)
+        == LEAF_WORKLOAD
+    )
 
     first_leaf_ca = tree.leaf.x509_authority_id()
     first_root_ca = tree.root.x509_authority_id()
@@ -210,9 +200,12 @@ def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: 
         time.sleep(3)
     assert tree.root.x509_authority_id() == next_root_ca != first_root_ca
     assert tree.leaf.x509_authority_id() != first_leaf_ca
-    assert _issued_by(eventually(tree.cross_check)[1], next_root_ca)
+    assert _issued_by(eventually(tree.cross_check, timeout=60)[1], next_root_ca)
     assert len(seen_leaf_serials) > 1
-    assert eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent)) == LEAF_WORKLOAD
+    assert (
+        eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent), timeout=60)
+        == LEAF_WORKLOAD
+    )
 
 
 def _ski(certificate: x509.Certificate) -> str:

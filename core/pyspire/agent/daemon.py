@@ -37,6 +37,7 @@ from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
+from pyspire.proto.bundles import bundle_from_proto
 from pyspire.signals import stop_requested
 from pyspire.spiffe import Bundle, BundleError
 from pyspire.telemetry.health import HealthListener
@@ -137,6 +138,8 @@ class AgentDaemon:
             client.set_roots(roots, verify=verify)
         if not has_identity:
             await self._attest_with_retries(node)
+        if not node.roots:
+            await self._pin_bundle(client, node)
 
         self.cache = cache = WorkloadCache(
             section.trust_domain,
@@ -192,6 +195,30 @@ class AgentDaemon:
                 await back_off("The server could not complete attestation; retrying", err.message or "")
             except NodeError as err:
                 raise StartupError(str(err)) from None
+
+    async def _pin_bundle(self, client: ServerClient, node: NodeIdentityManager) -> None:
+        """After an insecure bootstrap, save the server's bundle before anything else.
+
+        From then on the agent verifies the server with it, also after a restart: trust on
+        first use happens once, not again because the agent was stopped before its first sync.
+        """
+        failures = 0
+        while True:
+            try:
+                bundle = bundle_from_proto(await client.bundle())
+            except ServerUnavailable as err:
+                failures += 1
+                delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
+                _log.warning(
+                    "Cannot fetch the server's bundle; retrying",
+                    extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
+                )
+                await asyncio.sleep(delay)
+                continue
+            if not bundle.x509_authorities:
+                raise StartupError("the server's bundle holds no X.509 authority")
+            node.set_roots(bundle.x509_authorities)
+            return
 
     async def _serve_workload_api(self, catalog: AgentCatalog, client: ServerClient, cache: WorkloadCache) -> None:
         path = Path(self.config.agent.socket_path)

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pyspire.crypto import Signer, sign_certificate, sign_jwt
+from pyspire.crypto import CA_KEY_USAGE, Signer, sign_certificate, sign_jwt
 from pyspire.crypto.x509 import issue_certificate
 from pyspire.plugin.facades import CredentialComposer
 from pyspire.spiffe import SpiffeId, TrustDomain
@@ -124,17 +124,6 @@ _KEY_USAGE_LEAF = x509.KeyUsage(
     key_agreement=True,
     key_cert_sign=False,
     crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-_KEY_USAGE_CA = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
     encipher_only=False,
     decipher_only=False,
 )
@@ -256,7 +245,7 @@ class CredentialIssuer:
             .not_valid_before(now - BACKDATE)
             .not_valid_after(_capped(now, ttl, authority.not_after))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_KEY_USAGE_CA, critical=True)
+            .add_extension(CA_KEY_USAGE, critical=True)
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(self._trust_domain.id_string())]),
                 critical=False,

@@ -170,6 +170,12 @@ def test_no_matching_entry_is_permission_denied(server: ServerDaemon, node: tupl
     result = agent.cli("api", "fetch", "jwt", "-audience", "x", check=False)
     assert result.returncode == 1
     assert "no identity issued" in result.stderr
+    # Both the caller and the agent's log say what the caller was attested as.
+    assert f"unix:uid:{UID}" in result.stderr
+    fetched = agent.cli("api", "fetch", "x509", check=False)
+    assert "no registration entry matches the caller's selectors" in fetched.stderr
+    assert f"unix:uid:{UID}" in fetched.stderr
+    assert "No identity issued" in agent.log()
 
 
 def test_missing_security_header_is_invalid_argument(node: tuple[AgentDaemon, str]) -> None:

@@ -5,12 +5,13 @@ standard's security header is checked.
 
 Streams answer at once, push a full replacement whenever the cache changes, and end with
 UNAVAILABLE (never OK) when the agent shuts down. As SPIRE does, a caller that matches no
-entry gets PERMISSION_DENIED "no identity issued"; one that matches entries whose SVIDs are
-still being minted waits for them.
+entry gets PERMISSION_DENIED "no identity issued" (with the selectors it was found to have);
+one that matches entries whose SVIDs are still being minted waits for them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,21 @@ from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, S
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
 
 SECURITY_HEADER = "workload.spiffe.io"
+
+_log = logging.getLogger(__name__)
+
+
+def _no_identity(selectors: frozenset[Selector]) -> GRPCError:
+    """PERMISSION_DENIED "no identity issued", saying (to the caller and in the log) what it was attested as.
+
+    The selectors are the caller's own: telling it what it looks like to the agent is what
+    lets an operator see why no entry matched.
+    """
+    found = ", ".join(sorted(map(str, selectors))) or "none"
+    _log.info("No identity issued: no registration entry matches the caller's selectors", extra={"selectors": found})
+    return GRPCError(
+        Status.PERMISSION_DENIED, f"no identity issued: no registration entry matches the caller's selectors ({found})"
+    )
 
 
 def _der_chain(certificates: Sequence[x509.Certificate]) -> bytes:
@@ -68,7 +84,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             if identities:
                 return identities, generation
             if not self._cache.matching(selectors):
-                raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
+                raise _no_identity(selectors)
             generation = await self._next(generation)
 
     # --- X.509 -----------------------------------------------------------------------
@@ -114,7 +130,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
     def _bundles_for(self, selectors: frozenset[Selector]) -> dict[str, Bundle]:
         entries = self._cache.matching(selectors)
         if not entries or self._cache.bundle is None:
-            raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
+            raise _no_identity(selectors)
         bundles = {self._cache.bundle.trust_domain.id_string(): self._cache.bundle}
         for trust_domain, bundle in self._cache.federated_bundles(entries).items():
             bundles[trust_domain.id_string()] = bundle
@@ -168,7 +184,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         if wanted is not None:
             entries = [e for e in entries if e.spiffe_id == wanted]
         if not entries:
-            raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
+            raise _no_identity(selectors)
         audience = tuple(request.audience)
         response = pb.JWTSVIDResponse()
         hints: set[str] = set()

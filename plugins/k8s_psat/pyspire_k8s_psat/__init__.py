@@ -1,11 +1,16 @@
-"""NodeAttestor ``k8s_psat``: agents in Kubernetes attest with projected service account tokens.
+"""Kubernetes for pyspire: node attestation ``k8s_psat`` and workload attestation ``k8s``.
 
-The agent sends its pod's projected token and the cluster name (:mod:`pyspire_k8s_psat.agent`);
-the server has that cluster's API server review the token and looks up the pod and its node
-(:mod:`pyspire_k8s_psat.server`), naming the agent ``spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID>``.
+NodeAttestor ``k8s_psat``: the agent sends its pod's projected service account token and the
+cluster name (:mod:`pyspire_k8s_psat.agent`); the server has that cluster's API server review
+the token and looks up the pod and its node (:mod:`pyspire_k8s_psat.server`), naming the agent
+``spiffe://<td>/spire/agent/k8s_psat/<cluster>/<node UID>``.
+
+WorkloadAttestor ``k8s`` (:mod:`pyspire_k8s_psat.workload`): a calling process's pod and
+container, from its cgroups and the kubelet.
 """
 
 from pyspire_k8s_psat.agent import AgentK8sPsat
 from pyspire_k8s_psat.server import ServerK8sPsat
+from pyspire_k8s_psat.workload import K8sWorkloadAttestor
 
-__all__ = ["AgentK8sPsat", "ServerK8sPsat"]
+__all__ = ["AgentK8sPsat", "K8sWorkloadAttestor", "ServerK8sPsat"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +10,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pyspire.spiffe import Bundle, BundleSet, SpiffeId, TrustDomain, X509Svid, X509SvidError, verify_x509_svid
+from pyspire.spiffe import (
+    Bundle,
+    BundleError,
+    BundleSet,
+    SpiffeId,
+    TrustDomain,
+    X509Svid,
+    X509SvidError,
+    verify_x509_svid,
+)
 
 from tests.support.pki import Issued, make_ca, make_leaf
 
@@ -129,3 +139,21 @@ def test_leaf_with_an_unknown_curve_is_a_parse_error_not_a_crash() -> None:
     with pytest.raises(X509SvidError) as raised:
         X509Svid.parse_raw(corrupted, key_der)
     assert raised.value.code == "cert_parse_error"
+
+
+def test_a_certificate_whose_serial_is_not_positive_is_refused_by_name_without_a_warning() -> None:
+    """Regression: cryptography loaded it with a deprecation warning (seen in CI) and it was accepted."""
+    root = make_ca()
+    der = root.certificate.public_bytes(serialization.Encoding.DER)
+    serial = root.certificate.serial_number.to_bytes((root.certificate.serial_number.bit_length() + 8) // 8, "big")
+    encoded = bytes([0x02, len(serial)]) + serial
+    assert der.count(encoded) == 1
+    negative = der.replace(encoded, bytes([0x02, len(serial), 0x80]) + serial[1:])  # same length, sign bit set
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(negative) + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(BundleError, match=r"serial number -[0-9]+ is not positive"):
+        Bundle.parse_x509(TrustDomain.parse("example.org"), pem)
+    key = root.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(X509SvidError, match=r"serial number -[0-9]+ is not positive"):
+        X509Svid.parse(negative, key)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from pyspire.spiffe.pem import PemError, der_certificates, pem_blocks
+from pyspire.spiffe.pem import PemError, der_certificate, der_certificates, pem_blocks
 from pyspire.spiffe.spiffeid import TrustDomain
 
 __all__ = ["Bundle", "BundleError", "BundleSource", "JwtAuthorityKey"]
@@ -313,7 +313,7 @@ class Bundle:
                     continue  # X509-SVID §6.2: an entry without a certificate is ignored
                 try:
                     der = base64.b64decode(str(x5c[0]), validate=True)
-                    x509_authorities.append(x509.load_der_x509_certificate(der))
+                    x509_authorities.append(der_certificate(der))
                 except ValueError as err:
                     raise BundleError("cert_parse_error", f"x509-svid entry {index}: bad certificate: {err}") from None
             elif use == "jwt-svid":
@@ -378,7 +378,7 @@ class Bundle:
             return cls(trust_domain)
         if data.lstrip().startswith(b"-----BEGIN"):
             try:
-                certificates = [x509.load_der_x509_certificate(der) for _, der in pem_blocks(data, {"CERTIFICATE"})]
+                certificates = [der_certificate(der) for _, der in pem_blocks(data, {"CERTIFICATE"})]
             except PemError as err:
                 raise BundleError("cert_parse_error", f"cannot parse X.509 bundle: {err}") from None
             except ValueError as err:

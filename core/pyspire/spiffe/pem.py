@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import base64
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Final
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 
-__all__ = ["PemError", "der_certificates", "pem_blocks", "split_der"]
+__all__ = ["PemError", "der_certificate", "der_certificates", "pem_blocks", "split_der"]
+
+# cryptography still loads a certificate whose serial is not positive, with a warning that a
+# later release will refuse it; der_certificate refuses it now, so the warning says nothing
+# (only for the loads made here).
+warnings.filterwarnings(
+    "ignore",
+    message="Parsed a serial number which wasn't positive",
+    category=CryptographyDeprecationWarning,
+    module=__name__,
+)
 
 _PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n?-----END \1-----", re.DOTALL)
 
@@ -67,6 +79,14 @@ def split_der(data: bytes) -> list[bytes]:
     return items
 
 
+def der_certificate(der: bytes) -> x509.Certificate:
+    """Parse one DER certificate; ValueError when malformed or when its serial is not positive (RFC 5280)."""
+    certificate = x509.load_der_x509_certificate(der)
+    if certificate.serial_number <= 0:
+        raise ValueError(f"serial number {certificate.serial_number} is not positive (RFC 5280)")
+    return certificate
+
+
 def der_certificates(data: bytes) -> list[x509.Certificate]:
     """Parse concatenated DER certificates; ValueError on any malformed one."""
-    return [x509.load_der_x509_certificate(item) for item in split_der(data)]
+    return [der_certificate(item) for item in split_der(data)]

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.x509.oid import ExtensionOID
 
 from pyspire.spiffe.bundle import BundleSource
-from pyspire.spiffe.pem import PemError, der_certificates, pem_blocks
+from pyspire.spiffe.pem import PemError, der_certificate, der_certificates, pem_blocks
 from pyspire.spiffe.spiffeid import SpiffeId, SpiffeIdError
 
 __all__ = ["X509Svid", "X509SvidError", "leaf_spiffe_id", "verify"]
@@ -150,7 +150,7 @@ def _public_der(key: PublicKeyTypes) -> bytes:
 def _load_certificates(data: bytes) -> list[x509.Certificate]:
     if data.lstrip().startswith(b"-----BEGIN"):
         try:
-            return [x509.load_der_x509_certificate(der) for _, der in pem_blocks(data, {"CERTIFICATE"})]
+            return [der_certificate(der) for _, der in pem_blocks(data, {"CERTIFICATE"})]
         except (PemError, ValueError) as err:
             raise X509SvidError("cert_parse_error", f"cannot parse PEM encoded certificate: {err}") from None
     if not data or data[:1] != b"\x30":

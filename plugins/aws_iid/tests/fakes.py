@@ -18,7 +18,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
+from tests.support import http_fakes
 from tests.support.free_port import free_port
 
 ACCOUNT = "123456789012"
@@ -171,14 +171,11 @@ class ImdsServer:
                     return self._send(404)
                 self._send(200, documents[self.path].encode())
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = http_fakes.serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        http_fakes.stop(self._server)
 
 
 class MotoServer:

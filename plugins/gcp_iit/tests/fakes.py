@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from tests.support import http_fakes
 
 AUDIENCE = "spire-gcp-node-attestor"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
@@ -241,11 +242,8 @@ class GoogleFake:
                 body = {"access_token": access_token, "expires_in": 3600, "token_type": "Bearer"}
                 self._send(200, json.dumps(body), {"Content-Type": "application/json"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = http_fakes.serve(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        http_fakes.stop(self._server)

@@ -14,7 +14,6 @@ import json
 import re
 import secrets
 import ssl
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 
+from tests.support import http_fakes
 from tests.support.pki import make_ca, make_tls_certificate, write_pem
 
 
@@ -207,12 +207,8 @@ class KubeApiServer:
                     )
                 self._send(404, _status(404, "NotFound", f"{self.path} not found"))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = http_fakes.serve(Handler, tls=context)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        http_fakes.stop(self._server)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import secrets
 import ssl
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests.support import http_fakes
 from tests.support.pki import make_ca, make_tls_certificate, write_pem
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/pids")
@@ -136,7 +136,7 @@ class Kubelet:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        context = None
         if not self.read_only:
             ca = make_ca(name="kubelet CA")
             client_ca = make_ca(name="kubelet client CA")
@@ -153,14 +153,11 @@ class Kubelet:
             context.load_cert_chain(cert, key)
             context.load_verify_locations(cafile=directory / "client-ca.pem")
             context.verify_mode = ssl.CERT_OPTIONAL
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = http_fakes.serve(Handler, tls=context, host=self.host)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        http_fakes.stop(self._server)
 
 
 class PodCgroup:

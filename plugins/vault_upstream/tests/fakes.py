@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from tests.support import http_fakes
 from tests.support.pki import Issued, make_ca, make_tls_certificate, write_pem
 
 
@@ -131,18 +132,14 @@ class VaultServer:
         context.load_cert_chain(directory / "vault-tls.pem", directory / "vault-tls.key")
         context.load_verify_locations(directory / "client-ca.pem")
         context.verify_mode = ssl.CERT_OPTIONAL  # as Vault's listener: a client certificate only for cert auth
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        ThreadingHTTPServer.allow_reuse_address = True  # started again on the same port after an outage
+        self._server = http_fakes.serve(self._handler(), self.port, context)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        http_fakes.stop(self._server)
+        self._server = None
 
     def client_certificate(self, directory: Path) -> tuple[Path, Path]:
         """A client certificate Vault's cert auth accepts, as PEM files."""

@@ -51,7 +51,8 @@ def test_the_envoy_config_asks_the_agent_for_names_it_serves() -> None:
         name = config["name"]
         if name not in (names.default_svid_name, names.default_bundle_name, names.default_all_bundles_name):
             SpiffeId.parse(name)
-        grpc = config["sds_config"]["api_config_source"]["grpc_services"][0]["envoy_grpc"]
-        assert grpc["cluster_name"] == "spire_agent"
+        service = config["sds_config"]["api_config_source"]["grpc_services"][0]
+        assert service["envoy_grpc"]["cluster_name"] == "spire_agent"
+        assert {"key": "workload.spiffe.io", "value": "true"} in service["initial_metadata"]
     pipes = [node["pipe"]["path"] for node in _walk(document) if "pipe" in node]
     assert pipes == [str(AgentSection.__dataclass_fields__["socket_path"].default)]

@@ -114,19 +114,28 @@ def _request(*names: str, node: base_pb2.Node | None = None, **fields: object) -
     return discovery_pb2.DiscoveryRequest(type_url=SECRET, resource_names=list(names), node=node or _node(), **fields)
 
 
-def fetch(agent: AgentDaemon, request: discovery_pb2.DiscoveryRequest) -> discovery_pb2.DiscoveryResponse:
+HEADER = (("workload.spiffe.io", "true"),)
+"""What contrib/envoy/envoy.yaml has Envoy send (initial_metadata)."""
+
+
+def fetch(
+    agent: AgentDaemon, request: discovery_pb2.DiscoveryRequest, metadata: tuple[tuple[str, str], ...] = HEADER
+) -> discovery_pb2.DiscoveryResponse:
     with grpc.insecure_channel(f"unix:{agent.socket_path}") as channel:
-        return sds_pb2_grpc.SecretDiscoveryServiceStub(channel).FetchSecrets(request, timeout=20)
+        return sds_pb2_grpc.SecretDiscoveryServiceStub(channel).FetchSecrets(request, timeout=20, metadata=metadata)
 
 
 def _fetch_when_synced(
-    agent: AgentDaemon, request: discovery_pb2.DiscoveryRequest, timeout: float = 30.0
+    agent: AgentDaemon,
+    request: discovery_pb2.DiscoveryRequest,
+    timeout: float = 30.0,
+    metadata: tuple[tuple[str, str], ...] = HEADER,
 ) -> discovery_pb2.DiscoveryResponse:
     """FetchSecrets, retried while the agent has not yet synced the entry just created."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return fetch(agent, request)
+            return fetch(agent, request, metadata)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.INVALID_ARGUMENT or time.monotonic() > deadline:  # type: ignore[attr-defined]
                 raise
@@ -229,11 +238,29 @@ def test_other_resource_types_and_delta_are_refused(agent: AgentDaemon) -> None:
     assert "envoy.config.cluster.v3.Cluster" in str(refused.value.details())
     with grpc.insecure_channel(f"unix:{agent.socket_path}") as channel:
         delta = sds_pb2_grpc.SecretDiscoveryServiceStub(channel).DeltaSecrets(
-            iter([discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET)]), timeout=10
+            iter([discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET)]), timeout=10, metadata=HEADER
         )
         with pytest.raises(grpc.RpcError) as unimplemented:
             list(delta)
     assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_security_header_is_required_unless_turned_off(
+    server: ServerDaemon, agent: AgentDaemon, tmp_path: Path
+) -> None:
+    for metadata in ((), (("workload.spiffe.io", "false"),), HEADER + HEADER):
+        with pytest.raises(grpc.RpcError) as refused:
+            fetch(agent, _request(WEB), metadata)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "security header missing from request" in str(refused.value.details())
+        assert "initial_metadata" in str(refused.value.details())
+    relaxed, alias = _attested_agent(server, tmp_path / "relaxed", extra="sds {\n require_security_header = false\n}")
+    spiffe_id = f"spiffe://example.org/spire-style-envoy/{uuid.uuid4()}"
+    _entry(server, alias, spiffe_id)
+    try:
+        assert spiffe_id in _secrets(_fetch_when_synced(relaxed, _request(spiffe_id), metadata=()))
+    finally:
+        relaxed.stop()
 
 
 # --- StreamSecrets -----------------------------------------------------------------------
@@ -279,7 +306,7 @@ class Envoy:
 
 async def _stream(agent: AgentDaemon) -> AsyncIterator[Envoy]:
     async with grpc.aio.insecure_channel(f"unix:{agent.socket_path}") as channel:
-        envoy = Envoy(sds_pb2_grpc.SecretDiscoveryServiceStub(channel).StreamSecrets())
+        envoy = Envoy(sds_pb2_grpc.SecretDiscoveryServiceStub(channel).StreamSecrets(metadata=HEADER))
         try:
             yield envoy
         finally:

@@ -12,6 +12,10 @@ echoes the current nonce with another version is a NACK, logged with Envoy's rea
 resource names are answered at once; a change in the cache is pushed only when the caller's
 secrets changed. A requested name the caller has no right to ends the call with
 INVALID_ARGUMENT; one whose SVID is still being minted is answered when it arrives.
+
+Unlike SPIRE, callers must send the Workload API's security header (``workload.spiffe.io:
+true``, Cure53 SPI-01-008), which Envoy does with ``initial_metadata``; ``sds {
+require_security_header = false }`` serves Envoy configs written for SPIRE.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import WorkloadCache, WorkloadIdentity
-from pyspire.agent.serving import CallerAttestor, OpenStreams
+from pyspire.agent.serving import SECURITY_HEADER, CallerAttestor, OpenStreams, check_security_header
 from pyspire.config.sections import Sds
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.envoy_sds import SECRET_TYPE_URL, SecretDiscoveryServiceBase
@@ -242,13 +246,23 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
         self._streams = streams
         self._caller = caller
         self._secrets = _Secrets(streams.cache, names)
+        self._require_header = names.require_security_header
 
     # --- the methods -----------------------------------------------------------------
+
+    async def _attest(self, stream: Any) -> frozenset[Selector]:
+        if self._require_header:
+            check_security_header(
+                stream,
+                f': give the SDS grpc_service initial_metadata {{ key: "{SECURITY_HEADER}", value: "true" }} '
+                "(or set sds { require_security_header = false })",
+            )
+        return await self._caller.attest(stream)
 
     async def FetchSecrets(self, stream: Any) -> None:
         request = await stream.recv_message()
         _check_type(request)
-        selectors = await self._caller.attest(stream)
+        selectors = await self._attest(stream)
         with self._streams.open(selectors):
             while True:
                 generation = self._streams.cache.generation
@@ -260,7 +274,7 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
         await stream.send_message(discovery_pb2.DiscoveryResponse(type_url=SECRET_TYPE_URL, resources=resources))
 
     async def StreamSecrets(self, stream: Any) -> None:
-        selectors = await self._caller.attest(stream)
+        selectors = await self._attest(stream)
         requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         reader = asyncio.create_task(self._read_requests(stream, requests))
         try:

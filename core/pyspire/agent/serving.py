@@ -28,9 +28,23 @@ from pyspire.plugin.facades import WorkloadAttestor
 from pyspire.plugin.selectors import Selector
 from pyspire.transport import ProcessIdentity, peer_credentials
 
-__all__ = ["CallerAttestor", "OpenStreams"]
+__all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header"]
+
+SECURITY_HEADER = "workload.spiffe.io"
+"""The header (value ``true``) a caller sends to show it means to call the agent (anti-SSRF)."""
 
 _log = logging.getLogger(__name__)
+
+
+def check_security_header(stream: Any, remedy: str = "") -> None:
+    """INVALID_ARGUMENT unless the request carries exactly one ``workload.spiffe.io: true``.
+
+    A repeated or differently spelt header is a client not following the standard, and gets
+    nothing; ``remedy`` is added to the message (how to send it).
+    """
+    metadata = stream.metadata
+    if (metadata.getall(SECURITY_HEADER, []) if metadata is not None else []) != ["true"]:
+        raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request" + remedy)
 
 
 class CallerAttestor:

@@ -24,15 +24,13 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry, WorkloadIdentity
 from pyspire.agent.client import ServerClient, ServerUnavailable
-from pyspire.agent.serving import CallerAttestor, OpenStreams
+from pyspire.agent.serving import SECURITY_HEADER, CallerAttestor, OpenStreams, check_security_header
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIBase
 from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, SpiffeIdError
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
-
-SECURITY_HEADER = "workload.spiffe.io"
 
 _log = logging.getLogger(__name__)
 
@@ -65,12 +63,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         self._client = client
 
     async def _attest(self, stream: Any) -> frozenset[Selector]:
-        metadata = stream.metadata
-        values = metadata.getall(SECURITY_HEADER, []) if metadata is not None else []
-        if values != ["true"]:
-            # Exactly one header with exactly "true": a repeated or differently spelt header is
-            # a client that is not following the standard, and gets nothing.
-            raise GRPCError(Status.INVALID_ARGUMENT, "security header missing from request")
+        check_security_header(stream)
         return await self._caller.attest(stream)
 
     async def _next(self, generation: int) -> int:

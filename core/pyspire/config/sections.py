@@ -258,6 +258,10 @@ class Sds:
     default_bundle_name: str = "ROOTCA"
     default_all_bundles_name: str = "ALL"
     disable_spiffe_cert_validation: bool = False
+    require_security_header: bool = True
+    """pyspire's own key: SDS callers must send ``workload.spiffe.io: true`` as Workload API
+    callers do (Cure53 SPI-01-008: SPIRE does not ask it of SDS). Envoy sends it with
+    ``initial_metadata`` on its SDS ``grpc_service``; false serves Envoy configs written for SPIRE."""
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,13 @@ class Tree:
 
     def __init__(self, tmp_path: Path) -> None:
         self.daemons: list[Daemon] = []
+        try:
+            self._grow(tmp_path)
+        except BaseException:
+            self.stop()  # a tier that failed to start must not leave the others running
+            raise
+
+    def _grow(self, tmp_path: Path) -> None:
         self.root = self._keep(start_server(tmp_path / "root-server", ca_ttl="1h"))
         self.root_agent, root_node = self._keep_agent(_agent_of(self.root, tmp_path / "root-agent"))
         # The downstream entry first: it is the oldest, so the middle server's default SVID.
@@ -138,13 +145,11 @@ class Tree:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[Tree]:
-    made: Tree | None = None
+    made = Tree(tmp_path)
     try:
-        made = Tree(tmp_path)
         yield made
     finally:
-        if made is not None:
-            made.stop()
+        made.stop()
 
 
 def _openssl_verifies(svid: X509Svid, roots: list[x509.Certificate], directory: Path) -> None:

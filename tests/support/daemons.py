@@ -80,7 +80,11 @@ class Daemon:
         )
         log.close()
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # one that never became ready must not outlive the test
+                raise
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:

@@ -9,7 +9,8 @@ One run, on SQLite in a scratch directory:
    queries, read from the server's Prometheus counter);
 4. reads the server's RSS (target < 1 GiB);
 5. X509-SVID issuance through BatchNewX509SVID (batches of 50 CSRs, mTLS) next to the bare
-   build-and-sign rate of ``cryptography`` for the same certificate on one core (target >= 35%);
+   build-and-sign rate of ``cryptography`` for the same certificate on one core, measured in
+   turns so both see the same machine (target >= 35%, median of the per-turn ratios);
 6. cold start: adds attested nodes straight into the datastore up to COLD_AGENTS, restarts the
    server and reads how long loading the authorized-entries index took (target < 5 s).
 
@@ -56,6 +57,7 @@ from tests.support.free_port import free_port  # noqa: E402
 TD = TrustDomain.parse("example.org")
 BATCH = 500
 CSR_BATCH = 50
+ROUNDS = 5
 IN_FLIGHT = 2
 """Agents asking for SVIDs at the same time in the issuance measurement."""
 
@@ -190,6 +192,21 @@ async def issuance_rate(clients: list[ServerClient], seconds: float) -> float:
     return issued / (time.perf_counter() - started)
 
 
+async def issuance_against_bare(clients: list[ServerClient]) -> tuple[float, float, float]:
+    """(issuance/s, bare/s, ratio), each the median of ROUNDS windows taken in turn.
+
+    This machine's speed drifts by tens of percent within a minute (shared cores); a window
+    of issuance and then a window of bare signing see nearly the same machine, so each ratio
+    is taken within one round and the median ratio is reported.
+    """
+    issued, bare, ratios = [], [], []
+    for _ in range(ROUNDS):
+        issued.append(await issuance_rate(clients, 4.0))
+        bare.append(bare_signing_rate(2.0))
+        ratios.append(issued[-1] / bare[-1])
+    return statistics.median(issued), statistics.median(bare), statistics.median(ratios)
+
+
 def bare_signing_rate(seconds: float) -> float:
     """cryptography building and signing the same kind of X509-SVID, on this core."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -266,7 +283,7 @@ def main() -> None:
     roots = x509.load_pem_x509_certificates(server.bundle_pem().encode())
     figures: dict[str, str] = {}
 
-    async def scenario() -> tuple[float, list[float], list[float], int, float, float]:
+    async def scenario() -> tuple[float, list[float], list[float], int, float, tuple[float, float, float]]:
         tokens = await create_tokens(server, args.agents)
         started = time.perf_counter()
         clients = await attest_all(server, tokens, roots)
@@ -287,17 +304,16 @@ def main() -> None:
         figures["sync_server_ms"] = str(
             (handled_after[0] - handled_before[0]) / max(1.0, handled_after[1] - handled_before[1]) * 1000
         )
-        issued = await issuance_rate(clients[:IN_FLIGHT], 10.0)
+        issued = await issuance_against_bare(clients[:IN_FLIGHT])
         for client in clients:
             client.close()
         await asyncio.sleep(0.1)
         return create_seconds, get_ms, sync_ms, seen, queries, issued
 
     try:
-        create_seconds, get_ms, sync_ms, seen, queries, issued_rate = asyncio.run(scenario())
+        create_seconds, get_ms, sync_ms, seen, queries, (issued_rate, bare, ratio) = asyncio.run(scenario())
         assert server.process is not None
         rss = rss_mib(server.process.pid)
-        bare = bare_signing_rate(5.0)
         server.stop()
 
         add_nodes_directly(directory, args.cold_agents, args.agents)
@@ -312,7 +328,6 @@ def main() -> None:
     sync_p50, sync_p99 = statistics.median(sync_ms), percentile(sync_ms, 99)
     server_sync_ms = float(figures["sync_server_ms"])
     get_p50, get_p99 = statistics.median(get_ms), percentile(get_ms, 99)
-    ratio = issued_rate / bare
     rows = [
         (
             "entries created through the API (batches of 500, SQLite)",
@@ -341,13 +356,13 @@ def main() -> None:
         ("datastore queries during those syncs", f"{queries:.0f}", "0", queries == 0),
         ("server RSS with that data", f"{rss:.0f} MiB", "< 1 GiB", rss < 1024),
         (
-            f"X509-SVID issuance (BatchNewX509SVID x50, mTLS, {IN_FLIGHT} agents at once)",
+            f"X509-SVID issuance (BatchNewX509SVID x50, mTLS, {IN_FLIGHT} agents at once; median of {ROUNDS} windows)",
             f"{issued_rate:,.0f}/s",
             "",
             None,
         ),
-        ("bare cryptography build+sign, one core", f"{bare:,.0f}/s", "", None),
-        ("issuance / bare", f"{ratio:.0%}", ">= 35%", ratio >= 0.35),
+        ("bare cryptography build+sign, one core, each window right after one of issuance", f"{bare:,.0f}/s", "", None),
+        ("issuance / bare (median of the per-window ratios)", f"{ratio:.0%}", ">= 35%", ratio >= 0.35),
         (
             f"cold start: index of {int(entries_loaded):,} entries, {int(agents_loaded):,} agents",
             f"{float(index_seconds):.2f} s",

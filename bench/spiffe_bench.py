@@ -41,24 +41,38 @@ TRIALS = 5
 TRIAL_SECONDS = 1.0
 
 
-def rate(operation: Callable[[], object]) -> float:
-    """Median operations per second over TRIALS runs of TRIAL_SECONDS each."""
-    for _ in range(200):
-        operation()
-    results = []
+def _trial(operation: Callable[[], object]) -> float:
+    count = 0
+    start = time.perf_counter()
+    deadline = start + TRIAL_SECONDS
+    while True:
+        for _ in range(100):
+            operation()
+        count += 100
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+def rates(operations: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Operations per second of each operation in TRIALS rounds, the operations taken in turn.
+
+    Taking them in turn, rather than one after the other, lets a ratio be computed within a
+    round, on the same machine: this one's speed drifts by tens of percent within a minute.
+    """
+    for operation in operations.values():
+        for _ in range(200):
+            operation()
+    found: dict[str, list[float]] = {name: [] for name in operations}
     for _ in range(TRIALS):
-        count = 0
-        start = time.perf_counter()
-        deadline = start + TRIAL_SECONDS
-        while True:
-            for _ in range(100):
-                operation()
-            count += 100
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        results.append(count / (now - start))
-    return statistics.median(results)
+        for name, operation in operations.items():
+            found[name].append(_trial(operation))
+    return found
+
+
+def ratio(found: dict[str, list[float]], name: str, reference: str) -> float:
+    """The median over the rounds of ``name``'s rate over ``reference``'s."""
+    return statistics.median(a / b for a, b in zip(found[name], found[reference], strict=True))
 
 
 def main() -> None:
@@ -69,24 +83,18 @@ def main() -> None:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 
     td = TrustDomain("example.org")
-    parse_rate = rate(lambda: SpiffeId.parse("spiffe://example.org/ns/default/sa/frontend"))
-
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
     data = os.urandom(200)
     signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
-    bare_verify = rate(lambda: public.verify(signature, data, ec.ECDSA(hashes.SHA256())))
 
     root = make_ca()
     leaf = make_leaf(root)
     bundle = Bundle(td, [root.certificate])
     direct_chain = [leaf.certificate]
-    x509_direct = rate(lambda: verify_x509_svid(direct_chain, bundle))
-
     intermediate = make_ca(issuer=root, name="intermediate")
     leaf2 = make_leaf(intermediate)
     via_chain = [leaf2.certificate, intermediate.certificate]
-    x509_via = rate(lambda: verify_x509_svid(via_chain, bundle))
 
     jwt_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
@@ -99,12 +107,24 @@ def main() -> None:
     token = jwt.encode(claims, jwt_key, algorithm="ES256", headers={"kid": "k1", "typ": "JWT"})
     jwt_public = jwt_key.public_key()
     jwt_bundle = Bundle(td, jwt_authorities={"k1": jwt_public})
-    bare_jwt = rate(lambda: jwt.decode(token, jwt_public, algorithms=["ES256"], audience="spiffe://example.org/db"))
-    svid_jwt = rate(lambda: JwtSvid.parse_and_validate(token, jwt_bundle, ["spiffe://example.org/db"]))
 
-    x509_ratio = x509_direct / bare_verify
-    via_ratio = x509_via / bare_verify
-    jwt_ratio = svid_jwt / bare_jwt
+    found = rates(
+        {
+            "parse": lambda: SpiffeId.parse("spiffe://example.org/ns/default/sa/frontend"),
+            "bare_verify": lambda: public.verify(signature, data, ec.ECDSA(hashes.SHA256())),
+            "x509_direct": lambda: verify_x509_svid(direct_chain, bundle),
+            "x509_via": lambda: verify_x509_svid(via_chain, bundle),
+            "bare_jwt": lambda: jwt.decode(token, jwt_public, algorithms=["ES256"], audience="spiffe://example.org/db"),
+            "svid_jwt": lambda: JwtSvid.parse_and_validate(token, jwt_bundle, ["spiffe://example.org/db"]),
+        }
+    )
+    parse_rate, bare_verify, x509_direct, x509_via, bare_jwt, svid_jwt = (
+        statistics.median(found[name])
+        for name in ("parse", "bare_verify", "x509_direct", "x509_via", "bare_jwt", "svid_jwt")
+    )
+    x509_ratio = ratio(found, "x509_direct", "bare_verify")
+    via_ratio = ratio(found, "x509_via", "bare_verify")
+    jwt_ratio = ratio(found, "svid_jwt", "bare_jwt")
     rows = [
         ("SpiffeId.parse", f"{parse_rate:,.0f}/s", "", ""),
         ("bare ECDSA P-256 verify (cryptography)", f"{bare_verify:,.0f}/s", "", ""),
@@ -133,7 +153,8 @@ def main() -> None:
     machine = (
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), pinned to one core; "
         f"Python {platform.python_version()}, cryptography {cryptography.__version__}, PyJWT {jwt.__version__}; "
-        f"median of {TRIALS} trials of {TRIAL_SECONDS:g} s; {datetime.now(UTC):%Y-%m-%d}"
+        f"{TRIALS} rounds of {TRIAL_SECONDS:g} s per operation, taken in turn; rates and ratios are "
+        f"medians over the rounds; {datetime.now(UTC):%Y-%m-%d}"
     )
     body = "\n".join(
         [

@@ -194,6 +194,12 @@ def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: 
     # The middle re-keys under the new root too.
     middle_next = tree.middle.x509_authority_id("prepare", "Prepared")
     tree.middle.cli("localauthority", "x509", "activate", "-authorityID", middle_next)
+    # The root retires its JWT key. Servers below hold it too: none may publish it back.
+    old_jwt = _authority_id(tree.root.cli("localauthority", "jwt", "show").stdout, "Active JWT authority")
+    new_jwt = _authority_id(tree.root.cli("localauthority", "jwt", "prepare").stdout, "Prepared JWT authority")
+    tree.root.cli("localauthority", "jwt", "activate", "-authorityID", new_jwt)
+    tree.root.cli("localauthority", "jwt", "taint", "-authorityID", old_jwt)
+    tree.root.cli("localauthority", "jwt", "revoke", "-authorityID", old_jwt)
 
     # Keep checking across the tree while SVIDs (15 s) and the leaf CA (60 s) rotate.
     deadline = time.monotonic() + 70
@@ -207,10 +213,15 @@ def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: 
     assert tree.leaf.x509_authority_id() != first_leaf_ca
     assert _issued_by(eventually(tree.cross_check, timeout=60)[1], next_root_ca)
     assert len(seen_leaf_serials) > 1
+    assert old_jwt not in tree.root.cli("bundle", "show", "-format", "spiffe").stdout  # several steps later
     assert (
         eventually(lambda: _jwt_from_leaf_validated_at_root(tree.leaf_agent, tree.root_agent), timeout=60)
         == LEAF_WORKLOAD
     )
+
+
+def _authority_id(output: str, label: str) -> str:
+    return output.split(f"{label}:", 1)[1].split("Authority ID: ", 1)[1].split(maxsplit=1)[0]
 
 
 def _ski(certificate: x509.Certificate) -> str:

@@ -117,7 +117,8 @@ class BundleService(bundle_grpc.BundleBase):
             )
 
         stored = await self.ctx.call(self.ctx.datastore.modify_bundle, self.ctx.trust_domain, publish)
-        # Nested here too: pass the key on up at once (the rotation loop retries what fails).
+        # Nested here too: pass the key on up at once (what fails is tried again at each
+        # rotation step until the upstream has it).
         upstream_key = JwtKey(
             key.key_id, key.public_key_der, datetime.fromtimestamp(key.expires_at, UTC) if key.expires_at else None
         )

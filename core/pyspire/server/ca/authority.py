@@ -17,7 +17,6 @@ the old root stays published until it expires.
 from __future__ import annotations
 
 import base64
-import contextlib
 import enum
 import json
 import logging
@@ -144,6 +143,8 @@ class CaManager:
         self._lock = threading.RLock()
         self._state = _State()
         self._last_prune = 0.0
+        self._unforwarded: dict[str, JwtKey] = {}
+        """Downstream (or own) JWT keys whose publication upstream failed: tried again each step."""
         self._listeners: list[Callable[[], None]] = []
 
     # --- reading ---------------------------------------------------------------------
@@ -208,9 +209,12 @@ class CaManager:
         """Trust what the upstream trusts, and have it trust our JWT keys; True when the bundle changed.
 
         In a nested tree every JWT key must be known everywhere: keys travel down here, and
-        up through ``publish_jwt_key`` (again at every step for any the upstream lacks, so a
-        publication lost to an outage is made good). Outside the CA lock: a slow upstream must
-        not hold up signing.
+        up through ``publish_jwt_key``. This server publishes again, at every step, its own keys
+        the upstream lacks and the downstream keys it failed to pass on (a publication lost to
+        an outage is made good), but nothing else: a key revoked upstream must not come back
+        from below. As in SPIRE, roots and keys are only ever added here; they leave with
+        expiry or an operator's revoke. Outside the CA lock: a slow upstream must not hold up
+        signing.
         """
         if self._upstream is None or not self._upstream.implements("upstream_trust"):
             return False
@@ -218,15 +222,23 @@ class CaManager:
             trust = self._upstream.upstream_trust()
             added = self._add_to_bundle([_der(root) for root in trust.x509_roots], trust.jwt_keys)
             upstream_kids = {key.key_id for key in trust.jwt_keys}
-            bundle = self._datastore.fetch_bundle(self._settings.trust_domain)
-            now = time.time()
-            for key in bundle.jwt_authorities if bundle else ():
-                if key.key_id not in upstream_kids and (not key.expires_at or key.expires_at > now):
-                    expires = datetime.fromtimestamp(key.expires_at, UTC) if key.expires_at else None
-                    added = self.forward_jwt_key(JwtKey(key.key_id, key.public_key_der, expires)) or added
+            now = self._now()
+            with self._lock:
+                owed = [JwtKey(slot.key.kid, slot.public_der, slot.key.not_after) for slot in self._state.jwt]
+                owed += self._unforwarded.values()
+                self._unforwarded = {}
         except PluginError as err:
-            _log.warning("Could not exchange trust with the upstream authority; trying again later: %s", err)
+            _log.warning("Could not read what the upstream authority trusts; asking again later: %s", err)
             return False
+        failed: PluginError | None = None
+        for key in {k.key_id: k for k in owed}.values():
+            if key.key_id not in upstream_kids and (key.expires_at is None or key.expires_at > now):
+                try:
+                    added = self.forward_jwt_key(key) or added
+                except PluginError as err:
+                    failed = err  # kept by forward_jwt_key for the next step
+        if failed is not None:
+            _log.warning("Could not publish JWT keys upstream; trying again later: %s", failed)
         return added
 
     def _add_to_bundle(self, roots: list[bytes], jwt_keys: tuple[JwtKey, ...] = ()) -> bool:
@@ -264,9 +276,14 @@ class CaManager:
         """
         if self._upstream is None or not self._upstream.implements("publish_jwt_key"):
             return False
-        with contextlib.suppress(Unimplemented):
+        try:
             return self._add_to_bundle([], self._upstream.publish_jwt_key(key))
-        return False
+        except Unimplemented:
+            return False
+        except PluginError:
+            with self._lock:
+                self._unforwarded[key.key_id] = key  # published again at the next rotation step
+            raise
 
     def _rotate_x509(self, now: datetime) -> bool:
         active = self._find_x509(Status.ACTIVE)

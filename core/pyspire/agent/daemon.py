@@ -206,6 +206,8 @@ class AgentDaemon:
         while True:
             try:
                 bundle = bundle_from_proto(await client.bundle())
+            except ValueError as err:
+                raise StartupError(f"the server's bundle cannot be read: {err}") from None
             except ServerUnavailable as err:
                 failures += 1
                 delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311

@@ -126,6 +126,10 @@ class _Kubelet:
         self._token = ""
         self._token_read_at = 0.0
         self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
+        self._pods: list[Mapping[str, Any]] | None = None
+        self._pods_version = 0
+        self._pods_fetched_at = 0.0
         if config.kubelet_read_only_port:
             self.url = f"http://127.0.0.1:{config.kubelet_read_only_port}/pods"
             self._pool: urllib3.PoolManager = urllib3.PoolManager(retries=False)
@@ -165,7 +169,22 @@ class _Kubelet:
                 self._token_read_at = time.monotonic()
             return self._token
 
-    def pods(self) -> list[Mapping[str, Any]]:
+    def pods(self, newer_than: int = 0) -> tuple[int, list[Mapping[str, Any]]]:
+        """The pod list and its version, newer than version ``newer_than``.
+
+        Callers at the same time share one request, and a list younger than
+        ``poll_retry_interval`` is answered again: a burst of Workload API calls costs the
+        kubelet one request, as in SPIRE.
+        """
+        with self._fetch_lock:
+            young = time.monotonic() - self._pods_fetched_at < self._config.poll_retry_interval.total_seconds()
+            if self._pods is None or self._pods_version <= newer_than or not young:
+                self._pods = self._fetch()
+                self._pods_version += 1
+                self._pods_fetched_at = time.monotonic()
+            return self._pods_version, self._pods
+
+    def _fetch(self) -> list[Mapping[str, Any]]:
         token = self._bearer()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
@@ -224,10 +243,12 @@ class K8sWorkloadAttestor:
         if pod_uid is None and container_id is None:
             return []  # not in a pod: nothing to say
         config = self._config
+        seen = 0
         for attempt in range(config.max_poll_attempts):
             if attempt:
                 time.sleep(config.poll_retry_interval.total_seconds())
-            found = self._find(self._kubelet.pods(), pod_uid, container_id)
+            seen, pods = self._kubelet.pods(newer_than=seen)  # each attempt looks at a newer list
+            found = self._find(pods, pod_uid, container_id)
             if found is not None:
                 return found
         raise NotFound(

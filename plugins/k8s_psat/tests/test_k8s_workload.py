@@ -122,6 +122,27 @@ def test_a_process_in_a_pod_gets_its_pod_and_container_selectors(
     assert no_container == selectors - {s for s in selectors if s.startswith("k8s:container-")}
 
 
+def test_a_burst_of_callers_costs_the_kubelet_one_request(
+    kubelet: Kubelet, workload: tuple[int, Pod, PodCgroup], tmp_path: Path
+) -> None:
+    pid, pod, _ = workload
+    kubelet.pods = [pod]
+    attestor = load(tmp_path, _secure(kubelet, tmp_path, poll_retry_interval="5s"))
+    results: list[set[str]] = []
+
+    def call() -> None:
+        results.append({str(s) for s in attestor.attest(pid)})
+
+    callers = [threading.Thread(target=call) for _ in range(20)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(results) == 20
+    assert all("k8s:container-name:app" in found for found in results)
+    assert kubelet.requests == 1
+
+
 def test_a_process_outside_any_pod_has_no_k8s_selectors(kubelet: Kubelet, tmp_path: Path) -> None:
     assert load(tmp_path, _secure(kubelet, tmp_path)).attest(os.getpid()) == ()
     assert kubelet.requests == 0

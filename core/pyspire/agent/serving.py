@@ -120,11 +120,6 @@ class OpenStreams:
         self.check_running()
         return self.cache.generation
 
-    @property
-    def stopping(self) -> asyncio.Event:
-        """Set when the agent begins to shut down."""
-        return self._stopping
-
     async def stop(self, timeout: float = 5.0) -> None:
         """End every open stream with UNAVAILABLE, and wait (up to ``timeout``) until they have."""
         self._stopping.set()

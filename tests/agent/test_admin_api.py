@@ -15,9 +15,10 @@ from pyspire.proto.spire.api.agent.debug.v1 import debug_grpc, debug_pb2
 from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc, logger_pb2
 from pyspire.proto.spire.api.types import types_pb2
 
-from tests.agent.test_end_to_end import _entry, fetch_context
+from tests.agent.test_end_to_end import _entry
 from tests.support.daemons import start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
 
 UID = os.getuid()
 
@@ -29,7 +30,7 @@ def test_admin_socket_reports_and_changes_the_log_level(tmp_path: Path) -> None:
     agent = start_agent(tmp_path / "agent", server, server.join_token(alias), extra=f'admin_socket_path = "{admin}"')
     try:
         _entry(server, alias, "spiffe://example.org/counted", f"unix:uid:{UID}")
-        eventually(lambda: fetch_context(agent))
+        eventually(lambda: x509_context(agent))
         assert stat.S_IMODE(admin.stat().st_mode) == 0o770
         assert stat.S_IMODE(admin.parent.stat().st_mode) == 0o750
 

@@ -31,17 +31,10 @@ from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiErr
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
 
 T = TypeVar("T")
 UID = os.getuid()
-
-
-def fetch_context(agent: AgentDaemon):  # type: ignore[no-untyped-def]
-    async def fetch():  # type: ignore[no-untyped-def]
-        async with WorkloadApiClient(agent.address, timeout=10) as client:
-            return await asyncio.wait_for(client.fetch_x509_context(), 10)
-
-    return asyncio.run(fetch())
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +72,7 @@ def test_workload_gets_a_verifiable_svid_through_three_clients(
     agent, alias = node
     _entry(server, alias, "spiffe://example.org/web", f"unix:uid:{UID}")
 
-    context = eventually(lambda: fetch_context(agent))
+    context = eventually(lambda: x509_context(agent))
     svid = context.default_svid
     assert str(svid.spiffe_id) == "spiffe://example.org/web"
     verified_id, _ = verify_x509_svid(svid.chain, context.bundles)
@@ -107,8 +100,8 @@ def test_workload_gets_a_verifiable_svid_through_three_clients(
     from spiffe import WorkloadApiClient as PySpiffeClient  # noqa: PLC0415
 
     with PySpiffeClient(agent.address) as client:
-        x509_context = client.fetch_x509_context()
-        assert str(x509_context.default_svid.spiffe_id) == "spiffe://example.org/web"
+        spiffe_context = client.fetch_x509_context()
+        assert str(spiffe_context.default_svid.spiffe_id) == "spiffe://example.org/web"
         jwt_svid = client.fetch_jwt_svid(audience={"billing"})
         assert str(jwt_svid.spiffe_id) == "spiffe://example.org/web"
         jwt_bundles = client.fetch_jwt_bundles()
@@ -134,7 +127,7 @@ def test_socket_permissions_and_clean_shutdown(server: ServerDaemon, tmp_path: P
     data_dir = tmp_path / "agent" / "data"
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "agent-data.json").stat().st_mode) == 0o600
-    eventually(lambda: fetch_context(agent))
+    eventually(lambda: x509_context(agent))
 
     async def watch_until_shutdown() -> GRPCError:
         channel = Channel(path=str(agent.socket_path))
@@ -166,7 +159,7 @@ def test_no_matching_entry_is_permission_denied(server: ServerDaemon, node: tupl
     agent, alias = node
     _entry(server, alias, "spiffe://example.org/someone-else", "unix:uid:4242424")
     with pytest.raises(WorkloadApiError, match="PERMISSION_DENIED: no identity issued"):
-        fetch_context(agent)
+        x509_context(agent)
     result = agent.cli("api", "fetch", "jwt", "-audience", "x", check=False)
     assert result.returncode == 1
     assert "no identity issued" in result.stderr
@@ -214,7 +207,7 @@ def test_stream_pushes_new_svids_and_drops_deleted_ones(server: ServerDaemon, no
             await stream.aclose()
         return seen
 
-    eventually(lambda: fetch_context(agent))
+    eventually(lambda: x509_context(agent))
     seen = asyncio.run(watch())
     # SPIRE's order: the oldest entry first.
     assert seen == [
@@ -234,7 +227,7 @@ def test_hints_are_deduplicated_keeping_the_oldest(server: ServerDaemon, node: t
     _entry(server, alias, "spiffe://example.org/h3", f"unix:uid:{UID}")
 
     def three_entries_synced() -> list[str]:
-        ids = [str(s.spiffe_id) for s in fetch_context(agent).svids]
+        ids = [str(s.spiffe_id) for s in x509_context(agent).svids]
         assert "spiffe://example.org/h3" in ids
         return ids
 
@@ -275,17 +268,17 @@ def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> Non
         alias = "spiffe://example.org/node/outage"
         agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
         _entry(server, alias, "spiffe://example.org/survivor", f"unix:uid:{UID}")
-        before = eventually(lambda: fetch_context(agent))
+        before = eventually(lambda: x509_context(agent))
         server.stop()
         time.sleep(2.5)  # a couple of failed syncs
-        during = fetch_context(agent)
+        during = x509_context(agent)
         assert during.default_svid.leaf == before.default_svid.leaf
         assert "Cannot reach the server" in agent.log()
         server.start()
         # The agent reconnects by itself: an entry created after the outage reaches the workload.
         _entry(server, alias, "spiffe://example.org/after-outage", f"unix:uid:{UID}")
         eventually(
-            lambda: "spiffe://example.org/after-outage" in [str(s.spiffe_id) for s in fetch_context(agent).svids],
+            lambda: "spiffe://example.org/after-outage" in [str(s.spiffe_id) for s in x509_context(agent).svids],
             timeout=60,
         )
         assert agent.stop() == 0
@@ -318,7 +311,7 @@ def test_failing_workload_attestor_is_unavailable_never_fewer_selectors(server: 
     try:
         _entry(server, alias, "spiffe://example.org/uid-only", f"unix:uid:{UID}")
         with pytest.raises(WorkloadApiError, match=r"UNAVAILABLE: .*exceeds size limit"):
-            fetch_context(agent)
+            x509_context(agent)
     finally:
         agent.stop()
 
@@ -333,7 +326,7 @@ def test_path_and_sha256_selectors_select_the_binary(server: ServerDaemon, tmp_p
             digest = hashlib.sha256(binary.read()).hexdigest()
         _entry(server, alias, "spiffe://example.org/python", f"unix:path:{executable}", f"unix:sha256:{digest}")
         _entry(server, alias, "spiffe://example.org/other-binary", "unix:path:/usr/bin/false")
-        context = eventually(lambda: fetch_context(agent))
+        context = eventually(lambda: x509_context(agent))
         assert [str(s.spiffe_id) for s in context.svids] == ["spiffe://example.org/python"]
     finally:
         agent.stop()
@@ -369,13 +362,13 @@ def test_agent_svid_is_renewed_at_half_life_and_workloads_keep_rotating(tmp_path
         alias = "spiffe://example.org/node/renewing"
         agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
         _entry(server, alias, "spiffe://example.org/short-lived", f"unix:uid:{UID}")
-        first = eventually(lambda: fetch_context(agent)).default_svid
+        first = eventually(lambda: x509_context(agent)).default_svid
         # Past half of the 20 s lifetimes (30 s with the 10 s backdate, so about 5 s after
         # issuance, with jitter): the agent SVID renewed through RenewAgent, the workload SVID
         # re-issued, and both keep working.
         time.sleep(9)
         assert "Agent SVID renewed" in agent.log()
-        second = eventually(lambda: fetch_context(agent)).default_svid
+        second = eventually(lambda: x509_context(agent)).default_svid
         assert second.leaf.serial_number != first.leaf.serial_number
         assert agent.process is not None
         assert agent.process.poll() is None

@@ -8,9 +8,10 @@ from pathlib import Path
 from cryptography import x509
 from pyspire.spiffe import verify_x509_svid
 
-from tests.agent.test_end_to_end import _entry, fetch_context
+from tests.agent.test_end_to_end import _entry
 from tests.support.daemons import start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
 
 UID = os.getuid()
 
@@ -25,7 +26,7 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
     agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
     try:
         _entry(server, alias, "spiffe://example.org/rotating", f"unix:uid:{UID}")
-        before = eventually(lambda: fetch_context(agent))
+        before = eventually(lambda: x509_context(agent))
         old_id = server.x509_authority_id()
 
         new_id = server.x509_authority_id("prepare", "Prepared")
@@ -33,7 +34,7 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
         # Prepared authorities are published before they sign anything.
         eventually(
             lambda: (
-                len(fetch_context(agent).bundles.get(before.default_svid.spiffe_id.trust_domain).x509_authorities) == 2
+                len(x509_context(agent).bundles.get(before.default_svid.spiffe_id.trust_domain).x509_authorities) == 2
             )
         )
 
@@ -44,7 +45,7 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
         server.cli("localauthority", "x509", "taint", "-authorityID", old_id)
 
         def reissued_by_new_ca():  # type: ignore[no-untyped-def]
-            context = fetch_context(agent)
+            context = x509_context(agent)
             issuer_ski = context.default_svid.leaf.extensions.get_extension_for_class(
                 x509.AuthorityKeyIdentifier
             ).value.key_identifier.hex()
@@ -57,7 +58,7 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
         trust_domain = before.default_svid.spiffe_id.trust_domain
 
         def old_ca_gone():  # type: ignore[no-untyped-def]
-            authorities = fetch_context(agent).bundles.get(trust_domain).x509_authorities
+            authorities = x509_context(agent).bundles.get(trust_domain).x509_authorities
             return authorities if all(_ski(a) != old_id.lower() for a in authorities) else None
 
         remaining = eventually(old_ca_gone, timeout=30)

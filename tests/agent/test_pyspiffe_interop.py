@@ -10,9 +10,10 @@ from pathlib import Path
 
 from spiffe import JwtSource, JwtSvid, WorkloadApiClient, X509Source
 
-from tests.agent.test_end_to_end import _entry, fetch_context
+from tests.agent.test_end_to_end import _entry
 from tests.support.daemons import start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
 
 UID = os.getuid()
 
@@ -26,7 +27,7 @@ def test_x509_and_jwt_sources_follow_rotation(tmp_path: Path) -> None:
         time.sleep(1.1)  # a later created_at: /myservice stays first
         _entry(server, alias, "spiffe://example.org/myservice2", f"unix:uid:{UID}", extra=("-x509SVIDTTL", "5"))
         _entry(server, alias, "spiffe://example.org/not-for-me", f"unix:uid:{UID + 4242}")
-        eventually(lambda: len(fetch_context(agent).svids) == 2)
+        eventually(lambda: len(x509_context(agent).svids) == 2)
 
         updates = threading.Event()
         with X509Source(socket_path=agent.address, timeout_in_seconds=20) as source:

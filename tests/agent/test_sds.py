@@ -31,13 +31,15 @@ from pyspire.spiffe.bundleset import BundleSet
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
 from tests.support.pki import make_ca
-from tests.support.workloads import fetched_spiffe_id
+from tests.support.waiting import eventually
+from tests.support.workloads import fetched_spiffe_id, x509_context
 
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 TD = TrustDomain.parse("example.org")
 UID = os.getuid()
 WEB = "spiffe://example.org/web"
 DB = "spiffe://example.org/db"
+PARTNER = TrustDomain.parse("partner.org")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,13 @@ def agent(
     _entry(server, alias, WEB)
     time.sleep(1.1)  # creation times are in seconds: web is the first identity, not a tie broken by ID
     _entry(server, alias, DB, "-federatesWith", "spiffe://partner.org")
-    assert fetched_spiffe_id(daemon) in (WEB, DB)
+
+    def ready() -> bool:
+        context = x509_context(daemon)
+        return {str(s.spiffe_id) for s in context.svids} == {WEB, DB} and PARTNER in context.bundles
+
+    # Ready when both SVIDs and partner.org's bundle have reached the agent (tests may run in any order).
+    eventually(ready, timeout=30)
     yield daemon
     daemon.stop()
 

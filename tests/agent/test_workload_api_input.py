@@ -23,9 +23,10 @@ from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient
 
-from tests.agent.test_end_to_end import _entry, fetch_context
+from tests.agent.test_end_to_end import _entry
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
 
 UID = os.getuid()
 
@@ -37,7 +38,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     alias = "spiffe://example.org/node/input"
     agent = start_agent(directory / "agent", server, server.join_token(alias))
     _entry(server, alias, "spiffe://example.org/caller", f"unix:uid:{UID}")
-    eventually(lambda: fetch_context(agent))
+    eventually(lambda: x509_context(agent))
     yield server, agent
     agent.stop()
     server.stop()
@@ -168,7 +169,7 @@ def test_connections_dropped_before_attestation_leak_nothing(deployment: tuple[S
         sock.close()
     eventually(lambda: _open_fds(pid) <= baseline + 5, timeout=20)
     # Still serving.
-    assert fetch_context(agent).default_svid is not None
+    assert x509_context(agent).default_svid is not None
 
 
 def test_socket_path_is_reported_when_agent_is_missing(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ still reach workloads, SVIDs keep rotating, and nothing is lost or counted twice
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,15 +17,15 @@ from typing import TypeVar
 import pytest
 from cryptography import x509
 from pyspire.spiffe import Bundle, BundleSet, TrustDomain, X509Svid, verify_x509_svid
-from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
+from pyspire.spiffe.workloadapi import X509Context
 
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, agent_config, start_server
 from tests.support.databases import mariadb_database, postgres_database
 from tests.support.waiting import eventually
+from tests.support.workloads import register_this_process, x509_context
 
 T = TypeVar("T")
 TD = TrustDomain.parse("example.org")
-UID = os.getuid()
 BACKDATE = 10  # seconds: the server backdates notBefore against clock skew
 
 
@@ -46,29 +44,6 @@ def _bundle(server: ServerDaemon) -> Bundle:
 def _agent(directory: Path, server: ServerDaemon, token: str, server_address: str = "127.0.0.1") -> AgentDaemon:
     text, socket_path = agent_config(directory, server, server_address=server_address)
     return AgentDaemon("pyspire-agent", directory, socket_path, text, ["-joinToken", token])
-
-
-def _context(agent: AgentDaemon) -> X509Context:
-    async def fetch() -> X509Context:
-        async with WorkloadApiClient(agent.address, timeout=10) as client:
-            return await asyncio.wait_for(client.fetch_x509_context(), 10)
-
-    return asyncio.run(fetch())
-
-
-def _entry(server: ServerDaemon, parent: str, spiffe_id: str) -> None:
-    server.cli(
-        "entry",
-        "create",
-        "-parentID",
-        parent,
-        "-spiffeID",
-        spiffe_id,
-        "-selector",
-        f"unix:uid:{UID}",
-        "-x509SVIDTTL",
-        "20",
-    )
 
 
 def test_two_servers_share_one_database_and_survive_losing_one(
@@ -109,14 +84,14 @@ def test_two_servers_share_one_database_and_survive_losing_one(
         agent = _agent(tmp_path / "agent", first, second.join_token(alias), server_address=both)
         started.append(agent)
         agent.start()
-        _entry(second, alias, "spiffe://example.org/before")
-        before = eventually(lambda: _context(agent), timeout=30)
+        register_this_process(second, alias, "spiffe://example.org/before", "-x509SVIDTTL", "20")
+        before = eventually(lambda: x509_context(agent), timeout=30)
         assert [str(s.spiffe_id) for s in before.svids] == ["spiffe://example.org/before"]
 
         # The first server goes away. Entries made on the second still arrive...
         stopped_at = time.time()
         assert first.stop() == 0
-        _entry(second, alias, "spiffe://example.org/after")
+        register_this_process(second, alias, "spiffe://example.org/after", "-x509SVIDTTL", "20")
 
         second_ca = second.x509_authority_id()
 
@@ -125,7 +100,7 @@ def test_two_servers_share_one_database_and_survive_losing_one(
             return identifier.key_identifier is not None and identifier.key_identifier.hex() == authority_id
 
         def both_ids_renewed_by_the_second() -> X509Context | None:
-            context = _context(agent)
+            context = x509_context(agent)
             ids = sorted(str(s.spiffe_id) for s in context.svids)
             renewed = all(
                 s.leaf.not_valid_before_utc.timestamp() + BACKDATE > stopped_at and signed_by(s, second_ca)

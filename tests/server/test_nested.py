@@ -13,7 +13,6 @@ before it signs anything.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 import uuid
@@ -29,10 +28,10 @@ from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, start_agent, start_server
 from tests.support.waiting import eventually
+from tests.support.workloads import register_this_process, x509_context
 
 T = TypeVar("T")
 TD = TrustDomain.parse("example.org")
-UID = os.getuid()
 ROOT_WORKLOAD = "spiffe://example.org/root-workload"
 LEAF_WORKLOAD = "spiffe://example.org/leaf-workload"
 
@@ -48,30 +47,6 @@ def _upstream(server: ServerDaemon, agent: AgentDaemon) -> str:
 def _agent_of(server: ServerDaemon, directory: Path) -> tuple[AgentDaemon, str]:
     alias = f"spiffe://example.org/node/{uuid.uuid4()}"
     return start_agent(directory, server, server.join_token(alias)), alias
-
-
-def _entry(server: ServerDaemon, parent: str, spiffe_id: str, *flags: str) -> None:
-    server.cli(
-        "entry",
-        "create",
-        "-parentID",
-        parent,
-        "-spiffeID",
-        spiffe_id,
-        "-selector",
-        f"unix:uid:{UID}",
-        "-x509SVIDTTL",
-        "15",
-        *flags,
-    )
-
-
-def _context(agent: AgentDaemon) -> X509Context:
-    async def fetch() -> X509Context:
-        async with WorkloadApiClient(agent.address, timeout=10) as client:
-            return await asyncio.wait_for(client.fetch_x509_context(), 10)
-
-    return asyncio.run(fetch())
 
 
 def _svid(context: X509Context, spiffe_id: str) -> X509Svid:
@@ -104,23 +79,27 @@ class Tree:
         self.root = self._keep(start_server(tmp_path / "root-server", ca_ttl="1h"))
         self.root_agent, root_node = self._keep_agent(_agent_of(self.root, tmp_path / "root-agent"))
         # The downstream entry first: it is the oldest, so the middle server's default SVID.
-        _entry(self.root, root_node, "spiffe://example.org/middle-server", "-downstream")
+        register_this_process(
+            self.root, root_node, "spiffe://example.org/middle-server", "-downstream", "-x509SVIDTTL", "15"
+        )
         time.sleep(1.1)
-        _entry(self.root, root_node, ROOT_WORKLOAD)
-        eventually(lambda: _context(self.root_agent), timeout=60)
+        register_this_process(self.root, root_node, ROOT_WORKLOAD, "-x509SVIDTTL", "15")
+        eventually(lambda: x509_context(self.root_agent), timeout=60)
 
         self.middle = self._keep(
             start_server(tmp_path / "middle-server", ca_ttl="1h", plugins=_upstream(self.root, self.root_agent))
         )
         self.middle_agent, middle_node = self._keep_agent(_agent_of(self.middle, tmp_path / "middle-agent"))
-        _entry(self.middle, middle_node, "spiffe://example.org/leaf-server", "-downstream")
-        eventually(lambda: _context(self.middle_agent), timeout=60)
+        register_this_process(
+            self.middle, middle_node, "spiffe://example.org/leaf-server", "-downstream", "-x509SVIDTTL", "15"
+        )
+        eventually(lambda: x509_context(self.middle_agent), timeout=60)
 
         self.leaf = self._keep(
             start_server(tmp_path / "leaf-server", ca_ttl="60s", plugins=_upstream(self.middle, self.middle_agent))
         )
         self.leaf_agent, leaf_node = self._keep_agent(_agent_of(self.leaf, tmp_path / "leaf-agent"))
-        _entry(self.leaf, leaf_node, LEAF_WORKLOAD)
+        register_this_process(self.leaf, leaf_node, LEAF_WORKLOAD, "-x509SVIDTTL", "15")
 
     def _keep(self, daemon: ServerDaemon) -> ServerDaemon:
         self.daemons.append(daemon)
@@ -136,7 +115,7 @@ class Tree:
 
     def cross_check(self) -> tuple[X509Svid, X509Svid]:
         """Each side's SVID verifies with the other side's bundle; (leaf SVID, root SVID)."""
-        leaf_context, root_context = _context(self.leaf_agent), _context(self.root_agent)
+        leaf_context, root_context = x509_context(self.leaf_agent), x509_context(self.root_agent)
         leaf_svid, root_svid = _svid(leaf_context, LEAF_WORKLOAD), _svid(root_context, ROOT_WORKLOAD)
         verify_x509_svid(leaf_svid.chain, BundleSet([root_context.bundles.get(TD)]))  # type: ignore[list-item]
         verify_x509_svid(root_svid.chain, BundleSet([leaf_context.bundles.get(TD)]))  # type: ignore[list-item]
@@ -170,7 +149,7 @@ def _openssl_verifies(svid: X509Svid, roots: list[x509.Certificate], directory: 
 def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: Tree, tmp_path: Path) -> None:
     leaf_svid, _ = eventually(tree.cross_check, timeout=60)
     assert len(leaf_svid.chain) == 3  # the SVID, the leaf server's CA, the middle server's CA
-    root_bundle = _context(tree.root_agent).bundles.get(TD)
+    root_bundle = x509_context(tree.root_agent).bundles.get(TD)
     assert root_bundle is not None
     _openssl_verifies(leaf_svid, list(root_bundle.x509_authorities), tmp_path)
     assert (
@@ -186,7 +165,7 @@ def test_a_three_tier_tree_verifies_across_tiers_while_every_tier_rotates(tree: 
     next_root_ca = tree.root.x509_authority_id("prepare", "Prepared")
 
     def leaf_trusts_the_next_root() -> bool:
-        bundle = _context(tree.leaf_agent).bundles.get(TD)
+        bundle = x509_context(tree.leaf_agent).bundles.get(TD)
         return bundle is not None and next_root_ca in {_ski(c) for c in bundle.x509_authorities}
 
     eventually(leaf_trusts_the_next_root, timeout=45)

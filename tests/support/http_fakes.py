@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 def serve(
@@ -23,3 +25,13 @@ def stop(server: ThreadingHTTPServer | None) -> None:
     if server is not None:
         server.shutdown()
         server.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, body: Any) -> None:
+    """Answer with ``body`` as JSON (``None``: an empty body, as for HTTP 204)."""
+    data = json.dumps(body).encode() if body is not None else b""
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -1,4 +1,4 @@
-"""A workload of a real agent: register it under a parent and wait for its X509-SVID."""
+"""A workload of a real agent: register it under a parent, fetch its X.509 context, wait for its SVID."""
 
 from __future__ import annotations
 
@@ -6,16 +6,27 @@ import asyncio
 import os
 import time
 
-from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
 
 from tests.support.daemons import AgentDaemon, ServerDaemon
 
 
-def register_this_process(server: ServerDaemon, parent_id: str, spiffe_id: str) -> None:
-    """An entry giving processes of this test's uid ``spiffe_id`` under ``parent_id``."""
+def register_this_process(server: ServerDaemon, parent_id: str, spiffe_id: str, *flags: str) -> None:
+    """An entry giving processes of this test's uid ``spiffe_id`` under ``parent_id`` (``flags``: more CLI flags)."""
     server.cli(
-        "entry", "create", "-parentID", parent_id, "-spiffeID", spiffe_id, "-selector", f"unix:uid:{os.getuid()}"
-    )
+        "entry", "create", "-parentID", parent_id, "-spiffeID", spiffe_id, "-selector", f"unix:uid:{os.getuid()}",
+        *flags,
+    )  # fmt: skip
+
+
+def x509_context(agent: AgentDaemon, timeout: float = 10.0) -> X509Context:
+    """This process's X.509 context from ``agent``, as the Workload API gives it now."""
+
+    async def fetch() -> X509Context:
+        async with WorkloadApiClient(agent.address, timeout=timeout) as client:
+            return await asyncio.wait_for(client.fetch_x509_context(), timeout)
+
+    return asyncio.run(fetch())
 
 
 def fetched_spiffe_id(agent: AgentDaemon, timeout: float = 30.0) -> str:

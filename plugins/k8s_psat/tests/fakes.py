@@ -123,13 +123,8 @@ class KubeApiServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, code: int, body: Any) -> None:
+                http_fakes.send_json(self, code, body)
 
             def _authorized(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {api._bearer}":

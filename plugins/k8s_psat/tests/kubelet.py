@@ -12,7 +12,6 @@ writable cgroup hierarchy; without them the tests that use it skip and say so.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import ssl
 from dataclasses import dataclass, field
@@ -128,13 +127,8 @@ class Kubelet:
                         200, {"kind": "PodList", "apiVersion": "v1", "items": [p.manifest() for p in kubelet.pods]}
                     )
 
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, code: int, body: Any) -> None:
+                http_fakes.send_json(self, code, body)
 
         context = None
         if not self.read_only:

@@ -249,13 +249,8 @@ class VaultServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: dict[str, Any] | None) -> None:
-                data = json.dumps(body).encode() if body is not None else b""
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _send(self, code: int, body: Any) -> None:
+                http_fakes.send_json(self, code, body)
 
             def _route(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

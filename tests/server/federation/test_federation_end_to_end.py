@@ -30,7 +30,7 @@ from pyspire.spiffe.workloadapi import WorkloadApiClient, X509Context
 from tests.support.daemons import AgentDaemon, ServerDaemon, server_config, start_agent, start_server
 from tests.support.free_port import free_port
 from tests.support.pki import make_ca, make_tls_certificate, write_pem
-from tests.support.workloads import fetched_spiffe_id
+from tests.support.workloads import fetched_spiffe_id, x509_context
 
 A, B = TrustDomain.parse("a.org"), TrustDomain.parse("b.org")
 
@@ -47,14 +47,6 @@ def federation_block(port: int, partner_port: int | None = None) -> str:
         f' bundle_endpoint {{\n  address = "127.0.0.1"\n  port = {port}\n  refresh_hint = "2m"\n }}\n'
         f"{partner}\n}}"
     )
-
-
-def x509_context(agent: AgentDaemon) -> X509Context:
-    async def fetch() -> X509Context:
-        async with WorkloadApiClient(agent.address, timeout=10) as client:
-            return await client.fetch_x509_context()
-
-    return asyncio.run(fetch())
 
 
 def jwt_bundles(agent: AgentDaemon) -> BundleSet:

@@ -157,3 +157,32 @@ def test_a_certificate_whose_serial_is_not_positive_is_refused_by_name_without_a
     )
     with pytest.raises(X509SvidError, match=r"serial number -[0-9]+ is not positive"):
         X509Svid.parse(negative, key)
+
+
+def test_a_certificate_repeating_an_extension_is_refused_by_name() -> None:
+    """Regression: cryptography's DuplicateExtension (not a ValueError) escaped the parsers; the
+    corruption property test found it about one run in four."""
+    leaf = make_leaf(make_ca())
+    chain_der, key_der = X509Svid.from_parts([leaf.certificate], leaf.key).marshal_raw()
+    san_oid, eku_oid = bytes.fromhex("0603551d11"), bytes.fromhex("0603551d25")
+    assert chain_der.count(eku_oid) == 1
+    repeated = chain_der.replace(san_oid, eku_oid, 1)  # the SAN becomes a second extendedKeyUsage
+    with pytest.raises(X509SvidError, match=r"repeats extension 2\.5\.29\.37") as raised:
+        X509Svid.parse_raw(repeated, key_der)
+    assert raised.value.code == "cert_parse_error"
+    with pytest.raises(BundleError, match=r"repeats extension 2\.5\.29\.37"):
+        Bundle.parse_x509(TD, repeated)
+
+
+def test_a_certificate_of_an_unknown_version_is_refused_by_name() -> None:
+    """Regression: cryptography's InvalidVersion (not a ValueError) escaped the parsers."""
+    leaf = make_leaf(make_ca())
+    chain_der, key_der = X509Svid.from_parts([leaf.certificate], leaf.key).marshal_raw()
+    v3 = bytes.fromhex("a003020102")
+    assert chain_der.count(v3) == 1
+    v2 = chain_der.replace(v3, bytes.fromhex("a003020101"))
+    with pytest.raises(X509SvidError, match="unknown version 1") as raised:
+        X509Svid.parse_raw(v2, key_der)
+    assert raised.value.code == "cert_parse_error"
+    with pytest.raises(BundleError, match="unknown version 1"):
+        Bundle.parse_x509(TD, v2)

@@ -80,10 +80,22 @@ def split_der(data: bytes) -> list[bytes]:
 
 
 def der_certificate(der: bytes) -> x509.Certificate:
-    """Parse one DER certificate; ValueError when malformed or when its serial is not positive (RFC 5280)."""
-    certificate = x509.load_der_x509_certificate(der)
+    """Parse one DER certificate; ValueError when malformed or when its serial is not positive (RFC 5280).
+
+    cryptography reports an unknown version and (lazily, when extensions are first read) a
+    repeated extension with exceptions that are not ValueErrors; loading and decoding both here
+    turns them into the one error every caller handles.
+    """
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as err:
+        raise ValueError(f"certificate has unknown version {err.parsed_version}") from None
     if certificate.serial_number <= 0:
         raise ValueError(f"serial number {certificate.serial_number} is not positive (RFC 5280)")
+    try:
+        certificate.extensions  # noqa: B018 -- decoded for its errors
+    except x509.DuplicateExtension as err:
+        raise ValueError(f"certificate repeats extension {err.oid.dotted_string} (RFC 5280 §4.2)") from None
     return certificate
 
 

@@ -39,8 +39,8 @@ def agent(body: str = "", rest: str = "") -> str:
 # --- SPIRE's own files and ours ----------------------------------------------------------
 
 
-def test_spires_server_conf_loads_as_written(shared_dir: Path) -> None:
-    config = load_server_config(shared_dir / "spire-conf" / "server.conf")
+def test_spires_server_conf_loads_as_written(spire_conf_dir: Path) -> None:
+    config = load_server_config(spire_conf_dir / "server.conf")
     assert config.server.trust_domain == TrustDomain("example.org")
     assert config.server.bind_port == 8081  # written as the string "8081"
     assert config.server.log_level is LogLevel.DEBUG
@@ -58,8 +58,8 @@ def test_spires_server_conf_loads_as_written(shared_dir: Path) -> None:
     assert datastore.where == 'server.conf: plugins: DataStore "sql"'
 
 
-def test_spires_agent_conf_loads_as_written(shared_dir: Path) -> None:
-    config = load_agent_config(shared_dir / "spire-conf" / "agent.conf")
+def test_spires_agent_conf_loads_as_written(spire_conf_dir: Path) -> None:
+    config = load_agent_config(spire_conf_dir / "agent.conf")
     assert config.agent.server_address == "127.0.0.1"
     assert config.agent.trust_bundle_path == Path("./conf/agent/dummy_root_ca.crt")
     assert {(p.type, p.name) for p in config.plugins} == {
@@ -113,10 +113,10 @@ def _known_keys(section: type) -> set[str]:
     ],
 )
 def test_every_key_spire_documents_is_handled(
-    shared_dir: Path, conf: str, block: str, section: type, table: dict[str, object]
+    spire_conf_dir: Path, conf: str, block: str, section: type, table: dict[str, object]
 ) -> None:
     """A key SPIRE documents is either implemented or in the support table: nothing drifts."""
-    documented = _documented_keys((shared_dir / "spire-conf" / conf).read_text(), block)
+    documented = _documented_keys((spire_conf_dir / conf).read_text(), block)
     assert len(documented) > 30, "the key extraction found too little to be meaningful"
     handled = _known_keys(section) | {key.lstrip("/").split(".")[-1] for key in table}
     # Keys nested inside blocks the support table already handles as a whole (ACME, OPA).
@@ -134,16 +134,16 @@ def test_every_key_spire_documents_is_handled(
 
 
 @pytest.mark.parametrize("conf", ["server_full.conf", "agent_full.conf"])
-def test_spires_full_configs_parse(shared_dir: Path, conf: str) -> None:
+def test_spires_full_configs_parse(spire_conf_dir: Path, conf: str) -> None:
     """The reference files are valid HCL to our reader (they are not meant to run)."""
-    document = read_config_file(shared_dir / "spire-conf" / conf)
+    document = read_config_file(spire_conf_dir / conf)
     assert "plugins" in document
 
 
-def test_unsupported_spire_features_in_the_full_server_conf_are_refused(shared_dir: Path) -> None:
+def test_unsupported_spire_features_in_the_full_server_conf_are_refused(spire_conf_dir: Path) -> None:
     # server_full.conf enables ACME for the bundle endpoint, which pyspire does not do.
     with pytest.raises(ConfigError, match=r"federation\.bundle_endpoint\.profile\.https_web\.acme"):
-        load_server_config(shared_dir / "spire-conf" / "server_full.conf")
+        load_server_config(spire_conf_dir / "server_full.conf")
 
 
 # --- values ------------------------------------------------------------------------------

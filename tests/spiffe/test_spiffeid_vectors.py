@@ -10,25 +10,13 @@ import pytest
 from pyspire.spiffe import MatchError, SpiffeId, SpiffeIdError, TrustDomain
 from pyspire.spiffe.match import match_any, match_id, match_member_of, match_one_of
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "spiffe" / "vectors"
-
-
-def _load(name: str) -> dict[str, Any]:
-    path = VECTORS / name
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-DATA = _load("spiffeid.json")
+VECTORS = Path(__file__).resolve().parent / "vectors"
+DATA: dict[str, Any] = json.loads((VECTORS / "spiffeid.json").read_text())
 
 
 def _id(case: dict[str, Any]) -> str:
     text = case["input"]
     return repr(text if len(text) <= 60 else f"{text[:40]}...({len(text)})")
-
-
-@pytest.fixture(autouse=True)
-def _need_vectors(vectors_dir: Path) -> None:
-    """Skip locally (fail under CI) when ../shared is absent: see tests/conftest.py."""
 
 
 def _expect(parse: Any, case: dict[str, Any]) -> Any:
@@ -48,7 +36,7 @@ def _expect(parse: Any, case: dict[str, Any]) -> Any:
     return None
 
 
-@pytest.mark.parametrize("case", DATA.get("id_cases", []), ids=_id)
+@pytest.mark.parametrize("case", DATA["id_cases"], ids=_id)
 def test_spiffe_id(case: dict[str, Any]) -> None:
     parsed = _expect(SpiffeId.parse, case)
     if parsed is not None:
@@ -58,21 +46,21 @@ def test_spiffe_id(case: dict[str, Any]) -> None:
         assert SpiffeId.parse(str(parsed)) == parsed
 
 
-@pytest.mark.parametrize("case", DATA.get("trust_domain_cases", []), ids=_id)
+@pytest.mark.parametrize("case", DATA["trust_domain_cases"], ids=_id)
 def test_trust_domain(case: dict[str, Any]) -> None:
     parsed = _expect(TrustDomain.parse, case)
     if parsed is not None:
         assert parsed.name == case["trust_domain"]
 
 
-@pytest.mark.parametrize("case", DATA.get("path_cases", []), ids=_id)
+@pytest.mark.parametrize("case", DATA["path_cases"], ids=_id)
 def test_path(case: dict[str, Any]) -> None:
     parsed = _expect(lambda path: SpiffeId.from_path(TrustDomain("example.org"), path), case)
     if parsed is not None:
         assert parsed.path == case["input"]
 
 
-@pytest.mark.parametrize("case", DATA.get("segment_cases", []), ids=lambda c: repr(c["segments"]))
+@pytest.mark.parametrize("case", DATA["segment_cases"], ids=lambda c: repr(c["segments"]))
 def test_segments(case: dict[str, Any]) -> None:
     td = TrustDomain("example.org")
     if case["valid"]:
@@ -83,12 +71,12 @@ def test_segments(case: dict[str, Any]) -> None:
         assert raised.value.code == case["error_code"]
 
 
-@pytest.mark.parametrize("case", DATA.get("member_of_cases", []), ids=lambda c: f"{c['id']}-{c['trust_domain']}")
+@pytest.mark.parametrize("case", DATA["member_of_cases"], ids=lambda c: f"{c['id']}-{c['trust_domain']}")
 def test_member_of(case: dict[str, Any]) -> None:
     assert SpiffeId.parse(case["id"]).member_of(TrustDomain.parse(case["trust_domain"])) is case["member"]
 
 
-@pytest.mark.parametrize("case", DATA.get("equality_cases", []), ids=lambda c: f"{c['a']}=={c['b']}")
+@pytest.mark.parametrize("case", DATA["equality_cases"], ids=lambda c: f"{c['a']}=={c['b']}")
 def test_equality(case: dict[str, Any]) -> None:
     if case["equal"] is None:
         # Strict policy: the second form is not a SPIFFE ID at all, so it is never equal.
@@ -115,7 +103,7 @@ def _matcher(text: str) -> Any:
     raise AssertionError(f"unknown matcher {text}")
 
 
-@pytest.mark.parametrize("matcher_case", DATA.get("matcher_cases", {}).get("matchers", []), ids=lambda c: c["matcher"])
+@pytest.mark.parametrize("matcher_case", DATA["matcher_cases"]["matchers"], ids=lambda c: c["matcher"])
 def test_matchers(matcher_case: dict[str, Any]) -> None:
     if "<zero trust domain>" in matcher_case["matcher"]:
         # go-spiffe's zero TrustDomain value has no counterpart: pyspire cannot build one.

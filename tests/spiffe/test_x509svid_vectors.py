@@ -12,8 +12,8 @@ from cryptography import x509
 from pyspire.spiffe import Bundle, BundleSet, TrustDomain, X509Svid, X509SvidError, verify_x509_svid
 from pyspire.spiffe.pem import der_certificates
 
-ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "spiffe" / "vectors" / "x509svid"
-MANIFEST: dict[str, Any] = json.loads((ROOT / "manifest.json").read_text()) if ROOT.exists() else {}
+ROOT = Path(__file__).resolve().parent / "vectors" / "x509svid"
+MANIFEST: dict[str, Any] = json.loads((ROOT / "manifest.json").read_text())
 
 # Implementation-defined parse cases and pyspire's decision for each.
 PARSE_POLICY = {
@@ -24,12 +24,7 @@ PARSE_POLICY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _need_vectors(vectors_dir: Path) -> None:
-    """Skip locally (fail under CI) when ../shared is absent."""
-
-
-@pytest.mark.parametrize("case", MANIFEST.get("parse_cases", []), ids=lambda c: c["name"])
+@pytest.mark.parametrize("case", MANIFEST["parse_cases"], ids=lambda c: c["name"])
 def test_parse(case: dict[str, Any]) -> None:
     certificates = (ROOT / case["certs"]).read_bytes()
     key = (ROOT / case["key"]).read_bytes()
@@ -61,7 +56,7 @@ def _read_chain(path: Path) -> list[Any]:
     return der_certificates(data)
 
 
-@pytest.mark.parametrize("case", MANIFEST.get("verify_cases", []), ids=lambda c: c["name"])
+@pytest.mark.parametrize("case", MANIFEST["verify_cases"], ids=lambda c: c["name"])
 def test_verify(case: dict[str, Any]) -> None:
     chain = _read_chain(ROOT / case["chain"])
     bundles = BundleSet(

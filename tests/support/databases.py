@@ -2,7 +2,7 @@
 
 CI reuses the machine's servers, so every user creates its own uniquely named database and
 drops it. When a server cannot be reached the caller skips with the reason, or fails when
-PYSPIRE_REQUIRE_SERVICES=1 (as .ci/run sets).
+CI=true (as CI sets) or PYSPIRE_REQUIRE_SERVICES=1.
 """
 
 from __future__ import annotations

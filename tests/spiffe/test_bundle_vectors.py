@@ -67,7 +67,7 @@ def test_x509_bundle(case: dict[str, Any]) -> None:
     assert len(bundle.x509_authorities) == case["authorities"]
     assert Bundle.parse_x509(TD, bundle.marshal_x509_pem()) == bundle
     assert Bundle.parse_x509(TD, bundle.marshal_x509_der()) == bundle
-    for subject in case["subjects"]:
+    for subject in case.get("subjects", []):
         assert subject in [c.subject.rfc4514_string() for c in bundle.x509_authorities]
 
 

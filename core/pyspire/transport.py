@@ -259,6 +259,9 @@ class SpiffeChannel(grpclib.client.Channel):
                 self._check(transport)
             except Exception as err:
                 self._identity_error = err
+                # The HTTP/2 protocol never started, so it has nothing to tear down when the
+                # transport reports the loss (grpclib's own handler would fail on it).
+                protocol.connection_lost = _never_started  # type: ignore[method-assign,assignment]
                 transport.close()
                 return
             original(transport)
@@ -286,6 +289,10 @@ class SpiffeChannel(grpclib.client.Channel):
         if self._identity_error is not None:
             raise self._identity_error
         return protocol
+
+
+def _never_started(_exc: BaseException | None) -> None:
+    """``connection_lost`` of a connection refused before its protocol started."""
 
 
 def unix_socket_in_use(path: Path) -> bool:

@@ -343,7 +343,8 @@ def test_agent_refuses_a_server_with_another_identity(server: ServerDaemon, tmp_
         time.sleep(3)
         assert agent.process is not None
         assert agent.process.poll() is None  # retrying, not attested
-        assert "Cannot reach the server to attest" in agent.log()
+        assert "The server cannot be trusted; retrying" in agent.log()
+        assert "does not chain to the agent's trust bundle" in agent.log()
         assert not agent.socket_path.exists()
         agent.stop()
     finally:

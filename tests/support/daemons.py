@@ -289,9 +289,15 @@ class AgentDaemon(Daemon):
 
 
 def start_agent(
-    directory: Path, server: ServerDaemon, join_token: str | None = None, *, wait: bool = True, **kwargs: object
+    directory: Path,
+    server: ServerDaemon,
+    join_token: str | None = None,
+    *,
+    wait: bool = True,
+    env: Mapping[str, str] | None = None,
+    **kwargs: object,
 ) -> AgentDaemon:
     text, socket_path = agent_config(directory, server, **kwargs)  # type: ignore[arg-type]
     extra_args = ["-joinToken", join_token] if join_token else []
-    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, extra_args)
+    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, extra_args, env=env or {})
     return agent.start(wait=wait)  # type: ignore[return-value]

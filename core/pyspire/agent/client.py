@@ -6,7 +6,10 @@ attestation the agent presents its SVID; the channel is rebuilt whenever the SVI
 bundle changes, so a rotated server CA or a renewed agent SVID takes effect on the next call.
 With several servers (on one datastore) a call that cannot reach one goes to the next. When
 none answers the failure surfaces as :class:`ServerUnavailable` (the caller backs off and
-retries); the server's refusals stay :class:`grpclib.exceptions.GRPCError`.
+retries), or :class:`ServerNotTrusted` when every server answered but none proved it is the
+trust domain's server (a bundle or trust domain that does not match: a misconfiguration); the
+server's refusals stay :class:`grpclib.exceptions.GRPCError`, also when a streaming call ends
+with one after messages were exchanged (a refusal after a challenge).
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, TrustDomain, match_id
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
-__all__ = ["CALL_TIMEOUT", "AttestationAnswer", "RateLimited", "ServerClient", "ServerUnavailable"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "AttestationAnswer",
+    "RateLimited",
+    "ServerClient",
+    "ServerNotTrusted",
+    "ServerUnavailable",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +60,20 @@ class ServerUnavailable(Exception):
 
 class RateLimited(ServerUnavailable):
     """The server refused the call under its per-address rate limit: retry within a second."""
+
+
+class ServerNotTrusted(ServerUnavailable):
+    """Every server answered, and none proved it is the trust domain's server.
+
+    ``untrusted_chain`` says a server's certificate did not chain to the agent's bundle,
+    ``wrong_identity`` that a server's chain verified but named another SPIFFE ID (another
+    trust domain's server). Either is a misconfiguration more often than an attack.
+    """
+
+    def __init__(self, message: str, *, untrusted_chain: bool, wrong_identity: bool) -> None:
+        super().__init__(message)
+        self.untrusted_chain = untrusted_chain
+        self.wrong_identity = wrong_identity
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,7 @@ class ServerClient:
         :class:`ServerUnavailable` (its message lists every server's failure).
         """
         failures = []
+        untrusted_chain = wrong_identity = unreachable = False
         for _ in self._servers:
             host, port = self.server
             try:
@@ -128,15 +153,28 @@ class ServerClient:
                     raise RateLimited(f"server {host}:{port}: {err.message}") from None
                 if err.status not in _UNAVAILABLE:
                     raise
+                unreachable = True
                 failures.append(f"server {host}:{port}: {err.message}")
             except ServerIdentityError as err:
-                failures.append(f"server {host}:{port} failed its identity check: {err}")
+                wrong_identity = True
+                failures.append(
+                    f"server {host}:{port} is not the server of trust domain {self._server_id.trust_domain.name}: {err}"
+                )
+            except ssl.SSLCertVerificationError as err:
+                untrusted_chain = True
+                failures.append(
+                    f"server {host}:{port} presented a certificate that does not chain to the agent's "
+                    f"trust bundle: {err.verify_message}"
+                )
             except (TimeoutError, OSError, StreamTerminatedError) as err:
+                unreachable = True
                 failures.append(f"server {host}:{port} unreachable: {err or type(err).__name__}")
             self.close()
             self._server = (self._server + 1) % len(self._servers)
             if len(self._servers) > 1:
                 _log.warning("Server call failed; trying the next server", extra={"error": failures[-1]})
+        if not unreachable:
+            raise ServerNotTrusted("; ".join(failures), untrusted_chain=untrusted_chain, wrong_identity=wrong_identity)
         raise ServerUnavailable("; ".join(failures))
 
     # --- node attestation -----------------------------------------------------------
@@ -160,7 +198,7 @@ class ServerClient:
             while True:
                 reply: Any = await stream.recv_message()
                 if reply is None:
-                    raise GRPCError(Status.INTERNAL, "the server ended attestation without a result")
+                    await _raise_server_status(stream)
                 if reply.WhichOneof("step") == "challenge":
                     response = await answer(bytes(reply.challenge))
                     await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=response))
@@ -253,3 +291,14 @@ class ServerClient:
         request = svid_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
         reply = await self._guard(lambda: svid_grpc.SVIDStub(self._current()).NewJWTSVID(request, timeout=CALL_TIMEOUT))
         return reply.svid
+
+
+async def _raise_server_status(stream: Any) -> None:
+    """The server ended a stream without its result: raise the status it ended it with.
+
+    A refusal that comes after messages were exchanged (after a challenge) arrives in the
+    trailers, which grpclib reads only once the agent has ended its own side.
+    """
+    await stream.end()
+    await stream.recv_trailing_metadata()  # raises GRPCError with the server's status and message
+    raise GRPCError(Status.INTERNAL, "the server ended attestation without a result or an error")

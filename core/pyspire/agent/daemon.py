@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import ssl
 import urllib.request
 from pathlib import Path
@@ -26,9 +25,10 @@ from grpclib.health.service import Health
 from grpclib.server import Server
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
+from pyspire.agent.backoff import ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW, Backoff
 from pyspire.agent.cache import WorkloadCache
-from pyspire.agent.client import ServerClient, ServerUnavailable
-from pyspire.agent.manager import MAX_BACKOFF, AgentStopped, SyncManager
+from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable
+from pyspire.agent.manager import AgentStopped, SyncManager
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
 from pyspire.agent.serving import CallerAttestor, OpenStreams
@@ -48,6 +48,9 @@ __all__ = ["AgentDaemon", "run_agent"]
 _log = logging.getLogger(__name__)
 
 TRUST_BUNDLE_URL_TIMEOUT = 30.0
+
+_RETRIED_REFUSALS = frozenset({Status.INTERNAL, Status.UNKNOWN, Status.ABORTED})
+"""Server errors that may pass: attestation is retried; any other status is a final refusal."""
 
 
 class StartupError(Exception):
@@ -72,6 +75,8 @@ class AgentDaemon:
         self._admin_path: Path | None = None
         self._health: HealthListener | None = None
         self.sync_task: asyncio.Task[None] | None = None
+        self._bootstrapped = False
+        """Whether the server is verified with the bootstrap bundle (none was saved from it yet)."""
 
     # --- bootstrap trust -------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class AgentDaemon:
             roots, verify = self._bootstrap_roots()
             node.roots = roots
             client.set_roots(roots, verify=verify)
+            self._bootstrapped = True
         if not has_identity:
             await self._attest_with_retries(node)
         if not node.roots:
@@ -168,33 +174,74 @@ class AgentDaemon:
         _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
 
     async def _attest_with_retries(self, node: NodeIdentityManager) -> None:
-        """Attest, retrying with back-off while the failure is not the node's fault.
+        """Attest, retrying as SPIRE does while the failure may pass (for about a minute).
 
-        An unreachable server, or one that fails internally (its cloud API is down, say), is
-        retried for as long as it takes. A refusal of the evidence (invalid, denied, already
-        used) stops the agent with the server's reason: retrying would not change it.
+        An unreachable server, a server that fails internally (its cloud API is down, say), a
+        node attestor that cannot gather its evidence yet, and a server that cannot be trusted
+        (its chain or its identity does not match the agent's bundle and trust domain) are
+        retried with SPIRE's back-off; when the minute is spent the agent stops with the last
+        reason. A refusal of the evidence (invalid, denied, already used) stops the agent at
+        once with the server's reason: retrying would not change it.
         """
-        failures = 0
-
-        async def back_off(message: str, error: str) -> None:
-            delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
-            _log.warning(message, extra={"error": error, "retry_in_seconds": round(delay, 1)})
-            await asyncio.sleep(delay)
-
+        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
         while True:
             try:
                 await node.attest()
                 return
+            except ServerNotTrusted as err:
+                reason = f"{err}; {self._trust_advice(err)}"
+                await self._retry_or_stop(backoff, "The server cannot be trusted; retrying", reason)
+                if err.untrusted_chain:
+                    await self._reload_bootstrap_bundle(node)
             except ServerUnavailable as err:
-                failures += 1
-                await back_off("Cannot reach the server to attest; retrying", str(err))
+                await self._retry_or_stop(backoff, "Cannot reach the server to attest; retrying", str(err))
             except GRPCError as err:
-                if err.status is not Status.INTERNAL:
-                    raise StartupError(f"the server refused attestation ({err.status.name}): {err.message}") from None
-                failures += 1
-                await back_off("The server could not complete attestation; retrying", err.message or "")
+                reason = f"the server refused attestation ({err.status.name}): {err.message}"
+                if err.status not in _RETRIED_REFUSALS:
+                    raise StartupError(reason) from None
+                await self._retry_or_stop(backoff, "The server could not complete attestation; retrying", reason)
             except NodeError as err:
                 raise StartupError(str(err)) from None
+
+    @staticmethod
+    async def _retry_or_stop(backoff: Backoff, message: str, reason: str) -> None:
+        wait = backoff.next_wait()
+        if wait is None:
+            raise StartupError(f"no node attestation within {backoff.window:.0f} s: {reason}")
+        _log.warning(message, extra={"error": reason, "retry_in_seconds": round(wait, 1)})
+        await asyncio.sleep(wait)
+
+    def _trust_advice(self, err: ServerNotTrusted) -> str:
+        """What to check when the server cannot be trusted, naming the setting that decides it."""
+        section = self.config.agent
+        advice = []
+        if err.untrusted_chain:
+            if section.trust_bundle_path is not None:
+                source = f"trust_bundle_path ({section.trust_bundle_path})"
+            elif section.trust_bundle_url is not None:
+                source = f"trust_bundle_url ({section.trust_bundle_url})"
+            else:
+                source = f"the bundle saved in {section.data_dir}"
+            advice.append(f"check that {source} holds the CA bundle of the server of this trust domain")
+        if err.wrong_identity:
+            advice.append(f'check trust_domain ("{section.trust_domain.name}") and server_address')
+        return " and ".join(advice)
+
+    async def _reload_bootstrap_bundle(self, node: NodeIdentityManager) -> None:
+        """Before retrying a server whose chain did not verify, read trust_bundle_url again.
+
+        As SPIRE does: the URL may serve a newer bundle than the one fetched at start. A
+        bundle from a file, or one saved from the server, is kept.
+        """
+        if self.config.agent.trust_bundle_url is None or self._client is None or not self._bootstrapped:
+            return
+        try:
+            roots, verify = await asyncio.to_thread(self._bootstrap_roots)
+        except StartupError as err:
+            _log.warning("Cannot fetch the trust bundle again", extra={"error": str(err)})
+            return
+        node.roots = roots
+        self._client.set_roots(roots, verify=verify)
 
     async def _pin_bundle(self, client: ServerClient, node: NodeIdentityManager) -> None:
         """After an insecure bootstrap, save the server's bundle before anything else.
@@ -202,20 +249,14 @@ class AgentDaemon:
         From then on the agent verifies the server with it, also after a restart: trust on
         first use happens once, not again because the agent was stopped before its first sync.
         """
-        failures = 0
+        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
         while True:
             try:
                 bundle = bundle_from_proto(await client.bundle())
             except ValueError as err:
                 raise StartupError(f"the server's bundle cannot be read: {err}") from None
             except ServerUnavailable as err:
-                failures += 1
-                delay = min(MAX_BACKOFF, 2.0**failures) * random.uniform(0.8, 1.0)  # noqa: S311
-                _log.warning(
-                    "Cannot fetch the server's bundle; retrying",
-                    extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
-                )
-                await asyncio.sleep(delay)
+                await self._retry_or_stop(backoff, "Cannot fetch the server's bundle; retrying", str(err))
                 continue
             if not bundle.x509_authorities:
                 raise StartupError("the server's bundle holds no X.509 authority")

@@ -1,0 +1,36 @@
+"""Plugins written in a test, installed for the real daemons the test starts.
+
+A plugin is found through its entry point, so a test writes a module and a ``.dist-info``
+directory naming its classes in the ``pyspire.server``/``pyspire.agent`` groups, and starts
+the daemons with that directory on ``PYTHONPATH``: the daemon loads the plugin exactly as it
+loads an installed distribution.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["install_plugins"]
+
+
+def install_plugins(
+    directory: Path, module: str, source: str, entry_points: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """Write ``module`` (``source``) and its entry points under ``directory``; the daemon's env.
+
+    ``entry_points`` maps a role (``server``, ``agent``) to {plugin name: class name in
+    ``module``}.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{module}.py").write_text(textwrap.dedent(source))
+    info = directory / f"{module}-0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0\n")
+    sections = []
+    for role, plugins in entry_points.items():
+        lines = [f"[pyspire.{role}]", *(f"{name} = {module}:{cls}" for name, cls in plugins.items())]
+        sections.append("\n".join(lines))
+    (info / "entry_points.txt").write_text("\n\n".join(sections) + "\n")
+    return {"PYTHONPATH": str(directory)}

@@ -11,16 +11,18 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
+from grpclib.exceptions import StreamTerminatedError
 
+from pyspire import command_line
+from pyspire.command_line import CliError, write_output
 from pyspire.config import load_agent_config
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.daemon_cli import run_daemon, validate_config
-from pyspire.files import atomic_write
 from pyspire.spiffe import Bundle, X509Svid
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
 
@@ -28,6 +30,7 @@ __all__ = ["main"]
 
 DEFAULT_CONFIG = "conf/agent/agent.conf"
 DEFAULT_SOCKET = "/tmp/spire-agent/public/api.sock"  # noqa: S108 - SPIRE's default path
+T = TypeVar("T")
 
 _OVERRIDES = {
     "data_dir": "data_dir",
@@ -156,18 +159,35 @@ def _federated(context: X509Context, svid: X509Svid) -> list[Bundle]:
     return sorted(others, key=lambda b: b.trust_domain.name)
 
 
-async def _fetch_x509(args: argparse.Namespace) -> int:
+async def _guarded(args: argparse.Namespace, answer: Awaitable[T], *, timeout: float | None = None) -> T:
+    """The agent's answer; an agent that cannot be reached, refuses or is silent is a :class:`CliError`."""
+    try:
+        return await asyncio.wait_for(answer, timeout)
+    except WorkloadApiError as err:
+        raise CliError(f"rpc error: {err}") from None
+    except TimeoutError:
+        raise CliError(f"no answer from the agent at {args.socket_path} within {args.timeout:g} s") from None
+    except (OSError, StreamTerminatedError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        raise CliError(f"cannot reach the agent at {args.socket_path}: {reason}") from None
+
+
+async def _ask(args: argparse.Namespace, request: Callable[[WorkloadApiClient], Awaitable[T]]) -> T:
+    """One Workload API request, within ``-timeout``."""
     async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        context = await asyncio.wait_for(client.fetch_x509_context(), args.timeout)
+        return await _guarded(args, request(client), timeout=args.timeout)
+
+
+async def _fetch_x509(args: argparse.Namespace) -> int:
+    context = await _ask(args, lambda client: client.fetch_x509_context())
     if args.write:
         directory = Path(args.write)
-        directory.mkdir(parents=True, exist_ok=True)
         for index, item in enumerate(_pem(context)):
-            atomic_write(directory / f"svid.{index}.pem", item["svid"].encode(), mode=0o644)
-            atomic_write(directory / f"svid.{index}.key", item["key"].encode(), mode=0o600)
-            atomic_write(directory / f"bundle.{index}.pem", item["bundle"].encode(), mode=0o644)
+            write_output(directory / f"svid.{index}.pem", item["svid"].encode(), 0o644, "-write")
+            write_output(directory / f"svid.{index}.key", item["key"].encode(), 0o600, "-write")
+            write_output(directory / f"bundle.{index}.pem", item["bundle"].encode(), 0o644, "-write")
             for number, federated in enumerate(item["federated_bundles"].values()):
-                atomic_write(directory / f"federated_bundle.{index}.{number}.pem", federated.encode(), mode=0o644)
+                write_output(directory / f"federated_bundle.{index}.{number}.pem", federated.encode(), 0o644, "-write")
     if args.silent:
         return 0
     if args.output == "json":
@@ -198,10 +218,8 @@ async def _fetch_x509(args: argparse.Namespace) -> int:
 
 async def _fetch_jwt(args: argparse.Namespace) -> int:
     if not args.audience:
-        print("Error: audience must be specified", file=sys.stderr)
-        return 1
-    async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        svids = await client.fetch_jwt_svids(args.audience, args.spiffeID)
+        raise CliError("audience must be specified")
+    svids = await _ask(args, lambda client: client.fetch_jwt_svids(args.audience, args.spiffeID))
     if args.output == "json":
         print(json.dumps([{"spiffe_id": str(s.spiffe_id), "svid": s.token} for s in svids], indent=2))
         return 0
@@ -212,10 +230,8 @@ async def _fetch_jwt(args: argparse.Namespace) -> int:
 
 async def _validate_jwt(args: argparse.Namespace) -> int:
     if not args.audience or not args.svid:
-        print("Error: -audience and -svid must be specified", file=sys.stderr)
-        return 1
-    async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        spiffe_id, claims = await client.validate_jwt_svid(args.svid, args.audience[0])
+        raise CliError("-audience and -svid must be specified")
+    spiffe_id, claims = await _ask(args, lambda client: client.validate_jwt_svid(args.svid, args.audience[0]))
     print("SVID is valid.")
     print(f"SPIFFE ID : {spiffe_id}")
     print(f"Claims    : {json.dumps(claims, sort_keys=True)}")
@@ -224,26 +240,20 @@ async def _validate_jwt(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace) -> int:
     async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        async for context in client.watch_x509_contexts():
+        updates: AsyncIterator[X509Context] = client.watch_x509_contexts()
+        while True:
+            try:
+                context = await _guarded(args, anext(updates))
+            except StopAsyncIteration:
+                raise CliError("the agent ended the stream") from None
             print(f"Received {len(context.svids)} svid after update")
             for svid in context.svids:
                 print(f"SPIFFE ID:\t\t{svid.spiffe_id}\nSVID Valid Until:\t{svid.expires_at}\n", flush=True)
-    return 0
 
 
-def _api(handler: Any) -> Any:
+def _api(handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        try:
-            return int(asyncio.run(handler(args)))
-        except WorkloadApiError as err:
-            print(f"Error: rpc error: {err}", file=sys.stderr)
-            return 1
-        except (OSError, ConnectionError) as err:
-            print(f"Error: cannot reach the agent at {args.socket_path}: {err}", file=sys.stderr)
-            return 1
-        except TimeoutError:
-            print(f"Error: no answer from the agent within {args.timeout} s", file=sys.stderr)
-            return 1
+        return asyncio.run(handler(args))
 
     return run
 
@@ -253,7 +263,9 @@ def _api_command(group: Any, name: str, help_text: str, handler: Any) -> argpars
     parser.add_argument(
         "-socketPath", dest="socket_path", default=DEFAULT_SOCKET, help="Path to the Workload API socket"
     )
-    parser.add_argument("-timeout", type=float, default=5.0, help="Time to wait for a response (seconds)")
+    parser.add_argument(
+        "-timeout", type=command_line.timeout, default=5.0, help="Time to wait for a response (5s, or seconds)"
+    )
     parser.add_argument("-output", choices=("pretty", "json"), default="pretty", help="Desired output format")
     parser.set_defaults(handler=_api(handler))
     return parser
@@ -261,7 +273,7 @@ def _api_command(group: Any, name: str, help_text: str, handler: Any) -> argpars
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree."""
-    parser = argparse.ArgumentParser(prog="pyspire-agent", description="SPIFFE agent (SPIRE-compatible)")
+    parser = command_line.CliParser(prog="pyspire-agent", description="SPIFFE agent (SPIRE-compatible)")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run = commands.add_parser("run", help="Runs the agent")
     _config_flags(run)
@@ -299,12 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+    return command_line.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

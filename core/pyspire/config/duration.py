@@ -19,6 +19,8 @@ _UNITS_US: Final = {
     "h": 3_600_000_000.0,
 }
 _PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_MAX_US: Final = (2**63 - 1) / 1000
+"""Go's longest duration (int64 nanoseconds, about 292 years); longer ones are refused as Go does."""
 
 
 def parse_duration(text: str) -> timedelta:
@@ -50,6 +52,8 @@ def parse_duration(text: str) -> timedelta:
             raise ValueError(f'invalid duration "{text}": unknown unit or stray text at "{rest}"')
         total_us += float(match.group(1)) * _UNITS_US[match.group(2)]
         position = match.end()
+    if total_us > _MAX_US:
+        raise ValueError(f'invalid duration "{text}": out of range (at most 2562047h47m16s)')
     return sign * timedelta(microseconds=round(total_us))
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pyspire import command_line
 from pyspire.server.cli import admin, entry, federation, localauthority, run
 
 __all__ = ["main"]
@@ -17,7 +18,7 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree."""
-    parser = argparse.ArgumentParser(prog="pyspire-server", description="SPIFFE server (SPIRE-compatible)")
+    parser = command_line.CliParser(prog="pyspire-server", description="SPIFFE server (SPIRE-compatible)")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run.register(commands)
     entry.register(commands)
@@ -29,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+    return command_line.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

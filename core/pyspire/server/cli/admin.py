@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from pyspire.command_line import CliError, duration_seconds, integer, read_input, write_output
 from pyspire.config.duration import parse_duration
-from pyspire.files import atomic_write
 from pyspire.proto.bundles import bundle_from_proto, bundle_to_proto
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.server.cli.common import CliError, add_command, add_group, call, print_json, read_input
+from pyspire.server.cli.common import add_command, add_group, call, print_json
 from pyspire.spiffe import Bundle, BundleError, SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = ["register"]
@@ -50,27 +50,6 @@ def _id_text(proto: types_pb2.SPIFFEID) -> str:
 
 def _timestamp(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _ttl_seconds(text: str, flag: str) -> int:
-    """A TTL flag: seconds, or a Go-style duration (``1h``, ``90s``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            value = int(parse_duration(text).total_seconds())
-        except ValueError as err:
-            raise CliError(f"{flag}: {err}") from None
-    if value < 0:
-        raise CliError(f"{flag} must not be negative")
-    return value
-
-
-def _write_or_print(path: str | None, data: bytes, mode: int) -> None:
-    if path:
-        atomic_write(Path(path), data, mode=mode)
-    else:
-        sys.stdout.write(data.decode())
 
 
 # --- token ----------------------------------------------------------------------------
@@ -169,7 +148,7 @@ async def _bundle_set(args: argparse.Namespace, channel: Channel) -> int:
     trust_domain = TrustDomain.parse(_trust_domain(args.id)) if args.id else None
     if trust_domain is None:
         raise CliError("-id must be specified")
-    data = read_input(args.path)
+    data = read_input(args.path or "-", "-path")
     try:
         bundle = Bundle.parse(trust_domain, data) if args.format == "spiffe" else Bundle.parse_x509(trust_domain, data)
     except BundleError as err:
@@ -323,11 +302,17 @@ async def _agent_purge(args: argparse.Namespace, channel: Channel) -> int:
 
 async def _x509_mint(args: argparse.Namespace, channel: Channel) -> int:
     spiffe_id = _spiffe_id(args.spiffeID, "-spiffeID")
-    ttl = _ttl_seconds(args.ttl, "-ttl") if args.ttl else 0
+    ttl = duration_seconds(args.ttl, "-ttl") if args.ttl else 0
     private_key = ec.generate_private_key(ec.SECP256R1())
     # The SVID API takes the SPIFFE ID and DNS names from the CSR.
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(_id_text(spiffe_id))]
-    sans.extend(x509.DNSName(name) for name in args.dns)
+    for name in args.dns:
+        try:
+            sans.append(x509.DNSName(name))
+        except ValueError:
+            raise CliError(
+                f'-dns "{name}": a DNS name must be ASCII (write internationalised names as A-labels)'
+            ) from None
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
@@ -346,10 +331,9 @@ async def _x509_mint(args: argparse.Namespace, channel: Channel) -> int:
     roots = _bundle_from_proto(bundle).marshal_x509_pem()
     if args.write:
         directory = Path(args.write)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / "svid.pem", chain, mode=0o644)
-        atomic_write(directory / "key.pem", key, mode=0o600)
-        atomic_write(directory / "bundle.pem", roots, mode=0o644)
+        write_output(directory / "svid.pem", chain, 0o644, "-write")
+        write_output(directory / "key.pem", key, 0o600, "-write")
+        write_output(directory / "bundle.pem", roots, 0o644, "-write")
         print(f"X509-SVID written to {directory / 'svid.pem'}")
         print(f"Private key written to {directory / 'key.pem'}")
         print(f"Root CAs written to {directory / 'bundle.pem'}")
@@ -372,11 +356,11 @@ async def _jwt_mint(args: argparse.Namespace, channel: Channel) -> int:
     request = svid_pb2.MintJWTSVIDRequest(
         id=_spiffe_id(args.spiffeID, "-spiffeID"),
         audience=args.audience,
-        ttl=_ttl_seconds(args.ttl, "-ttl") if args.ttl else 0,
+        ttl=duration_seconds(args.ttl, "-ttl") if args.ttl else 0,
     )
     reply = await call(svid_grpc.SVIDStub(channel).MintJWTSVID, request)
     if args.write:
-        atomic_write(Path(args.write), reply.svid.token.encode() + b"\n", mode=0o600)
+        write_output(Path(args.write), reply.svid.token.encode() + b"\n", 0o600, "-write")
         print(f"JWT-SVID written to {args.write}")
         return 0
     if args.output == "json":
@@ -393,7 +377,7 @@ def register(commands: Any) -> None:
     """Add the administrative command groups to the parser."""
     token = add_group(commands, "token", "Manage join tokens")
     generate = add_command(token, "generate", "Generates a join token", _token_generate)
-    generate.add_argument("-ttl", type=int, default=600, help="Token TTL in seconds")
+    generate.add_argument("-ttl", type=integer(32), default=600, help="Token TTL in seconds")
     generate.add_argument("-spiffeID", default="", help="Additional SPIFFE ID to assign the token owner (optional)")
 
     bundle = add_group(commands, "bundle", "Manage trust bundles")

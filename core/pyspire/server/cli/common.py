@@ -1,39 +1,57 @@
-"""What every server CLI command shares: the admin-socket client, output, errors."""
+"""What every server CLI command shares: the admin-socket client, output, and its errors.
+
+Only a failure to connect to the admin socket is "cannot reach the server"; the server's own
+refusals are ``rpc error: code = ... desc = ...`` as SPIRE prints them. Everything else a
+command can get wrong (flags, local files) is a :class:`~pyspire.command_line.CliError` raised
+where it happens, reported by :func:`pyspire.command_line.run`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpclib.client import Channel
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from pyspire.command_line import CliError
 
 __all__ = [
     "DEFAULT_SOCKET",
-    "CliError",
+    "AdminChannel",
     "add_command",
     "add_group",
     "add_output",
     "add_socket",
     "call",
     "print_json",
-    "read_input",
     "run_async",
 ]
 
 DEFAULT_SOCKET = "/tmp/spire-server/private/api.sock"  # noqa: S108 - SPIRE's default path
+CALL_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
-class CliError(Exception):
-    """A command failed; the message is printed as ``Error: <message>``."""
+class AdminChannel(Channel):
+    """A channel to the server's admin socket whose connection failure names the socket."""
+
+    def __init__(self, path: str) -> None:
+        """Connect (at the first call) to the Unix socket ``path``."""
+        super().__init__(path=path)
+        self.socket_path = path
+
+    async def __connect__(self) -> Any:
+        """Connect, or raise :class:`CliError` saying which socket could not be reached."""
+        try:
+            return await super().__connect__()
+        except OSError as err:
+            raise CliError(f"cannot reach the server at {self.socket_path}: {err.strerror or err}") from None
 
 
 def add_socket(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +83,7 @@ def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) 
 
     def run(args: argparse.Namespace) -> int:
         async def with_channel() -> int:
-            channel = Channel(path=args.socket_path)
+            channel = AdminChannel(args.socket_path)
             try:
                 return await handler(args, channel)
             finally:
@@ -74,21 +92,19 @@ def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) 
         try:
             return asyncio.run(with_channel())
         except GRPCError as err:
-            print(f"Error: rpc error: code = {err.status.name} desc = {err.message}", file=sys.stderr)
-            return 1
-        except (ConnectionError, FileNotFoundError, OSError) as err:
-            print(f"Error: cannot reach the server at {args.socket_path}: {err}", file=sys.stderr)
-            return 1
-        except CliError as err:
-            print(f"Error: {err}", file=sys.stderr)
-            return 1
+            raise CliError(f"rpc error: code = {err.status.name} desc = {err.message}") from None
 
     return run
 
 
 async def call(method: Callable[..., Awaitable[T]], request: Message) -> T:
-    """One unary call with a timeout."""
-    return await method(request, timeout=30)
+    """One unary call with a timeout; a connection the server drops is an error naming it."""
+    try:
+        return await method(request, timeout=CALL_TIMEOUT)
+    except (StreamTerminatedError, ConnectionError) as err:
+        raise CliError(f"the server closed the connection: {err}") from None
+    except TimeoutError:
+        raise CliError(f"the server did not answer within {CALL_TIMEOUT:.0f} s") from None
 
 
 def add_group(commands: Any, name: str, help_text: str) -> Any:
@@ -104,13 +120,3 @@ def add_command(group: Any, name: str, help_text: str, handler: Any) -> argparse
     add_output(parser)
     parser.set_defaults(handler=run_async(handler))
     return parser
-
-
-def read_input(path: str) -> bytes:
-    """The contents of ``path``, or of stdin for ``""`` and ``"-"``."""
-    if path in ("", "-"):
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise CliError(f"cannot read {path}: {err.strerror}") from None

@@ -11,15 +11,15 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
 
+from pyspire.command_line import CliError, integer, read_text
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.server.cli.common import CliError, add_output, add_socket, call, print_json, run_async
+from pyspire.server.cli.common import add_output, add_socket, call, print_json, run_async
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = ["register"]
@@ -105,7 +105,7 @@ def _entry_from_flags(args: argparse.Namespace, server_id: str | None) -> types_
 
 
 def _entries_from_data(source: str) -> list[types_pb2.Entry]:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    text = read_text(source, "-data")
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
@@ -152,7 +152,7 @@ def _print_entry(entry: types_pb2.Entry) -> None:
         rows.append(("Downstream", "true"))
     rows += [("X509-SVID TTL", ttl(entry.x509_svid_ttl)), ("JWT-SVID TTL", ttl(entry.jwt_svid_ttl))]
     if entry.expires_at:
-        rows.append(("Expiration time", datetime.fromtimestamp(entry.expires_at, UTC).isoformat()))
+        rows.append(("Expiration time", _expiry(entry.expires_at)))
     rows += [("Selector", f"{s.type}:{s.value}") for s in entry.selectors]
     rows += [("FederatesWith", td) for td in entry.federates_with]
     rows += [("DNS name", name) for name in entry.dns_names]
@@ -165,6 +165,14 @@ def _print_entry(entry: types_pb2.Entry) -> None:
     for label, value in rows:
         print(f"{label:<17}: {value}")
     print()
+
+
+def _expiry(seconds: int) -> str:
+    """An entry's expiry as a date, or as seconds when no date can show it (years past 9999)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} seconds after the Unix epoch"
 
 
 def _creation_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
@@ -184,13 +192,13 @@ def _creation_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
     )
     parser.add_argument(
         "-x509SVIDTTL",
-        type=int,
+        type=integer(32),
         default=0,
         help="The lifetime, in seconds, for x509-SVIDs issued based on this registration entry",
     )
     parser.add_argument(
         "-jwtSVIDTTL",
-        type=int,
+        type=integer(32),
         default=0,
         help="The lifetime, in seconds, for JWT-SVIDs issued based on this registration entry",
     )
@@ -220,7 +228,7 @@ def _creation_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
     )
     parser.add_argument(
         "-entryExpiry",
-        type=int,
+        type=integer(64),
         default=0,
         help="An expiry, from epoch in seconds, for the resulting registration entry to be pruned",
     )
@@ -388,10 +396,22 @@ async def _count(args: argparse.Namespace, channel: Channel) -> int:
     return 0
 
 
+def _ids_from_file(source: str) -> list[str]:
+    """The ``{"ids": [...]}`` document of ``entry delete -file`` (``-`` for stdin)."""
+    try:
+        document = json.loads(read_text(source, "-file"))
+    except json.JSONDecodeError as err:
+        raise CliError(f"-file: not valid JSON: {err}") from None
+    ids = document.get("ids", []) if isinstance(document, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise CliError('-file: expected an object {"ids": ["<entry ID>", ...]}')
+    return ids
+
+
 async def _delete(args: argparse.Namespace, channel: Channel) -> int:
     ids = [args.entryID] if args.entryID else []
     if args.file:
-        ids += json.loads(Path(args.file).read_text()).get("ids", [])
+        ids += _ids_from_file(args.file)
     if not ids:
         raise CliError("an entry ID is required (-entryID)")
     reply = await call(entry_grpc.EntryStub(channel).BatchDeleteEntry, entry_pb2.BatchDeleteEntryRequest(ids=ids))
@@ -431,7 +451,11 @@ def register(commands: Any) -> None:
     count.set_defaults(handler=run_async(_count))
     delete = entry.add_parser("delete", help="Deletes registration entries")
     delete.add_argument("-entryID", default="", help="The Registration Entry ID of the record to delete")
-    delete.add_argument("-file", default="", help='Path to a file containing a JSON {"ids": [...]} list of entry IDs')
+    delete.add_argument(
+        "-file",
+        default="",
+        help="Path to a file containing a JSON {\"ids\": [...]} list of entry IDs. If set to '-', read from stdin.",
+    )
     add_socket(delete)
     add_output(delete)
     delete.set_defaults(handler=run_async(_delete))

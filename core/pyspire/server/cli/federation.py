@@ -12,11 +12,12 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from pyspire.command_line import CliError, read_input
 from pyspire.proto.bundles import bundle_to_proto
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2 as pb
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.server.cli.common import CliError, add_command, add_group, call, print_json, read_input
+from pyspire.server.cli.common import add_command, add_group, call, print_json
 from pyspire.spiffe import Bundle, BundleError, SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = ["register"]
@@ -49,7 +50,7 @@ def _relationship(args: argparse.Namespace) -> types_pb2.FederationRelationship:
             raise CliError("-endpointSpiffeID is only for the https_spiffe profile")
         proto.https_web.CopyFrom(types_pb2.HTTPSWebProfile())
     if args.trustDomainBundlePath:
-        data = read_input(args.trustDomainBundlePath)
+        data = read_input(args.trustDomainBundlePath, "-trustDomainBundlePath")
         try:
             bundle = (
                 Bundle.parse(trust_domain, data)

@@ -13,9 +13,10 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from pyspire.command_line import CliError
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as pb
-from pyspire.server.cli.common import CliError, add_output, add_socket, call, print_json, run_async
+from pyspire.server.cli.common import add_output, add_socket, call, print_json, run_async
 
 __all__ = ["register"]
 

@@ -1,0 +1,175 @@
+"""What both command lines (``pyspire-server``, ``pyspire-agent``) share: parsing, errors, exit codes.
+
+A command line never ends in a traceback. Whatever fails — a flag (a value out of range, an
+argument that is not UTF-8), a local file (unreadable, not JSON, not writable), the daemon
+(not reachable) or its answer — the command prints ``Error: <what, naming the flag or file>``
+on stderr and exits with SPIRE's code: 1, also for a bad flag (Go's flag package; argparse
+would say 2), and 127 for a missing or unknown command (SPIRE's CLI library). Output cut
+short by a closed pipe (``| head``) ends the command quietly by SIGPIPE, as a Go program's
+does. Commands raise :class:`CliError`; :func:`run` turns it, and anything unexpected, into
+that message and code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pyspire.config.duration import parse_duration
+from pyspire.files import atomic_write
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_UNKNOWN_COMMAND",
+    "CliError",
+    "CliParser",
+    "duration_seconds",
+    "integer",
+    "read_input",
+    "read_text",
+    "run",
+    "timeout",
+    "write_output",
+]
+
+EXIT_ERROR = 1
+"""Any failure, a bad flag included (SPIRE's CLI)."""
+EXIT_UNKNOWN_COMMAND = 127
+"""A missing or unknown command (mitchellh/cli, which SPIRE's CLI is built on)."""
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+class CliError(Exception):
+    """A command failed; the message (naming the flag, file or server) is printed as ``Error: <message>``."""
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with SPIRE's exit codes, refusing arguments that are not UTF-8."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse as argparse does, after checking every argument can be sent on as text."""
+        for arg in sys.argv[1:] if args is None else args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                self.error(f"argument {arg.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8")
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the problem; exit 1 (127 when the command itself is missing or unknown)."""
+        self.print_usage(sys.stderr)
+        print(f"Error: {message}", file=sys.stderr)
+        top_level = self._subparsers is not None and self.prog == self.prog.split()[0]
+        sys.exit(EXIT_UNKNOWN_COMMAND if top_level and "<command>" in message else EXIT_ERROR)
+
+
+def integer(bits: int = 32) -> Callable[[str], int]:
+    """A flag type: a signed integer that fits in ``bits`` bits, as the API field it fills."""
+    limit = INT32_MAX if bits == 32 else INT64_MAX
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'invalid value "{text}": not an integer') from None
+        if not -limit - 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f'invalid value "{text}": out of range (at most {limit})')
+        return value
+
+    parse.__name__ = f"int{bits}"
+    return parse
+
+
+def timeout(text: str) -> float:
+    """A flag type: a positive time, in seconds (``2.5``) or as a Go duration (``5s``, ``1m``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text).total_seconds()
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    if not math.isfinite(value) or value <= 0 or value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f'invalid value "{text}": a positive number of seconds is needed')
+    return value
+
+
+def duration_seconds(text: str, flag: str, *, maximum: int = INT32_MAX) -> int:
+    """A TTL flag: whole seconds or a Go duration (``1h``, ``90s``), rounded up, at most ``maximum``."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = math.ceil(parse_duration(text).total_seconds())
+        except ValueError as err:
+            raise CliError(f"{flag}: {err}") from None
+    if value < 0:
+        raise CliError(f"{flag} must not be negative")
+    if value > maximum:
+        raise CliError(f'{flag}: "{text}" is out of range (at most {maximum} seconds)')
+    return value
+
+
+def read_input(path: str, flag: str) -> bytes:
+    """The contents of the file ``path`` named by ``flag``, or of stdin for ``-``."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CliError(f"{flag}: cannot read {path}: {err.strerror or err}") from None
+
+
+def read_text(path: str, flag: str) -> str:
+    """:func:`read_input` as UTF-8 text."""
+    try:
+        return read_input(path, flag).decode("utf-8")
+    except UnicodeDecodeError:
+        where = "stdin" if path == "-" else path
+        raise CliError(f"{flag}: {where} is not UTF-8 text") from None
+
+
+def write_output(path: Path, data: bytes, mode: int, flag: str) -> None:
+    """Write ``data`` to ``path`` (atomically), naming ``flag`` and the file when it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data, mode=mode)
+    except OSError as err:
+        raise CliError(f"{flag}: cannot write {path}: {err.strerror or err}") from None
+
+
+def _stdout_closed() -> NoReturn:
+    """The reader of stdout went away: end as a Go program does, by SIGPIPE, and say nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # not reached: the signal ends the process
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command's ``handler``; the process exit code."""
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], Any] = args.handler
+        return int(handler(args))
+    except CliError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        _stdout_closed()
+    except Exception as err:
+        print(f"Error: unexpected {type(err).__name__}: {err} (a bug in pyspire: please report it)", file=sys.stderr)
+        return EXIT_ERROR

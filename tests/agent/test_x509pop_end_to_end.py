@@ -1,4 +1,4 @@
-"""An agent attesting with x509pop to a real server: re-attestation after eviction and restart."""
+"""Agents attesting with x509pop to a real server: re-attestation, SPIRE's selectors and limits."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.plugin.test_x509pop import key_pem, node_certificate, pem
 from tests.support.daemons import start_agent, start_server
-from tests.support.pki import make_ca
+from tests.support.pki import Issued, make_ca
+from tests.support.workloads import fetched_spiffe_id, register_this_process
 
 
 def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> None:
@@ -61,4 +63,87 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
         assert "Node attestation was successful" in agent.log().rsplit("Plugin loaded", 1)[-1]
     finally:
         agent.stop()
+        server.stop()
+
+
+def _x509pop_agent(tmp_path: Path, name: str, node: Issued, intermediates: tuple[Issued, ...]) -> str:
+    """The agent's NodeAttestor block for ``node`` (and the intermediates above it), its files under ``name``."""
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "node.pem").write_bytes(pem(node.certificate))
+    (directory / "node.key").write_bytes(key_pem(node.key))
+    (directory / "chain.pem").write_bytes(pem(*(i.certificate for i in intermediates)))
+    return (
+        'NodeAttestor "x509pop" {\n plugin_data {\n'
+        f' private_key_path = "{directory / "node.key"}"\n certificate_path = "{directory / "node.pem"}"\n'
+        f' intermediates_path = "{directory / "chain.pem"}"\n }}\n }}'
+    )
+
+
+def test_spire_selectors_formats_and_limits_through_the_daemons(tmp_path: Path) -> None:
+    """SPIRE's SAN and serial selectors match entries written for SPIRE; its limits are honoured."""
+    root = make_ca(name="fleet root without keyUsage", key_usage=False)
+    intermediate = make_ca(issuer=root, name="fleet intermediate without keyUsage", key_usage=False)
+    (tmp_path / "roots.pem").write_bytes(pem(root.certificate))
+    server = start_server(
+        tmp_path / "server",
+        plugins=(
+            'NodeAttestor "x509pop" {\n plugin_data {\n'
+            f' ca_bundle_path = "{tmp_path / "roots.pem"}"\n'
+            ' agent_path_template = "/x509pop/{{ .URISanSelectors.host }}"\n'
+            " max_intermediates = 1\n max_rsa_key_size = 2048\n verify_client_ip = true\n }\n }"
+        ),
+    )
+    good = node_certificate(intermediate, sans=("x509pop://example.org/host/web-7",), ips=("127.0.0.1",), serial=0xABC)
+    elsewhere = node_certificate(intermediate, sans=("x509pop://example.org/host/web-8",), ips=("192.0.2.1",))
+    deeper = make_ca(issuer=intermediate, name="second intermediate")
+    too_deep = node_certificate(deeper, sans=("x509pop://example.org/host/web-9",), ips=("127.0.0.1",))
+    big_key = node_certificate(
+        intermediate,
+        sans=("x509pop://example.org/host/web-10",),
+        ips=("127.0.0.1",),
+        key=rsa.generate_private_key(public_exponent=65537, key_size=3072),
+    )
+    try:
+        refused = [
+            (start_agent(tmp_path / f"agent-{name}", server, node_attestor=block, wait=False), message)
+            for name, block, message in (
+                (
+                    "elsewhere",
+                    _x509pop_agent(tmp_path, "elsewhere", elsewhere, (intermediate,)),
+                    "(PERMISSION_DENIED): nodeattestor(x509pop): x509pop: client IP 127.0.0.1 does not match",
+                ),
+                (
+                    "too-deep",
+                    _x509pop_agent(tmp_path, "too-deep", too_deep, (deeper, intermediate)),
+                    "(INVALID_ARGUMENT): nodeattestor(x509pop): x509pop: too many intermediate certificates (2;",
+                ),
+                (
+                    "big-key",
+                    _x509pop_agent(tmp_path, "big-key", big_key, (intermediate,)),
+                    "x509pop: leaf certificate key size too large (3072 bits; max_rsa_key_size is 2048)",
+                ),
+            )
+        ]
+        server.cli(
+            "entry", "create", "-node", "-spiffeID", "spiffe://example.org/node/web",
+            "-selector", "x509pop:san:host:web-7", "-selector", "x509pop:serialnumber:0abc",
+        )  # fmt: skip
+        register_this_process(server, "spiffe://example.org/node/web", "spiffe://example.org/web")
+        agent = start_agent(
+            tmp_path / "agent-good", server, node_attestor=_x509pop_agent(tmp_path, "good", good, (intermediate,))
+        )
+        try:
+            shown = server.cli("agent", "show", "-spiffeID", "spiffe://example.org/spire/agent/x509pop/web-7").stdout
+            assert "Selector          : x509pop:san:host:web-7" in shown
+            assert "Selector          : x509pop:serialnumber:0abc" in shown
+            assert fetched_spiffe_id(agent) == "spiffe://example.org/web"
+        finally:
+            agent.stop()
+        for daemon, message in refused:
+            assert daemon.process is not None
+            assert daemon.process.wait(30) == 1, daemon.log()
+            assert message in daemon.log()
+        assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
+    finally:
         server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +13,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from pyspire.plugin.agent_path import AgentPathTemplate
 from pyspire.plugin.catalog import CatalogError
-from pyspire.plugin.errors import InvalidArgument, PermissionDenied, PluginConfigError
+from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied, PluginConfigError
 from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
 from pyspire.plugin.testing import load_plugin, make_core_config
 
@@ -24,24 +25,48 @@ from tests.support.pki import Issued, make_ca
 
 
 def node_certificate(
-    issuer: Issued, common_name: str = "node-1", lifetime: timedelta = timedelta(days=1), sans: tuple[str, ...] = ()
+    issuer: Issued,
+    common_name: str = "node-1",
+    lifetime: timedelta = timedelta(days=1),
+    sans: tuple[str, ...] = (),
+    *,
+    ips: tuple[str, ...] = (),
+    serial: int | None = None,
+    key: Any = None,
+    digital_signature: bool | None = True,
 ) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A node certificate; ``digital_signature=None`` leaves keyUsage out."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     start = datetime.now(UTC) - timedelta(minutes=1)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(issuer.certificate.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + lifetime)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
     )
-    if sans:
+    if digital_signature is not None:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in sans]), critical=False
+            x509.KeyUsage(
+                digital_signature=digital_signature,
+                content_commitment=False,
+                key_encipherment=not digital_signature,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
         )
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in sans]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return Issued(builder.sign(issuer.key, hashes.SHA256()), key)
 
 
@@ -89,7 +114,17 @@ def pki(tmp_path: Path) -> Pki:
 
 
 def test_node_with_chain_attests_with_spire_path_and_selectors(pki: Pki) -> None:
-    node = node_certificate(pki.intermediate, sans=("x509pop://example.org/datacenter:us-east-1",))
+    node = node_certificate(
+        pki.intermediate,
+        sans=(
+            "x509pop://example.org/datacenter/us-east-1",
+            "x509pop://example.org/rack/a%2Fb",  # percent-decoded, as Go's url.URL.Path is
+            "x509pop://example.org/lonely",  # no value: no selector
+            "x509pop://other.org/datacenter/eu-west-1",  # another trust domain: ignored
+            "spiffe://example.org/node",
+        ),
+        serial=0xABC,
+    )
     agent = pki.agent(node)
     result = pki.server().attest(agent.payload(), agent.answer_challenge)
     fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -97,8 +132,8 @@ def test_node_with_chain_attests_with_spire_path_and_selectors(pki: Pki) -> None
     assert result.can_reattest
     selectors = set(result.selector_values)
     assert "subject:cn:node-1" in selectors
-    assert f"serialnumber:{node.certificate.serial_number:x}" in selectors
-    assert "san:datacenter:us-east-1" in selectors
+    assert "serialnumber:0abc" in selectors  # SPIRE pads to an even number of digits
+    assert {s for s in selectors if s.startswith("san:")} == {"san:datacenter:us-east-1", "san:rack:a/b"}
     for ca in (pki.intermediate, pki.root):
         digest = hashlib.sha1(ca.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
         assert f"ca:fingerprint:{digest}" in selectors
@@ -108,6 +143,56 @@ def test_agent_path_template_uses_the_common_name(pki: Pki) -> None:
     agent = pki.agent(node_certificate(pki.intermediate, common_name="web-7"))
     server = pki.server(agent_path_template="/cn/{{ .Subject.CommonName }}")
     assert server.attest(agent.payload(), agent.answer_challenge).agent_path == "/cn/web-7"
+
+
+def test_agent_path_template_uses_san_selectors_and_the_padded_serial(pki: Pki) -> None:
+    node = node_certificate(pki.intermediate, sans=("x509pop://example.org/host/web-7",), serial=0x1F)
+    agent = pki.agent(node)
+    server = pki.server(agent_path_template="/x509pop/{{ .URISanSelectors.host }}/{{ .SerialNumberHex }}")
+    assert server.attest(agent.payload(), agent.answer_challenge).agent_path == "/x509pop/web-7/1f"
+
+
+def test_node_cas_need_basic_constraints_not_key_usage(pki: Pki, tmp_path: Path) -> None:
+    root = make_ca(name="root without keyUsage", key_usage=False)
+    intermediate = make_ca(issuer=root, name="intermediate without keyUsage", key_usage=False)
+    (tmp_path / "roots.pem").write_bytes(pem(root.certificate))
+    pki.intermediate = intermediate
+    agent = pki.agent(node_certificate(intermediate))
+    assert pki.server().attest(agent.payload(), agent.answer_challenge).can_reattest
+
+
+def test_a_leaf_must_allow_digital_signature(pki: Pki) -> None:
+    for usage, message in ((False, "must allow digitalSignature"), (None, r"keyUsage \(2\.5\.29\.15\)")):
+        agent = pki.agent(node_certificate(pki.intermediate, digital_signature=usage))
+        with pytest.raises(PermissionDenied, match=message):
+            pki.server().attest(agent.payload(), agent.answer_challenge)
+
+
+def test_max_intermediates_and_max_rsa_key_size(pki: Pki) -> None:
+    agent = pki.agent(node_certificate(pki.intermediate))
+    payload = agent.payload()
+    with pytest.raises(CatalogError, match="max_intermediates"):
+        pki.server(max_intermediates=0)
+    with pytest.raises(InvalidArgument, match="too many intermediate certificates"):
+        pki.server(max_intermediates=1).attest(
+            json.dumps({"certificates": json.loads(payload)["certificates"] * 2}).encode(), agent.answer_challenge
+        )
+    rsa_node = node_certificate(pki.intermediate, key=rsa.generate_private_key(public_exponent=65537, key_size=3072))
+    agent = pki.agent(rsa_node)
+    with pytest.raises(InvalidArgument, match=r"leaf certificate key size too large \(3072 bits"):
+        pki.server(max_rsa_key_size=2048).attest(agent.payload(), agent.answer_challenge)
+    assert pki.server(max_rsa_key_size=3072).attest(agent.payload(), agent.answer_challenge).can_reattest
+
+
+def test_verify_client_ip_needs_the_agents_address_among_the_ip_sans(pki: Pki) -> None:
+    agent = pki.agent(node_certificate(pki.intermediate, ips=("192.0.2.7", "2001:db8::7")))
+    server = pki.server(verify_client_ip=True)
+    for address in ("192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"):
+        assert server.attest(agent.payload(), agent.answer_challenge, address).can_reattest
+    with pytest.raises(PermissionDenied, match=r"client IP 192\.0\.2\.8 does not match any certificate IP SAN"):
+        server.attest(agent.payload(), agent.answer_challenge, "192.0.2.8")
+    with pytest.raises(Internal, match="client IP not available"):
+        server.attest(agent.payload(), agent.answer_challenge)
 
 
 def test_certificate_of_another_ca_is_refused(pki: Pki) -> None:
@@ -139,7 +224,7 @@ def test_a_replayed_answer_cannot_pass_a_new_nonce(pki: Pki) -> None:
 
     payload = agent.payload()
     server.attest(payload, record)
-    with pytest.raises(PermissionDenied, match="signature does not match"):
+    with pytest.raises(PermissionDenied, match="challenge response verification failed"):
         server.attest(payload, lambda _challenge: recorded[0])
 
 
@@ -175,7 +260,7 @@ def test_stolen_certificate_without_its_key_is_refused(pki: Pki) -> None:
         (b'{"certificates": []}', "non-empty certificates"),
         (b'{"certificates": ["%%%"]}', "not valid base64"),
         (b'{"certificates": ["AAAA"]}', "cannot be parsed"),
-        (json.dumps({"certificates": ["AAAA"] * 9}).encode(), "at most 8"),
+        (json.dumps({"certificates": ["AAAA"] * 6}).encode(), r"too many intermediate certificates \(5; max_inter"),
         (json.dumps({"certificates": [base64.b64encode(b"x" * 70000).decode()]}).encode(), "larger than"),
     ],
 )
@@ -193,6 +278,13 @@ def test_garbage_challenge_answer_is_invalid_argument(pki: Pki) -> None:
 def test_configuration_errors_name_the_key(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="mode"):
         pki.server(mode="spiffe")
+    for key in ("svid_prefix", "spiffe_prefix"):
+        with pytest.raises(CatalogError, match=f'{key}.*applies to mode "spiffe" only'):
+            pki.server(**{key: "/spire-exchange"})
+    with pytest.raises(CatalogError, match="only one of ca_bundle_path or ca_bundle_paths"):
+        pki.server(ca_bundle_paths=[str(tmp_path / "roots.pem")])
+    with pytest.raises(CatalogError, match="max_rsa_key_size"):
+        pki.server(max_rsa_key_size=-1)
     with pytest.raises(CatalogError, match="ca_bundle_path"):
         pki.server(ca_bundle_path=str(tmp_path / "missing.pem"))
     with pytest.raises(CatalogError, match="agent_path_template"):

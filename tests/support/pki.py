@@ -37,8 +37,12 @@ def make_ca(
     lifetime: timedelta = timedelta(days=1),
     path_length: int | None = None,
     key_cert_sign: bool = True,
+    key_usage: bool = True,
 ) -> Issued:
-    """A CA certificate: self-signed unless ``issuer`` is given (then an intermediate)."""
+    """A CA certificate: self-signed unless ``issuer`` is given (then an intermediate).
+
+    ``key_usage=False`` leaves the keyUsage extension out (CAs made by some PKI tools do).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.now(UTC) - timedelta(minutes=1)
     builder = (
@@ -51,6 +55,12 @@ def make_ca(
         .not_valid_after(start + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if key_usage:
+        builder = builder.add_extension(
             x509.KeyUsage(
                 digital_signature=False,
                 content_commitment=False,
@@ -64,11 +74,6 @@ def make_ca(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
     signer = issuer.key if issuer else key
     return Issued(builder.sign(signer, hashes.SHA256()), key)
 

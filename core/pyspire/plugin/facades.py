@@ -124,11 +124,11 @@ class ServerNodeAttestor(PluginHandle):
     plugin_type = "NodeAttestor"
     required_hooks = ("attest_node",)
 
-    def attest(self, payload: bytes, challenge: Challenge) -> AttestationResult:
-        """Verify ``payload``; the returned selectors are still plain values."""
+    def attest(self, payload: bytes, challenge: Challenge, client_ip: str = "") -> AttestationResult:
+        """Verify ``payload`` from an agent at ``client_ip``; the returned selectors are still plain values."""
         result: AttestationResult = self._expect(
             "attest_node",
-            self._call("attest_node", payload=payload, challenge=challenge),
+            self._call("attest_node", payload=payload, challenge=challenge, client_ip=client_ip),
             AttestationResult,
         )
         if not all(isinstance(value, str) and value for value in result.selector_values):

@@ -67,7 +67,9 @@ async def _exchange(stream: Any, challenge: bytes) -> bytes:
     return bytes(reply.challenge_response)
 
 
-async def _run_plugin(ctx: ServerContext, stream: Any, attestation_type: str, payload: bytes) -> _Attested:
+async def _run_plugin(
+    ctx: ServerContext, stream: Any, attestation_type: str, payload: bytes, client_ip: str
+) -> _Attested:
     attestor = ctx.catalog.node_attestors.get(attestation_type)
     if attestor is None:
         raise GRPCError(Status.FAILED_PRECONDITION, f'could not find node attestor type "{attestation_type}"')
@@ -81,7 +83,7 @@ async def _run_plugin(ctx: ServerContext, stream: Any, attestation_type: str, pa
             future.cancel()
             raise InvalidArgument("the agent did not answer the challenge in time") from None
 
-    result: AttestationResult = await asyncio.to_thread(attestor.attest, payload, challenge)
+    result: AttestationResult = await asyncio.to_thread(attestor.attest, payload, challenge, client_ip)
     try:
         agent_id = SpiffeId.from_path(ctx.trust_domain, "/spire/agent" + result.agent_path)
     except SpiffeIdError as err:
@@ -115,8 +117,8 @@ async def _join_token(ctx: ServerContext, payload: bytes) -> _Attested:
     return _Attested(agent_id, "join_token", (), False)
 
 
-async def attest_agent(ctx: ServerContext, stream: Any) -> None:
-    """Run one AttestAgent stream to its end (a result, or a gRPC error)."""
+async def attest_agent(ctx: ServerContext, stream: Any, client_ip: str | None) -> None:
+    """Run one AttestAgent stream from an agent at ``client_ip`` to its end (a result, or a gRPC error)."""
     try:
         request = await stream.recv_message()
     except StreamTerminatedError:
@@ -145,7 +147,7 @@ async def attest_agent(ctx: ServerContext, stream: Any) -> None:
         if attestation_type == "join_token":
             attested = await _join_token(ctx, payload)
         else:
-            attested = await _run_plugin(ctx, stream, attestation_type, payload)
+            attested = await _run_plugin(ctx, stream, attestation_type, payload, client_ip or "")
     except PluginError as err:
         _log.info("Node attestation failed", extra={"attestation_type": attestation_type, "error": err.message})
         raise from_plugin_error(err) from None

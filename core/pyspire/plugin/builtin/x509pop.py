@@ -7,6 +7,14 @@ every attestation signs a different nonce. The agent ID is rendered from
 ``agent_path_template`` (default ``{{ .PluginName }}/{{ .Fingerprint }}``, the SHA-1 of the
 leaf certificate, as SPIRE). Nodes may re-attest with the same certificate.
 
+What is accepted and what the node is called are SPIRE's: chains are verified as Go's
+``x509.Verify`` does (CA certificates need basicConstraints, their keyUsage is not looked at;
+the leaf must allow digitalSignature), at most ``max_intermediates`` intermediates and RSA keys
+of at most ``max_rsa_key_size`` bits are accepted, ``verify_client_ip`` requires the agent's
+address among the leaf's IP SANs, and the selectors and template values are SPIRE's
+(``serialnumber:<even-length hex>``, ``san:<key>:<value>`` from URI SANs
+``x509pop://<trust domain>/<key>/<value>``, ``.URISanSelectors.<key>``).
+
 The signed message is a fixed context string, the server's nonce and a nonce of the agent's
 own, so a node key is never made to sign bytes chosen by someone else (SPIRE's 0.6.2 fix).
 
@@ -19,21 +27,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
+import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
-from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from pyspire.plugin.agent_path import AgentPathTemplate
 from pyspire.plugin.attestation import AttestationResult, Challenge
@@ -44,12 +56,27 @@ from pyspire.plugin.plugin_data import parse_plugin_data
 
 __all__ = ["AgentX509Pop", "ServerX509Pop"]
 
+_log = logging.getLogger(__name__)
+
 PLUGIN_NAME = "x509pop"
 DEFAULT_TEMPLATE = "{{ .PluginName }}/{{ .Fingerprint }}"
-MAX_CERTIFICATES = 8
+DEFAULT_MAX_INTERMEDIATES = 4
+DEFAULT_MAX_RSA_KEY_SIZE = 8192
 MAX_CERTIFICATE_BYTES = 64 * 1024
 NONCE_BYTES = 32
 _CONTEXT = b"pyspire x509pop challenge v1\x00"
+
+_EXTENSION_NAMES = {
+    ExtensionOID.BASIC_CONSTRAINTS.dotted_string: "basicConstraints",
+    ExtensionOID.KEY_USAGE.dotted_string: "keyUsage",
+    ExtensionOID.EXTENDED_KEY_USAGE.dotted_string: "extKeyUsage",
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME.dotted_string: "subjectAltName",
+    ExtensionOID.NAME_CONSTRAINTS.dotted_string: "nameConstraints",
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER.dotted_string: "authorityKeyIdentifier",
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER.dotted_string: "subjectKeyIdentifier",
+    ExtensionOID.POLICY_CONSTRAINTS.dotted_string: "policyConstraints",
+}
+_OID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 
 
 def _signed_message(server_nonce: bytes, client_nonce: bytes) -> bytes:
@@ -93,6 +120,25 @@ def _load_pem_certificates(path: str, key: str) -> list[x509.Certificate]:
     return certificates
 
 
+def _readable(error: VerificationError) -> str:
+    """The verifier's reason with extension OIDs named (``basicConstraints (2.5.29.19)``)."""
+    return _OID.sub(
+        lambda m: f"{_EXTENSION_NAMES[m.group()]} ({m.group()})" if m.group() in _EXTENSION_NAMES else m.group(),
+        str(error),
+    )
+
+
+def serial_number_hex(serial: int) -> str:
+    """A serial number as SPIRE writes it: lowercase hex with an even number of digits."""
+    digits = format(serial, "x")
+    return "0" + digits if len(digits) % 2 else digits
+
+
+def _rsa_bits(certificate: x509.Certificate) -> int:
+    key = certificate.public_key()
+    return key.key_size if isinstance(key, rsa.RSAPublicKey) else 0
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -127,6 +173,22 @@ class ServerX509PopConfig:
     ca_bundle_paths: tuple[str, ...] = field(default=())
     agent_path_template: str = DEFAULT_TEMPLATE
     mode: str = "external_pki"
+    max_intermediates: int = DEFAULT_MAX_INTERMEDIATES
+    max_rsa_key_size: int = DEFAULT_MAX_RSA_KEY_SIZE
+    verify_client_ip: bool = False
+    svid_prefix: str | None = None
+    spiffe_prefix: str | None = None
+
+
+def _ca_policy() -> ExtensionPolicy:
+    """Go's rules for CA certificates: basicConstraints (cA asserted) required, keyUsage not checked."""
+    return ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
+
+
+def _require_digital_signature(policy: object, certificate: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    """SPIRE challenges only a leaf whose keyUsage allows digitalSignature."""
+    if usage is None or not usage.digital_signature:
+        raise ValueError("the node certificate's keyUsage must allow digitalSignature")
 
 
 class ServerX509Pop:
@@ -136,13 +198,25 @@ class ServerX509Pop:
         self._roots: list[x509.Certificate] = []
         self._template = AgentPathTemplate(DEFAULT_TEMPLATE)
         self._trust_domain = ""
+        self._max_intermediates = DEFAULT_MAX_INTERMEDIATES
+        self._max_rsa_key_size = DEFAULT_MAX_RSA_KEY_SIZE
+        self._verify_client_ip = False
 
     @hookimpl
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
         config = parse_plugin_data(ServerX509PopConfig, plugin_data)
         if config.mode != "external_pki":
             raise PluginConfigError("mode", f'"{config.mode}" is not supported: pyspire offers "external_pki" only')
-        paths = ([config.ca_bundle_path] if config.ca_bundle_path else []) + list(config.ca_bundle_paths)
+        for key in ("svid_prefix", "spiffe_prefix"):
+            if getattr(config, key) is not None:
+                raise PluginConfigError(key, 'applies to mode "spiffe" only, which pyspire does not offer')
+        if config.ca_bundle_path and config.ca_bundle_paths:
+            raise PluginConfigError("ca_bundle_paths", "only one of ca_bundle_path or ca_bundle_paths can be set")
+        if config.max_intermediates <= 0:
+            raise PluginConfigError("max_intermediates", "must be greater than 0")
+        if config.max_rsa_key_size <= 0:
+            raise PluginConfigError("max_rsa_key_size", "must be greater than 0")
+        paths = [config.ca_bundle_path] if config.ca_bundle_path else list(config.ca_bundle_paths)
         if not paths:
             raise PluginConfigError("ca_bundle_path", "one of ca_bundle_path or ca_bundle_paths is required")
         roots: list[x509.Certificate] = []
@@ -153,42 +227,77 @@ class ServerX509Pop:
         self._roots = roots
         self._template = AgentPathTemplate(config.agent_path_template)
         self._trust_domain = core.trust_domain.name
+        self._max_intermediates = config.max_intermediates
+        self._max_rsa_key_size = config.max_rsa_key_size
+        self._verify_client_ip = config.verify_client_ip
 
     def _chain(self, payload: bytes) -> tuple[x509.Certificate, list[x509.Certificate]]:
         document = _json_object(payload, "attestation payload")
         encoded = document.get("certificates")
         if not isinstance(encoded, list) or not encoded:
             raise InvalidArgument("x509pop: the payload must carry a non-empty certificates list")
-        if len(encoded) > MAX_CERTIFICATES:
-            raise InvalidArgument(f"x509pop: at most {MAX_CERTIFICATES} certificates are accepted")
+        # Counted before anything is decoded: a long chain costs nothing to refuse.
+        if len(encoded) - 1 > self._max_intermediates:
+            raise InvalidArgument(
+                f"x509pop: too many intermediate certificates ({len(encoded) - 1}; max_intermediates is "
+                f"{self._max_intermediates})"
+            )
         certificates = []
         for index, item in enumerate(encoded):
             der = _unb64(item, f"certificate {index}")
             if len(der) > MAX_CERTIFICATE_BYTES:
                 raise InvalidArgument(f"x509pop: certificate {index} is larger than {MAX_CERTIFICATE_BYTES} bytes")
             try:
-                certificates.append(x509.load_der_x509_certificate(der))
+                certificate = x509.load_der_x509_certificate(der)
             except ValueError as err:
                 raise InvalidArgument(f"x509pop: certificate {index} cannot be parsed: {err}") from None
+            bits = _rsa_bits(certificate)
+            if bits > self._max_rsa_key_size:
+                which = "leaf certificate" if index == 0 else f"intermediate certificate {index - 1}"
+                raise InvalidArgument(
+                    f"x509pop: {which} key size too large ({bits} bits; max_rsa_key_size is {self._max_rsa_key_size})"
+                )
+            certificates.append(certificate)
         return certificates[0], certificates[1:]
 
     def _verified_chain(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> list[x509.Certificate]:
+        ee_policy = ExtensionPolicy.permit_all().require_present(
+            x509.KeyUsage, Criticality.AGNOSTIC, _require_digital_signature
+        )
         verifier = (
             PolicyBuilder()
             .store(Store(self._roots))
             .time(datetime.now(UTC))
-            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+            .max_chain_depth(max(8, self._max_intermediates + 1))
+            .extension_policies(ca_policy=_ca_policy(), ee_policy=ee_policy)
             .build_client_verifier()
         )
         try:
             return list(verifier.verify(leaf, intermediates).chain)
         except VerificationError as err:
-            raise PermissionDenied(f"x509pop: certificate verification failed: {err}") from None
+            raise PermissionDenied(f"x509pop: certificate verification failed: {_readable(err)}") from None
+
+    def _check_client_ip(self, leaf: x509.Certificate, client_ip: str) -> None:
+        """``verify_client_ip``: the agent's address (the server's immediate peer) is one of the leaf's IP SANs."""
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            raise Internal(f"x509pop: client IP not available for verification ({client_ip!r})") from None
+        try:
+            sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            addresses = sans.get_values_for_type(x509.IPAddress)
+        except x509.ExtensionNotFound:
+            addresses = []
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        if not any(candidate in (address, mapped) for candidate in addresses):
+            raise PermissionDenied(f"x509pop: client IP {mapped or address} does not match any certificate IP SAN")
 
     @hookimpl
-    def attest_node(self, payload: bytes, challenge: Challenge) -> AttestationResult:
+    def attest_node(self, payload: bytes, challenge: Challenge, client_ip: str) -> AttestationResult:
         leaf, intermediates = self._chain(payload)
         chain = self._verified_chain(leaf, intermediates)
+        if self._verify_client_ip:
+            self._check_client_ip(leaf, client_ip)
 
         nonce = os.urandom(NONCE_BYTES)
         answer = _json_object(challenge(json.dumps({"nonce": _b64(nonce)}).encode()), "challenge response")
@@ -199,13 +308,17 @@ class ServerX509Pop:
         try:
             _verify(leaf.public_key(), signature, _signed_message(nonce, client_nonce))
         except InvalidSignature:
-            raise PermissionDenied("x509pop: the challenge signature does not match the certificate's key") from None
+            raise PermissionDenied(
+                "x509pop: challenge response verification failed: the signature does not match the certificate's key"
+            ) from None
 
         leaf_der = leaf.public_bytes(serialization.Encoding.DER)
         fingerprint = hashlib.sha1(leaf_der, usedforsecurity=False).hexdigest()
+        # Go's pkix.Name keeps the last common name of the subject.
         common_names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        common_name = str(common_names[0].value) if common_names else ""
-        serial_hex = format(leaf.serial_number, "x")
+        common_name = str(common_names[-1].value) if common_names else ""
+        serial_hex = serial_number_hex(leaf.serial_number)
+        san_selectors = self._san_selectors(leaf)
         selectors = []
         if common_name:
             selectors.append(f"subject:cn:{common_name}")
@@ -213,7 +326,7 @@ class ServerX509Pop:
             der = certificate.public_bytes(serialization.Encoding.DER)
             selectors.append(f"ca:fingerprint:{hashlib.sha1(der, usedforsecurity=False).hexdigest()}")
         selectors.append(f"serialnumber:{serial_hex}")
-        selectors.extend(self._san_selectors(leaf))
+        selectors.extend(f"san:{key}:{value}" for key, value in san_selectors.items())
         path = self._template.render(
             {
                 "PluginName": PLUGIN_NAME,
@@ -221,20 +334,27 @@ class ServerX509Pop:
                 "TrustDomain": self._trust_domain,
                 "Subject": {"CommonName": common_name},
                 "SerialNumberHex": serial_hex,
+                "URISanSelectors": san_selectors,
             }
         )
         return AttestationResult(path, tuple(selectors), can_reattest=True)
 
-    def _san_selectors(self, leaf: x509.Certificate) -> list[str]:
+    def _san_selectors(self, leaf: x509.Certificate) -> dict[str, str]:
+        """``x509pop://<trust domain>/<key>/<value>`` URI SANs as {key: value} (a later key wins, as in SPIRE)."""
         try:
             sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
-            return []
+            return {}
         prefix = f"x509pop://{self._trust_domain}/"
-        found = []
+        found: dict[str, str] = {}
         for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
-            if uri.startswith(prefix) and ":" in uri[len(prefix) :]:
-                found.append(f"san:{uri[len(prefix) :]}")
+            if not uri.startswith(prefix):
+                continue
+            key, _, value = unquote(urlsplit(uri).path).strip("/").partition("/")
+            if not key or not value:
+                _log.warning("Cannot extract x509pop san selectors", extra={"uri": uri})
+                continue
+            found[key] = value
         return found
 
 

@@ -12,12 +12,15 @@ from pyspire.plugin.markers import hookspec
 
 
 @hookspec(firstresult=True)
-def attest_node(payload: bytes, challenge: Challenge) -> AttestationResult:
+def attest_node(payload: bytes, challenge: Challenge, client_ip: str) -> AttestationResult:
     """Verify an agent's attestation payload and return the node it proves.
 
     Called once per ``AttestAgent`` stream, in a worker thread, with the payload the agent's
     plugin of the same name produced. A challenge/response attestor calls ``challenge(data)``
-    (as often as its protocol needs) and gets the agent's answer back.
+    (as often as its protocol needs) and gets the agent's answer back. ``client_ip`` is the
+    address the agent's connection comes from as the server sees it (its immediate peer: a
+    load balancer's, behind one), or ``""`` when unknown; a plugin that has no use for it
+    leaves it out of its signature.
 
     Return an :class:`~pyspire.plugin.AttestationResult`. Raise
     :class:`~pyspire.plugin.InvalidArgument` for malformed evidence (bad JSON, a truncated

@@ -90,7 +90,7 @@ class AgentService(agent_grpc.AgentBase):
 
     @rpc(_SERVICE + "AttestAgent")
     async def AttestAgent(self, stream: Any, caller: Caller) -> None:
-        await attest_agent(self.ctx, stream)
+        await attest_agent(self.ctx, stream, caller.address)
 
     @rpc(_SERVICE + "RenewAgent")
     async def RenewAgent(self, stream: Any, caller: Caller) -> None:

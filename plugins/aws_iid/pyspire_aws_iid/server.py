@@ -149,7 +149,9 @@ class ServerAwsIid:
         profile_arn = instance.get("IamInstanceProfile", {}).get("Arn")
         if profile_arn and not self._config.disable_instance_profile_selectors:
             values.update(f"iamrole:{arn}" for arn in self._role_arns(identity, profile_arn))
-        return tuple(sorted(v for v in values if not v.endswith(":")))
+        # Kept as SPIRE keeps them, empty values included ("tag:spare:"): an entry written for
+        # SPIRE selects on exactly these strings.
+        return tuple(sorted(values))
 
     def _role_arns(self, identity: InstanceIdentity, profile_arn: str) -> list[str]:
         assert self._sessions is not None

@@ -104,6 +104,12 @@ def identity_document(
     )
 
 
+GENUINE: list[dict[str, str]] = json.loads(
+    (Path(__file__).parent / "data" / "genuine_identity_documents.json").read_text()
+)["documents"]
+"""Documents and RSA-2048 signatures AWS itself made (``data/README.md`` says where they come from)."""
+
+
 def payload(document: str, rsa2048: str, signature: str = "") -> bytes:
     return json.dumps({"document": document, "signature": signature, "rsa2048": rsa2048}).encode()
 

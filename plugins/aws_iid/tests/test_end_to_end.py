@@ -1,14 +1,16 @@
 """A real server and agent attesting with aws_iid: moto for EC2, an IMDS on loopback.
 
 The server starts while "AWS" (moto) is down: the agent's attempts fail inside the server
-(Internal), the agent keeps retrying and nothing is stored; a metadata service answering 503
-is waited out the same way. Once AWS answers the agent is
-attested, a workload gets its SVID, and the same document presented by another agent is
-refused as a replay.
+(Internal), the agent retries (within SPIRE's minute) and nothing is stored; a metadata service
+answering 503 is waited out the same way. Once AWS answers the agent is attested, a workload
+gets its SVID (through an entry selecting an empty tag value, as SPIRE's selectors allow), and
+the same document presented by another agent is refused as a replay. A document AWS really
+signed passes the server's signature check with the certificate the plugin ships.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import pytest
 
 from plugins.aws_iid.tests.fakes import (
     ACCOUNT,
+    GENUINE,
     ImdsServer,
     MotoServer,
     RegionSigner,
@@ -75,7 +78,7 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
         moto = MotoServer(port)
         for name, value in aws_env.items():
             monkeypatch.setenv(name, value)
-        instance = launch_instance({"role": "frontend"})
+        instance = launch_instance({"role": "frontend", "spare": ""})
         imds.document = identity_document(instance.instance_id)
         imds.rsa2048 = us_west_2.sign(imds.document)
         wait_for("cannot gather evidence yet", agent.log)
@@ -86,8 +89,13 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
         assert "Attestation type  : aws_iid" in shown
         assert "Can re-attest     : false" in shown
         assert "Selector          : aws_iid:tag:role:frontend" in shown
+        assert "Selector          : aws_iid:tag:spare:\n" in shown
 
-        register_this_process(server, agent_id, "spiffe://example.org/frontend")
+        server.cli(
+            "entry", "create", "-node", "-spiffeID", "spiffe://example.org/node/spare",
+            "-selector", "aws_iid:tag:spare:",
+        )  # fmt: skip
+        register_this_process(server, "spiffe://example.org/node/spare", "spiffe://example.org/frontend")
         assert fetched_spiffe_id(agent) == "spiffe://example.org/frontend"
 
         # Another agent presenting the same (genuine) document is a replay.
@@ -103,3 +111,41 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
                 daemon.stop()
         if moto is not None:
             moto.stop()
+
+
+def test_a_genuine_aws_document_passes_the_signature_check_with_the_shipped_certificate(
+    tmp_path: Path, imds: ImdsServer, moto_server: MotoServer
+) -> None:
+    """AWS's own signature verifies with the shipped us-west-2 certificate; EC2 then decides.
+
+    moto does not know the (long gone) instance, so the node is refused by the instance
+    lookup that comes after the signature check, with PERMISSION_DENIED. The same document
+    with one bit of its signature changed is refused by the signature check itself.
+    """
+    genuine = next(g for g in GENUINE if g["region"] == "us-west-2")
+    moto_server.reset()
+    server = start_server(
+        tmp_path / "server",
+        env=moto_server.environment(),
+        plugins='NodeAttestor "aws_iid" {\n plugin_data {}\n }',  # no region_certificates: the shipped ones
+    )
+    attestor = f'NodeAttestor "aws_iid" {{\n plugin_data {{\n ec2_metadata_endpoint = "{imds.endpoint}"\n }}\n }}'
+    try:
+        imds.document = genuine["document"]
+        imds.rsa2048 = genuine["rsa2048"]
+        agent = start_agent(tmp_path / "agent", server, node_attestor=attestor, wait=False)
+        assert agent.process is not None
+        assert agent.process.wait(60) == 1, agent.log()
+        assert "(PERMISSION_DENIED): nodeattestor(aws_iid): aws_iid: instance " in agent.log()
+        assert f"{genuine['instance_id']} does not exist" in agent.log()
+
+        signature = bytearray(base64.b64decode("".join(genuine["rsa2048"].split())))
+        signature[-40] ^= 0x01
+        imds.rsa2048 = base64.b64encode(bytes(signature)).decode()
+        tampered = start_agent(tmp_path / "tampered", server, node_attestor=attestor, wait=False)
+        assert tampered.process is not None
+        assert tampered.process.wait(60) == 1, tampered.log()
+        assert "the signature does not verify with the region's AWS certificate" in tampered.log()
+        assert server.cli("agent", "count").stdout.strip() == "0 attested agents"
+    finally:
+        server.stop()

@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from pyspire.plugin.attestation import AttestationResult
 from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied
 from pyspire.plugin.facades import ServerNodeAttestor
 from pyspire.plugin.testing import load_plugin, make_core_config
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
-from pyspire_aws_iid.document import RegionCertificates
+from pyspire_aws_iid.document import RegionCertificates, verify_payload
+from pyspire_aws_iid.signature import SignatureError, decode_signature, verified_content
 
 from plugins.aws_iid.tests.fakes import (
     ACCOUNT,
+    GENUINE,
     MotoServer,
     RegionSigner,
     identity_document,
     launch_instance,
     payload,
+)
+
+SHIPPED_REGIONS = sorted(
+    json.loads(resources.files("pyspire_aws_iid").joinpath("region_certificates.json").read_text())
 )
 
 
@@ -56,7 +66,7 @@ def attest(handle: ServerNodeAttestor, data: bytes) -> AttestationResult:
 def test_verified_instance_gets_spire_path_and_selectors(
     aws: MotoServer, tmp_path: Path, us_west_2: RegionSigner
 ) -> None:
-    instance = launch_instance({"name": "blog", "team": "web"})
+    instance = launch_instance({"name": "blog", "team": "web", "spare": ""})
     result = attest(attestor(tmp_path, [us_west_2]), signed(us_west_2, instance.instance_id))
 
     assert result.agent_path == f"/aws_iid/{ACCOUNT}/us-west-2/{instance.instance_id}"
@@ -72,6 +82,7 @@ def test_verified_instance_gets_spire_path_and_selectors(
         "region:us-west-2",
         "tag:name:blog",
         "tag:team:web",
+        "tag:spare:",  # an empty value is a selector too, as in SPIRE
         f"sg:id:{instance.security_group_id}",
         f"sg:name:{group_name}",
         f"iamrole:{instance.role_arn}",
@@ -318,3 +329,39 @@ def test_shipped_certificates_cover_the_main_regions(tmp_path: Path) -> None:
     certificates = RegionCertificates({})
     for region in ("us-east-1", "us-west-2", "eu-west-1", "ap-northeast-1", "us-gov-west-1"):
         assert certificates.for_region(region).public_key().key_size == 2048  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("region", SHIPPED_REGIONS)
+def test_every_shipped_certificate_is_an_aws_rsa2048_certificate(region: str) -> None:
+    certificate = RegionCertificates({}).for_region(region)
+    key = certificate.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    assert key.key_size == 2048
+    certificate.verify_directly_issued_by(certificate)  # AWS's region certificates are self-signed
+    organization = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    assert [attribute.value for attribute in organization] == ["Amazon Web Services LLC"]
+    now = datetime.now(UTC)
+    assert certificate.not_valid_before_utc < now < certificate.not_valid_after_utc - timedelta(days=3650)
+    others = [RegionCertificates({}).for_region(other) for other in SHIPPED_REGIONS if other != region]
+    assert all(other.public_key() != key for other in others)  # each region signs with its own key
+
+
+@pytest.mark.parametrize("genuine", GENUINE, ids=[g["region"] for g in GENUINE])
+def test_genuine_aws_signed_documents_verify_with_the_shipped_certificates(genuine: dict[str, str]) -> None:
+    data = payload(genuine["document"], genuine["rsa2048"])
+    identity = verify_payload(data, RegionCertificates({}))
+    assert (identity.account_id, identity.region, identity.instance_id) == (
+        genuine["account_id"],
+        genuine["region"],
+        genuine["instance_id"],
+    )
+    assert (identity.availability_zone, identity.image_id) == (genuine["availability_zone"], genuine["image_id"])
+
+    # AWS's signature under another region's certificate, or one bit of it changed, does not verify.
+    der = decode_signature(genuine["rsa2048"])
+    with pytest.raises(SignatureError, match="does not verify"):
+        verified_content(der, RegionCertificates({}).for_region("eu-west-1"))
+    flipped = bytearray(der)
+    flipped[-40] ^= 0x01  # inside the RSA signature value
+    with pytest.raises(PermissionDenied, match="does not verify with the region's AWS certificate"):
+        verify_payload(payload(genuine["document"], base64.b64encode(bytes(flipped)).decode()), RegionCertificates({}))

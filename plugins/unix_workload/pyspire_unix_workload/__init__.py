@@ -5,8 +5,11 @@ effective uid and gid (``Uid:``/``Gid:`` lines of ``status``, second field), the
 groups (``Groups:``), names from the system's user and group databases (omitted, as SPIRE
 omits them, when a number has no name), and with ``discover_workload_path`` the executable's
 path and SHA-256. The hash is read through ``/proc/<pid>/exe`` so it is the binary the
-process really runs, even inside another mount namespace, and is cached by file identity
-(device, inode, size, mtime) so a busy workload is hashed once.
+process really runs, even inside another mount namespace, and is cached by file identity so a
+busy workload is hashed once. The identity includes the inode's change time (ctime), which
+every write and every ``utime`` call moves to the present and which no unprivileged user can
+set back: a binary rewritten in place, with its size kept and its mtime restored, is hashed
+again (SPIRE hashes on every call; an mtime-keyed cache would hand out the old digest).
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class UnixWorkloadAttestor:
 
     def __init__(self) -> None:
         self._config = UnixConfig()
-        self._hashes: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._hashes: OrderedDict[tuple[int, ...], str] = OrderedDict()
         self._lock = threading.Lock()
 
     @hookimpl
@@ -128,7 +131,7 @@ class UnixWorkloadAttestor:
             info = os.fstat(binary.fileno())
             if limit and info.st_size > limit:
                 raise Internal(f"unix: SHA256 digest: workload {path} exceeds size limit ({info.st_size} > {limit})")
-            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
             with self._lock:
                 cached = self._hashes.get(key)
             if cached is not None:

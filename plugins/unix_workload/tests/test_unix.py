@@ -6,6 +6,7 @@ import grp
 import hashlib
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -96,6 +97,36 @@ def test_path_and_sha256_of_the_running_binary(tmp_path: Path, spawn: Any) -> No
     digest = hashlib.sha256(Path(executable).read_bytes()).hexdigest()
     assert f"path:{executable}" in found
     assert f"sha256:{digest}" in found
+
+
+def _rewrite_in_place_keeping_size_and_mtime(binary: Path) -> None:
+    """Change one byte no loader reads (the name of ELF section 0), then set the mtime back."""
+    before = binary.stat()
+    data = bytearray(binary.read_bytes())
+    assert data[:5] == b"\x7fELF\x02", "a 64-bit ELF binary is needed"
+    section_headers = int.from_bytes(data[0x28:0x30], sys.byteorder)
+    data[section_headers] ^= 0x01
+    with binary.open("r+b") as file:
+        file.write(data)
+    os.utime(binary, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = binary.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_a_binary_changed_in_place_with_its_mtime_restored_is_hashed_again(tmp_path: Path, spawn: Any) -> None:
+    binary = tmp_path / "sleep"
+    shutil.copy2(SYSTEM_SLEEP[0], binary)
+    handle = attestor(tmp_path, discover_workload_path=True)
+    first = spawn([str(binary), "60"])
+    assert f"sha256:{hashlib.sha256(binary.read_bytes()).hexdigest()}" in values(handle, first.pid)
+    first.kill()
+    first.wait()
+
+    _rewrite_in_place_keeping_size_and_mtime(binary)
+    second = spawn([str(binary), "60"])
+    found = values(handle, second.pid)
+    assert f"sha256:{hashlib.sha256(binary.read_bytes()).hexdigest()}" in found
+    assert len([v for v in found if v.startswith("sha256:")]) == 1
 
 
 def test_negative_size_limit_gives_path_without_hash(tmp_path: Path, spawn: Any) -> None:

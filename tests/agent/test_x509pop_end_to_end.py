@@ -147,3 +147,39 @@ def test_spire_selectors_formats_and_limits_through_the_daemons(tmp_path: Path) 
         assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
     finally:
         server.stop()
+
+
+def test_purge_deletes_only_agents_that_can_attest_again(tmp_path: Path) -> None:
+    # As SPIRE: a join-token agent is never purged, or its spent token would become usable
+    # again. Both SVIDs (1 h) expire before "now + 2 h", so a negative -expiredFor selects both.
+    root = make_ca(name="fleet root")
+    node = node_certificate(root, common_name="host-2")
+    (tmp_path / "roots.pem").write_bytes(pem(root.certificate))
+    (tmp_path / "node.pem").write_bytes(pem(node.certificate))
+    (tmp_path / "node.key").write_bytes(key_pem(node.key))
+    server = start_server(
+        tmp_path / "server",
+        plugins=f'NodeAttestor "x509pop" {{\n plugin_data {{\n ca_bundle_path = "{tmp_path / "roots.pem"}"\n }}\n }}',
+    )
+    try:
+        attestor = (
+            'NodeAttestor "x509pop" {\n plugin_data {\n'
+            f' private_key_path = "{tmp_path / "node.key"}"\n certificate_path = "{tmp_path / "node.pem"}"\n'
+            " }\n }"
+        )
+        start_agent(tmp_path / "pop-agent", server, node_attestor=attestor).stop()
+        token = server.join_token()
+        start_agent(tmp_path / "token-agent", server, token).stop()
+        fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+        pop_id = f"spiffe://example.org/spire/agent/x509pop/{fingerprint}"
+        token_id = f"spiffe://example.org/spire/agent/join_token/{token}"
+
+        dry = server.cli("agent", "purge", "-expiredFor=-2h", "-dryRun").stdout
+        assert pop_id in dry
+        assert token_id not in dry
+        server.cli("agent", "purge", "-expiredFor=-2h")
+        listed = server.cli("agent", "list").stdout
+        assert pop_id not in listed
+        assert token_id in listed
+    finally:
+        server.stop()

@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
@@ -272,8 +273,12 @@ async def _agent_purge(args: argparse.Namespace, channel: Channel) -> int:
     cutoff = datetime.now(UTC) - expired_for
     agents: list[types_pb2.Agent] = []
     token = ""
+    # As SPIRE: only agents that can attest again are purged. Deleting one attested by a
+    # join token or an instance document would make its spent evidence usable once more.
+    reattestable = agent_pb2.ListAgentsRequest.Filter(by_can_reattest=wrappers_pb2.BoolValue(value=True))
     while True:
-        reply = await call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=1000, page_token=token))
+        request = agent_pb2.ListAgentsRequest(filter=reattestable, page_size=1000, page_token=token)
+        reply = await call(stub.ListAgents, request)
         agents.extend(a for a in reply.agents if datetime.fromtimestamp(a.x509svid_expires_at, UTC) < cutoff)
         token = reply.next_page_token
         if not token:
@@ -401,7 +406,7 @@ def register(commands: Any) -> None:
     agent = add_group(commands, "agent", "Manage agents")
     add_command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
     add_command(agent, "count", "Count attested agents", _agent_count)
-    purge = add_command(agent, "purge", "Purge agents whose SVID expired a while ago", _agent_purge)
+    purge = add_command(agent, "purge", "Purge re-attestable agents whose SVID expired a while ago", _agent_purge)
     purge.add_argument("-expiredFor", default="720h", help="Purge agents whose SVID expired longer ago than this")
     purge.add_argument("-dryRun", action="store_true", help="Show what would be purged without purging")
     for name, help_text, handler in (

@@ -275,7 +275,7 @@ class AgentDaemon:
         caller = CallerAttestor(catalog.workload_attestors)
         services: list[Any] = [Health()]
         if not section.disable_workload_api:
-            services.append(WorkloadApiService(streams, caller, client))
+            services.append(WorkloadApiService(streams, caller, client, section.allowed_foreign_jwt_claims))
         if not section.disable_sds_api:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
         self._server = Server(services)

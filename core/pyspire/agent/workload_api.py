@@ -12,7 +12,7 @@ one that matches entries whose SVIDs are still being minted waits for them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,8 @@ from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, S
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
 
 _log = logging.getLogger(__name__)
+
+_ALWAYS_RETURNED_CLAIMS = frozenset({"sub", "aud", "exp"})
 
 
 def _no_identity(selectors: frozenset[Selector]) -> GRPCError:
@@ -55,12 +57,23 @@ def _der_chain(certificates: Sequence[x509.Certificate]) -> bytes:
 class WorkloadApiService(SpiffeWorkloadAPIBase):
     """The seven Workload API methods over the agent's cache."""
 
-    def __init__(self, streams: OpenStreams, caller: CallerAttestor, client: ServerClient) -> None:
-        """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs are minted through ``client``."""
+    def __init__(
+        self,
+        streams: OpenStreams,
+        caller: CallerAttestor,
+        client: ServerClient,
+        allowed_foreign_claims: Iterable[str] = (),
+    ) -> None:
+        """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs are minted through ``client``.
+
+        ``allowed_foreign_claims`` (``allowed_foreign_jwt_claims``) are the claims, beyond
+        ``sub``, ``aud`` and ``exp``, that ValidateJWTSVID returns for a foreign token.
+        """
         self._streams = streams
         self._cache = streams.cache
         self._caller = caller
         self._client = client
+        self._allowed_foreign_claims = frozenset(allowed_foreign_claims)
 
     async def _attest(self, stream: Any) -> frozenset[Selector]:
         check_security_header(stream)
@@ -217,8 +230,10 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not request.svid:
             raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
-        await self._attest(stream)
-        bundles = BundleSet(self._cache.federated.values())
+        selectors = await self._attest(stream)
+        # As SPIRE: the caller's own trust domain, and the trust domains its entries federate
+        # with; never every bundle the agent holds for other workloads.
+        bundles = BundleSet(self._cache.federated_bundles(self._cache.matching(selectors)).values())
         if self._cache.bundle is not None:
             bundles.put(self._cache.bundle)
         try:
@@ -226,8 +241,23 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         except JwtSvidError as err:
             raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
         claims = struct_pb2.Struct()
-        claims.update(dict(svid.claims))
+        claims.update(self._returned_claims(svid))
         await stream.send_message(pb.ValidateJWTSVIDResponse(spiffe_id=str(svid.spiffe_id), claims=claims))
+
+    def _returned_claims(self, svid: JwtSvid) -> dict[str, Any]:
+        """The claims a validation returns, as SPIRE returns them.
+
+        A token of another trust domain keeps only ``sub``, ``aud``, ``exp`` and the claims
+        named in ``allowed_foreign_jwt_claims``: its issuer's other claims (groups, roles)
+        mean nothing here unless the operator says they do. ``aud`` is always a list.
+        """
+        claims = dict(svid.claims)
+        if svid.spiffe_id.trust_domain != self._cache.trust_domain:
+            allowed = _ALWAYS_RETURNED_CLAIMS | self._allowed_foreign_claims
+            claims = {name: value for name, value in claims.items() if name in allowed}
+        if isinstance(claims.get("aud"), str):
+            claims["aud"] = [claims["aud"]]
+        return claims
 
     # --- not offered -----------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 Everything that depends on grpclib's or OpenSSL's internals lives here and nowhere else:
 
+- :class:`GrpcServer`: grpclib's server as every pyspire listener needs it: a message
+  larger than gRPC's 4 MiB receive limit is refused from its length prefix, before any of it
+  is buffered, and Unix-socket callers can be pinned when their connection is accepted;
 - the caller of a gRPC stream: its Unix-socket credentials (``SO_PEERCRED``), its TCP
-  address, its TLS certificate;
-- the identity of a local process over time (so PID reuse cannot take over an identity);
+  address, its TLS certificate, and the process pinned at accept (:class:`PinnedCaller`,
+  so PID reuse cannot take over an identity);
 - :class:`ServerTlsContexts`: the server side, presenting the current SVID and verifying
   optional client certificates against the current bundle. A new context is built on every
   change and swapped in per handshake, so rotation needs no restart; session tickets are
@@ -16,36 +19,54 @@ Everything that depends on grpclib's or OpenSSL's internals lives here and nowhe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import socket
 import ssl
 import struct
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpclib.client
+import grpclib.server
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from pyspire.spiffe import MatchError, SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 
 __all__ = [
+    "MAX_RECEIVE_MESSAGE_LENGTH",
+    "CallerNotPinned",
+    "GrpcServer",
     "PeerCredentials",
-    "ProcessIdentity",
+    "PinnedCaller",
     "ServerTlsContexts",
     "SpiffeChannel",
     "client_tls_context",
     "peer_address",
     "peer_certificate",
     "peer_credentials",
+    "pinned_caller",
     "unix_socket_in_use",
 ]
 
+_log = logging.getLogger(__name__)
+
 _PEERCRED = struct.Struct("3i")
+_SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+"""Linux >= 6.5: a pidfd of the process that connected (Python 3.11 lacks the constant)."""
+
+MAX_RECEIVE_MESSAGE_LENGTH = 4 * 1024 * 1024
+"""gRPC's default receive limit (grpc-go's, which SPIRE keeps on every server it runs)."""
 
 
 @dataclass(frozen=True)
@@ -89,41 +110,219 @@ def peer_certificate(stream: Any) -> x509.Certificate | None:
     return x509.load_der_x509_certificate(der) if der else None
 
 
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """A process pinned by its start time: a later process reusing the PID is not it."""
-
-    pid: int
-    uid: int
-    gid: int
-    start_time: int
-
-    @classmethod
-    def of(cls, credentials: PeerCredentials) -> ProcessIdentity | None:
-        """The identity of the process behind ``credentials``, or None if it is gone."""
-        start = process_start_time(credentials.pid)
-        return None if start is None else cls(credentials.pid, credentials.uid, credentials.gid, start)
-
-    def still_running(self) -> bool:
-        """Whether the same process (same PID, start time and owner) still exists."""
-        if process_start_time(self.pid) != self.start_time:
-            return False
-        try:
-            info = os.stat(f"/proc/{self.pid}")
-        except OSError:
-            return False
-        return info.st_uid == self.uid
+def _start_time(stat: bytes) -> int | None:
+    # The command name (field 2) may contain spaces and parentheses: split after the last ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
 
 
 def process_start_time(pid: int) -> int | None:
     """The start time (clock ticks since boot) of process ``pid``, or None if it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return _start_time(Path(f"/proc/{pid}/stat").read_bytes())
     except OSError:
         return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ")".
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+
+
+class CallerNotPinned(Exception):
+    """The process that connected could not be pinned (it is gone, or /proc cannot be read)."""
+
+
+class PinnedCaller:
+    """The process at the other end of a Unix socket, pinned when the connection was accepted.
+
+    A workload is attested by PID, and a PID is reused once its process is gone: a process
+    that connects, hands its connection to another and exits must not be taken for whatever
+    runs under its PID next. As SPIRE's peertracker does, the caller is pinned at accept by a
+    handle on its ``/proc/<pid>`` directory and its start time, and :meth:`alive` checks
+    that the handle still reads, the start time is the same and ``/proc/<pid>`` is owned by
+    the uid and gid the kernel recorded at connect. Where the kernel gives one
+    (``SO_PEERPIDFD``, Linux 6.5), a pidfd of the very process that called ``connect`` also
+    closes the window SPIRE leaves open between connect and accept: a caller already gone when
+    the connection is accepted cannot be pinned at all.
+    """
+
+    def __init__(self, credentials: PeerCredentials, start_time: int, proc_fd: int, pidfd: int | None) -> None:
+        """Hold ``proc_fd`` (and ``pidfd``) until :meth:`close`; use :meth:`pin`."""
+        self.credentials = credentials
+        self.start_time = start_time
+        self._proc_fd: int | None = proc_fd
+        self._pidfd = pidfd
+
+    @property
+    def pid(self) -> int:
+        """The caller's PID (as this agent's PID namespace numbers it)."""
+        return self.credentials.pid
+
+    @classmethod
+    def pin(cls, sock: socket.socket) -> PinnedCaller:
+        """Pin the process connected to ``sock``; raises CallerNotPinned."""
+        pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if pid <= 0:
+            raise CallerNotPinned("the kernel did not record the connecting process")
+        pidfd: int | None
+        try:
+            pidfd = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERPIDFD)
+        except OSError:
+            pidfd = None  # an older kernel: SPIRE's checks alone
+        try:
+            proc_fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            _close(pidfd)
+            raise CallerNotPinned(f"cannot open /proc/{pid}: {err.strerror}") from None
+        caller = cls(PeerCredentials(pid, uid, gid), 0, proc_fd, pidfd)
+        start = caller._read_start_time()
+        if start is None or not caller._connector_alive():
+            caller.close()
+            raise CallerNotPinned(f"process {pid} exited before its connection was accepted")
+        caller.start_time = start
+        return caller
+
+    def _read_start_time(self) -> int | None:
+        if self._proc_fd is None:
+            return None
+        try:
+            fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._proc_fd)
+        except OSError:
+            return None
+        try:
+            return _start_time(os.read(fd, 4096))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _connector_alive(self) -> bool:
+        """Whether the process that called ``connect`` has not been reaped (pidfd), when known."""
+        if self._pidfd is None:
+            return True
+        try:
+            signal.pidfd_send_signal(self._pidfd, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it exists; this agent may not signal it
+        return True
+
+    def alive(self) -> bool:
+        """Whether the pinned process is still the one behind the PID (SPIRE's ``IsAlive``)."""
+        if self._proc_fd is None or not self._connector_alive():
+            return False
+        try:
+            os.listdir(self._proc_fd)  # a handle on an exited process's directory no longer reads
+        except OSError:
+            return False
+        if self._read_start_time() != self.start_time:
+            return False
+        try:
+            info = os.stat(f"/proc/{self.pid}")
+        except OSError:
+            return False
+        return (info.st_uid, info.st_gid) == (self.credentials.uid, self.credentials.gid)
+
+    def close(self) -> None:
+        """Let go of the handles (the connection is gone)."""
+        _close(self._proc_fd)
+        _close(self._pidfd)
+        self._proc_fd = self._pidfd = None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+_PINNED: weakref.WeakKeyDictionary[asyncio.BaseTransport, PinnedCaller] = weakref.WeakKeyDictionary()
+
+
+def pinned_caller(stream: Any) -> PinnedCaller | None:
+    """The process pinned when the stream's connection was accepted (``GrpcServer(pin_callers=True)``)."""
+    return _PINNED.get(_transport(stream))
+
+
+class GrpcServer(grpclib.server.Server):
+    """grpclib's server with the limits every pyspire listener has.
+
+    - A request message longer than ``max_receive_message_length`` (gRPC's 4 MiB by default,
+      as SPIRE's servers) is refused with RESOURCE_EXHAUSTED as soon as its 5-byte length
+      prefix is read: grpclib would otherwise buffer and join it whole, however large, before
+      any authentication (HTTP/2 flow control keeps what is unread to one window).
+    - With ``pin_callers`` (Unix sockets only) each caller is pinned when its connection is
+      accepted (:class:`PinnedCaller`, read back with :func:`pinned_caller`); a connection
+      whose caller cannot be pinned is closed at once, as SPIRE's peertracker closes it.
+    """
+
+    def __init__(
+        self,
+        handlers: Collection[Any],
+        *,
+        max_receive_message_length: int = MAX_RECEIVE_MESSAGE_LENGTH,
+        pin_callers: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Serve ``handlers``; ``kwargs`` go to grpclib's ``Server``."""
+        super().__init__(handlers, **kwargs)
+        self._max_receive = max_receive_message_length
+        self._pin_callers = pin_callers
+
+    def _protocol_factory(self) -> Any:
+        protocol = super()._protocol_factory()
+        _limit_received_messages(protocol.handler, self._max_receive)
+        if self._pin_callers:
+            _pin_on_accept(protocol)
+        return protocol
+
+
+def _limit_received_messages(handler: Any, limit: int) -> None:
+    # grpclib reads a message as recv_data(5) for its prefix, then recv_data(length): the
+    # length is checked before a byte of the message is read.
+    accept = handler.accept
+
+    def limited_accept(stream: Any, headers: Any, release_stream: Callable[[], Any]) -> None:
+        receive = stream.recv_data
+
+        async def recv_data(size: int) -> bytes:
+            if size > limit:
+                raise GRPCError(
+                    Status.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({size} vs. {limit})"
+                )
+            return await receive(size)  # type: ignore[no-any-return]
+
+        stream.recv_data = recv_data
+        accept(stream, headers, release_stream)
+
+    handler.accept = limited_accept
+
+
+def _pin_on_accept(protocol: Any) -> None:
+    made, lost = protocol.connection_made, protocol.connection_lost
+    pinned: list[tuple[asyncio.BaseTransport, PinnedCaller]] = []
+
+    def connection_made(transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        try:
+            if sock is None or sock.family != socket.AF_UNIX:
+                raise CallerNotPinned("not a Unix-socket connection")
+            caller = PinnedCaller.pin(sock)
+        except (CallerNotPinned, OSError) as err:
+            _log.warning("Connection failed during accept", extra={"error": str(err)})
+            transport.close()
+            return
+        _PINNED[transport] = caller
+        pinned.append((transport, caller))
+        made(transport)
+
+    def connection_lost(exc: BaseException | None) -> None:
+        if not pinned:
+            return  # refused at accept: grpclib never saw the connection
+        transport, caller = pinned.pop()
+        _PINNED.pop(transport, None)
+        caller.close()
+        lost(exc)
+
+    protocol.connection_made = connection_made
+    protocol.connection_lost = connection_lost
 
 
 def _load_identity(context: ssl.SSLContext, chain: Sequence[x509.Certificate], private_key: PrivateKeyTypes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -12,14 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from pyspire.spiffe import SpiffeId, match_id
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.transport import (
-    PeerCredentials,
-    ProcessIdentity,
+    CallerNotPinned,
+    GrpcServer,
+    PinnedCaller,
     ServerIdentityError,
     ServerTlsContexts,
     SpiffeChannel,
@@ -168,17 +173,61 @@ async def test_unix_socket_peer_credentials_are_the_callers(tmp_path: Path) -> N
     assert reply.entries_count == 0  # no TCP address on a Unix socket
 
 
-def test_process_identity_detects_an_exited_process() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_a_pinned_caller_is_no_longer_alive_once_it_exits(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s.sock"))
+    listener.listen()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import socket, time; s = socket.socket(socket.AF_UNIX); s.connect({str(tmp_path / 's.sock')!r}); time.sleep(30)",
+        ]
+    )
+    connection, _ = listener.accept()
     try:
-        identity = ProcessIdentity.of(PeerCredentials(child.pid, os.getuid(), os.getgid()))
-        assert identity is not None
-        assert identity.still_running()
+        caller = PinnedCaller.pin(connection)
+        assert caller.pid == child.pid
+        assert caller.start_time == process_start_time(child.pid)
+        assert caller.alive()
     finally:
         child.kill()
         child.wait()
-    assert not identity.still_running()
-    assert process_start_time(child.pid) is None
+    assert not caller.alive()
+    caller.close()
+    # Accepted after the caller is gone: it cannot be pinned (with SO_PEERPIDFD) or, without
+    # it, its /proc directory is gone.
+    with pytest.raises(CallerNotPinned):
+        PinnedCaller.pin(connection)
+    connection.close()
+    listener.close()
+
+
+async def test_a_message_longer_than_the_receive_limit_is_refused_from_its_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "api.sock"
+    server = GrpcServer([WhoAmI()], max_receive_message_length=64)
+    await server.start(path=str(path))
+    channel = Channel(path=str(path))
+    try:
+        # GetInfoRequest is empty: a BytesValue stands in for it (its field is unknown there).
+        method = channel.request(
+            "/spire.api.server.debug.v1.Debug/GetInfo",
+            Cardinality.UNARY_UNARY,
+            wrappers_pb2.BytesValue,
+            debug_pb2.GetInfoResponse,
+        )
+        async with method as stream:
+            await stream.send_message(wrappers_pb2.BytesValue(value=b"x" * 63), end=True)  # 65 bytes encoded
+            with pytest.raises(GRPCError) as refused:
+                await stream.recv_message()
+        assert refused.value.status is Status.RESOURCE_EXHAUSTED
+        assert "larger than max (65 vs. 64)" in (refused.value.message or "")
+        # A message within the limit is served, on the same connection.
+        assert (await debug_grpc.DebugStub(channel).GetInfo(debug_pb2.GetInfoRequest())).uptime == os.getpid()
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_server_keeps_serving_other_clients_after_a_failed_handshake(tls_server: Any) -> None:

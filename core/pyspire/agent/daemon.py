@@ -22,7 +22,6 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.health.service import Health
-from grpclib.server import Server
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.backoff import ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW, Backoff
@@ -41,7 +40,7 @@ from pyspire.proto.bundles import bundle_from_proto
 from pyspire.signals import stop_requested
 from pyspire.spiffe import Bundle, BundleError
 from pyspire.telemetry.health import HealthListener
-from pyspire.transport import unix_socket_in_use
+from pyspire.transport import GrpcServer, unix_socket_in_use
 
 __all__ = ["AgentDaemon", "run_agent"]
 
@@ -69,9 +68,9 @@ class AgentDaemon:
         self.cache: WorkloadCache | None = None
         self.manager: SyncManager | None = None
         self._streams: OpenStreams | None = None
-        self._server: Server | None = None
+        self._server: GrpcServer | None = None
         self._socket_bound = False
-        self._admin: Server | None = None
+        self._admin: GrpcServer | None = None
         self._admin_path: Path | None = None
         self._health: HealthListener | None = None
         self.sync_task: asyncio.Task[None] | None = None
@@ -278,7 +277,7 @@ class AgentDaemon:
             services.append(WorkloadApiService(streams, caller, client, section.allowed_foreign_jwt_claims))
         if not section.disable_sds_api:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
-        self._server = Server(services)
+        self._server = GrpcServer(services, pin_callers=True)
         try:
             await self._server.start(path=str(path))
         except OSError as err:
@@ -297,7 +296,7 @@ class AgentDaemon:
             raise StartupError(f"another process is serving on {path}: stop it or choose another admin_socket_path")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._admin = Server([AgentDebugService(node, cache, manager), AgentLoggerService(), Health()])
+        self._admin = GrpcServer([AgentDebugService(node, cache, manager), AgentLoggerService(), Health()])
         try:
             await self._admin.start(path=str(path))
         except OSError as err:

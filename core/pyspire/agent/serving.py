@@ -1,11 +1,12 @@
 """What the Workload API and Envoy SDS share: who is calling, and the streams that are open.
 
 Both APIs hand out the same identities on the same socket, so they must decide who the caller
-is in exactly one way: from the accepted socket (SO_PEERCRED), never from the request, with
-every configured WorkloadAttestor contributing. A failing attestor fails the call
-(UNAVAILABLE) rather than serving an identity chosen on partial facts. After attestation the
-process is checked again (same PID, start time and owner), so a process that exited and whose
-PID was reused cannot receive the first one's identity.
+is in exactly one way: from the process pinned when the connection was accepted
+(:class:`pyspire.transport.PinnedCaller`), never from the request, with every configured
+WorkloadAttestor contributing. A failing attestor fails the call (UNAVAILABLE) rather than
+serving an identity chosen on partial facts. The pinned process is checked before and after
+attestation (same process, start time and owner), so a process that exited, whose PID was
+reused before or during the call, can never receive the identity of what runs under its PID.
 
 Open streams hold a cache subscription (their SVIDs are minted at once and never evicted) and
 all end with UNAVAILABLE when the agent shuts down, never with OK.
@@ -26,7 +27,7 @@ from pyspire.agent.cache import WorkloadCache
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import WorkloadAttestor
 from pyspire.plugin.selectors import Selector
-from pyspire.transport import ProcessIdentity, peer_credentials
+from pyspire.transport import pinned_caller
 
 __all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header"]
 
@@ -56,10 +57,11 @@ class CallerAttestor:
 
     async def attest(self, stream: Any) -> frozenset[Selector]:
         """The caller's selectors; raises GRPCError when it cannot be attested."""
-        credentials = peer_credentials(stream)
-        process = ProcessIdentity.of(credentials) if credentials is not None else None
+        process = pinned_caller(stream)
         if process is None:
             raise GRPCError(Status.UNAUTHENTICATED, "unable to determine the calling process")
+        if not process.alive():
+            raise _replaced()
         selectors: set[Selector] = set()
         for attestor in self._attestors:
             try:
@@ -71,11 +73,14 @@ class CallerAttestor:
                 raise GRPCError(
                     Status.UNAVAILABLE, f"workload attestor {attestor.name!r} failed: {err.message}"
                 ) from None
-        if not process.still_running():
-            raise GRPCError(
-                Status.PERMISSION_DENIED, "the calling process exited or was replaced while it was being attested"
-            )
+        if not process.alive():
+            raise _replaced()
         return frozenset(selectors)
+
+
+def _replaced() -> GRPCError:
+    _log.warning("The calling process exited or its PID was reused: no identity")
+    return GRPCError(Status.PERMISSION_DENIED, "the calling process exited or was replaced: no identity issued")
 
 
 class OpenStreams:

@@ -15,7 +15,6 @@ from typing import Any
 
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 from grpclib.health.service import Health
-from grpclib.server import Server
 
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService
@@ -26,7 +25,7 @@ from pyspire.server.api.logger import LoggerService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
-from pyspire.transport import ServerTlsContexts, unix_socket_in_use
+from pyspire.transport import GrpcServer, ServerTlsContexts, unix_socket_in_use
 
 __all__ = ["Endpoints", "ListenError"]
 
@@ -40,7 +39,7 @@ class Endpoints:
         """Serve ``ctx``'s services, with TLS from ``tls`` on TCP."""
         self._ctx = ctx
         self._tls = tls
-        self._servers: list[Server] = []
+        self._servers: list[GrpcServer] = []
         self._socket_path = Path(ctx.config.server.socket_path)
         self._socket_bound = False
 
@@ -59,7 +58,7 @@ class Endpoints:
         """Listen on both endpoints."""
         config = self._ctx.config.server
         codec = ProtoStatusDetailsCodec()
-        tcp = Server(self._public_services(), status_details_codec=codec)
+        tcp = GrpcServer(self._public_services(), status_details_codec=codec)
         try:
             await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
         except OSError as err:
@@ -77,7 +76,7 @@ class Endpoints:
             )
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
-        local = Server(
+        local = GrpcServer(
             [*self._public_services(), DebugService(self._ctx), LoggerService(self._ctx), Health()],
             status_details_codec=codec,
         )

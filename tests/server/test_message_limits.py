@@ -28,7 +28,9 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="module")
 def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerDaemon, AgentDaemon]]:
     server = start_server(tmp_path_factory.mktemp("server"))
-    agent = start_agent(tmp_path_factory.mktemp("agent"), server, server.join_token(f"spiffe://example.org/{uuid.uuid4()}"))
+    agent = start_agent(
+        tmp_path_factory.mktemp("agent"), server, server.join_token(f"spiffe://example.org/{uuid.uuid4()}")
+    )
     yield server, agent
     agent.stop()
     server.stop()

@@ -12,6 +12,7 @@ are only committed together: a failure at any step leaves no node behind.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -23,7 +24,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire.crypto import CsrError, parse_csr
 from pyspire.plugin.attestation import AttestationResult
-from pyspire.plugin.errors import AlreadyExists, InvalidArgument, PluginError
+from pyspire.plugin.errors import AlreadyExists, InvalidArgument, PluginError, Unavailable
 from pyspire.plugin.records import AttestedNode
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_pb2
@@ -37,7 +38,11 @@ __all__ = ["CHALLENGE_TIMEOUT", "MAX_PAYLOAD_BYTES", "attest_agent"]
 _log = logging.getLogger(__name__)
 
 CHALLENGE_TIMEOUT = 30.0
-"""Seconds an agent has to answer each challenge."""
+"""Seconds an agent has to answer each challenge.
+
+SPIRE sets none (a waiting stream costs it a goroutine); here a waiting challenge holds a
+thread of the attestation pool (:mod:`pyspire.server.work`), so it is bounded: 30 s, the
+timeout SPIRE's agent gives each of its calls to the server."""
 MAX_PAYLOAD_BYTES = 1024 * 1024
 """Attestation payloads above this size are refused before any plugin sees them."""
 
@@ -82,8 +87,11 @@ async def _run_plugin(
         except TimeoutError:
             future.cancel()
             raise InvalidArgument("the agent did not answer the challenge in time") from None
+        except concurrent.futures.CancelledError:
+            # The stream was cancelled (the agent left, or the server is stopping).
+            raise Unavailable("the attestation was cancelled while waiting for the agent's answer") from None
 
-    result: AttestationResult = await asyncio.to_thread(attestor.attest, payload, challenge, client_ip)
+    result: AttestationResult = await ctx.pools.attest(attestor.attest, payload, challenge, client_ip)
     try:
         agent_id = SpiffeId.from_path(ctx.trust_domain, "/spire/agent" + result.agent_path)
     except SpiffeIdError as err:
@@ -169,7 +177,7 @@ async def attest_agent(ctx: ServerContext, stream: Any, client_ip: str | None) -
             )
 
     ttl: timedelta = ctx.config.server.effective_agent_ttl
-    chain: list[x509.Certificate] = await asyncio.to_thread(ctx.issuer.sign_agent_x509_svid, public_key, agent_id, ttl)
+    chain: list[x509.Certificate] = await ctx.pools.sign(ctx.issuer.sign_agent_x509_svid, public_key, agent_id, ttl)
     node = AttestedNode(
         spiffe_id=agent_id,
         attestation_type=attested.attestation_type,

@@ -22,6 +22,7 @@ from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.federation.refresher import BundleRefresher
 from pyspire.server.server_svid import ServerSvid
+from pyspire.server.work import WorkPools
 from pyspire.spiffe import SpiffeId, TrustDomain
 from pyspire.telemetry.metrics import Metrics
 
@@ -47,6 +48,8 @@ class ServerContext:
     audit: AuditLog
     metrics: Metrics | None = None
     csr_verifier: CsrVerifier = field(default_factory=lambda: CsrVerifier(workers=0))
+    pools: WorkPools = field(default_factory=WorkPools)
+    """Threads for node attestation and for signing, apart from asyncio's default pool."""
     refresher: BundleRefresher | None = None
     """Fetches federated bundles (None until the daemon starts federation)."""
     clock: Callable[[], float] = time.time
@@ -68,7 +71,10 @@ class ServerContext:
         return self.catalog.datastore
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking call (a plugin hook, the datastore) in a worker thread."""
+        """Run a blocking call (a plugin hook, the datastore) in asyncio's default pool.
+
+        Node attestation and signing have pools of their own (:attr:`pools`).
+        """
         if self.metrics is not None and getattr(function, "__self__", None) is self.catalog.datastore:
             self.metrics.datastore_calls.labels(function.__name__).inc()
         return await asyncio.to_thread(function, *args, **kwargs)

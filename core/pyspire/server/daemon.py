@@ -242,6 +242,7 @@ class ServerDaemon:
         if self.ctx is not None:
             await self.ctx.follower.stop()
             await asyncio.to_thread(self.ctx.csr_verifier.close)
+            self.ctx.pools.close()
         if self._catalog is not None:
             self._catalog.close()
         _log.info("Server stopped")

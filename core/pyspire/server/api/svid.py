@@ -8,7 +8,7 @@ takes the SPIFFE ID from the CSR's URI SAN, as SPIRE does.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -104,7 +104,7 @@ class SvidService(svid_grpc.SVIDBase):
                 for index, entry, key in work
             ]
 
-        for index, entry, chain in await asyncio.to_thread(sign_all):
+        for index, entry, chain in await self.ctx.pools.sign(sign_all):
             results[index].status.CopyFrom(status_message(Status.OK, "OK"))
             results[index].svid.CopyFrom(x509_svid_to_proto(chain, entry.spiffe_id, entry.hint))
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
@@ -135,8 +135,8 @@ class SvidService(svid_grpc.SVIDBase):
             raise GRPCError(Status.FAILED_PRECONDITION, "JWT-SVIDs are disabled on this server")
         if any(not value for value in audience):
             raise _invalid("audience values must not be empty")
-        minted = await asyncio.to_thread(
-            self.ctx.issuer.mint_jwt_svid, spiffe_id, audience, ttl, include_jti=include_jti
+        minted = await self.ctx.pools.sign(
+            functools.partial(self.ctx.issuer.mint_jwt_svid, include_jti=include_jti), spiffe_id, audience, ttl
         )
         return types_pb2.JWTSVID(
             token=minted.token,
@@ -170,7 +170,7 @@ class SvidService(svid_grpc.SVIDBase):
             raise _invalid(f"invalid CSR: {err}") from None
         if request.ttl < 0:
             raise _invalid("ttl must not be negative")
-        chain = await asyncio.to_thread(
+        chain = await self.ctx.pools.sign(
             self.ctx.issuer.sign_workload_x509_svid, public_key, spiffe_id, self._x509_ttl(request.ttl), dns_names
         )
         await stream.send_message(svid_pb2.MintX509SVIDResponse(svid=x509_svid_to_proto(chain, spiffe_id)))
@@ -199,7 +199,7 @@ class SvidService(svid_grpc.SVIDBase):
         except CsrError as err:
             raise _invalid(f"malformed CSR: {err}") from None
         ttl = timedelta(seconds=request.preferred_ttl) if request.preferred_ttl > 0 else self.ctx.config.server.ca_ttl
-        chain = await asyncio.to_thread(self.ctx.issuer.sign_downstream_x509_ca, public_key, ttl)
+        chain = await self.ctx.pools.sign(self.ctx.issuer.sign_downstream_x509_ca, public_key, ttl)
         bundle = self.ctx.bundles.get(self.ctx.trust_domain)
         roots = [a.der for a in bundle.x509_authorities] if bundle else []
         await stream.send_message(

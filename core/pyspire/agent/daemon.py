@@ -309,6 +309,7 @@ class AgentDaemon:
         """The named readiness checks (all must hold)."""
         return {
             "agent_svid": bool(self.node and self.node.identity),
+            "agent_svid_saved": bool(self.node and self.node.saved),
             "synced": bool(self.manager and self.manager.synced.is_set()),
         }
 

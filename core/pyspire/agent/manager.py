@@ -31,6 +31,7 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
@@ -123,10 +124,16 @@ class SyncManager:
         identity = self._node.identity
         if identity is not None and self._renew_at is not None and datetime.now(UTC) >= self._renew_at:
             # As SPIRE: a node that can re-attest renews by attesting again (fresh evidence).
-            if identity.reattestable:
-                await self._node.attest()
-            else:
-                await self._node.renew()
+            try:
+                if identity.reattestable:
+                    await self._node.attest()
+                else:
+                    await self._node.renew()
+            except PluginError as err:
+                # The KeyManager could not store the new key (a full disk, say): the SVID in
+                # hand is still valid, so renewal is tried again at the next sync.
+                _log.error("Cannot renew the agent SVID; trying again at the next sync", extra={"error": str(err)})
+                return
             self._schedule_renewal()
 
     async def _handle_denied(self, err: GRPCError) -> None:
@@ -258,6 +265,8 @@ class SyncManager:
         """Sync until cancelled; raises AgentStopped when the agent must stop."""
         failures = 0
         while True:
+            if not self._node.saved:
+                await asyncio.to_thread(self._node.save)
             try:
                 await self.sync_once()
                 failures = 0

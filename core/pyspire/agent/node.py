@@ -7,6 +7,11 @@ KeyManager (``agent-svid-A``/``agent-svid-B`` alternate, so the old key stays us
 the new SVID is in hand), a CSR, the NodeAttestor's evidence, and the challenges of the
 server's plugin answered by the agent's. The bundle the server returns afterwards replaces
 the bootstrap bundle, and is saved too.
+
+A save that fails (``data_dir`` full, read-only) does not stop the agent, which goes on with
+the SVID it holds: the error is logged, readiness says so (``agent_svid_saved``), and the save
+is tried again at every sync until it succeeds. Otherwise a restart would find the previous,
+soon expired, SVID, and an agent attested by join token could not come back.
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ class NodeIdentityManager:
         self._state_path = Path(section.data_dir) / STATE_FILE
         self.identity: AgentIdentity | None = None
         self.roots: tuple[x509.Certificate, ...] = ()
+        self.saved = True
+        """Whether ``data_dir`` holds the identity and bundle in use (False after a failed save)."""
 
     # --- persistence ----------------------------------------------------------------
 
@@ -99,25 +106,47 @@ class NodeIdentityManager:
         if identity.not_after <= datetime.now(UTC):
             _log.info("Saved agent SVID has expired; attesting again", extra={"expired_at": str(identity.not_after)})
             return False
-        if self._catalog.key_manager.get_public_key(identity.key_id) is None:
+        key = self._catalog.key_manager.get_public_key(identity.key_id)
+        if key is None:
             _log.info("The saved agent SVID's key is gone from the KeyManager; attesting again")
+            return False
+        certified = (
+            identity.chain[0]
+            .public_key()
+            .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        if key.der != certified:
+            # Renewed (with this key ID) since that SVID was saved, and the newer one was not.
+            _log.info("The saved agent SVID is not for the KeyManager's key; attesting again")
             return False
         self.identity = identity
         self._present(identity)
         _log.info("Loaded the saved agent SVID", extra={"spiffe_id": str(identity.spiffe_id)})
         return True
 
-    def save(self) -> None:
-        """Write the identity and bundle (0600, atomically)."""
+    def save(self) -> bool:
+        """Write the identity and bundle (0600, atomically); False (logged) when it cannot be written."""
         if self.identity is None:
-            return
+            return True
         data: dict[str, Any] = {
             "svid": [_b64(c) for c in self.identity.chain],
             "key_id": self.identity.key_id,
             "reattestable": self.identity.reattestable,
             "bundle": [_b64(c) for c in self.roots],
         }
-        atomic_write(self._state_path, json.dumps(data, indent=1).encode())
+        try:
+            atomic_write(self._state_path, json.dumps(data, indent=1).encode())
+        except OSError as err:
+            self.saved = False
+            _log.error(
+                "Cannot save the agent SVID; trying again at every sync (a restart now would find the previous one)",
+                extra={"path": str(self._state_path), "error": err.strerror or str(err)},
+            )
+            return False
+        if not self.saved:
+            _log.info("Agent SVID saved", extra={"path": str(self._state_path)})
+        self.saved = True
+        return True
 
     def forget(self) -> None:
         """Delete the saved SVID (a banned agent must not keep it)."""

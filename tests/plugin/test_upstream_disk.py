@@ -104,3 +104,27 @@ def test_server_svids_chain_to_the_upstream_root(tmp_path: Path) -> None:
             assert verified.returncode == 0, verified.stderr
     finally:
         server.stop()
+
+
+def test_no_svid_outlives_the_upstream_root(tmp_path: Path) -> None:
+    # A 2 h root signed a 24 h intermediate, which signs the server's 24 h CA: every SVID ends
+    # with the root, and the server says why its CA is cut short.
+    root = make_ca(name="short root", lifetime=timedelta(hours=2))
+    intermediate = make_ca(issuer=root, name="long intermediate", lifetime=timedelta(hours=24))
+    data = write_ca(tmp_path, intermediate, bundle=root)
+    plugin = (
+        'UpstreamAuthority "disk" {\n plugin_data {\n'
+        f' cert_file_path = "{data["cert_file_path"]}"\n key_file_path = "{data["key_file_path"]}"\n'
+        f' bundle_file_path = "{data["bundle_file_path"]}"\n'
+        " }\n }"
+    )
+    server = start_server(tmp_path / "server", plugins=plugin, ca_ttl="24h")
+    try:
+        out = tmp_path / "minted"
+        server.cli("x509", "mint", "-spiffeID", "spiffe://example.org/long", "-ttl", "10h", "-write", str(out))
+        chain = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+        assert chain[0].not_valid_after_utc <= root.certificate.not_valid_after_utc
+        assert chain[1].not_valid_after_utc > root.certificate.not_valid_after_utc  # the CA itself, as signed
+        assert "The upstream CA outlives the chain above it" in server.log()
+    finally:
+        server.stop()

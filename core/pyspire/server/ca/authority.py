@@ -351,9 +351,19 @@ class CaManager:
                 raise FailedPrecondition(
                     f"{self._upstream.prefix}: the CA certificate it returned is not for the server's key"
                 )
-            return CertificateAuthority(
+            authority = CertificateAuthority(
                 certificate, signer, key_id, tuple(minted.ca_chain[1:]), tuple(minted.upstream_roots)
             )
+            if authority.not_after < certificate.not_valid_after_utc:
+                _log.warning(
+                    "The upstream CA outlives the chain above it: it is used, and signs, only until the chain ends",
+                    extra={
+                        "upstream_authority": self._upstream.prefix,
+                        "ca_expires_at": certificate.not_valid_after_utc.isoformat(),
+                        "chain_expires_at": authority.not_after.isoformat(),
+                    },
+                )
+            return authority
         now = self._now()
         serial = x509.random_serial_number()
         subject = self._settings.ca_subject

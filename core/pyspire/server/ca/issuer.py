@@ -2,7 +2,10 @@
 
 Identity always comes from the caller's authorization decision (the entry, the agent ID),
 never from a CSR; the CSR has already been reduced to a public key. Every X.509 credential is
-backdated 10 seconds (clock skew, as SPIRE) and never outlives the CA that signs it.
+backdated 10 seconds (clock skew, as SPIRE) and never outlives the CA that signs it, nor any
+certificate above that CA up to the upstream root (SPIRE caps only at the signing CA, so an
+upstream that signs past its own root's end gets SVIDs no verifier accepts for their last
+hours).
 """
 
 from __future__ import annotations
@@ -68,10 +71,16 @@ class CertificateAuthority:
         """The subject key identifier (hex), as SPIRE names authorities."""
         return subject_key_id(self.certificate)
 
-    @property
+    @functools.cached_property
     def not_after(self) -> datetime:
-        """When the CA certificate expires."""
-        return self.certificate.not_valid_after_utc
+        """Until when the CA can sign: its certificate's end, or sooner the end of the chain above it.
+
+        The chain is this CA's certificate, the intermediates, and the root they chain to (the
+        roots whose subject is the top certificate's issuer; all of them when none is).
+        """
+        top = self.chain[-1] if self.chain else self.certificate
+        roots = [root for root in self.upstream_roots if root.subject == top.issuer] or list(self.upstream_roots)
+        return min(c.not_valid_after_utc for c in (self.certificate, *self.chain, *roots))
 
     @property
     def not_before(self) -> datetime:

@@ -109,6 +109,7 @@ class VaultSession:
                     continue
                 if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
                     raise Internal(f"vault: {action}: the response has no data object")
+                _log_warnings(action, response)
                 return response["data"]
         raise AssertionError("unreachable")
 
@@ -193,9 +194,17 @@ class VaultSession:
                 try:
                     with _vault_errors("renewing the token", self._settings.vault_addr):
                         response = self._client.auth.token.renew_self()
-                    self._lease = _lease_of(response, self._clock())
+                    renewed = _lease_of(response, self._clock())
+                    _log_warnings("renewing the token", response, level=logging.INFO)
                     self.renewals += 1
-                    _log.debug("Renewed the Vault token", extra={"lease_seconds": self._lease.duration})
+                    if renewed.duration <= 0:
+                        # Capped at its max TTL to (less than) a second: not "never expires",
+                        # but the end of this token. The next signing logs in again.
+                        _log.info("The Vault token reached its max TTL; logging in again when needed")
+                        self._lease = None
+                        continue
+                    self._lease = renewed
+                    _log.debug("Renewed the Vault token", extra={"lease_seconds": renewed.duration})
                 except PluginError as err:
                     # The next signing logs in again (or, for token_auth, reports Vault's refusal).
                     _log.warning("Could not renew the Vault token; will log in again when needed: %s", err)
@@ -221,6 +230,13 @@ def _login(client: hvac.Client, auth: AppRoleAuth | CertAuth | K8sAuth) -> dict[
     # only names the role, as Vault's own CLI does.
     body = {"name": auth.cert_auth_role_name} if auth.cert_auth_role_name else {}
     return client.adapter.login(f"/v1/auth/{auth.cert_auth_mount_point}/login", json=body)  # type: ignore[no-any-return]
+
+
+def _log_warnings(action: str, response: Any, level: int = logging.WARNING) -> None:
+    """Pass on what Vault warned about (a certificate past its CA's end, a TTL capped by a max TTL)."""
+    warnings = response.get("warnings") if isinstance(response, dict) else None
+    if isinstance(warnings, list) and warnings:
+        _log.log(level, "Vault warned while %s: %s", action, "; ".join(str(w) for w in warnings))
 
 
 def _lease_of(response: Any, now: float) -> Lease:

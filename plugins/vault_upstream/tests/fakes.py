@@ -1,12 +1,12 @@
-"""A small HTTPS Vault for the vault_upstream tests, built from Vault's HTTP API documentation.
+"""A small HTTPS Vault for what the real OpenBao of the tests cannot be made to do.
 
-It serves what the plugin uses: ``auth/token/lookup-self`` and ``auth/token/renew-self``, the
-AppRole, TLS certificate and Kubernetes ``login`` endpoints on their mounts, and the PKI
-engine's ``root/sign-intermediate``, which really signs: with its own root, or with an
-intermediate under an offline root when ``pki_is_intermediate`` (then ``ca_chain`` carries
-both, as Vault's does). Tokens have leases that expire and can be renewed; responses and
-error bodies (``{"errors": [...]}``) have Vault's shapes. The server can be stopped and
-started again on the same port, or sealed (503), to play an outage.
+Two things: answer a signing with a certificate a test has tampered with (a real server signs
+correctly), and log in with a Kubernetes service account token (a real server would ask a
+Kubernetes API to review it). It is built from Vault's HTTP API documentation and behaves as
+OpenBao does where the plugin can see it: ``root/sign-intermediate`` signs past the end of
+its CA with a warning rather than capping (``ca_chain`` headed by the issued certificate),
+``auth/token/renew-self`` never takes a token past its max TTL and warns when it caps,
+responses carry ``warnings``, and errors have Vault's ``{"errors": [...]}`` shape.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import secrets
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,23 +28,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from tests.support import http_fakes
-from tests.support.pki import Issued, make_ca, make_tls_certificate, write_pem
+from tests.support.pki import make_ca, make_tls_certificate, write_pem
+
+_PAST_CA_WARNING = (
+    "The expiration time for the signed certificate is after the CA's expiration time. If the new "
+    "certificate is not treated as a root, validation paths with the certificate past the issuing "
+    "CA's expiration time will fail."
+)
 
 
 @dataclass
 class FakeToken:
     ttl: float
-    """Seconds each issue or renewal grants; 0 = never expires."""
+    """Seconds each issue or renewal grants."""
     renewable: bool
-    expires_at: float | None
-    policies: list[str] = field(default_factory=lambda: ["spire"])
+    expires_at: float
+    max_expires_at: float
+    """No renewal takes the token past this (its max TTL from issue)."""
 
 
 @dataclass
 class Request:
     method: str
     path: str
-    namespace: str | None
     body: dict[str, Any]
 
 
@@ -63,30 +69,18 @@ def _duration(value: object) -> float:
 
 
 class VaultServer:
-    """The fake Vault. ``start(directory)`` writes ``vault-ca.pem`` (trusts its TLS certificate)."""
+    """The fake. ``start(directory)`` writes ``vault-ca.pem`` (trusts its TLS certificate)."""
 
-    def __init__(self, *, pki_mount: str = "pki", pki_is_intermediate: bool = False, namespace: str = "") -> None:
-        self.pki_mount = pki_mount
-        self.namespace = namespace
-        self.max_ttl = timedelta(days=30)
-        self.offline_root: Issued | None = None
-        root = make_ca(name="Vault Root CA", lifetime=timedelta(days=365))
-        if pki_is_intermediate:
-            self.offline_root = root
-            self.issuer = make_ca(issuer=root, name="Vault Intermediate CA", lifetime=timedelta(days=180))
-        else:
-            self.issuer = root
+    def __init__(self) -> None:
+        self.pki_mount = "pki"
+        self.max_lease_ttl = timedelta(days=30)
+        self.issuer = make_ca(name="Vault Root CA", lifetime=timedelta(days=365))
         self.tokens: dict[str, FakeToken] = {}
-        self.approles: dict[str, str] = {}  # role_id -> secret_id (mount "approle")
-        self.approle_mount = "approle"
         self.k8s_roles: dict[str, str] = {}  # role -> the service account JWT it accepts
         self.k8s_mount = "kubernetes"
-        self.cert_mount = "cert"
         self.login_ttl = 3600.0
-        self.login_renewable = True
-        self.sealed = False
+        self.token_max_ttl = 32 * 86400.0  # Vault's default max TTL
         self.requests: list[Request] = []
-        self.renewals = 0
         self.signed: list[x509.Certificate] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -94,45 +88,26 @@ class VaultServer:
 
     # --- what tests set up --------------------------------------------------------------
 
-    @property
-    def root(self) -> x509.Certificate:
-        """The certificate SVIDs must chain to."""
-        return (self.offline_root or self.issuer).certificate
-
-    def issue_token(self, ttl: float = 3600.0, *, renewable: bool = True) -> str:
+    def issue_token(self, ttl: float = 3600.0, *, renewable: bool = True, max_ttl: float | None = None) -> str:
         token = "hvs." + secrets.token_urlsafe(24)
+        now = time.monotonic()
         with self._lock:
-            self.tokens[token] = FakeToken(ttl, renewable, time.monotonic() + ttl if ttl else None)
+            self.tokens[token] = FakeToken(ttl, renewable, now + ttl, now + (max_ttl or self.token_max_ttl))
         return token
-
-    def revoke_all_tokens(self) -> None:
-        with self._lock:
-            self.tokens.clear()
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def paths(self) -> list[str]:
-        return [f"{r.method} {r.path}" for r in self.requests]
-
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, directory: Path) -> VaultServer:
-        """Serve HTTPS on 127.0.0.1 (the same port again after :meth:`stop`)."""
-        if not (directory / "vault-ca.pem").exists():
-            tls_ca = make_ca(name="Vault TLS CA")
-            write_pem(make_tls_certificate(tls_ca), directory / "vault-tls.pem", directory / "vault-tls.key")
-            (directory / "vault-ca.pem").write_bytes(tls_ca.certificate.public_bytes(serialization.Encoding.PEM))
-            self.client_ca = make_ca(name="Vault client CA")
-            (directory / "client-ca.pem").write_bytes(
-                self.client_ca.certificate.public_bytes(serialization.Encoding.PEM)
-            )
+        """Serve HTTPS on 127.0.0.1."""
+        tls_ca = make_ca(name="Vault TLS CA")
+        write_pem(make_tls_certificate(tls_ca), directory / "vault-tls.pem", directory / "vault-tls.key")
+        (directory / "vault-ca.pem").write_bytes(tls_ca.certificate.public_bytes(serialization.Encoding.PEM))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(directory / "vault-tls.pem", directory / "vault-tls.key")
-        context.load_verify_locations(directory / "client-ca.pem")
-        context.verify_mode = ssl.CERT_OPTIONAL  # as Vault's listener: a client certificate only for cert auth
-        ThreadingHTTPServer.allow_reuse_address = True  # started again on the same port after an outage
         self._server = http_fakes.serve(self._handler(), self.port, context)
         self.port = self._server.server_address[1]
         return self
@@ -141,27 +116,24 @@ class VaultServer:
         http_fakes.stop(self._server)
         self._server = None
 
-    def client_certificate(self, directory: Path) -> tuple[Path, Path]:
-        """A client certificate Vault's cert auth accepts, as PEM files."""
-        return write_pem(make_tls_certificate(self.client_ca), directory / "client.pem", directory / "client.key")
-
     # --- the API ------------------------------------------------------------------------
 
     def _valid_token(self, token: str | None) -> FakeToken | None:
         with self._lock:
             info = self.tokens.get(token or "")
-            if info is None or (info.expires_at is not None and time.monotonic() >= info.expires_at):
+            if info is None or time.monotonic() >= info.expires_at:
                 return None
             return info
 
     def _login_response(self, metadata: dict[str, str]) -> dict[str, Any]:
-        token = self.issue_token(self.login_ttl, renewable=self.login_renewable)
+        token = self.issue_token(self.login_ttl)
         return {
             "request_id": secrets.token_hex(8),
             "lease_id": "",
             "renewable": False,
             "lease_duration": 0,
             "data": None,
+            "warnings": None,
             "auth": {
                 "client_token": token,
                 "accessor": secrets.token_hex(8),
@@ -169,11 +141,30 @@ class VaultServer:
                 "token_policies": ["default", "spire"],
                 "metadata": metadata,
                 "lease_duration": int(self.login_ttl),
-                "renewable": self.login_renewable,
+                "renewable": True,
             },
         }
 
+    def _renew(self, token: str, info: FakeToken) -> dict[str, Any]:
+        if not info.renewable:
+            raise _VaultError(400, "lease is not renewable")
+        warnings = None
+        with self._lock:
+            now = time.monotonic()
+            granted = min(info.ttl, info.max_expires_at - now)
+            if granted < info.ttl:
+                warnings = [
+                    f'TTL of "{int(info.ttl)}s" exceeded the effective max_ttl of "{int(granted)}s"; '
+                    "TTL value is capped accordingly"
+                ]
+            info.expires_at = now + granted
+        return {
+            "warnings": warnings,
+            "auth": {"client_token": token, "policies": ["spire"], "lease_duration": int(granted), "renewable": True},
+        }
+
     def sign_intermediate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Vault's ``data`` object for a signing."""
         try:
             csr = x509.load_pem_x509_csr(str(body.get("csr", "")).encode())
         except ValueError:
@@ -181,16 +172,12 @@ class VaultServer:
         if not csr.is_signature_valid:
             raise _VaultError(400, "request signature invalid")
         try:
-            requested = _duration(body["ttl"]) if body.get("ttl") else self.max_ttl.total_seconds()
+            requested = _duration(body["ttl"]) if body.get("ttl") else self.max_lease_ttl.total_seconds()
         except ValueError as err:
             raise _VaultError(400, str(err)) from None
         now = datetime.now(UTC)
-        not_after = min(
-            now + timedelta(seconds=min(requested, self.max_ttl.total_seconds())),
-            self.issuer.certificate.not_valid_after_utc,
-        )
-        # The subject comes from the request's fields, not the CSR's (use_csr_values is off);
-        # sign-intermediate does not require a common name.
+        # As OpenBao: capped by the mount's max lease TTL, not by the CA's own end (a warning says so).
+        not_after = now + timedelta(seconds=min(requested, self.max_lease_ttl.total_seconds()))
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, body["common_name"])] if body.get("common_name") else []
         for oid, key in ((NameOID.ORGANIZATION_NAME, "organization"), (NameOID.COUNTRY_NAME, "country")):
             for value in filter(None, str(body.get(key, "")).split(",")):
@@ -232,12 +219,11 @@ class VaultServer:
         def pem(cert: x509.Certificate) -> str:
             return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
 
-        issuers = [self.issuer.certificate] + ([self.offline_root.certificate] if self.offline_root else [])
         return {
             "certificate": pem(certificate),
             "issuing_ca": pem(self.issuer.certificate),
             # Vault >= 1.11 puts the issued certificate first, then the issuer's chain.
-            "ca_chain": [pem(certificate), *(pem(c) for c in issuers)],
+            "ca_chain": [pem(certificate), pem(self.issuer.certificate)],
             "serial_number": format(certificate.serial_number, "x"),
             "expiration": int(not_after.timestamp()),
         }
@@ -258,15 +244,10 @@ class VaultServer:
                     body = json.loads(self.rfile.read(length) or b"{}") if length else {}
                 except json.JSONDecodeError:
                     return self._send(400, {"errors": ["failed to parse JSON input"]})
-                namespace = self.headers.get("X-Vault-Namespace")
                 path = self.path.split("?", 1)[0]
-                vault.requests.append(Request(method, path, namespace, body if isinstance(body, dict) else {}))
-                if vault.sealed:
-                    return self._send(503, {"errors": ["Vault is sealed"]})
-                if vault.namespace and (namespace or "").strip("/") != vault.namespace:
-                    return self._send(404, {"errors": [f"no handler for route {path!r}. route entry not found."]})
+                vault.requests.append(Request(method, path, body if isinstance(body, dict) else {}))
                 try:
-                    code, response = vault._answer(method, path, body, self.headers.get("X-Vault-Token"), self)
+                    code, response = vault._answer(method, path, body, self.headers.get("X-Vault-Token"))
                 except _VaultError as err:
                     return self._send(err.code, {"errors": [err.message]})
                 self._send(code, response)
@@ -282,13 +263,7 @@ class VaultServer:
 
         return Handler
 
-    def _answer(
-        self, method: str, path: str, body: Any, token: str | None, handler: BaseHTTPRequestHandler
-    ) -> tuple[int, dict[str, Any] | None]:
-        if method == "POST" and path == f"/v1/auth/{self.approle_mount}/login":
-            if self.approles.get(body.get("role_id", "")) != body.get("secret_id") or not body.get("secret_id"):
-                raise _VaultError(400, "invalid role or secret ID")
-            return 200, self._login_response({"role_name": "spire"})
+    def _answer(self, method: str, path: str, body: Any, token: str | None) -> tuple[int, dict[str, Any] | None]:
         if method == "POST" and path == f"/v1/auth/{self.k8s_mount}/login":
             role = body.get("role", "")
             if role not in self.k8s_roles:
@@ -296,35 +271,19 @@ class VaultServer:
             if self.k8s_roles[role] != body.get("jwt"):
                 raise _VaultError(403, "permission denied")
             return 200, self._login_response({"role": role, "service_account_name": "spire-server"})
-        if method == "POST" and path == f"/v1/auth/{self.cert_mount}/login":
-            peer = handler.connection.getpeercert()  # type: ignore[attr-defined]
-            if not peer:
-                raise _VaultError(400, "client certificate must be supplied")
-            return 200, self._login_response({"cert_name": body.get("name") or "web"})
         info = self._valid_token(token)
-        if info is None:
+        if info is None or token is None:
             raise _VaultError(403, "permission denied")
         if method == "GET" and path == "/v1/auth/token/lookup-self":
-            remaining = 0 if info.expires_at is None else max(0, int(info.expires_at - time.monotonic()))
-            return 200, {
-                "data": {"id": token, "ttl": remaining, "renewable": info.renewable, "policies": info.policies}
-            }
+            remaining = max(0, int(info.expires_at - time.monotonic()))
+            return 200, {"data": {"id": token, "ttl": remaining, "renewable": info.renewable}, "warnings": None}
         if method == "POST" and path == "/v1/auth/token/renew-self":
-            if not info.renewable:
-                raise _VaultError(400, "lease is not renewable")
-            with self._lock:
-                info.expires_at = time.monotonic() + info.ttl
-                self.renewals += 1
-            return 200, {
-                "auth": {
-                    "client_token": token,
-                    "policies": info.policies,
-                    "lease_duration": int(info.ttl),
-                    "renewable": True,
-                }
-            }
+            return 200, self._renew(token, info)
         if method == "POST" and path == f"/v1/{self.pki_mount}/root/sign-intermediate":
-            return 200, {"request_id": secrets.token_hex(8), "data": self.sign_intermediate(body)}
+            data = self.sign_intermediate(body)
+            past_ca = data["expiration"] > self.issuer.certificate.not_valid_after_utc.timestamp()
+            warnings = [_PAST_CA_WARNING] if past_ca else None
+            return 200, {"request_id": secrets.token_hex(8), "data": data, "warnings": warnings}
         raise _VaultError(404, f"no handler for route {path!r}. route entry not found.")
 
 

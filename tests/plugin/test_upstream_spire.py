@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pyspire.crypto import LocalSigner, build_csr
 from pyspire.plugin.catalog import CatalogError
@@ -15,7 +16,9 @@ from pyspire.plugin.errors import Unavailable
 from pyspire.plugin.facades import UpstreamAuthority
 from pyspire.plugin.testing import load_plugin, make_core_config
 
+from tests.plugin.test_x509pop import key_pem, pem
 from tests.support.daemons import ServerDaemon, server_config, start_agent, start_server
+from tests.support.pki import make_ca
 
 
 def load(tmp_path: Path, data: dict[str, object]) -> UpstreamAuthority:
@@ -83,4 +86,40 @@ def test_a_downstream_server_without_a_downstream_entry_stops_with_the_reason(tm
     finally:
         if agent is not None:
             agent.stop()
+        root.stop()
+
+
+def test_no_svid_of_a_downstream_server_outlives_the_root_above_its_upstream(tmp_path: Path) -> None:
+    # The upstream server's CA sits under a 24 h intermediate of a 2 h root (disk): the CA it
+    # gives the downstream server, and every SVID that one signs, end with that root.
+    short_root = make_ca(name="short root", lifetime=timedelta(hours=2))
+    intermediate = make_ca(issuer=short_root, name="long intermediate", lifetime=timedelta(hours=24))
+    (tmp_path / "int.pem").write_bytes(pem(intermediate.certificate))
+    (tmp_path / "int.key").write_bytes(key_pem(intermediate.key))
+    (tmp_path / "root.pem").write_bytes(pem(short_root.certificate))
+    disk = (
+        'UpstreamAuthority "disk" {\n plugin_data {\n'
+        f' cert_file_path = "{tmp_path / "int.pem"}"\n key_file_path = "{tmp_path / "int.key"}"\n'
+        f' bundle_file_path = "{tmp_path / "root.pem"}"\n }}\n}}'
+    )
+    root = start_server(tmp_path / "root", plugins=disk, ca_ttl="24h")
+    agent = downstream = None
+    try:
+        alias = f"spiffe://example.org/node/{uuid.uuid4()}"
+        agent = start_agent(tmp_path / "agent", root, root.join_token(alias))
+        root.cli("entry", "create", "-parentID", alias, "-spiffeID", "spiffe://example.org/downstream",
+                 "-selector", f"unix:uid:{os.getuid()}", "-downstream")  # fmt: skip
+        spire = (
+            'UpstreamAuthority "spire" {\n plugin_data {\n  server_address = "127.0.0.1"\n'
+            f'  server_port = "{root.port}"\n  workload_api_socket = "{agent.socket_path}"\n }}\n}}'
+        )
+        downstream = start_server(tmp_path / "downstream", plugins=spire, ca_ttl="24h")
+        out = tmp_path / "minted"
+        downstream.cli("x509", "mint", "-spiffeID", "spiffe://example.org/long", "-ttl", "10h", "-write", str(out))
+        chain = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+        assert all(c.not_valid_after_utc <= short_root.certificate.not_valid_after_utc for c in chain[:2])
+    finally:
+        for daemon in (downstream, agent):
+            if daemon is not None:
+                daemon.stop()
         root.stop()

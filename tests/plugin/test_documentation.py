@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 from pyspire.plugin import hookspecs
-from pyspire.plugin.catalog import installed_plugins
+from pyspire.plugin.discovery import installed_sources
 from pyspire.plugin.markers import PROJECT
 
 SPEC_MODULES: list[ModuleType] = [getattr(hookspecs, name) for name in hookspecs.__all__]
@@ -28,8 +28,8 @@ def test_every_hook_has_a_reference_docstring(module: ModuleType) -> None:
 
 @pytest.mark.parametrize("role", ["server", "agent"])
 def test_every_built_in_plugin_is_documented(role: str) -> None:
-    for entry_point in installed_plugins(role):  # type: ignore[arg-type]
-        if not entry_point.value.startswith("pyspire."):
+    for source in installed_sources(role):  # type: ignore[arg-type]
+        if source.distribution != "pyspire":
             continue  # third-party plugins document themselves
-        plugin = entry_point.load()
-        assert inspect.getdoc(plugin), f"built-in plugin {entry_point.name} ({entry_point.value}) has no docstring"
+        plugin = source.load()
+        assert inspect.getdoc(plugin), f"built-in plugin {source.name} ({source.target}) has no docstring"

@@ -9,19 +9,12 @@ from typing import Any
 
 from pyspire.config.reader import read_config_file, strip_markers
 from pyspire.config.schema import ConfigError
+from pyspire.plugin.types import plugin_types
 
 __all__ = ["AGENT_PLUGIN_TYPES", "SERVER_PLUGIN_TYPES", "PluginDeclaration", "parse_plugins_block"]
 
-SERVER_PLUGIN_TYPES = (
-    "BundlePublisher",
-    "CredentialComposer",
-    "DataStore",
-    "KeyManager",
-    "NodeAttestor",
-    "Notifier",
-    "UpstreamAuthority",
-)
-AGENT_PLUGIN_TYPES = ("KeyManager", "NodeAttestor", "SVIDStore", "WorkloadAttestor")
+SERVER_PLUGIN_TYPES = tuple(sorted(plugin_types("server")))
+AGENT_PLUGIN_TYPES = tuple(sorted(plugin_types("agent")))
 
 _DECLARATION_KEYS = ("plugin_data", "plugin_data_file", "enabled", "plugin_cmd", "plugin_checksum")
 

@@ -35,6 +35,7 @@ from pyspire.plugin.errors import (
     Unimplemented,
 )
 from pyspire.plugin.keys import HashAlgorithm, KeyType, PublicKey
+from pyspire.plugin.logger import PluginLogger
 from pyspire.plugin.markers import hookimpl, hookspec
 from pyspire.plugin.plugin_data import parse_plugin_data
 from pyspire.plugin.selectors import Selector, SelectorError
@@ -56,6 +57,7 @@ __all__ = [
     "PermissionDenied",
     "PluginConfigError",
     "PluginError",
+    "PluginLogger",
     "PublicKey",
     "Selector",
     "SelectorError",

@@ -1,63 +1,49 @@
 """The catalog: loads exactly the plugins a config file declares, and nothing else.
 
-Plugins are found through entry points in the group ``pyspire.server`` or ``pyspire.agent``.
-The entry point's name is the name used in config (``NodeAttestor "aws_iid"`` looks for
-``aws_iid``); where one distribution offers two types under one name (SPIRE's server has a
-``disk`` KeyManager and a ``disk`` UpstreamAuthority), it registers them as
-``KeyManager.disk`` and ``UpstreamAuthority.disk``, and the catalog looks for that qualified
-form first. Built-in plugins register exactly like third-party ones.
+Plugins are found as :mod:`pyspire.plugin.discovery` describes (entry points named as in
+config, type-qualified where one name serves two types, development entries from
+``PYSPIRE_DEV_PLUGINS``). Built-in plugins register exactly like third-party ones.
 
 For each declaration the catalog imports the entry point, instantiates the class with no
-arguments, registers it with a pluggy manager holding the hook specifications of its type
-(which rejects a class that implements hooks its type does not have), checks the type's
-required hooks, and calls ``configure``. Then it enforces SPIRE's cardinalities. Every
-error names the file, the plugin declaration and what to do.
+arguments, refuses ``async def`` hooks, registers it with a pluggy manager holding the hook
+specifications of its type (which rejects a class that implements hooks its type does not
+have), checks the type's required hooks, and calls ``configure``. Then it enforces SPIRE's
+cardinalities. Every error names the file, the plugin declaration and what to do. The types
+themselves, with their cardinalities and required hooks, are declared in
+:mod:`pyspire.plugin.types`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
-from types import ModuleType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pluggy
 
 from pyspire.plugin import facades
 from pyspire.plugin.core_config import CoreConfig
-from pyspire.plugin.errors import PluginConfigError, PluginError
-from pyspire.plugin.hookspecs import (
-    agent_node_attestor,
-    bundle_publisher,
-    credential_composer,
-    datastore,
-    key_manager,
-    lifecycle,
-    notifier,
-    server_node_attestor,
-    svid_store,
-    upstream_authority,
-    workload_attestor,
-)
+from pyspire.plugin.discovery import find_plugin
+from pyspire.plugin.errors import CatalogError, PluginConfigError, PluginError
 from pyspire.plugin.markers import PROJECT
+from pyspire.plugin.types import LIFECYCLE, PluginType, Role, plugin_type, plugin_types
 
 __all__ = [
+    "TRACE_ENV",
     "AgentCatalog",
     "CatalogError",
     "Declaration",
     "Role",
     "ServerCatalog",
-    "installed_plugins",
     "load_agent_catalog",
     "load_server_catalog",
 ]
 
 _log = logging.getLogger(__name__)
 
-Role = Literal["server", "agent"]
 TRACE_ENV = "PYSPIRE_TRACE_PLUGINS"
 """Set to 1 to log every hook call and result at DEBUG level (like DATASETTE_TRACE_PLUGINS)."""
 
@@ -77,60 +63,19 @@ class Declaration(Protocol):
     def where(self) -> object: ...
 
 
-class CatalogError(Exception):
-    """A plugin could not be loaded or configured, or the set of plugins is not valid."""
-
-
-@dataclass(frozen=True)
-class _Cardinality:
-    minimum: int
-    maximum: int | None
-
-    def describe(self) -> str:
-        if self.maximum == self.minimum:
-            return f"exactly {self.minimum}"
-        if self.maximum is None:
-            return f"at least {self.minimum}"
-        return f"at most {self.maximum}"
-
-
-@dataclass(frozen=True)
-class _PluginType:
-    handle: type[facades.PluginHandle]
-    specs: tuple[ModuleType, ...]
-    cardinality: _Cardinality
-
-
-_ANY = _Cardinality(0, None)
-_ONE = _Cardinality(1, 1)
-
-_TYPES: dict[Role, dict[str, _PluginType]] = {
-    "server": {
-        "DataStore": _PluginType(facades.DataStore, (datastore,), _ONE),
-        "KeyManager": _PluginType(facades.KeyManager, (key_manager,), _ONE),
-        "NodeAttestor": _PluginType(facades.ServerNodeAttestor, (server_node_attestor,), _ANY),
-        "UpstreamAuthority": _PluginType(facades.UpstreamAuthority, (upstream_authority,), _Cardinality(0, 1)),
-        "Notifier": _PluginType(facades.Notifier, (notifier,), _ANY),
-        "BundlePublisher": _PluginType(facades.BundlePublisher, (bundle_publisher,), _ANY),
-        "CredentialComposer": _PluginType(facades.CredentialComposer, (credential_composer,), _ANY),
-    },
-    "agent": {
-        "KeyManager": _PluginType(facades.KeyManager, (key_manager,), _ONE),
-        "NodeAttestor": _PluginType(facades.AgentNodeAttestor, (agent_node_attestor,), _ONE),
-        "WorkloadAttestor": _PluginType(facades.WorkloadAttestor, (workload_attestor,), _Cardinality(1, None)),
-        "SVIDStore": _PluginType(facades.SvidStore, (svid_store,), _ANY),
-    },
-}
-
-
-def installed_plugins(role: Role) -> list[metadata.EntryPoint]:
-    """Every plugin entry point installed for ``role``, sorted by name."""
-    return sorted(metadata.entry_points(group=f"{PROJECT}.{role}"), key=lambda ep: ep.name)
-
-
 def _where(declaration: Declaration) -> str:
     where = str(declaration.where or "")
     return where or f'plugins: {declaration.type} "{declaration.name}"'
+
+
+def _declared_type(role: Role, declaration: Declaration) -> PluginType:
+    declared = plugin_type(role, declaration.type)
+    if declared is None:
+        known = ", ".join(sorted(plugin_types(role)))
+        raise CatalogError(
+            f'{_where(declaration)}: unknown plugin type "{declaration.type}" for the {role} (known: {known})'
+        )
+    return declared
 
 
 def _find_class(role: Role, declaration: Declaration, extra: Mapping[str, type] | None) -> type:
@@ -139,37 +84,36 @@ def _find_class(role: Role, declaration: Declaration, extra: Mapping[str, type] 
         for candidate in candidates:
             if candidate in extra:
                 return extra[candidate]
-    installed = {ep.name: ep for ep in installed_plugins(role)}
-    for candidate in candidates:
-        entry_point = installed.get(candidate)
-        if entry_point is None:
+    try:
+        source = find_plugin(role, declaration.type, declaration.name)
+        loaded = source.load()
+    except CatalogError as err:
+        raise CatalogError(f"{_where(declaration)}: {err}") from err
+    if source.development:
+        _log.warning(
+            "Loading a development plugin",
+            extra={"plugin_type": declaration.type, "plugin_name": declaration.name, "target": source.target},
+        )
+    return loaded
+
+
+def _refuse_async_hooks(declaration: Declaration, cls: type) -> None:
+    """Hooks are called synchronously from worker threads: a coroutine would never run."""
+    for attribute, value in inspect.getmembers(cls):
+        if not hasattr(value, f"{PROJECT}_impl"):
             continue
-        try:
-            loaded = entry_point.load()
-        except Exception as err:
-            dist = entry_point.dist.name if entry_point.dist else "?"
+        if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
             raise CatalogError(
-                f"{_where(declaration)}: cannot import {entry_point.value} "
-                f"(distribution {dist}): {type(err).__name__}: {err}"
-            ) from err
-        if not isinstance(loaded, type):
-            raise CatalogError(
-                f"{_where(declaration)}: entry point {entry_point.name} = {entry_point.value} is not a class"
+                f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__}.{attribute} is an async hook; "
+                "pyspire calls hooks as plain functions from worker threads, so its coroutine would never run. "
+                'Make it a plain "def" (it may block, or run async client code with asyncio.run)'
             )
-        return loaded
-    names = sorted(set(installed) | set(extra or ()))
-    raise CatalogError(
-        f'{_where(declaration)}: no {declaration.type} plugin named "{declaration.name}" is '
-        f"installed. Installed {role} plugins: {', '.join(names) or 'none'}. A plugin is a "
-        f'Python distribution with an entry point in group "{PROJECT}.{role}".'
-    )
 
 
-def _new_manager(plugin_type: _PluginType) -> pluggy.PluginManager:
+def _new_manager(declared: PluginType) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(lifecycle)
-    for spec in plugin_type.specs:
-        manager.add_hookspecs(spec)
+    manager.add_hookspecs(LIFECYCLE)
+    manager.add_hookspecs(declared.spec)
     if os.environ.get(TRACE_ENV) == "1":
         manager.trace.root.setwriter(_log.debug)
         manager.enable_tracing()
@@ -179,18 +123,14 @@ def _new_manager(plugin_type: _PluginType) -> pluggy.PluginManager:
 def _load_one(
     role: Role, declaration: Declaration, core: CoreConfig, extra: Mapping[str, type] | None
 ) -> facades.PluginHandle:
-    plugin_type = _TYPES[role].get(declaration.type)
-    if plugin_type is None:
-        known = ", ".join(sorted(_TYPES[role]))
-        raise CatalogError(
-            f'{_where(declaration)}: unknown plugin type "{declaration.type}" for the {role} (known: {known})'
-        )
+    declared = _declared_type(role, declaration)
     cls = _find_class(role, declaration, extra)
+    _refuse_async_hooks(declaration, cls)
     try:
         instance = cls()
     except Exception as err:
         raise CatalogError(f"{_where(declaration)}: cannot instantiate {cls.__qualname__}: {err}") from err
-    manager = _new_manager(plugin_type)
+    manager = _new_manager(declared)
     try:
         manager.register(instance, name=declaration.name)
         manager.check_pending()
@@ -199,8 +139,8 @@ def _load_one(
             f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__} is not a valid "
             f"{declaration.type} plugin: {err}"
         ) from err
-    handle = plugin_type.handle(declaration.name, instance, manager)
-    missing = [hook for hook in ("configure", *plugin_type.handle.required_hooks) if not handle.implements(hook)]
+    handle = declared.handle(declaration.name, instance, manager, declared.name)
+    missing = [hook for hook in ("configure", *declared.required_hooks) if not handle.implements(hook)]
     if missing:
         raise CatalogError(
             f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__} does not implement "
@@ -252,14 +192,14 @@ class _Loaded:
 
 
 def _check_cardinality(role: Role, enabled: Sequence[Declaration], source: str) -> None:
-    for type_name, plugin_type in _TYPES[role].items():
+    for type_name, declared in plugin_types(role).items():
         count = sum(1 for d in enabled if d.type == type_name)
-        cardinality = plugin_type.cardinality
-        if count < cardinality.minimum or (cardinality.maximum is not None and count > cardinality.maximum):
-            declared = ", ".join(f'"{d.name}"' for d in enabled if d.type == type_name) or "none"
+        cardinality = declared.cardinality
+        if not cardinality.allows(count):
+            names = ", ".join(f'"{d.name}"' for d in enabled if d.type == type_name) or "none"
             raise CatalogError(
                 f"{source}: the {role} needs {cardinality.describe()} {type_name} plugin"
-                f"{'' if cardinality.maximum == 1 else 's'}; declared: {declared}"
+                f"{'' if cardinality.maximum == 1 else 's'}; declared: {names}"
             )
 
 
@@ -373,11 +313,7 @@ def check_declarations(role: Role, declarations: Iterable[Declaration], *, sourc
     """
     enabled = [declaration for declaration in declarations if declaration.enabled]
     for declaration in enabled:
-        if declaration.type not in _TYPES[role]:
-            known = ", ".join(sorted(_TYPES[role]))
-            raise CatalogError(
-                f'{_where(declaration)}: unknown plugin type "{declaration.type}" for the {role} (known: {known})'
-            )
+        _declared_type(role, declaration)
         _find_class(role, declaration, None)
     _check_cardinality(role, enabled, source)
 

@@ -12,6 +12,7 @@ import enum
 
 __all__ = [
     "AlreadyExists",
+    "CatalogError",
     "ErrorCode",
     "FailedPrecondition",
     "Internal",
@@ -107,3 +108,11 @@ class PluginConfigError(ValueError):
         super().__init__(f'key "{key}": {message}' if key else message)
         self.key = key
         self.reason = message
+
+
+class CatalogError(Exception):
+    """A plugin could not be found, loaded or configured, or the set of plugins is not valid.
+
+    Raised by the daemons' plugin catalog (never by plugins); the message names the config
+    file, the declaration and what to do.
+    """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 from cryptography import x509
@@ -20,6 +20,7 @@ from pyspire.plugin.attestation import AttestationResult, Challenge
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import Internal, PluginConfigError, PluginError, Unimplemented
 from pyspire.plugin.keys import HashAlgorithm, KeyType, PublicKey
+from pyspire.plugin.logger import plugin_logger
 from pyspire.plugin.records import (
     AttestedNode,
     BundleDeleteMode,
@@ -60,19 +61,18 @@ R = TypeVar("R")
 
 
 class PluginHandle:
-    """One configured plugin: its name, type and instance, callable through its hooks."""
+    """One configured plugin: its name, type and instance, callable through its hooks.
 
-    plugin_type: ClassVar[str]
-    """SPIRE's name for the plugin type, as written in config (``KeyManager``)."""
+    ``type_name`` is SPIRE's name for the plugin's type, as written in config
+    (``KeyManager``); errors are prefixed ``keymanager(<name>)``, once.
+    """
 
-    required_hooks: ClassVar[tuple[str, ...]] = ()
-    """Hooks a plugin of this type must implement besides ``configure``."""
-
-    def __init__(self, name: str, instance: object, manager: pluggy.PluginManager) -> None:
+    def __init__(self, name: str, instance: object, manager: pluggy.PluginManager, type_name: str) -> None:
         self.name = name
         self.instance = instance
+        self.type_name = type_name
         self._manager = manager
-        self.prefix = f"{self.plugin_type.lower()}({name})"
+        self.prefix = f"{type_name.lower()}({name})"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {type(self.instance).__qualname__}>"
@@ -81,6 +81,15 @@ class PluginHandle:
         """Whether the plugin implements the optional hook ``hook``."""
         return bool(getattr(self._manager.hook, hook).get_hookimpls())
 
+    def prefixed(self, message: str) -> str:
+        """``message`` behind the plugin's prefix, exactly once.
+
+        Plugins say what went wrong and the core says which plugin: a message that already
+        starts with the plugin's name (``x509pop: ...``, as older plugins write them) is not
+        prefixed a second time.
+        """
+        return f"{self.prefix}: {message.removeprefix(f'{self.name}: ')}"
+
     def _call(self, hook: str, **kwargs: Any) -> Any:
         caller = getattr(self._manager.hook, hook)
         if not caller.get_hookimpls():
@@ -88,17 +97,17 @@ class PluginHandle:
         try:
             return caller(**kwargs)
         except PluginError as err:
-            raise type(err)(f"{self.prefix}: {err.message}") from err
+            raise type(err)(self.prefixed(err.message)) from err
         except PluginConfigError:
             raise
         except Exception as err:
             # A plugin bug must not take the daemon down nor pass as success: fail closed.
             _log.exception("%s: %s raised unexpectedly", self.prefix, hook)
-            raise Internal(f"{self.prefix}: {hook} failed: {err}") from err
+            raise Internal(self.prefixed(f"{hook} failed: {err}")) from err
 
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
-        """Hand the plugin its configuration (see the ``configure`` hook)."""
-        self._call("configure", plugin_data=plugin_data, core=core)
+        """Hand the plugin its configuration and its logger (see the ``configure`` hook)."""
+        self._call("configure", plugin_data=plugin_data, core=core, logger=plugin_logger(self.type_name, self.name))
 
     def close(self) -> None:
         """Let the plugin release its resources; errors are logged, never raised."""
@@ -121,9 +130,6 @@ class PluginHandle:
 class ServerNodeAttestor(PluginHandle):
     """A server NodeAttestor (see :mod:`pyspire.plugin.hookspecs.server_node_attestor`)."""
 
-    plugin_type = "NodeAttestor"
-    required_hooks = ("attest_node",)
-
     def attest(self, payload: bytes, challenge: Challenge, client_ip: str = "") -> AttestationResult:
         """Verify ``payload`` from an agent at ``client_ip``; the returned selectors are still plain values."""
         result: AttestationResult = self._expect(
@@ -143,9 +149,6 @@ class ServerNodeAttestor(PluginHandle):
 class AgentNodeAttestor(PluginHandle):
     """An agent NodeAttestor (see :mod:`pyspire.plugin.hookspecs.agent_node_attestor`)."""
 
-    plugin_type = "NodeAttestor"
-    required_hooks = ("attestation_payload",)
-
     def payload(self) -> bytes:
         """This node's attestation evidence."""
         return bytes(self._expect("attestation_payload", self._call("attestation_payload"), (bytes, bytearray)))
@@ -158,9 +161,6 @@ class AgentNodeAttestor(PluginHandle):
 
 class WorkloadAttestor(PluginHandle):
     """A WorkloadAttestor (see :mod:`pyspire.plugin.hookspecs.workload_attestor`)."""
-
-    plugin_type = "WorkloadAttestor"
-    required_hooks = ("attest_workload",)
 
     def attest(self, pid: int) -> tuple[Selector, ...]:
         """The selectors this plugin finds for process ``pid``."""
@@ -176,9 +176,6 @@ class WorkloadAttestor(PluginHandle):
 
 class KeyManager(PluginHandle):
     """A KeyManager (see :mod:`pyspire.plugin.hookspecs.key_manager`)."""
-
-    plugin_type = "KeyManager"
-    required_hooks = ("generate_key", "get_public_key", "get_public_keys", "sign_data")
 
     def generate_key(self, key_id: str, key_type: KeyType) -> PublicKey:
         """Create (or replace) the key ``key_id``."""
@@ -221,9 +218,6 @@ class KeyManager(PluginHandle):
 class UpstreamAuthority(PluginHandle):
     """An UpstreamAuthority (see :mod:`pyspire.plugin.hookspecs.upstream_authority`)."""
 
-    plugin_type = "UpstreamAuthority"
-    required_hooks = ("mint_x509_ca",)
-
     def mint_x509_ca(self, csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
         """Have the upstream sign the server's CA request."""
         minted = self._expect(
@@ -254,9 +248,6 @@ class UpstreamAuthority(PluginHandle):
 class Notifier(PluginHandle):
     """A Notifier (see :mod:`pyspire.plugin.hookspecs.notifier`)."""
 
-    plugin_type = "Notifier"
-    required_hooks = ("notify_bundle_updated",)
-
     def notify_bundle_updated(self, bundle: Bundle) -> None:
         """Tell the plugin the bundle changed."""
         self._call("notify_bundle_updated", bundle=bundle)
@@ -265,9 +256,6 @@ class Notifier(PluginHandle):
 class BundlePublisher(PluginHandle):
     """A BundlePublisher (see :mod:`pyspire.plugin.hookspecs.bundle_publisher`)."""
 
-    plugin_type = "BundlePublisher"
-    required_hooks = ("publish_bundle",)
-
     def publish_bundle(self, bundle: Bundle) -> None:
         """Publish the bundle."""
         self._call("publish_bundle", bundle=bundle)
@@ -275,8 +263,6 @@ class BundlePublisher(PluginHandle):
 
 class CredentialComposer(PluginHandle):
     """A CredentialComposer (see :mod:`pyspire.plugin.hookspecs.credential_composer`)."""
-
-    plugin_type = "CredentialComposer"
 
     def compose_workload_x509_svid(
         self,
@@ -306,9 +292,6 @@ class CredentialComposer(PluginHandle):
 class SvidStore(PluginHandle):
     """An SVIDStore (see :mod:`pyspire.plugin.hookspecs.svid_store`)."""
 
-    plugin_type = "SVIDStore"
-    required_hooks = ("put_x509_svid", "delete_x509_svid")
-
     def put_x509_svid(self, svid: X509Svid, metadata: Sequence[str], federated_bundles: Sequence[bytes]) -> None:
         """Store an SVID."""
         self._call("put_x509_svid", svid=svid, metadata=metadata, federated_bundles=federated_bundles)
@@ -323,47 +306,6 @@ class DataStore(PluginHandle):
 
     Methods are synchronous and may block on the database: call them from a worker thread.
     """
-
-    plugin_type = "DataStore"
-    required_hooks = (
-        "fetch_bundle",
-        "list_bundles",
-        "count_bundles",
-        "create_bundle",
-        "set_bundle",
-        "modify_bundle",
-        "delete_bundle",
-        "create_registration_entries",
-        "fetch_registration_entry",
-        "fetch_registration_entries",
-        "list_registration_entries",
-        "count_registration_entries",
-        "update_registration_entry",
-        "delete_registration_entry",
-        "prune_registration_entries",
-        "create_attested_node",
-        "fetch_attested_node",
-        "list_attested_nodes",
-        "count_attested_nodes",
-        "modify_attested_node",
-        "delete_attested_node",
-        "prune_attested_nodes",
-        "create_join_token",
-        "take_join_token",
-        "prune_join_tokens",
-        "create_federation_relationship",
-        "fetch_federation_relationship",
-        "list_federation_relationships",
-        "update_federation_relationship",
-        "delete_federation_relationship",
-        "set_ca_journal",
-        "fetch_ca_journal",
-        "list_ca_journals",
-        "delete_ca_journal",
-        "list_change_events",
-        "last_change_sequence",
-        "prune_change_events",
-    )
 
     # bundles
     def fetch_bundle(self, trust_domain: TrustDomain) -> BundleRecord | None:

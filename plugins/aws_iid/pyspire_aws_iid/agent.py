@@ -63,15 +63,13 @@ class AgentAwsIid:
                 body: bytes = response.read(limit + 1)
         except urllib.error.HTTPError as err:
             if err.code >= 500:
-                raise Unavailable(f"aws_iid: {self._base}{path}: HTTP {err.code}") from None
+                raise Unavailable(f"{self._base}{path}: HTTP {err.code}") from None
             raise _HttpRefused(err.code) from None
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise Unavailable(
-                f"aws_iid: the instance metadata service at {self._base} is unreachable: {reason}"
-            ) from None
+            raise Unavailable(f"the instance metadata service at {self._base} is unreachable: {reason}") from None
         if len(body) > limit:
-            raise Internal(f"aws_iid: {path} is larger than {limit} bytes")
+            raise Internal(f"{path} is larger than {limit} bytes")
         return body
 
     def _token(self) -> str | None:
@@ -83,7 +81,7 @@ class AgentAwsIid:
             if err.status in _V1_STATUSES and self._v1_allowed:
                 return None
             raise Internal(
-                f"aws_iid: the metadata service refused an IMDSv2 session token (HTTP {err.status})"
+                f"the metadata service refused an IMDSv2 session token (HTTP {err.status})"
                 + ("" if self._v1_allowed else " and ec2_metadata_v1_disabled forbids IMDSv1")
             ) from None
 
@@ -92,11 +90,11 @@ class AgentAwsIid:
         try:
             body = self._request("GET", f"/latest/dynamic/instance-identity/{name}", headers, limit)
         except _HttpRefused as err:
-            raise Internal(f"aws_iid: reading instance-identity/{name} failed with HTTP {err.status}") from None
+            raise Internal(f"reading instance-identity/{name} failed with HTTP {err.status}") from None
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
-            raise Internal(f"aws_iid: instance-identity/{name} is not text") from None
+            raise Internal(f"instance-identity/{name} is not text") from None
 
     @hookimpl
     def attestation_payload(self) -> bytes:

@@ -36,8 +36,8 @@ def aws_error(action: str, err: Exception) -> Internal:
     """An AWS failure as the plugin reports it: the server cannot decide, so it refuses."""
     if isinstance(err, ClientError):
         detail = err.response.get("Error", {})
-        return Internal(f"aws_iid: {action}: {detail.get('Code', 'error')}: {detail.get('Message', err)}")
-    return Internal(f"aws_iid: {action}: {err}")
+        return Internal(f"{action}: {detail.get('Code', 'error')}: {detail.get('Message', err)}")
+    return Internal(f"{action}: {err}")
 
 
 class AwsSessions:
@@ -169,7 +169,7 @@ class AccountAllowList:
             try:
                 return read_account_list(config.account_list_file)
             except ValueError as err:
-                raise Internal(f"aws_iid: verify_organization: {err}") from None
+                raise Internal(f"verify_organization: {err}") from None
         client = self._sessions.client(
             "organizations", config.management_account_region, config.management_account_id, config.assume_org_role
         )

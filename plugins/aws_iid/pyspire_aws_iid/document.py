@@ -54,16 +54,16 @@ class InstanceIdentity:
         try:
             fields = json.loads(document)
         except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("aws_iid: the signed document is not JSON") from None
+            raise InvalidArgument("the signed document is not JSON") from None
         if not isinstance(fields, dict):
-            raise InvalidArgument("aws_iid: the signed document is not a JSON object")
+            raise InvalidArgument("the signed document is not a JSON object")
 
         def text(name: str, pattern: re.Pattern[str] | None = None) -> str:
             value = fields.get(name)
             if not isinstance(value, str) or not value:
-                raise InvalidArgument(f"aws_iid: the signed document has no {name}")
+                raise InvalidArgument(f"the signed document has no {name}")
             if pattern is not None and not pattern.match(value):
-                raise InvalidArgument(f"aws_iid: the signed document's {name} {value!r} is malformed")
+                raise InvalidArgument(f"the signed document's {name} {value!r} is malformed")
             return value
 
         return cls(
@@ -125,10 +125,10 @@ def _claimed_region(document: str) -> str:
     try:
         fields = json.loads(document)
     except ValueError:
-        raise InvalidArgument("aws_iid: the instance identity document is not JSON") from None
+        raise InvalidArgument("the instance identity document is not JSON") from None
     region = fields.get("region") if isinstance(fields, dict) else None
     if not isinstance(region, str) or not _REGION.match(region):
-        raise InvalidArgument("aws_iid: the instance identity document names no valid region")
+        raise InvalidArgument("the instance identity document names no valid region")
     return region
 
 
@@ -137,30 +137,30 @@ def verify_payload(payload: bytes, certificates: RegionCertificates) -> Instance
     try:
         fields: Any = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("aws_iid: the attestation payload is not JSON") from None
+        raise InvalidArgument("the attestation payload is not JSON") from None
     if not isinstance(fields, dict):
-        raise InvalidArgument("aws_iid: the attestation payload must be a JSON object")
+        raise InvalidArgument("the attestation payload must be a JSON object")
     document = fields.get("document")
     rsa2048 = fields.get("rsa2048")
     if not isinstance(document, str) or not document:
-        raise InvalidArgument("aws_iid: the attestation payload has no document")
+        raise InvalidArgument("the attestation payload has no document")
     if len(document) > MAX_DOCUMENT_BYTES:
-        raise InvalidArgument(f"aws_iid: the document is larger than {MAX_DOCUMENT_BYTES} bytes")
+        raise InvalidArgument(f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
     if not isinstance(rsa2048, str) or not rsa2048:
         if fields.get("signature"):
-            raise PermissionDenied("aws_iid: only RSA-2048 (PKCS #7) signatures are accepted; the payload has none")
-        raise InvalidArgument("aws_iid: the attestation payload has no signature")
+            raise PermissionDenied("only RSA-2048 (PKCS #7) signatures are accepted; the payload has none")
+        raise InvalidArgument("the attestation payload has no signature")
     if len(rsa2048) > MAX_SIGNATURE_BYTES:
-        raise InvalidArgument(f"aws_iid: the signature is larger than {MAX_SIGNATURE_BYTES} bytes")
+        raise InvalidArgument(f"the signature is larger than {MAX_SIGNATURE_BYTES} bytes")
 
     certificate = certificates.for_region(_claimed_region(document))
     try:
         content = verified_content(decode_signature(rsa2048), certificate)
     except MalformedSignature as err:
-        raise InvalidArgument(f"aws_iid: {err}") from None
+        raise InvalidArgument(f"{err}") from None
     except SignatureError as err:
-        raise PermissionDenied(f"aws_iid: {err}") from None
+        raise PermissionDenied(f"{err}") from None
     if content != document.encode():
         # A genuine signature from one instance beside a forged document.
-        raise PermissionDenied("aws_iid: the document does not match the signed document")
+        raise PermissionDenied("the document does not match the signed document")
     return InstanceIdentity.from_document(content)

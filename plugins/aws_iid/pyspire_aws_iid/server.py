@@ -89,7 +89,7 @@ class ServerAwsIid:
         identity = verify_payload(payload, self._certificates)
         if self._allowed_accounts is not None and identity.account_id not in self._allowed_accounts:
             raise PermissionDenied(
-                f"aws_iid: account {identity.account_id} is not an active account of the configured organization"
+                f"account {identity.account_id} is not an active account of the configured organization"
             )
 
         ec2 = self._sessions.client("ec2", identity.region, identity.account_id)
@@ -122,7 +122,7 @@ class ServerAwsIid:
             )
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
-                raise PermissionDenied(f"aws_iid: instance {identity.instance_id} does not exist") from None
+                raise PermissionDenied(f"instance {identity.instance_id} does not exist") from None
             raise aws_error("failed to describe the instance", err) from None
         except BotoCoreError as err:
             raise aws_error("failed to describe the instance", err) from None
@@ -130,7 +130,7 @@ class ServerAwsIid:
             for instance in reservation.get("Instances", []):
                 if instance.get("InstanceId") == identity.instance_id:
                     return instance  # type: ignore[no-any-return]
-        raise PermissionDenied(f"aws_iid: instance {identity.instance_id} is not pending or running")
+        raise PermissionDenied(f"instance {identity.instance_id} is not pending or running")
 
     def _selectors(
         self, identity: InstanceIdentity, instance: Mapping[str, Any], tags: Mapping[str, str]
@@ -157,7 +157,7 @@ class ServerAwsIid:
         assert self._sessions is not None
         resource = profile_arn.split(":", 5)[-1]
         if not resource.startswith("instance-profile/"):
-            raise Internal(f"aws_iid: {profile_arn} is not an instance profile ARN")
+            raise Internal(f"{profile_arn} is not an instance profile ARN")
         name = resource.rsplit("/", 1)[-1]
         iam = self._sessions.client("iam", identity.region, identity.account_id)
         try:
@@ -179,7 +179,7 @@ def _check_block_device(instance: Mapping[str, Any]) -> None:
         if attachment.get("DeviceIndex") == 0:
             interface_time = attachment.get("AttachTime")
     if interface_time is None:
-        raise Internal("aws_iid: the instance's network interface with device index 0 is not visible")
+        raise Internal("the instance's network interface with device index 0 is not visible")
     if instance.get("RootDeviceType") == "instance-store":
         return
     root_name = instance.get("RootDeviceName")
@@ -188,12 +188,12 @@ def _check_block_device(instance: Mapping[str, Any]) -> None:
             root_time = mapping.get("Ebs", {}).get("AttachTime")
             break
     else:
-        raise PermissionDenied(f"aws_iid: the root device {root_name} is not attached to the instance")
+        raise PermissionDenied(f"the root device {root_name} is not attached to the instance")
     if root_time is None:
-        raise PermissionDenied(f"aws_iid: the root device {root_name} has no attach time")
+        raise PermissionDenied(f"the root device {root_name} has no attach time")
     skew = abs((interface_time - root_time).total_seconds())
     if skew > MAX_ATTACH_SKEW_SECONDS:
         raise PermissionDenied(
-            f"aws_iid: the root volume and primary network interface were attached {int(skew)} s apart"
+            f"the root volume and primary network interface were attached {int(skew)} s apart"
             f" (more than {MAX_ATTACH_SKEW_SECONDS} s): the root volume may have been replaced"
         )

@@ -59,15 +59,13 @@ class AgentGcpIit:
                 token: bytes = response.read(MAX_TOKEN_BYTES + 1)
         except urllib.error.HTTPError as err:
             if err.code >= 500:
-                raise Unavailable(f"gcp_iit: the metadata server answered HTTP {err.code}") from None
-            raise Internal(f"gcp_iit: the metadata server refused the identity token (HTTP {err.code})") from None
+                raise Unavailable(f"the metadata server answered HTTP {err.code}") from None
+            raise Internal(f"the metadata server refused the identity token (HTTP {err.code})") from None
         except (urllib.error.URLError, TimeoutError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise Unavailable(
-                f"gcp_iit: the metadata server at {self._url.split('/')[2]} is unreachable: {reason}"
-            ) from None
+            raise Unavailable(f"the metadata server at {self._url.split('/')[2]} is unreachable: {reason}") from None
         if len(token) > MAX_TOKEN_BYTES:
-            raise Internal(f"gcp_iit: the identity token is larger than {MAX_TOKEN_BYTES} bytes")
+            raise Internal(f"the identity token is larger than {MAX_TOKEN_BYTES} bytes")
         if not token.strip():
-            raise Internal("gcp_iit: the metadata server returned an empty identity token")
+            raise Internal("the metadata server returned an empty identity token")
         return token.strip()

@@ -57,13 +57,13 @@ class ComputeClient:
             with self._lock:  # a requests.Session is not documented as thread safe
                 response = self._session.get(url, timeout=TIMEOUT_SECONDS)
         except (requests.RequestException, google.auth.exceptions.GoogleAuthError) as err:
-            raise Internal(f"gcp_iit: failed to fetch instance metadata: {err}") from None
+            raise Internal(f"failed to fetch instance metadata: {err}") from None
         if response.status_code != 200:
-            raise Internal(f"gcp_iit: failed to fetch instance metadata: HTTP {response.status_code}")
+            raise Internal(f"failed to fetch instance metadata: HTTP {response.status_code}")
         try:
             instance = response.json()
         except ValueError:
-            raise Internal("gcp_iit: the Compute Engine API returned something other than JSON") from None
+            raise Internal("the Compute Engine API returned something other than JSON") from None
         if not isinstance(instance, dict):
-            raise Internal("gcp_iit: the Compute Engine API returned something other than an instance")
+            raise Internal("the Compute Engine API returned something other than an instance")
         return instance

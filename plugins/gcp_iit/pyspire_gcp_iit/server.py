@@ -109,7 +109,7 @@ class ServerGcpIit:
         config = self._config
         instance = self._compute.instance(token.project_id, token.zone, token.instance_id)
         if str(instance.get("id", "")) != token.instance_id:
-            raise Internal(f"gcp_iit: the Compute Engine API answered for another instance than {token.instance_id}")
+            raise Internal(f"the Compute Engine API answered for another instance than {token.instance_id}")
         values = [f"tag:{tag}" for tag in instance.get("tags", {}).get("items", []) if isinstance(tag, str)]
         labels = instance.get("labels", {})
         values.extend(f"label:{key}:{labels[key]}" for key in sorted(labels) if key in config.allowed_label_keys)

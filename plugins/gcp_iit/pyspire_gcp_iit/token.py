@@ -55,20 +55,18 @@ class IdentityToken:
     def from_claims(cls, claims: Mapping[str, Any]) -> IdentityToken:
         engine = claims.get("google", {}).get("compute_engine") if isinstance(claims.get("google"), dict) else None
         if not isinstance(engine, dict):
-            raise PermissionDenied(
-                "gcp_iit: the token has no google.compute_engine claim (request it with format=full)"
-            )
+            raise PermissionDenied("the token has no google.compute_engine claim (request it with format=full)")
 
         def text(name: str) -> str:
             value = engine.get(name)
             if not isinstance(value, str) or not value:
-                raise PermissionDenied(f"gcp_iit: the token's compute_engine claim has no {name}")
+                raise PermissionDenied(f"the token's compute_engine claim has no {name}")
             return value
 
         def number(name: str) -> int:
             value = engine.get(name, 0)
             if not isinstance(value, int):
-                raise PermissionDenied(f"gcp_iit: the token's compute_engine {name} is not a number")
+                raise PermissionDenied(f"the token's compute_engine {name} is not a number")
             return value
 
         email = claims.get("email", "")
@@ -108,15 +106,15 @@ class GoogleCertificates:
         try:
             response = self._request(self.url, method="GET")
         except google.auth.exceptions.TransportError as err:
-            raise Internal(f"gcp_iit: cannot fetch Google's certificates from {self.url}: {err}") from None
+            raise Internal(f"cannot fetch Google's certificates from {self.url}: {err}") from None
         if response.status != 200:
-            raise Internal(f"gcp_iit: Google's certificates at {self.url} answered HTTP {response.status}")
+            raise Internal(f"Google's certificates at {self.url} answered HTTP {response.status}")
         try:
             certificates = json.loads(response.data)
         except ValueError:
-            raise Internal(f"gcp_iit: Google's certificates at {self.url} are not JSON") from None
+            raise Internal(f"Google's certificates at {self.url} are not JSON") from None
         if not isinstance(certificates, dict) or not all(isinstance(v, str) for v in certificates.values()):
-            raise Internal(f"gcp_iit: {self.url} did not return a key ID to certificate map")
+            raise Internal(f"{self.url} did not return a key ID to certificate map")
         match = _MAX_AGE.search(response.headers.get("cache-control", ""))
         self._certificates = certificates
         self._fetched_at = now
@@ -126,23 +124,21 @@ class GoogleCertificates:
 def verify_token(token: bytes, certificates: GoogleCertificates, audience: str) -> IdentityToken:
     """Verify the token's signature, issuer, audience and lifetime; its identity claims."""
     if len(token) > MAX_TOKEN_BYTES:
-        raise InvalidArgument(f"gcp_iit: the identity token is larger than {MAX_TOKEN_BYTES} bytes")
+        raise InvalidArgument(f"the identity token is larger than {MAX_TOKEN_BYTES} bytes")
     try:
         text = token.decode("ascii")
         encoded_header = text.split(".", 1)[0]
         header = json.loads(base64.urlsafe_b64decode(encoded_header + "=" * (-len(encoded_header) % 4)))
     except (UnicodeDecodeError, ValueError, binascii.Error):
-        raise InvalidArgument("gcp_iit: the attestation payload is not a JWT") from None
+        raise InvalidArgument("the attestation payload is not a JWT") from None
     if not isinstance(header, dict) or header.get("alg") != "RS256":
-        raise InvalidArgument("gcp_iit: the identity token must be signed with RS256")
+        raise InvalidArgument("the identity token must be signed with RS256")
     key_id = header.get("kid")
     if not isinstance(key_id, str) or not key_id:
-        raise InvalidArgument("gcp_iit: the identity token names no signing key (kid)")
+        raise InvalidArgument("the identity token names no signing key (kid)")
     known = certificates.current(key_id)
     if key_id not in known:
-        raise PermissionDenied(
-            f"gcp_iit: the identity token is signed by key {key_id!r}, which Google does not publish"
-        )
+        raise PermissionDenied(f"the identity token is signed by key {key_id!r}, which Google does not publish")
     try:
         claims = google.auth.jwt.decode(
             text,
@@ -151,7 +147,7 @@ def verify_token(token: bytes, certificates: GoogleCertificates, audience: str) 
             clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
         )
     except (google.auth.exceptions.GoogleAuthError, ValueError) as err:
-        raise PermissionDenied(f"gcp_iit: the identity token is not valid: {err}") from None
+        raise PermissionDenied(f"the identity token is not valid: {err}") from None
     if claims.get("iss") not in ISSUERS:
-        raise PermissionDenied(f"gcp_iit: the identity token was not issued by Google (iss {claims.get('iss')!r})")
+        raise PermissionDenied(f"the identity token was not issued by Google (iss {claims.get('iss')!r})")
     return IdentityToken.from_claims(claims)

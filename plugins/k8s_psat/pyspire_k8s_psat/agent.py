@@ -50,10 +50,10 @@ class AgentK8sPsat:
             with path.open("rb") as token_file:
                 token = token_file.read(MAX_TOKEN_BYTES + 1)
         except OSError as err:
-            raise Internal(f"k8s_psat: cannot read the service account token {path}: {err.strerror}") from None
+            raise Internal(f"cannot read the service account token {path}: {err.strerror}") from None
         if len(token) > MAX_TOKEN_BYTES:
-            raise Internal(f"k8s_psat: {path} is larger than {MAX_TOKEN_BYTES} bytes")
+            raise Internal(f"{path} is larger than {MAX_TOKEN_BYTES} bytes")
         text = token.decode("ascii", errors="replace").strip()
         if not text:
-            raise Internal(f"k8s_psat: the service account token {path} is empty")
+            raise Internal(f"the service account token {path} is empty")
         return json.dumps({"cluster": self._config.cluster, "token": text}).encode()

@@ -67,12 +67,10 @@ class ClusterClient:
             return function(*args, _request_timeout=TIMEOUT_SECONDS, **kwargs)
         except ApiException as err:
             if err.status == 404:
-                raise NotFound(f"k8s_psat: {action} in cluster {self._cluster!r}: not found") from None
-            raise Internal(
-                f"k8s_psat: {action} in cluster {self._cluster!r} failed: HTTP {err.status} {err.reason}"
-            ) from None
+                raise NotFound(f"{action} in cluster {self._cluster!r}: not found") from None
+            raise Internal(f"{action} in cluster {self._cluster!r} failed: HTTP {err.status} {err.reason}") from None
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise Internal(f"k8s_psat: {action} in cluster {self._cluster!r} failed: {err}") from None
+            raise Internal(f"{action} in cluster {self._cluster!r} failed: {err}") from None
 
     def review(self, token: str, audiences: list[str]) -> TokenReview:
         """Ask the API server whether ``token`` is valid for ``audiences`` (its own when empty)."""
@@ -82,7 +80,7 @@ class ClusterClient:
         result = self._call("TokenReview", api.create_token_review, body)
         status = result.status
         if status is None:
-            raise Internal(f"k8s_psat: TokenReview in cluster {self._cluster!r} returned no status")
+            raise Internal(f"TokenReview in cluster {self._cluster!r} returned no status")
         user = status.user
         return TokenReview(
             authenticated=bool(status.authenticated),

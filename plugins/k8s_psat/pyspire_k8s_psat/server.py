@@ -121,7 +121,7 @@ class ServerK8sPsat:
                 f'token bound to pod UID "{pod_uid}"'
             )
         if not pod.node_name:
-            raise PermissionDenied(f"k8s_psat: pod {namespace}/{pod_name} is not scheduled on a node")
+            raise PermissionDenied(f"pod {namespace}/{pod_name} is not scheduled on a node")
         try:
             node_uid, node_labels = cluster.client.node(pod.node_name)
         except NotFound:
@@ -159,16 +159,16 @@ class ServerK8sPsat:
     @staticmethod
     def _payload(payload: bytes) -> tuple[str, str]:
         if len(payload) > MAX_PAYLOAD_BYTES:
-            raise InvalidArgument(f"k8s_psat: the attestation payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+            raise InvalidArgument(f"the attestation payload is larger than {MAX_PAYLOAD_BYTES} bytes")
         try:
             data = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("k8s_psat: failed to unmarshal data payload: not JSON") from None
+            raise InvalidArgument("failed to unmarshal data payload: not JSON") from None
         if not isinstance(data, dict):
-            raise InvalidArgument("k8s_psat: the attestation payload must be a JSON object")
+            raise InvalidArgument("the attestation payload must be a JSON object")
         cluster, token = data.get("cluster"), data.get("token")
         if not isinstance(cluster, str) or not cluster:
-            raise InvalidArgument("k8s_psat: missing cluster in attestation data")
+            raise InvalidArgument("missing cluster in attestation data")
         if not isinstance(token, str) or not token:
-            raise InvalidArgument("k8s_psat: missing token in attestation data")
+            raise InvalidArgument("missing token in attestation data")
         return cluster, token

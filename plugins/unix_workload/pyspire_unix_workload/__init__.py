@@ -55,15 +55,15 @@ def _read_status(pid: int) -> _Status:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             fields = dict(line.split(":", 1) for line in status if ":" in line)
     except FileNotFoundError:
-        raise NotFound(f"unix: process {pid} does not exist") from None
+        raise NotFound(f"process {pid} does not exist") from None
     except OSError as err:
-        raise Internal(f"unix: cannot read the status of process {pid}: {err.strerror}") from None
+        raise Internal(f"cannot read the status of process {pid}: {err.strerror}") from None
     try:
         uid = int(fields["Uid"].split()[1])
         gid = int(fields["Gid"].split()[1])
         groups = tuple(int(value) for value in fields.get("Groups", "").split())
     except (KeyError, IndexError, ValueError):
-        raise Internal(f"unix: the status of process {pid} is not in the expected format") from None
+        raise Internal(f"the status of process {pid} is not in the expected format") from None
     return _Status(uid, gid, groups)
 
 
@@ -115,7 +115,7 @@ class UnixWorkloadAttestor:
         try:
             path = os.readlink(f"/proc/{pid}/exe")
         except OSError as err:
-            raise Internal(f"unix: path lookup: unable to get EXE for PID {pid}: {err.strerror}") from None
+            raise Internal(f"path lookup: unable to get EXE for PID {pid}: {err.strerror}") from None
         found = [f"path:{path}"]
         if self._config.workload_size_limit >= 0:
             found.append(f"sha256:{self._sha256(pid, path)}")
@@ -126,11 +126,11 @@ class UnixWorkloadAttestor:
         try:
             binary = open(f"/proc/{pid}/exe", "rb")  # noqa: SIM115 - closed by the with below
         except OSError as err:
-            raise Internal(f"unix: SHA256 digest: cannot open {path}: {err.strerror}") from None
+            raise Internal(f"SHA256 digest: cannot open {path}: {err.strerror}") from None
         with binary:
             info = os.fstat(binary.fileno())
             if limit and info.st_size > limit:
-                raise Internal(f"unix: SHA256 digest: workload {path} exceeds size limit ({info.st_size} > {limit})")
+                raise Internal(f"SHA256 digest: workload {path} exceeds size limit ({info.st_size} > {limit})")
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
             with self._lock:
                 cached = self._hashes.get(key)
@@ -141,7 +141,7 @@ class UnixWorkloadAttestor:
                 while chunk := binary.read(_CHUNK):
                     digest.update(chunk)
             except OSError as err:
-                raise Internal(f"unix: SHA256 digest: cannot read {path}: {err.strerror}") from None
+                raise Internal(f"SHA256 digest: cannot read {path}: {err.strerror}") from None
         value = digest.hexdigest()
         with self._lock:
             self._hashes[key] = value

@@ -62,11 +62,11 @@ class VaultUpstreamAuthority:
     @hookimpl
     def mint_x509_ca(self, csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
         if self._session is None:
-            raise Internal("vault: not configured")
+            raise Internal("not configured")
         request = _parse_csr(csr)
         uris = _uri_sans(request)
         if self._trust_domain_id not in uris:
-            raise InvalidArgument(f"vault: the CA request must name {self._trust_domain_id} as a URI SAN, has {uris}")
+            raise InvalidArgument(f"the CA request must name {self._trust_domain_id} as a URI SAN, has {uris}")
         payload: dict[str, Any] = {
             "csr": request.public_bytes(serialization.Encoding.PEM).decode(),
             "common_name": _attribute(request.subject, NameOID.COMMON_NAME),
@@ -91,9 +91,9 @@ def _parse_csr(csr: bytes) -> x509.CertificateSigningRequest:
     try:
         request = x509.load_der_x509_csr(csr)
     except ValueError as err:
-        raise InvalidArgument(f"vault: the CA request is not a DER PKCS#10 CSR: {err}") from None
+        raise InvalidArgument(f"the CA request is not a DER PKCS#10 CSR: {err}") from None
     if not request.is_signature_valid:
-        raise InvalidArgument("vault: the CA request's signature does not verify")
+        raise InvalidArgument("the CA request's signature does not verify")
     return request
 
 
@@ -111,11 +111,11 @@ def _attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str:
 
 def _certificate(pem: object, field: str) -> x509.Certificate:
     if not isinstance(pem, str):
-        raise Internal(f"vault: the signing response's {field} is not a PEM string")
+        raise Internal(f"the signing response's {field} is not a PEM string")
     try:
         return x509.load_pem_x509_certificate(pem.encode())
     except ValueError as err:
-        raise Internal(f"vault: the signing response's {field} is not a PEM certificate: {err}") from None
+        raise Internal(f"the signing response's {field} is not a PEM certificate: {err}") from None
 
 
 def _public_der(certificate: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
@@ -130,26 +130,26 @@ def _upstream_ca(data: Mapping[str, Any], request: x509.CertificateSigningReques
     issuing_ca = _certificate(data.get("issuing_ca"), "issuing_ca")
     raw_chain = data.get("ca_chain") or []
     if not isinstance(raw_chain, list):
-        raise Internal("vault: the signing response's ca_chain is not a list")
+        raise Internal("the signing response's ca_chain is not a list")
     # Since Vault 1.11 the signed certificate itself heads ca_chain: it is not an issuer.
     issuers = [c for c in (_certificate(pem, "ca_chain") for pem in raw_chain) if c != certificate]
     root = issuers[-1] if issuers else issuing_ca
     intermediates = issuers[:-1]
     if _public_der(certificate) != _public_der(request):
-        raise Internal("vault: the signed certificate is not for the key in the request")
+        raise Internal("the signed certificate is not for the key in the request")
     try:
         is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     if not is_ca:
-        raise Internal("vault: the signed certificate is not a CA (no basicConstraints CA:TRUE)")
+        raise Internal("the signed certificate is not a CA (no basicConstraints CA:TRUE)")
     try:
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
         uris = []
     if td_id not in uris:
-        raise Internal(f"vault: the signed certificate does not carry {td_id} as a URI SAN")
+        raise Internal(f"the signed certificate does not carry {td_id} as a URI SAN")
     links = [certificate, *intermediates, root]
     for child, parent in itertools.pairwise(links):
         try:

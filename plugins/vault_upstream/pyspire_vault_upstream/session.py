@@ -108,7 +108,7 @@ class VaultSession:
                     self._forget_login()
                     continue
                 if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
-                    raise Internal(f"vault: {action}: the response has no data object")
+                    raise Internal(f"{action}: the response has no data object")
                 _log_warnings(action, response)
                 return response["data"]
         raise AssertionError("unreachable")
@@ -150,7 +150,7 @@ class VaultSession:
                 info = client.auth.token.lookup_self()
                 data = info.get("data") if isinstance(info, dict) else None
                 if not isinstance(data, dict):
-                    raise Internal("vault: auth/token/lookup-self answered without a data object")
+                    raise Internal("auth/token/lookup-self answered without a data object")
                 lease = Lease(float(data.get("ttl") or 0), bool(data.get("renewable")), self._clock())
             else:
                 response = _login(client, auth)
@@ -221,7 +221,7 @@ def _login(client: hvac.Client, auth: AppRoleAuth | CertAuth | K8sAuth) -> dict[
             jwt = Path(auth.token_path).read_text().strip()
         except OSError as err:
             raise FailedPrecondition(
-                f"vault: cannot read the Kubernetes service account token {auth.token_path}: {err.strerror}"
+                f"cannot read the Kubernetes service account token {auth.token_path}: {err.strerror}"
             ) from None
         return client.auth.kubernetes.login(  # type: ignore[no-any-return]
             role=auth.k8s_auth_role_name, jwt=jwt, mount_point=auth.k8s_auth_mount_point
@@ -242,7 +242,7 @@ def _log_warnings(action: str, response: Any, level: int = logging.WARNING) -> N
 def _lease_of(response: Any, now: float) -> Lease:
     auth = response.get("auth") if isinstance(response, dict) else None
     if not isinstance(auth, dict) or not auth.get("client_token"):
-        raise Internal("vault: the login response carries no token")
+        raise Internal("the login response carries no token")
     return Lease(float(auth.get("lease_duration") or 0), bool(auth.get("renewable")), now)
 
 
@@ -264,27 +264,27 @@ def _vault_errors(action: str, address: str) -> Iterator[None]:
         yield
     except requests.exceptions.SSLError as err:
         raise Unavailable(
-            f"vault: {action}: TLS with {address} failed: {_reason(err)} "
+            f"{action}: TLS with {address} failed: {_reason(err)} "
             "(check that ca_cert_path holds the CA of Vault's certificate and, with cert_auth, "
             "that Vault accepts the client certificate)"
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
-        raise Unavailable(f"vault: {action}: cannot reach {address}: {_reason(err)}") from None
+        raise Unavailable(f"{action}: cannot reach {address}: {_reason(err)}") from None
     except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as err:
-        raise PermissionDenied(f"vault: {action}: refused: {_errors(err)}") from None
+        raise PermissionDenied(f"{action}: refused: {_errors(err)}") from None
     except hvac.exceptions.InvalidPath as err:
-        raise FailedPrecondition(f"vault: {action}: no such path (check the mount points): {_errors(err)}") from None
+        raise FailedPrecondition(f"{action}: no such path (check the mount points): {_errors(err)}") from None
     except (
         hvac.exceptions.VaultDown,
         hvac.exceptions.BadGateway,
         hvac.exceptions.InternalServerError,
         hvac.exceptions.RateLimitExceeded,
     ) as err:
-        raise Unavailable(f"vault: {action}: Vault is not serving: {_errors(err)}") from None
+        raise Unavailable(f"{action}: Vault is not serving: {_errors(err)}") from None
     except hvac.exceptions.VaultError as err:
-        raise FailedPrecondition(f"vault: {action}: {_errors(err)}") from None
+        raise FailedPrecondition(f"{action}: {_errors(err)}") from None
     except requests.exceptions.RequestException as err:
-        raise Unavailable(f"vault: {action}: {_reason(err)}") from None
+        raise Unavailable(f"{action}: {_reason(err)}") from None
 
 
 def _errors(err: hvac.exceptions.VaultError) -> str:

@@ -113,16 +113,16 @@ class DiskUpstreamAuthority:
         try:
             upstream = self._load()
         except PluginConfigError as err:
-            raise Internal(f"disk: the upstream CA files can no longer be used: {err}") from None
+            raise Internal(f"the upstream CA files can no longer be used: {err}") from None
         try:
             public_key = parse_csr(csr)
             subject = x509.load_der_x509_csr(csr).subject
         except (CsrError, ValueError) as err:
-            raise InvalidArgument(f"disk: invalid CSR: {err}") from None
+            raise InvalidArgument(f"invalid CSR: {err}") from None
         now = datetime.now(UTC)
         not_after = min(now + preferred_ttl, upstream.certificate.not_valid_after_utc)
         if not_after <= now:
-            raise Internal("disk: the upstream CA has expired")
+            raise Internal("the upstream CA has expired")
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)

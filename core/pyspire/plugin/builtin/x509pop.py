@@ -92,7 +92,7 @@ def _sign(private_key: PrivateKeyTypes, message: bytes) -> bytes:
         )
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
         return private_key.sign(message)
-    raise Internal(f"x509pop: unsupported private key type {type(private_key).__name__}")
+    raise Internal(f"unsupported private key type {type(private_key).__name__}")
 
 
 def _verify(public_key: PublicKeyTypes, signature: bytes, message: bytes) -> None:
@@ -105,7 +105,7 @@ def _verify(public_key: PublicKeyTypes, signature: bytes, message: bytes) -> Non
     elif isinstance(public_key, ed25519.Ed25519PublicKey):
         public_key.verify(signature, message)
     else:
-        raise PermissionDenied(f"x509pop: unsupported certificate key type {type(public_key).__name__}")
+        raise PermissionDenied(f"unsupported certificate key type {type(public_key).__name__}")
 
 
 def _load_pem_certificates(path: str, key: str) -> list[x509.Certificate]:
@@ -145,20 +145,20 @@ def _b64(data: bytes) -> str:
 
 def _unb64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
-        raise InvalidArgument(f"x509pop: {what} must be a base64 string")
+        raise InvalidArgument(f"{what} must be a base64 string")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidArgument(f"x509pop: {what} is not valid base64") from None
+        raise InvalidArgument(f"{what} is not valid base64") from None
 
 
 def _json_object(data: bytes, what: str) -> Mapping[str, Any]:
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument(f"x509pop: {what} is not JSON") from None
+        raise InvalidArgument(f"{what} is not JSON") from None
     if not isinstance(document, dict):
-        raise InvalidArgument(f"x509pop: {what} must be a JSON object")
+        raise InvalidArgument(f"{what} must be a JSON object")
     return document
 
 
@@ -235,27 +235,27 @@ class ServerX509Pop:
         document = _json_object(payload, "attestation payload")
         encoded = document.get("certificates")
         if not isinstance(encoded, list) or not encoded:
-            raise InvalidArgument("x509pop: the payload must carry a non-empty certificates list")
+            raise InvalidArgument("the payload must carry a non-empty certificates list")
         # Counted before anything is decoded: a long chain costs nothing to refuse.
         if len(encoded) - 1 > self._max_intermediates:
             raise InvalidArgument(
-                f"x509pop: too many intermediate certificates ({len(encoded) - 1}; max_intermediates is "
+                f"too many intermediate certificates ({len(encoded) - 1}; max_intermediates is "
                 f"{self._max_intermediates})"
             )
         certificates = []
         for index, item in enumerate(encoded):
             der = _unb64(item, f"certificate {index}")
             if len(der) > MAX_CERTIFICATE_BYTES:
-                raise InvalidArgument(f"x509pop: certificate {index} is larger than {MAX_CERTIFICATE_BYTES} bytes")
+                raise InvalidArgument(f"certificate {index} is larger than {MAX_CERTIFICATE_BYTES} bytes")
             try:
                 certificate = x509.load_der_x509_certificate(der)
             except ValueError as err:
-                raise InvalidArgument(f"x509pop: certificate {index} cannot be parsed: {err}") from None
+                raise InvalidArgument(f"certificate {index} cannot be parsed: {err}") from None
             bits = _rsa_bits(certificate)
             if bits > self._max_rsa_key_size:
                 which = "leaf certificate" if index == 0 else f"intermediate certificate {index - 1}"
                 raise InvalidArgument(
-                    f"x509pop: {which} key size too large ({bits} bits; max_rsa_key_size is {self._max_rsa_key_size})"
+                    f"{which} key size too large ({bits} bits; max_rsa_key_size is {self._max_rsa_key_size})"
                 )
             certificates.append(certificate)
         return certificates[0], certificates[1:]
@@ -275,14 +275,14 @@ class ServerX509Pop:
         try:
             return list(verifier.verify(leaf, intermediates).chain)
         except VerificationError as err:
-            raise PermissionDenied(f"x509pop: certificate verification failed: {_readable(err)}") from None
+            raise PermissionDenied(f"certificate verification failed: {_readable(err)}") from None
 
     def _check_client_ip(self, leaf: x509.Certificate, client_ip: str) -> None:
         """``verify_client_ip``: the agent's address (the server's immediate peer) is one of the leaf's IP SANs."""
         try:
             address = ipaddress.ip_address(client_ip)
         except ValueError:
-            raise Internal(f"x509pop: client IP not available for verification ({client_ip!r})") from None
+            raise Internal(f"client IP not available for verification ({client_ip!r})") from None
         try:
             sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             addresses = sans.get_values_for_type(x509.IPAddress)
@@ -290,7 +290,7 @@ class ServerX509Pop:
             addresses = []
         mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
         if not any(candidate in (address, mapped) for candidate in addresses):
-            raise PermissionDenied(f"x509pop: client IP {mapped or address} does not match any certificate IP SAN")
+            raise PermissionDenied(f"client IP {mapped or address} does not match any certificate IP SAN")
 
     @hookimpl
     def attest_node(self, payload: bytes, challenge: Challenge, client_ip: str) -> AttestationResult:
@@ -304,12 +304,12 @@ class ServerX509Pop:
         signature = _unb64(answer.get("signature"), "signature")
         client_nonce = _unb64(answer.get("client_nonce"), "client_nonce")
         if len(client_nonce) != NONCE_BYTES:
-            raise InvalidArgument(f"x509pop: the client nonce must be {NONCE_BYTES} bytes")
+            raise InvalidArgument(f"the client nonce must be {NONCE_BYTES} bytes")
         try:
             _verify(leaf.public_key(), signature, _signed_message(nonce, client_nonce))
         except InvalidSignature:
             raise PermissionDenied(
-                "x509pop: challenge response verification failed: the signature does not match the certificate's key"
+                "challenge response verification failed: the signature does not match the certificate's key"
             ) from None
 
         leaf_der = leaf.public_bytes(serialization.Encoding.DER)
@@ -422,7 +422,7 @@ class AgentX509Pop:
         try:
             return self._load()
         except PluginConfigError as err:
-            raise Internal(f"x509pop: {err}") from None
+            raise Internal(f"{err}") from None
 
     @hookimpl
     def attestation_payload(self) -> bytes:
@@ -436,7 +436,7 @@ class AgentX509Pop:
         document = _json_object(challenge, "challenge")
         nonce = _unb64(document.get("nonce"), "nonce")
         if len(nonce) != NONCE_BYTES:
-            raise InvalidArgument(f"x509pop: the nonce must be {NONCE_BYTES} bytes")
+            raise InvalidArgument(f"the nonce must be {NONCE_BYTES} bytes")
         private_key, _ = self._current()
         # Our own nonce in what we sign: the server cannot choose the whole message.
         client_nonce = os.urandom(NONCE_BYTES)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,26 @@ def test_malformed_plugin_result_is_refused(core: CoreConfig) -> None:
     )
     with pytest.raises(Internal, match="non-empty strings"):
         catalog.workload_attestors[0].attest(1)
+
+
+class YieldingWorkloadAttestor(GoodWorkloadAttestor):
+    @hookimpl
+    def attest_workload(self, pid: int) -> Iterator[str]:
+        yield f"pid:{pid}"
+        yield "uid:0"
+
+
+def test_a_hook_that_yields_its_selectors_loses_none(core: CoreConfig) -> None:
+    catalog = load_agent_catalog(
+        [
+            PluginDeclaration("KeyManager", "memory"),
+            PluginDeclaration("NodeAttestor", "join_token"),
+            PluginDeclaration("WorkloadAttestor", "yielding"),
+        ],
+        core,
+        extra_plugins={"yielding": YieldingWorkloadAttestor, "join_token": GoodNodeAgent},
+    )
+    assert [str(s) for s in catalog.workload_attestors[0].attest(3)] == ["yielding:pid:3", "yielding:uid:0"]
 
 
 def test_configure_raising_plugin_config_error_directly(core: CoreConfig) -> None:

@@ -164,12 +164,12 @@ class WorkloadAttestor(PluginHandle):
 
     def attest(self, pid: int) -> tuple[Selector, ...]:
         """The selectors this plugin finds for process ``pid``."""
-        values = self._call("attest_workload", pid=pid)
-        if (
-            values is None
-            or isinstance(values, (str, bytes))
-            or not all(isinstance(value, str) and value for value in values)
-        ):
+        answer = self._call("attest_workload", pid=pid)
+        if answer is None or isinstance(answer, (str, bytes)):
+            raise Internal(f"{self.prefix}: attest_workload must return a sequence of non-empty strings")
+        # Taken once: a plugin that yields its values must not be read empty the second time.
+        values = tuple(answer)
+        if not all(isinstance(value, str) and value for value in values):
             raise Internal(f"{self.prefix}: attest_workload must return a sequence of non-empty strings")
         return tuple(Selector(self.name, value) for value in values)
 

@@ -115,7 +115,7 @@ class RegionCertificates:
         if certificate is None:
             pem = self._pem.get(region)
             if pem is None:
-                raise PermissionDenied(f'aws_iid: no AWS certificate is known for region "{region}"')
+                raise PermissionDenied(f'no AWS certificate is known for region "{region}"')
             certificate = self._parsed[region] = x509.load_pem_x509_certificate(pem)
         return certificate
 

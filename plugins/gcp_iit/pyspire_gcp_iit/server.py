@@ -80,7 +80,7 @@ class ServerGcpIit:
         config = self._config
         token = verify_token(payload, self._certificates, config.audience)
         if token.project_id not in config.projectid_allow_list:
-            raise PermissionDenied(f'gcp_iit: identity token project ID "{token.project_id}" is not in the allow list')
+            raise PermissionDenied(f'identity token project ID "{token.project_id}" is not in the allow list')
         path = self._template.render(
             {
                 "PluginName": PLUGIN_NAME,
@@ -120,7 +120,7 @@ class ServerGcpIit:
             value = item.get("value") or ""
             if len(value) > config.max_metadata_value_size:
                 raise Internal(
-                    f'gcp_iit: metadata "{key}" exceeded value limit ({len(value)} > {config.max_metadata_value_size})'
+                    f'metadata "{key}" exceeded value limit ({len(value)} > {config.max_metadata_value_size})'
                 )
             values.append(f"metadata:{key}:{value}")
         return values

@@ -57,7 +57,7 @@ def _single(extra: Mapping[str, tuple[str, ...]], key: str, cluster: str) -> str
     values = extra.get(key, ())
     if len(values) != 1 or not values[0]:
         raise PermissionDenied(
-            f'k8s_psat: the token is not bound to a pod (no single "{key}" in its TokenReview) for cluster "{cluster}"'
+            f'the token is not bound to a pod (no single "{key}" in its TokenReview) for cluster "{cluster}"'
         )
     return values[0]
 
@@ -88,23 +88,23 @@ class ServerK8sPsat:
         cluster_name, token = self._payload(payload)
         cluster = self._clusters.get(cluster_name)
         if cluster is None:
-            raise InvalidArgument(f'k8s_psat: not configured for cluster "{cluster_name}"')
+            raise InvalidArgument(f'not configured for cluster "{cluster_name}"')
         config = cluster.config
 
         review = cluster.client.review(token, config.audience)
         if not review.authenticated:
             reason = f": {review.error}" if review.error else ""
             raise PermissionDenied(
-                f'k8s_psat: token not authenticated according to TokenReview API for cluster "{cluster_name}"{reason}'
+                f'token not authenticated according to TokenReview API for cluster "{cluster_name}"{reason}'
             )
         if config.audience and not set(review.audiences) & set(config.audience):
-            raise PermissionDenied(f'k8s_psat: the token is not for audience {config.audience} in "{cluster_name}"')
+            raise PermissionDenied(f'the token is not for audience {config.audience} in "{cluster_name}"')
         if not review.username.startswith(_SERVICE_ACCOUNT_PREFIX) or review.username.count(":") != 3:
-            raise PermissionDenied(f'k8s_psat: "{review.username}" is not a service account')
+            raise PermissionDenied(f'"{review.username}" is not a service account')
         namespace, account = review.username.removeprefix(_SERVICE_ACCOUNT_PREFIX).split(":")
         if f"{namespace}:{account}" not in config.service_account_allow_list:
             raise PermissionDenied(
-                f'k8s_psat: "{namespace}:{account}" is not an allowed service account for cluster "{cluster_name}"'
+                f'"{namespace}:{account}" is not an allowed service account for cluster "{cluster_name}"'
             )
         pod_name = _single(review.extra, POD_NAME_KEY, cluster_name)
         pod_uid = _single(review.extra, POD_UID_KEY, cluster_name)
@@ -113,11 +113,11 @@ class ServerK8sPsat:
             pod = cluster.client.pod(namespace, pod_name)
         except NotFound:
             raise PermissionDenied(
-                f'k8s_psat: pod {namespace}/{pod_name} no longer exists in "{cluster_name}"'
+                f'pod {namespace}/{pod_name} no longer exists in "{cluster_name}"'
             ) from None
         if pod.uid != pod_uid:
             raise PermissionDenied(
-                f'k8s_psat: pod UID mismatch for pod "{pod_name}" in cluster "{cluster_name}": '
+                f'pod UID mismatch for pod "{pod_name}" in cluster "{cluster_name}": '
                 f'token bound to pod UID "{pod_uid}"'
             )
         if not pod.node_name:
@@ -125,9 +125,9 @@ class ServerK8sPsat:
         try:
             node_uid, node_labels = cluster.client.node(pod.node_name)
         except NotFound:
-            raise PermissionDenied(f'k8s_psat: node "{pod.node_name}" no longer exists in "{cluster_name}"') from None
+            raise PermissionDenied(f'node "{pod.node_name}" no longer exists in "{cluster_name}"') from None
         if not node_uid:
-            raise Internal(f'k8s_psat: node UID is empty for cluster "{cluster_name}"')
+            raise Internal(f'node UID is empty for cluster "{cluster_name}"')
 
         values = [
             f"cluster:{cluster_name}",

@@ -156,7 +156,7 @@ def _upstream_ca(data: Mapping[str, Any], request: x509.CertificateSigningReques
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, InvalidSignature):
             raise Internal(
-                f'vault: the chain does not verify: "{child.subject.rfc4514_string()}" '
+                f'the chain does not verify: "{child.subject.rfc4514_string()}" '
                 f'is not signed by "{parent.subject.rfc4514_string()}"'
             ) from None
     return UpstreamX509Ca(ca_chain=(certificate, *intermediates), upstream_roots=(root,))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from pyspire.config import load_agent_config_text, load_server_config_text
 from pyspire.plugin import (
     AttestationResult,
@@ -19,7 +20,9 @@ from pyspire.plugin import (
     hookimpl,
     parse_plugin_data,
 )
-from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog
+from pyspire.plugin import facades
+from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog, load_single_plugin
+from pyspire.spiffe import SpiffeId
 from pyspire.plugin.testing import PluginDeclaration, make_core_config
 
 
@@ -343,3 +346,28 @@ def test_tracing_logs_hook_calls(
     with caplog.at_level(logging.DEBUG, logger="pyspire.plugin.catalog"):
         catalog.workload_attestors[0].attest(7)
     assert "attest_workload" in caplog.text
+
+
+class SanAddingComposer:
+    """Tries to slip a second SPIFFE ID into workload SVIDs."""
+
+    @hookimpl
+    def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        pass
+
+    @hookimpl
+    def compose_workload_x509_svid(self, spiffe_id: Any, subject: x509.Name, extensions: tuple[Any, ...]) -> Any:
+        san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org/admin")])
+        return subject, (*extensions, x509.Extension(san.oid, False, san))
+
+
+def test_a_composer_may_not_set_the_servers_extensions(core: CoreConfig) -> None:
+    handle = load_single_plugin(
+        "server", PluginDeclaration("CredentialComposer", "sneaky"), core, extra_plugins={"sneaky": SanAddingComposer}
+    )
+    assert isinstance(handle, facades.CredentialComposer)
+    spiffe_id = SpiffeId.parse("spiffe://example.org/workload")
+    with pytest.raises(
+        Internal, match=r"^credentialcomposer\(sneaky\): compose_workload_x509_svid may not set subjectAltName$"
+    ):
+        handle.compose_workload_x509_svid(spiffe_id, x509.Name([]), ())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
 
 from pyspire.plugin.attestation import AttestationResult, Challenge
 from pyspire.plugin.core_config import CoreConfig
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
 
 __all__ = [
+    "SERVER_OWNED_EXTENSIONS",
     "AgentNodeAttestor",
     "BundlePublisher",
     "CredentialComposer",
@@ -58,6 +60,16 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+SERVER_OWNED_EXTENSIONS: Mapping[x509.ObjectIdentifier, str] = {
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME: "subjectAltName",
+    ExtensionOID.BASIC_CONSTRAINTS: "basicConstraints",
+    ExtensionOID.KEY_USAGE: "keyUsage",
+    ExtensionOID.EXTENDED_KEY_USAGE: "extendedKeyUsage",
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER: "subjectKeyIdentifier",
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER: "authorityKeyIdentifier",
+}
+"""Extensions of a workload X509-SVID that only the server sets (a CredentialComposer may not)."""
 
 
 class PluginHandle:
@@ -279,7 +291,14 @@ class CredentialComposer(PluginHandle):
             subject=subject,
             extensions=extensions,
         )
-        return self._expect("compose_workload_x509_svid", new_subject, x509.Name), tuple(new_extensions)
+        composed = tuple(new_extensions)
+        if not all(isinstance(extension, x509.Extension) for extension in composed):
+            raise Internal(f"{self.prefix}: compose_workload_x509_svid returned something other than extensions")
+        owned = sorted({SERVER_OWNED_EXTENSIONS[e.oid] for e in composed if e.oid in SERVER_OWNED_EXTENSIONS})
+        if owned:
+            # A second SubjectAlternativeName could carry another SPIFFE ID: fail closed.
+            raise Internal(f"{self.prefix}: compose_workload_x509_svid may not set {', '.join(owned)}")
+        return self._expect("compose_workload_x509_svid", new_subject, x509.Name), composed
 
     def compose_workload_jwt_svid(self, spiffe_id: SpiffeId, claims: Mapping[str, Any]) -> Mapping[str, Any]:
         """The claims of a workload JWT-SVID."""

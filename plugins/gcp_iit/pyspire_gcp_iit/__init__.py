@@ -4,9 +4,7 @@ The agent asks the metadata server for an instance identity token (:mod:`pyspire
 the server verifies it against Google's published certificates, checks the audience and the
 project allow-list, and names the node ``spiffe://<td>/spire/agent/gcp_iit/<project>/<instance>``
 (:mod:`pyspire_gcp_iit.server`).
+
+The package imports nothing: the entry points name :mod:`~pyspire_gcp_iit.agent` and
+:mod:`~pyspire_gcp_iit.server`, so an agent never imports google-auth, which only the server needs.
 """
-
-from pyspire_gcp_iit.agent import AgentGcpIit
-from pyspire_gcp_iit.server import ServerGcpIit
-
-__all__ = ["AgentGcpIit", "ServerGcpIit"]

@@ -19,7 +19,7 @@ from pyspire.plugin import hookimpl, parse_plugin_data
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import Internal, PluginConfigError, Unavailable
 
-from pyspire_gcp_iit.token import DEFAULT_AUDIENCE, MAX_TOKEN_BYTES
+from pyspire_gcp_iit.protocol import DEFAULT_AUDIENCE, MAX_TOKEN_BYTES
 
 __all__ = ["AgentGcpIit"]
 

@@ -26,13 +26,13 @@ import google.auth.transport.requests
 import requests
 from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied
 
-__all__ = ["MAX_TOKEN_BYTES", "GoogleCertificates", "IdentityToken", "verify_token"]
+from pyspire_gcp_iit.protocol import DEFAULT_AUDIENCE, MAX_TOKEN_BYTES
+
+__all__ = ["DEFAULT_AUDIENCE", "MAX_TOKEN_BYTES", "GoogleCertificates", "IdentityToken", "verify_token"]
 
 PLUGIN_NAME = "gcp_iit"
-DEFAULT_AUDIENCE = "spire-gcp-node-attestor"
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-MAX_TOKEN_BYTES = 16 * 1024
 CLOCK_SKEW_SECONDS = 10
 DEFAULT_CACHE_SECONDS = 3600
 REFETCH_INTERVAL = 30.0

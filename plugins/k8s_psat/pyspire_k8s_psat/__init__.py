@@ -7,10 +7,7 @@ the token and looks up the pod and its node (:mod:`pyspire_k8s_psat.server`), na
 
 WorkloadAttestor ``k8s`` (:mod:`pyspire_k8s_psat.workload`): a calling process's pod and
 container, from its cgroups and the kubelet.
+
+The package imports nothing: each entry point names its own module, so an agent never
+imports the Kubernetes client, which only the server half needs.
 """
-
-from pyspire_k8s_psat.agent import AgentK8sPsat
-from pyspire_k8s_psat.server import ServerK8sPsat
-from pyspire_k8s_psat.workload import K8sWorkloadAttestor
-
-__all__ = ["AgentK8sPsat", "K8sWorkloadAttestor", "ServerK8sPsat"]

@@ -40,8 +40,10 @@ __all__ = [
     "Role",
     "entry_point_group",
     "hook_names",
+    "implemented_hooks",
     "plugin_type",
     "plugin_types",
+    "types_of",
 ]
 
 Role = Literal["server", "agent"]
@@ -179,6 +181,17 @@ PLUGIN_TYPES: tuple[PluginType, ...] = (
     ),
     PluginType("SVIDStore", "agent", svid_store, facades.SvidStore, ANY, ("put_x509_svid", "delete_x509_svid")),
 )
+
+
+def implemented_hooks(cls: type) -> frozenset[str]:
+    """The hooks a plugin class marks with ``@hookimpl``."""
+    return frozenset(name for name in dir(cls) if hasattr(getattr(cls, name, None), f"{PROJECT}_impl"))
+
+
+def types_of(role: Role, cls: type) -> tuple[PluginType, ...]:
+    """The types of ``role`` whose hooks ``cls`` implements (and no hook of another type)."""
+    own = implemented_hooks(cls) - set(hook_names(lifecycle))
+    return tuple(declared for declared in plugin_types(role).values() if own and own <= set(declared.hooks))
 
 
 def plugin_types(role: Role) -> dict[str, PluginType]:

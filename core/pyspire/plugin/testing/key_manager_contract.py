@@ -14,12 +14,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from pyspire.plugin.catalog import CatalogError, Role
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import InvalidArgument, NotFound, Unimplemented
 from pyspire.plugin.facades import KeyManager
 from pyspire.plugin.keys import HashAlgorithm, KeyType
-from pyspire.plugin.testing.loading import load_plugin, make_core_config
+from pyspire.plugin.testing.base import PluginContract, assert_deliberate
+from pyspire.plugin.types import Role
 
 __all__ = ["KeyManagerContract", "PersistentKeyManagerContract"]
 
@@ -42,41 +42,24 @@ def _verify(public_der: bytes, signature: bytes, data: bytes, hash_algorithm: Ha
         raise AssertionError(f"unexpected key type {type(key).__name__}")
 
 
-class KeyManagerContract:
+class KeyManagerContract(PluginContract):
     """Subclass as ``TestMyKeyManager(KeyManagerContract)`` and set the class attributes.
 
-    Override the ``plugin_data`` fixture to configure the plugin. A key manager that keeps
-    keys across restarts subclasses :class:`PersistentKeyManagerContract` instead.
+    Override the ``plugin_data`` fixture to configure the plugin; set ``role = "agent"`` for
+    an agent key manager. A key manager that keeps keys across restarts subclasses
+    :class:`PersistentKeyManagerContract` instead.
     """
 
     role: ClassVar[Role] = "server"
-    plugin: ClassVar[str]
-    plugin_class: ClassVar[type | None] = None
+    plugin_type: ClassVar[str] = "KeyManager"
     persistent: ClassVar[bool] = False
     """Whether keys outlive the plugin instance (set by PersistentKeyManagerContract)."""
     key_types: ClassVar[Sequence[KeyType]] = (KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048)
     """RSA-4096 generation takes seconds; add it in a subclass when it matters."""
 
-    @pytest.fixture
-    def plugin_data(self, tmp_path: Path) -> Mapping[str, Any]:
-        """The plugin's configuration for a test (a fresh directory each time)."""
-        return {}
-
-    @pytest.fixture
-    def core_config(self, tmp_path: Path) -> CoreConfig:
-        """Daemon settings handed to the plugin."""
-        return make_core_config(tmp_path / "data")
-
     def load(self, plugin_data: Mapping[str, Any], core_config: CoreConfig) -> KeyManager:
         """Load the plugin through the catalog."""
-        handle = load_plugin(
-            self.role,
-            "KeyManager",
-            self.plugin,
-            plugin_data,
-            core_config,
-            plugin_class=self.plugin_class,
-        )
+        handle = super().load(plugin_data, core_config)
         assert isinstance(handle, KeyManager)
         return handle
 
@@ -109,8 +92,9 @@ class KeyManagerContract:
         assert key_manager.get_public_key("never-generated") is None
 
     def test_signing_with_unknown_key_is_not_found(self, key_manager: KeyManager) -> None:
-        with pytest.raises(NotFound, match="never-generated"):
+        with pytest.raises(NotFound, match="never-generated") as raised:
             key_manager.sign_data("never-generated", b"data")
+        assert_deliberate(raised.value, key_manager)
 
     def test_empty_key_id_is_refused(self, key_manager: KeyManager) -> None:
         with pytest.raises(InvalidArgument):
@@ -143,12 +127,6 @@ class KeyManagerContract:
         if self.persistent:
             reloaded = self.load(plugin_data, core_config)
             assert expected <= {key.id for key in reloaded.get_public_keys()}
-
-    def test_unknown_plugin_data_key_is_a_config_error(
-        self, plugin_data: Mapping[str, Any], core_config: CoreConfig
-    ) -> None:
-        with pytest.raises(CatalogError, match="no_such_key"):
-            self.load({**plugin_data, "no_such_key": "x"}, core_config)
 
     def test_private_keys_are_exported_only_by_agent_key_managers(self, key_manager: KeyManager) -> None:
         key_manager.generate_key("svid", KeyType.EC_P256)

@@ -11,44 +11,38 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import WorkloadAttestor
-from pyspire.plugin.testing.loading import load_plugin, make_core_config
+from pyspire.plugin.testing.base import PluginContract, assert_deliberate
+from pyspire.plugin.types import Role
 
 __all__ = ["WorkloadAttestorContract"]
 
 
-class WorkloadAttestorContract:
-    """Subclass as ``TestMyAttestor(WorkloadAttestorContract)`` and set ``plugin``."""
+class WorkloadAttestorContract(PluginContract):
+    """Subclass as ``TestMyAttestor(WorkloadAttestorContract)`` and set ``plugin``.
 
-    plugin: ClassVar[str]
-    plugin_class: ClassVar[type | None] = None
+    Override ``workload`` when the plugin has something to say only about particular
+    processes (a container's, a pod's): it yields a live process the plugin can attest.
+    """
 
-    @pytest.fixture
-    def plugin_data(self, tmp_path: Path) -> Mapping[str, Any]:
-        """The plugin's configuration for a test."""
-        return {}
-
-    @pytest.fixture
-    def core_config(self, tmp_path: Path) -> CoreConfig:
-        return make_core_config(tmp_path / "data")
+    role: ClassVar[Role] = "agent"
+    plugin_type: ClassVar[str] = "WorkloadAttestor"
 
     def load(self, plugin_data: Mapping[str, Any], core_config: CoreConfig) -> WorkloadAttestor:
-        handle = load_plugin(
-            "agent", "WorkloadAttestor", self.plugin, plugin_data, core_config, plugin_class=self.plugin_class
-        )
+        """Load the plugin through the catalog."""
+        handle = super().load(plugin_data, core_config)
         assert isinstance(handle, WorkloadAttestor)
         return handle
 
     @pytest.fixture
     def attestor(self, plugin_data: Mapping[str, Any], core_config: CoreConfig) -> Iterator[WorkloadAttestor]:
+        """The configured plugin; closed after the test."""
         handle = self.load(plugin_data, core_config)
         yield handle
         handle.close()
@@ -61,21 +55,23 @@ class WorkloadAttestorContract:
         process.kill()
         process.wait()
 
-    def test_unknown_configuration_key_is_refused(self, core_config: CoreConfig) -> None:
-        with pytest.raises(CatalogError, match="no_such_key"):
-            self.load({"no_such_key": True}, core_config)
-
     def test_live_process_gets_selectors_of_the_plugins_type(
         self, attestor: WorkloadAttestor, workload: subprocess.Popen[bytes]
     ) -> None:
         selectors = attestor.attest(workload.pid)
         assert selectors
         assert all(s.type == self.plugin and s.value for s in selectors)
+        for selector in selectors:
+            assert not selector.value.startswith(f"{self.plugin}:"), (
+                f'selector "{selector}" repeats the plugin name: return "{selector.value.partition(":")[2]}", '
+                f'the core adds "{self.plugin}:"'
+            )
 
     def test_vanished_process_is_an_error_not_zero_selectors(
         self, attestor: WorkloadAttestor, workload: subprocess.Popen[bytes]
     ) -> None:
         workload.kill()
         workload.wait()
-        with pytest.raises(PluginError):
+        with pytest.raises(PluginError) as raised:
             attestor.attest(workload.pid)
+        assert_deliberate(raised.value, attestor)

@@ -23,6 +23,7 @@ from pyspire.command_line import CliError, write_output
 from pyspire.config import load_agent_config
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.daemon_cli import run_daemon, validate_config
+from pyspire.plugin import cli as plugins_cli
 from pyspire.spiffe import Bundle, X509Svid
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
 
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate_jwt.add_argument("-audience", action="append", default=[], help="Audience value")
     validate_jwt.add_argument("-svid", default="", help="JWT-SVID to validate")
     _api_command(api, "watch", "Attaches to the Workload API and prints updates", _watch)
+    plugins_cli.register(commands, "agent", lambda path, expand: load_agent_config(path, expand_env=expand))
     return parser
 
 

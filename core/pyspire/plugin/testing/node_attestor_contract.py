@@ -254,10 +254,11 @@ class NodeAttestorContract:
             result, _ = self.attest(server, agent, payload, hang_up)
             assert result.agent_path
 
-    def test_agent_half_refuses_a_malformed_challenge(self, agent: AgentNodeAttestor) -> None:
+    @pytest.mark.parametrize("challenge", [b"", b"\x00\xff" + b"not a challenge of this plugin, odd length"])
+    def test_agent_half_refuses_a_malformed_challenge(self, agent: AgentNodeAttestor, challenge: bytes) -> None:
         agent.payload()
         with pytest.raises(PluginError) as raised:
-            agent.answer_challenge(b"\x00\xffnot a challenge of this plugin")
+            agent.answer_challenge(challenge)
         if agent.implements("answer_challenge"):
             assert_deliberate(raised.value, agent)
 

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from pyspire import command_line
+from pyspire.config import load_server_config
+from pyspire.plugin import cli as plugins_cli
 from pyspire.server.cli import admin, entry, federation, localauthority, run
 
 __all__ = ["main"]
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(commands)
     localauthority.register(commands)
     federation.register(commands)
+    plugins_cli.register(commands, "server", lambda path, expand: load_server_config(path, expand_env=expand))
     return parser
 
 

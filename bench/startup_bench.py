@@ -89,7 +89,7 @@ plugins {{
 
 
 def server_config(directory: Path, scenario: Scenario) -> str:
-    extra = "" if scenario.attestor == "join_token" else f'NodeAttestor "join_token" {{ plugin_data {{}} }}'
+    extra = "" if scenario.attestor == "join_token" else 'NodeAttestor "join_token" { plugin_data {} }'
     return f"""
 server {{
     bind_address = "127.0.0.1"

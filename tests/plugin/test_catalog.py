@@ -17,13 +17,13 @@ from pyspire.plugin import (
     Internal,
     InvalidArgument,
     PluginConfigError,
+    facades,
     hookimpl,
     parse_plugin_data,
 )
-from pyspire.plugin import facades
 from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog, load_single_plugin
-from pyspire.spiffe import SpiffeId
 from pyspire.plugin.testing import PluginDeclaration, make_core_config
+from pyspire.spiffe import SpiffeId
 
 
 class GoodWorkloadAttestor:

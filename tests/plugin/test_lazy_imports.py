@@ -55,7 +55,9 @@ def imported_modules(role: str, directory: Path, config: str, plugins: int) -> s
         deadline = time.monotonic() + 60
         while not log.exists() or log.read_text().count('msg="Plugin loaded"') < plugins:
             assert process.poll() is None, f"{role} exited early:\n{(directory / 'output').read_text()}"
-            assert time.monotonic() < deadline, f"{role} did not load its plugins:\n{(directory / 'output').read_text()}"
+            assert time.monotonic() < deadline, (
+                f"{role} did not load its plugins:\n{(directory / 'output').read_text()}"
+            )
             time.sleep(0.05)
     finally:
         process.terminate()

@@ -112,13 +112,10 @@ class ServerK8sPsat:
         try:
             pod = cluster.client.pod(namespace, pod_name)
         except NotFound:
-            raise PermissionDenied(
-                f'pod {namespace}/{pod_name} no longer exists in "{cluster_name}"'
-            ) from None
+            raise PermissionDenied(f'pod {namespace}/{pod_name} no longer exists in "{cluster_name}"') from None
         if pod.uid != pod_uid:
             raise PermissionDenied(
-                f'pod UID mismatch for pod "{pod_name}" in cluster "{cluster_name}": '
-                f'token bound to pod UID "{pod_uid}"'
+                f'pod UID mismatch for pod "{pod_name}" in cluster "{cluster_name}": token bound to pod UID "{pod_uid}"'
             )
         if not pod.node_name:
             raise PermissionDenied(f"pod {namespace}/{pod_name} is not scheduled on a node")

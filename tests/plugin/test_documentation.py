@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 from pyspire.plugin import hookspecs
 from pyspire.plugin.discovery import installed_sources
 from pyspire.plugin.markers import PROJECT
+from pyspire.plugin.reference import render_reference
+
+REPO = Path(__file__).resolve().parents[2]
+HOOK_REFERENCE = REPO / "docs" / "plugins" / "hooks.md"
 
 SPEC_MODULES: list[ModuleType] = [getattr(hookspecs, name) for name in hookspecs.__all__]
 
@@ -33,3 +38,20 @@ def test_every_built_in_plugin_is_documented(role: str) -> None:
             continue  # third-party plugins document themselves
         plugin = source.load()
         assert inspect.getdoc(plugin), f"built-in plugin {source.name} ({source.target}) has no docstring"
+
+
+def test_the_hook_reference_is_current() -> None:
+    """docs/plugins/hooks.md is generated from the hookspecs and the starter's implementations."""
+    assert HOOK_REFERENCE.read_text() == render_reference(), (
+        "docs/plugins/hooks.md is stale: run python -m pyspire.plugin.reference --write docs/plugins/hooks.md"
+    )
+
+
+def test_every_hook_is_in_the_reference_with_an_example() -> None:
+    page = HOOK_REFERENCE.read_text()
+    for module in SPEC_MODULES:
+        for name, hook in inspect.getmembers(module, inspect.isfunction):
+            if hasattr(hook, f"{PROJECT}_spec"):
+                section = page.split(f"### `{name}(", 1)
+                assert len(section) == 2, f"hook {name} is not in the reference"
+                assert f"@hookimpl\ndef {name}(" in section[1].split("### ", 1)[0], f"hook {name} has no example"

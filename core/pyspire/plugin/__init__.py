@@ -39,7 +39,7 @@ from pyspire.plugin.logger import PluginLogger
 from pyspire.plugin.markers import hookimpl, hookspec
 from pyspire.plugin.plugin_data import parse_plugin_data
 from pyspire.plugin.selectors import Selector, SelectorError
-from pyspire.plugin.upstream import JwtKey, UpstreamX509Ca
+from pyspire.plugin.upstream import JwtKey, UpstreamTrust, UpstreamX509Ca
 
 __all__ = [
     "AlreadyExists",
@@ -63,6 +63,7 @@ __all__ = [
     "SelectorError",
     "Unavailable",
     "Unimplemented",
+    "UpstreamTrust",
     "UpstreamX509Ca",
     "hookimpl",
     "hookspec",

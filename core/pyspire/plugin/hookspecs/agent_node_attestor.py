@@ -7,7 +7,7 @@ from pyspire.plugin.markers import hookspec
 
 @hookspec(firstresult=True)
 def attestation_payload() -> bytes:
-    """Gather this node's evidence. Required.
+    """Gather this node's evidence.
 
     Called each time the agent attests (first start, and re-attestation for re-attestable
     types), in a worker thread. The bytes are sent to the server's plugin of the same name.
@@ -18,7 +18,7 @@ def attestation_payload() -> bytes:
 
 @hookspec(firstresult=True)
 def answer_challenge(challenge: bytes) -> bytes:
-    """Answer a challenge from the server's plugin. Optional.
+    """Answer a challenge from the server's plugin.
 
     Called zero or more times during one attestation, after :func:`attestation_payload`,
     with each challenge the server sends. Plugins without challenge/response need not

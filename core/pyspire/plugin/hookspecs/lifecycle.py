@@ -12,7 +12,7 @@ from pyspire.plugin.markers import hookspec
 
 @hookspec(firstresult=True)
 def configure(plugin_data: Mapping[str, Any], core: CoreConfig, logger: PluginLogger) -> None:
-    """Validate and take the plugin's configuration. Required.
+    """Validate and take the plugin's configuration.
 
     Called once, before any other hook, with the ``plugin_data`` block of the plugin's
     declaration (already parsed from HCL or JSON; ``{}`` when absent), the daemon-wide
@@ -35,7 +35,7 @@ def configure(plugin_data: Mapping[str, Any], core: CoreConfig, logger: PluginLo
 
 @hookspec
 def close() -> None:
-    """Release what ``configure`` acquired (connections, threads). Optional.
+    """Release what ``configure`` acquired (connections, threads).
 
     Called once when the daemon shuts down; never followed by another hook call.
     """

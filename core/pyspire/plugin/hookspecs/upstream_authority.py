@@ -28,7 +28,7 @@ def mint_x509_ca(csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
 
 @hookspec(firstresult=True)
 def publish_jwt_key(jwt_key: JwtKey) -> Sequence[JwtKey]:
-    """Publish a new JWT signing key upstream; return the upstream's JWT keys. Optional.
+    """Publish a new JWT signing key upstream; return the upstream's JWT keys.
 
     Implemented by authorities that are themselves SPIFFE trust domains (nested SPIRE), so
     JWT-SVIDs signed downstream validate everywhere in the tree. Others raise
@@ -38,7 +38,7 @@ def publish_jwt_key(jwt_key: JwtKey) -> Sequence[JwtKey]:
 
 @hookspec(firstresult=True)
 def upstream_trust() -> UpstreamTrust:
-    """The upstream's current X.509 roots and JWT keys. Optional.
+    """The upstream's current X.509 roots and JWT keys.
 
     Called at every rotation step (every 10 s), in a worker thread; whatever is new is added
     to the server's bundle. An upstream that rotates its own roots (a nested SPIRE tree)

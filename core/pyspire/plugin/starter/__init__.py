@@ -22,7 +22,7 @@ from pathlib import Path
 from pyspire.plugin.discovery import installed_sources
 from pyspire.plugin.types import Role, plugin_type, plugin_types
 
-__all__ = ["STARTERS", "Starter", "StarterError", "Written", "write_starter"]
+__all__ = ["STARTERS", "Starter", "StarterError", "Written", "render_starter", "write_starter"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 """Plugin names: SPIRE's are short (``aws_iid``); 30 characters keep generated lines readable."""
@@ -105,11 +105,7 @@ def _entry_points(starter: Starter, name: str, package: str, camel: str) -> str:
     )
 
 
-def _check_name(role: Role, type_name: str, name: str, starter: Starter) -> None:
-    if not _NAME.match(name):
-        raise StarterError(
-            f'"{name}" is not a plugin name: up to 30 lower-case letters, digits and underscores, from a letter'
-        )
+def _check_installed(type_name: str, name: str, starter: Starter) -> None:
     for plugin_role, _, _ in starter.entry_points:
         for source in installed_sources(plugin_role):
             if source.name in (name, f"{type_name}.{name}"):
@@ -120,8 +116,8 @@ def _check_name(role: Role, type_name: str, name: str, starter: Starter) -> None
                 )
 
 
-def write_starter(role: Role, type_name: str, name: str, directory: Path, *, distribution: str = "") -> Written:
-    """Write a new plugin package for ``type_name`` called ``name`` into ``directory``."""
+def render_starter(role: Role, type_name: str, name: str, distribution: str = "") -> dict[str, str]:
+    """The files of a starter package, by path relative to its folder (nothing is written)."""
     if plugin_type(role, type_name) is None:
         other: Role = "agent" if role == "server" else "server"
         hint = (
@@ -130,29 +126,41 @@ def write_starter(role: Role, type_name: str, name: str, directory: Path, *, dis
             else ""
         )
         raise StarterError(f'unknown {role} plugin type "{type_name}" (known: {", ".join(plugin_types(role))}){hint}')
+    if not _NAME.match(name):
+        raise StarterError(
+            f'"{name}" is not a plugin name: up to 30 lower-case letters, digits and underscores, from a letter'
+        )
     starter = STARTERS[(role, type_name)]
-    _check_name(role, type_name, name, starter)
     package = f"pyspire_{name}"
-    dist = distribution or f"pyspire-{name.replace('_', '-')}"
-    root = directory / dist
-    if root.exists():
-        raise StarterError(f"{root} exists already: choose another -dir or -distribution")
     camel = _camel(name)
     values = {
         "name": name,
         "Name": camel,
         "package": package,
-        "distribution": dist,
+        "distribution": distribution or f"pyspire-{name.replace('_', '-')}",
         "type": type_name,
         "entry_points": _entry_points(starter, name, package, camel),
     }
     templates = resources.files(__name__)
-    sources = _files(templates / "common") + _files(templates / starter.folder)
+    rendered = {}
+    for relative, source in _files(templates / "common") + _files(templates / starter.folder):
+        path = _render(relative.replace("package/", f"{package}/"), values, relative)
+        rendered[path] = _render(source.read_text(encoding="utf-8"), values, relative)
+    return rendered
+
+
+def write_starter(role: Role, type_name: str, name: str, directory: Path, *, distribution: str = "") -> Written:
+    """Write a new plugin package for ``type_name`` called ``name`` into ``directory``."""
+    files = render_starter(role, type_name, name, distribution)
+    _check_installed(type_name, name, STARTERS[(role, type_name)])
+    root = directory / (distribution or f"pyspire-{name.replace('_', '-')}")
+    if root.exists():
+        raise StarterError(f"{root} exists already: choose another -dir or -distribution")
     written = []
-    for relative, source in sources:
-        target = root / _render(relative.replace("package/", f"{package}/"), values, relative)
+    for relative, text in files.items():
+        target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_render(source.read_text(encoding="utf-8"), values, relative), encoding="utf-8")
+        target.write_text(text, encoding="utf-8")
         written.append(target)
     next_steps = (
         f"Next: pip install -e '{root}[test]' && pytest {root}\n"

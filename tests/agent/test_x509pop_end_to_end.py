@@ -111,17 +111,17 @@ def test_spire_selectors_formats_and_limits_through_the_daemons(tmp_path: Path) 
                 (
                     "elsewhere",
                     _x509pop_agent(tmp_path, "elsewhere", elsewhere, (intermediate,)),
-                    "(PERMISSION_DENIED): nodeattestor(x509pop): x509pop: client IP 127.0.0.1 does not match",
+                    "(PERMISSION_DENIED): nodeattestor(x509pop): client IP 127.0.0.1 does not match",
                 ),
                 (
                     "too-deep",
                     _x509pop_agent(tmp_path, "too-deep", too_deep, (deeper, intermediate)),
-                    "(INVALID_ARGUMENT): nodeattestor(x509pop): x509pop: too many intermediate certificates (2;",
+                    "(INVALID_ARGUMENT): nodeattestor(x509pop): too many intermediate certificates (2;",
                 ),
                 (
                     "big-key",
                     _x509pop_agent(tmp_path, "big-key", big_key, (intermediate,)),
-                    "x509pop: leaf certificate key size too large (3072 bits; max_rsa_key_size is 2048)",
+                    "nodeattestor(x509pop): leaf certificate key size too large (3072 bits; max_rsa_key_size is 2048)",
                 ),
             )
         ]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from pyspire.command_line import EXIT_ERROR, CliError
 from pyspire.config import ConfigError
 from pyspire.plugin.discovery import DEV_PLUGINS_ENV
 from pyspire.plugin.errors import CatalogError
@@ -64,13 +65,11 @@ def _list(role: Role, load: ConfigLoader, args: argparse.Namespace) -> int:
         try:
             declarations = load(Path(args.config), args.expand_env).plugins
         except ConfigError as err:
-            print(f"Error: {err}", file=sys.stderr)
-            return 1
+            raise CliError(str(err)) from None
     try:
         rows = inventory(role, declarations)
     except CatalogError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+        raise CliError(str(err)) from None
     if args.output == "json":
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
@@ -78,7 +77,7 @@ def _list(role: Role, load: ConfigLoader, args: argparse.Namespace) -> int:
     unusable = [row for row in rows if row.selected and row.problem]
     for row in unusable:
         print(f'Error: {row.type} "{row.name}": {row.problem}', file=sys.stderr)
-    return 1 if unusable else 0
+    return EXIT_ERROR if unusable else 0
 
 
 def _new(role: Role, args: argparse.Namespace) -> int:
@@ -87,8 +86,9 @@ def _new(role: Role, args: argparse.Namespace) -> int:
     try:
         written = write_starter(role, args.type, args.name, Path(args.dir), distribution=args.distribution)
     except StarterError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+        raise CliError(str(err)) from None
+    except OSError as err:
+        raise CliError(f"-dir: cannot write {args.dir}: {err.strerror or err}") from None
     print(f"Wrote {written.root}:")
     for path in written.files:
         print(f"  {path.relative_to(written.root)}")

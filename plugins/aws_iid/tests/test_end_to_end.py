@@ -136,7 +136,7 @@ def test_a_genuine_aws_document_passes_the_signature_check_with_the_shipped_cert
         agent = start_agent(tmp_path / "agent", server, node_attestor=attestor, wait=False)
         assert agent.process is not None
         assert agent.process.wait(60) == 1, agent.log()
-        assert "(PERMISSION_DENIED): nodeattestor(aws_iid): aws_iid: instance " in agent.log()
+        assert "(PERMISSION_DENIED): nodeattestor(aws_iid): instance " in agent.log()
         assert f"{genuine['instance_id']} does not exist" in agent.log()
 
         signature = bytearray(base64.b64decode("".join(genuine["rsa2048"].split())))

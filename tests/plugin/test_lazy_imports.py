@@ -109,14 +109,16 @@ plugins {{
 @pytest.mark.parametrize(
     ("attestor", "package", "plugin_data"),
     [
-        ("aws_iid", "pyspire_aws_iid", f'ec2_metadata_endpoint = "http://127.0.0.1:{free_port()}"'),
+        ("aws_iid", "pyspire_aws_iid", 'ec2_metadata_endpoint = "http://127.0.0.1:{port}"'),
         ("k8s_psat", "pyspire_k8s_psat", 'cluster = "c1"'),
-        ("gcp_iit", "pyspire_gcp_iit", f'identity_token_host = "127.0.0.1:{free_port()}"'),
+        ("gcp_iit", "pyspire_gcp_iit", 'identity_token_host = "127.0.0.1:{port}"'),
     ],
 )
 def test_an_agent_imports_its_node_attestors_agent_half_only(
     tmp_path: Path, attestor: str, package: str, plugin_data: str
 ) -> None:
+    # A closed port: the agent half must not reach a real metadata service while it is watched.
+    plugin_data = plugin_data.replace("{port}", str(free_port()))
     modules = imported_modules("agent", tmp_path, agent_config(tmp_path, attestor, plugin_data), plugins=3)
     assert f"{package}.agent" in modules  # the observation works: the agent half was imported
     assert f"{package}.server" not in modules

@@ -37,9 +37,14 @@ def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Every starter package, written by the CLI and installed into a target folder: (packages, site)."""
     root = tmp_path_factory.mktemp("starters")
-    for (role, type_name), name in NAMES.items():
+
+    def new(key: tuple[str, str]) -> None:
+        (role, type_name), name = key, NAMES[key]
         written = run([console_script(f"pyspire-{role}"), "plugins", "new", type_name, name, "-dir", str(root)])
         assert f"Wrote {root / ('pyspire-' + name.replace('_', '-'))}" in written.stdout
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(new, NAMES))
     site = root / "site"
     packages = sorted(str(path) for path in root.glob("pyspire-*"))
     run(

@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--label", default="now", help="The column the figures go in (before, after...)")
     parser.add_argument("--write", action="store_true", help="Record the figures in bench/RESULTS.md")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     figures = {}
     for scenario in (*AGENT_SCENARIOS, *SERVER_SCENARIOS):
         figures[scenario.label] = measure(scenario, args.rounds)
@@ -246,8 +247,9 @@ def main() -> None:
         )
     lines += [
         "",
-        f"2 CPUs ({platform.machine()}), Python {platform.python_version()}; "
-        f"{args.label} measured {datetime.now(UTC):%Y-%m-%d}",
+        f"2 CPUs ({platform.machine()}), Python {platform.python_version()}; {args.label} measured "
+        f"{datetime.now(UTC):%Y-%m-%d} with a load average of {load:.1f} (a shared machine: a few tenths of a "
+        "second either way are noise; what the agent rows lose is the server halves' client libraries)",
     ]
     update_section(TITLE, "\n".join(lines))
 

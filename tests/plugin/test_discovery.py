@@ -10,7 +10,6 @@ import io
 import logging
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pyspire.plugin.testing import PluginDeclaration, load_plugin, make_core_con
 from pyspire.telemetry.logs import configure_logging
 
 from tests.support.daemons import console_script
+from tests.support.plugins_in_tests import install_plugins
 
 ATTESTOR_MODULE = '''
 from pyspire.plugin import hookimpl
@@ -40,14 +40,12 @@ class Attestor:
 '''
 
 
-def install(site: Path, distribution: str, version: str, entry_points: str, module: str | None = None) -> None:
-    """A minimal installed distribution under ``site`` (a sys.path entry)."""
-    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
-    if module is not None:
-        (site / f"{module}.py").write_text(ATTESTOR_MODULE.format(origin=module))
+def install(
+    site: Path, distribution: str, version: str, plugin: str, module: str, *, write_module: bool = True
+) -> None:
+    """A minimal installed distribution under ``site`` (a sys.path entry) with one agent plugin."""
+    source = ATTESTOR_MODULE.format(origin=module) if write_module else None
+    install_plugins(site, module, source, {"agent": {plugin: "Attestor"}}, distribution=distribution, version=version)
 
 
 @pytest.fixture
@@ -70,8 +68,8 @@ def agent_plugins(*extra: PluginDeclaration) -> list[PluginDeclaration]:
 
 
 def test_two_distributions_registering_one_name_are_refused_naming_both(site: Path, core: CoreConfig) -> None:
-    install(site, "acme-one", "1.0", "[pyspire.agent]\nacme = acme_one:Attestor\n", "acme_one")
-    install(site, "acme-two", "2.3", "[pyspire.agent]\nacme = acme_two:Attestor\n", "acme_two")
+    install(site, "acme-one", "1.0", "acme", "acme_one")
+    install(site, "acme-two", "2.3", "acme", "acme_two")
     declaration = PluginDeclaration("WorkloadAttestor", "acme", where='agent.conf: plugins: WorkloadAttestor "acme"')
     with pytest.raises(CatalogError) as raised:
         load_agent_catalog(agent_plugins(declaration), core)
@@ -85,9 +83,9 @@ def test_two_distributions_registering_one_name_are_refused_naming_both(site: Pa
 def test_a_distribution_found_twice_on_the_path_is_one_plugin(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, core: CoreConfig
 ) -> None:
-    install(site, "acme-one", "1.0", "[pyspire.agent]\nacme = acme_one:Attestor\n", "acme_one")
+    install(site, "acme-one", "1.0", "acme", "acme_one")
     again = tmp_path / "again"
-    install(again, "acme-one", "1.0", "[pyspire.agent]\nacme = acme_one:Attestor\n")
+    install(again, "acme-one", "1.0", "acme", "acme_one", write_module=False)
     monkeypatch.syspath_prepend(str(again))
     handle = load_plugin("agent", "WorkloadAttestor", "acme", {}, core)
     assert [str(s) for s in handle.attest(1)] == ["acme:origin:acme_one"]
@@ -95,7 +93,7 @@ def test_a_distribution_found_twice_on_the_path_is_one_plugin(
 
 def test_a_name_used_for_another_type_does_not_clash_with_a_qualified_one(site: Path, core: CoreConfig) -> None:
     """``KeyManager.disk`` (the core's) and a third party's plain ``disk`` answer different declarations."""
-    install(site, "acme-disk", "1.0", "[pyspire.agent]\nWorkloadAttestor.disk = acme_disk:Attestor\n", "acme_disk")
+    install(site, "acme-disk", "1.0", "WorkloadAttestor.disk", "acme_disk")
     handle = load_plugin("agent", "WorkloadAttestor", "disk", {}, core)
     assert [str(s) for s in handle.attest(1)] == ["disk:origin:acme_disk"]
     assert load_plugin("agent", "KeyManager", "disk", {"directory": str(core.data_dir)}, core).name == "disk"

@@ -100,9 +100,9 @@ def test_development_broken_and_duplicate_plugins_are_shown_for_what_they_are(tm
     site = tmp_path / "site"
     site.mkdir()
     (tmp_path / "dev_attestor.py").write_text(ATTESTOR_MODULE.format(origin="dev"))
-    install(site, "acme-broken", "0.3", "[pyspire.agent]\nbroken = acme_missing_module:Attestor\n")
-    install(site, "acme-one", "1.0", "[pyspire.agent]\ntwin = acme_one:Attestor\n", "acme_one")
-    install(site, "acme-two", "2.0", "[pyspire.agent]\ntwin = acme_two:Attestor\n", "acme_two")
+    install(site, "acme-broken", "0.3", "broken", "acme_missing_module", write_module=False)
+    install(site, "acme-one", "1.0", "twin", "acme_one")
+    install(site, "acme-two", "2.0", "twin", "acme_two")
     env = {"PYTHONPATH": str(site), DEV_PLUGINS_ENV: f"agent:devel={tmp_path / 'dev_attestor.py'}:Attestor"}
     rows = json.loads(plugins("agent", "-output", "json", env=env).stdout)
     by_name: dict[str, list[dict[str, object]]] = {}

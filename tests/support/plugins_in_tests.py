@@ -16,21 +16,31 @@ __all__ = ["install_plugins"]
 
 
 def install_plugins(
-    directory: Path, module: str, source: str, entry_points: Mapping[str, Mapping[str, str]]
+    directory: Path,
+    module: str,
+    source: str | None,
+    entry_points: Mapping[str, Mapping[str, str]],
+    *,
+    distribution: str | None = None,
+    version: str = "0",
 ) -> dict[str, str]:
     """Write ``module`` (``source``) and its entry points under ``directory``; the daemon's env.
 
     ``entry_points`` maps a role (``server``, ``agent``) to {plugin name: class name in
-    ``module``}.
+    ``module``}. The distribution is called ``module`` unless ``distribution`` is given
+    (several may register one plugin name); ``source`` None writes no module (a broken
+    distribution whose entry point cannot be imported).
     """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{module}.py").write_text(textwrap.dedent(source))
-    info = directory / f"{module}-0.dist-info"
+    if source is not None:
+        (directory / f"{module}.py").write_text(textwrap.dedent(source))
+    name = distribution or module
+    info = directory / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     sections = []
     for role, plugins in entry_points.items():
-        lines = [f"[pyspire.{role}]", *(f"{name} = {module}:{cls}" for name, cls in plugins.items())]
+        lines = [f"[pyspire.{role}]", *(f"{plugin} = {module}:{cls}" for plugin, cls in plugins.items())]
         sections.append("\n".join(lines))
     (info / "entry_points.txt").write_text("\n\n".join(sections) + "\n")
     return {"PYTHONPATH": str(directory)}

@@ -21,12 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pyspire import __version__
 from pyspire.config.duration import parse_duration
 from pyspire.files import atomic_write
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_UNKNOWN_COMMAND",
+    "VERSION_FLAGS",
     "CliError",
     "CliParser",
     "duration_seconds",
@@ -157,10 +159,31 @@ def _stdout_closed() -> NoReturn:
     sys.exit(128 + signal.SIGPIPE)  # not reached: the signal ends the process
 
 
+VERSION_FLAGS = ("-v", "-version", "--version")
+"""The flags SPIRE's binaries answer with their version, read before any command."""
+
+
+def _wants_version(argv: Sequence[str]) -> bool:
+    for arg in argv:
+        if arg in VERSION_FLAGS:
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command's ``handler``; the process exit code."""
+    """Parse ``argv`` and run the chosen command's ``handler``; the process exit code.
+
+    A version flag before any command prints pyspire's version on stderr and exits 0, as
+    SPIRE's binaries print theirs.
+    """
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if _wants_version(arguments):
+        print(__version__, file=sys.stderr)
+        return 0
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         handler: Callable[[argparse.Namespace], Any] = args.handler
         return int(handler(args))
     except CliError as err:

@@ -275,6 +275,7 @@ def _api_command(group: Any, name: str, help_text: str, handler: Any) -> argpars
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree."""
     parser = command_line.CliParser(prog="pyspire-agent", description="SPIFFE agent (SPIRE-compatible)")
+    parser.add_argument(*command_line.VERSION_FLAGS, action="store_true", help="Print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run = commands.add_parser("run", help="Runs the agent")
     _config_flags(run)

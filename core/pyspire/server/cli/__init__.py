@@ -21,6 +21,7 @@ __all__ = ["main"]
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree."""
     parser = command_line.CliParser(prog="pyspire-server", description="SPIFFE server (SPIRE-compatible)")
+    parser.add_argument(*command_line.VERSION_FLAGS, action="store_true", help="Print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     run.register(commands)
     entry.register(commands)

@@ -159,11 +159,13 @@ def server_config(
     ca_ttl: str = "24h",
     log_level: str = "DEBUG",
     datastore: tuple[str, str] | None = None,
+    join_token_data: str = "plugin_data {}",
+    blocks: str = "",
 ) -> tuple[str, Path, int]:
     """A server config under ``directory``: (text, socket path, TCP port).
 
     The datastore is SQLite in ``directory`` unless ``datastore`` gives (database_type,
-    connection_string).
+    connection_string). ``blocks`` are top-level blocks (``telemetry``, ``health_checks``).
     """
     port = port or free_port()
     socket_path = directory / "sock" / "api.sock"
@@ -193,10 +195,11 @@ plugins {{
         }}
     }}
     NodeAttestor "join_token" {{
-        plugin_data {{}}
+        {join_token_data}
     }}
     {plugins}
 }}
+{blocks}
 """
     return text, socket_path, port
 
@@ -242,8 +245,12 @@ def agent_config(
     bootstrap: str | None = None,
     trust_domain: str = "example.org",
     server_address: str = "127.0.0.1",
+    blocks: str = "",
 ) -> tuple[str, Path]:
-    """An agent config for ``server`` under ``directory``: (text, Workload API socket path)."""
+    """An agent config for ``server`` under ``directory``: (text, Workload API socket path).
+
+    ``blocks`` are top-level blocks (``telemetry``, ``health_checks``).
+    """
     socket_path = directory / "public" / "api.sock"
     bundle = directory / "bootstrap.pem"
     directory.mkdir(parents=True, exist_ok=True)
@@ -276,6 +283,7 @@ plugins {{
         }}
     }}
 }}
+{blocks}
 """
     return text, socket_path
 

@@ -36,8 +36,9 @@ from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
+from pyspire.plugin.reconfigure import report_plugin_data_changes
 from pyspire.proto.bundles import bundle_from_proto
-from pyspire.signals import stop_requested
+from pyspire.signals import StopRequest, handle_signals
 from pyspire.spiffe import Bundle, BundleError
 from pyspire.telemetry.health import HealthListener
 from pyspire.transport import GrpcServer, unix_socket_in_use
@@ -305,6 +306,10 @@ class AgentDaemon:
         os.chmod(path, 0o770)  # noqa: S103 - SPIRE's mode for admin sockets: owner and group
         _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})
 
+    def reconfigure(self) -> None:
+        """SIGUSR1: report changed plugin data files, as SPIRE's reconfigurer would see them."""
+        report_plugin_data_changes(self.config.plugins)
+
     def readiness(self) -> dict[str, bool]:
         """The named readiness checks (all must hold)."""
         return {
@@ -346,11 +351,12 @@ class AgentDaemon:
 
 
 async def _serve(config: AgentConfig) -> int:
-    with stop_requested() as stop:
-        return await _serve_until(AgentDaemon(config), stop)
+    daemon = AgentDaemon(config)
+    with handle_signals(daemon.reconfigure) as stop:
+        return await _serve_until(daemon, stop)
 
 
-async def _serve_until(daemon: AgentDaemon, stop: asyncio.Event) -> int:
+async def _serve_until(daemon: AgentDaemon, stop: StopRequest) -> int:
     starting = asyncio.create_task(daemon.start())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -359,7 +365,7 @@ async def _serve_until(daemon: AgentDaemon, stop: asyncio.Event) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await starting
         await daemon.stop()
-        return 0
+        return stop.exit_code
     try:
         starting.result()
     except (StartupError, AgentStopped, OSError) as err:
@@ -369,7 +375,7 @@ async def _serve_until(daemon: AgentDaemon, stop: asyncio.Event) -> int:
         return 1
     assert daemon.sync_task is not None
     await asyncio.wait({daemon.sync_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
+    code = stop.exit_code
     if daemon.sync_task.done() and not daemon.sync_task.cancelled():
         error = daemon.sync_task.exception()
         _log.error("Agent stopping: %s", error)

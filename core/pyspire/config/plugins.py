@@ -11,7 +11,13 @@ from pyspire.config.reader import read_config_file, strip_markers
 from pyspire.config.schema import ConfigError
 from pyspire.plugin.types import plugin_types
 
-__all__ = ["AGENT_PLUGIN_TYPES", "SERVER_PLUGIN_TYPES", "PluginDeclaration", "parse_plugins_block"]
+__all__ = [
+    "AGENT_PLUGIN_TYPES",
+    "SERVER_PLUGIN_TYPES",
+    "PluginDeclaration",
+    "parse_plugins_block",
+    "reread_plugin_data",
+]
 
 SERVER_PLUGIN_TYPES = tuple(sorted(plugin_types("server")))
 AGENT_PLUGIN_TYPES = tuple(sorted(plugin_types("agent")))
@@ -31,6 +37,8 @@ class PluginDeclaration:
     plugin_data: Mapping[str, Any] = field(default_factory=dict)
     enabled: bool = True
     where: str = ""
+    data_file: Path | None = None
+    """``plugin_data_file``, when the data came from one (SIGUSR1 reads it again)."""
 
 
 def _items(value: Any, where: str) -> list[tuple[str, Any]]:
@@ -76,14 +84,27 @@ def _declaration(type_name: str, name: str, raw_body: Any, source: str) -> Plugi
         path = body["plugin_data_file"]
         if not isinstance(path, str) or not path:
             raise ConfigError(where, "plugin_data_file", "expected a file path")
+        data_file: Path | None = Path(path)
         plugin_data: Any = read_config_file(Path(path))
     else:
+        data_file = None
         plugin_data = body.get("plugin_data", {})
     if isinstance(plugin_data, list) and len(plugin_data) == 1:
         plugin_data = plugin_data[0]
     if not isinstance(plugin_data, Mapping):
         raise ConfigError(where, "plugin_data", "expected a block { ... }")
-    return PluginDeclaration(type_name, name, strip_markers(dict(plugin_data)), enabled, where)
+    return PluginDeclaration(type_name, name, strip_markers(dict(plugin_data)), enabled, where, data_file)
+
+
+def reread_plugin_data(declaration: PluginDeclaration) -> Mapping[str, Any]:
+    """The declaration's ``plugin_data_file`` as it reads now (ConfigError when it cannot be read)."""
+    assert declaration.data_file is not None
+    plugin_data: Any = read_config_file(declaration.data_file)
+    if isinstance(plugin_data, list) and len(plugin_data) == 1:
+        plugin_data = plugin_data[0]
+    if not isinstance(plugin_data, Mapping):
+        raise ConfigError(declaration.where, "plugin_data_file", "expected a block { ... }")
+    return strip_markers(dict(plugin_data))  # type: ignore[no-any-return]
 
 
 def parse_plugins_block(raw: Any, types: Sequence[str], source: str) -> tuple[PluginDeclaration, ...]:

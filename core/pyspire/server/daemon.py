@@ -22,6 +22,7 @@ from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.keys import KeyType
+from pyspire.plugin.reconfigure import report_plugin_data_changes
 from pyspire.server.api.audit import AuditLog
 from pyspire.server.api.ratelimit import RateLimits
 from pyspire.server.ca.authority import CaManager, CaSettings, ca_subject_name
@@ -35,7 +36,7 @@ from pyspire.server.csr_verifier import CsrVerifier
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
-from pyspire.signals import stop_requested
+from pyspire.signals import StopRequest, handle_signals
 from pyspire.telemetry.health import HealthListener
 from pyspire.telemetry.metrics import Metrics
 from pyspire.transport import ServerTlsContexts
@@ -173,6 +174,10 @@ class ServerDaemon:
         ]
         _log.info("Server started", extra={"trust_domain": str(section.trust_domain)})
 
+    def reconfigure(self) -> None:
+        """SIGUSR1: report changed plugin data files, as SPIRE's reconfigurer would see them."""
+        report_plugin_data_changes(self.config.plugins)
+
     def readiness(self) -> dict[str, bool]:
         """The named readiness checks (all must hold)."""
         ctx = self.ctx
@@ -262,22 +267,38 @@ def settle_heap() -> None:
 
 async def _serve(config: ServerConfig) -> int:
     daemon = ServerDaemon(config)
-    with stop_requested() as stop:
-        try:
-            await daemon.start()
-        except (ListenError, OSError, PluginError) as err:
-            # A plugin that cannot do its part at start (an upstream CA out of reach, say)
-            # is an operator's problem to fix, reported in its own words, not a crash.
-            _log.error("Server failed to start: %s", err)
-            await daemon.stop()
-            return 1
-        except BaseException:
-            await daemon.stop()
-            raise
-        await stop.wait()
-        _log.info("Stopping the server")
+    with handle_signals(daemon.reconfigure) as stop:
+        return await _serve_until(daemon, stop)
+
+
+async def _serve_until(daemon: ServerDaemon, stop: StopRequest) -> int:
+    starting = asyncio.create_task(daemon.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        # Stopped while starting (an upstream CA slow to answer, say): what started stops again.
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
         await daemon.stop()
-        return 0
+        return stop.exit_code
+    try:
+        starting.result()
+    except (ListenError, OSError, PluginError) as err:
+        # A plugin that cannot do its part at start (an upstream CA out of reach, say)
+        # is an operator's problem to fix, reported in its own words, not a crash.
+        _log.error("Server failed to start: %s", err)
+        stopping.cancel()
+        await daemon.stop()
+        return 1
+    except BaseException:
+        stopping.cancel()
+        await daemon.stop()
+        raise
+    await stopping
+    _log.info("Stopping the server")
+    await daemon.stop()
+    return stop.exit_code
 
 
 def run_server(config: ServerConfig) -> int:

@@ -25,6 +25,7 @@ from cryptography import x509
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
 from tests.support.free_port import free_port
+from tests.support.waiting import eventually
 
 pytestmark = [
     pytest.mark.slow,
@@ -97,14 +98,16 @@ def test_a_renewed_svid_that_cannot_be_saved_is_saved_when_space_returns(tmp_pat
             filler = _fill(data_dir)
             _wait_for(agent, "Cannot save the agent SVID")
             assert _saved_serial(data_dir) == first  # the file still holds the first SVID
-            assert _ready(health_port)["agent_svid_saved"] is False
+            assert _ready(health_port)["agent_svid_saved"] == {
+                "save_svid_err": "the agent SVID in use could not be saved in data_dir"
+            }
 
             filler.unlink()
             mark = len(agent.log())
             _wait_for(agent, "Agent SVID saved", after=mark)
             renewed = _saved_serial(data_dir)
             assert renewed != first
-            assert _ready(health_port)["agent_svid_saved"] is True
+            eventually(lambda: _ready(health_port)["agent_svid_saved"] == {}, timeout=10)
 
             agent.kill()
             restarted_at = len(agent.log())

@@ -226,6 +226,24 @@ class WorkloadCache:
     def svid_count(self) -> int:
         return len(self._svids)
 
+    def held_svid(self, entry_id: str) -> IssuedSvid | None:
+        """The SVID held for ``entry_id``, if any."""
+        return self._svids.get(entry_id)
+
+    def renewal_reasons(self, entries: Iterable[WorkloadEntry], now: datetime | None = None) -> tuple[int, int]:
+        """Of ``entries`` holding an SVID: how many are expiring, and how many outdated (entry changed)."""
+        now = now or datetime.now(UTC)
+        expiring = outdated = 0
+        for entry in entries:
+            held = self._svids.get(entry.id)
+            if held is None:
+                continue
+            if held.due(now, self._availability_target):
+                expiring += 1
+            elif held.entry_revision != entry.revision:
+                outdated += 1
+        return expiring, outdated
+
     def jwt_count(self) -> int:
         return len(self._jwt)
 

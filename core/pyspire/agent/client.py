@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
+from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
@@ -31,6 +32,7 @@ from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, TrustDomain, match_id
+from pyspire.telemetry.tracing import inject_context
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
 __all__ = [
@@ -82,6 +84,11 @@ class _Credentials:
     chain: tuple[bytes, ...]
 
 
+async def _send_trace_context(event: SendRequest) -> None:
+    """Carry the current span to the server (``traceparent``), so its spans join the agent's trace."""
+    inject_context(event.metadata)
+
+
 class ServerClient:
     """Calls the server on behalf of the agent."""
 
@@ -121,6 +128,7 @@ class ServerClient:
                 context.verify_mode = ssl.CERT_NONE
             host, port = self.server
             self._channel = SpiffeChannel(host, port, ssl_context=context, server_id=match_id(self._server_id))
+            listen(self._channel, SendRequest, _send_trace_context)
             self._channel_for = wanted
         return self._channel
 

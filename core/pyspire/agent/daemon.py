@@ -21,7 +21,6 @@ from typing import Any
 from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.health.service import Health
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.backoff import ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW, Backoff
@@ -40,7 +39,12 @@ from pyspire.plugin.reconfigure import report_plugin_data_changes
 from pyspire.proto.bundles import bundle_from_proto
 from pyspire.signals import StopRequest, handle_signals
 from pyspire.spiffe import Bundle, BundleError
-from pyspire.telemetry.health import HealthListener
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
+from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
+from pyspire.telemetry.metrics import NO_METRICS
+from pyspire.telemetry.plugins import PluginObserver
+from pyspire.telemetry.rpc import instrument
+from pyspire.telemetry.runtime import TelemetryError, TelemetryRuntime
 from pyspire.transport import GrpcServer, unix_socket_in_use
 
 __all__ = ["AgentDaemon", "run_agent"]
@@ -74,6 +78,12 @@ class AgentDaemon:
         self._admin: GrpcServer | None = None
         self._admin_path: Path | None = None
         self._health: HealthListener | None = None
+        self._checker = HealthChecker()
+        self._checker.add_check("agent", self._agent_check)
+        self._checker.add_instant_check("agent_svid_saved", self._saved_check)
+        self.grpc_health = GrpcHealth(self._workload_api_serving)
+        self.started = False
+        self.telemetry: TelemetryRuntime | None = None
         self.sync_task: asyncio.Task[None] | None = None
         self._bootstrapped = False
         """Whether the server is verified with the bootstrap bundle (none was saved from it yet)."""
@@ -128,11 +138,17 @@ class AgentDaemon:
             raise StartupError(str(err)) from None
         data_dir = Path(section.data_dir)
         ensure_private_dir(data_dir)
+        # As SPIRE: metrics first; health from the start (live, not ready, while attesting).
+        self.telemetry = telemetry = TelemetryRuntime("spire_agent", config.telemetry, section.trust_domain.name)
+        await telemetry.start()
+        metrics = telemetry.metrics
+        await self._start_health()
         core = CoreConfig(trust_domain=section.trust_domain, data_dir=data_dir)
         source = config.source.name if config.source else "config"
         self._catalog = catalog = await asyncio.to_thread(load_agent_catalog, config.plugins, core, source=source)
+        catalog.instrument(PluginObserver(metrics, "agent"))
         self._client = client = ServerClient(section.servers, section.trust_domain)
-        self.node = node = NodeIdentityManager(section, catalog, client)
+        self.node = node = NodeIdentityManager(section, catalog, client, metrics)
 
         has_identity = await asyncio.to_thread(node.load)
         if node.roots:
@@ -159,19 +175,75 @@ class AgentDaemon:
             cache,
             sync_interval=section.experimental.sync_interval.total_seconds(),
             workload_key_type=section.workload_x509_svid_key_type,
+            metrics=metrics,
         )
         self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
         if not (section.disable_workload_api and section.disable_sds_api):
             await self._serve_workload_api(catalog, client, cache)
         if section.admin_socket_path is not None:
             await self._serve_admin_api(Path(section.admin_socket_path), node, cache, manager)
-        health = config.health_checks
+        self.started = True
+        _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
+
+    async def _start_health(self) -> None:
+        self._checker.start()
+        health = self.config.health_checks
         if health.listener_enabled:
             self._health = HealthListener(
-                health.bind_address, health.bind_port, health.live_path, health.ready_path, self.readiness
+                self._checker, health.bind_address, health.bind_port, health.live_path, health.ready_path
             )
-            await self._health.start()
-        _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
+            try:
+                await self._health.start()
+            except OSError as err:
+                raise StartupError(
+                    f"health_checks: cannot listen on {health.bind_address}:{health.bind_port}: {err.strerror}"
+                ) from None
+
+    async def _fetch_own_bundles(self) -> BaseException | None:
+        """FetchX509Bundles on the agent's own socket, as a workload would: the error, or None."""
+        try:
+            async with WorkloadApiClient(f"unix://{self.config.agent.socket_path}", timeout=10) as client:
+                await client.fetch_x509_bundles()
+        except (WorkloadApiError, OSError, TimeoutError) as err:
+            return err.__cause__ if isinstance(err.__cause__, GRPCError) else err
+        return None
+
+    async def _agent_check(self) -> CheckResult:
+        """SPIRE's "agent" check: the Workload API answers (anything but UNAVAILABLE)."""
+        error = await self._fetch_own_bundles()
+        unavailable = error is not None and not (
+            isinstance(error, GRPCError) and error.status is not Status.UNAVAILABLE
+        )
+        details = {"make_new_x509_err": "workload api is unavailable"} if unavailable else {}
+        return CheckResult(
+            live=not self.started or not unavailable,
+            ready=not unavailable,
+            details=details,
+            live_details=details if self.started else {},
+        )
+
+    def _saved_check(self) -> CheckResult:
+        """pyspire's own: the agent SVID in use is saved in data_dir (else a restart would attest again)."""
+        unsaved = self.node is not None and self.node.identity is not None and not self.node.saved
+        return CheckResult(
+            live=True,
+            ready=not unsaved,
+            details={"save_svid_err": "the agent SVID in use could not be saved in data_dir"} if unsaved else {},
+        )
+
+    async def _workload_api_serving(self) -> tuple[bool, str]:
+        """gRPC health, as SPIRE's: an X.509 context is fetched, or refused for lack of an entry."""
+        try:
+            async with WorkloadApiClient(f"unix://{self.config.agent.socket_path}", timeout=10) as client:
+                await client.fetch_x509_context()
+        except WorkloadApiError as err:
+            cause = err.__cause__
+            if isinstance(cause, GRPCError) and cause.status is Status.PERMISSION_DENIED:
+                return True, ""
+            return False, f"unable to fetch X.509 context from Workload API: {err}"
+        except (OSError, TimeoutError) as err:
+            return False, f"unable to fetch X.509 context from Workload API: {err}"
+        return True, ""
 
     async def _attest_with_retries(self, node: NodeIdentityManager) -> None:
         """Attest, retrying as SPIRE does while the failure may pass (for about a minute).
@@ -272,13 +344,14 @@ class AgentDaemon:
             path.unlink()
         section = self.config.agent
         self._streams = streams = OpenStreams(cache)
-        caller = CallerAttestor(catalog.workload_attestors)
-        services: list[Any] = [Health()]
+        metrics = self.telemetry.metrics if self.telemetry is not None else NO_METRICS
+        caller = CallerAttestor(catalog.workload_attestors, metrics)
+        services: list[Any] = [self.grpc_health]
         if not section.disable_workload_api:
             services.append(WorkloadApiService(streams, caller, client, section.allowed_foreign_jwt_claims))
         if not section.disable_sds_api:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
-        self._server = GrpcServer(services, pin_callers=True)
+        self._server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)
         try:
             await self._server.start(path=str(path))
         except OSError as err:
@@ -297,7 +370,10 @@ class AgentDaemon:
             raise StartupError(f"another process is serving on {path}: stop it or choose another admin_socket_path")
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self._admin = GrpcServer([AgentDebugService(node, cache, manager), AgentLoggerService(), Health()])
+        metrics = self.telemetry.metrics if self.telemetry is not None else NO_METRICS
+        self._admin = GrpcServer(
+            instrument([AgentDebugService(node, cache, manager), AgentLoggerService(), self.grpc_health], metrics)
+        )
         try:
             await self._admin.start(path=str(path))
         except OSError as err:
@@ -307,16 +383,10 @@ class AgentDaemon:
         _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})
 
     def reconfigure(self) -> None:
-        """SIGUSR1: report changed plugin data files, as SPIRE's reconfigurer would see them."""
+        """SIGUSR1: report changed plugin data files as SPIRE's reconfigurer sees them; dump an InMem sink."""
         report_plugin_data_changes(self.config.plugins)
-
-    def readiness(self) -> dict[str, bool]:
-        """The named readiness checks (all must hold)."""
-        return {
-            "agent_svid": bool(self.node and self.node.identity),
-            "agent_svid_saved": bool(self.node and self.node.saved),
-            "synced": bool(self.manager and self.manager.synced.is_set()),
-        }
+        if self.telemetry is not None:
+            self.telemetry.dump_inmem()
 
     async def stop(self) -> None:
         """Stop everything that started, in reverse order."""
@@ -339,6 +409,7 @@ class AgentDaemon:
             self._admin_path = None
         if self._health is not None:
             await self._health.stop()
+        await self._checker.stop()
         if self.sync_task is not None:
             self.sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, AgentStopped):
@@ -347,6 +418,8 @@ class AgentDaemon:
             self._client.close()
         if self._catalog is not None:
             self._catalog.close()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         _log.info("Agent stopped")
 
 
@@ -368,7 +441,7 @@ async def _serve_until(daemon: AgentDaemon, stop: StopRequest) -> int:
         return stop.exit_code
     try:
         starting.result()
-    except (StartupError, AgentStopped, OSError) as err:
+    except (StartupError, AgentStopped, OSError, TelemetryError) as err:
         _log.error("Agent failed to start: %s", err)
         stopping.cancel()
         await daemon.stop()

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,8 @@ from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
+from pyspire.telemetry.tracing import tracer
 
 __all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager"]
 
@@ -95,8 +98,10 @@ class SyncManager:
         *,
         sync_interval: float,
         workload_key_type: str = "ec-p256",
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """Work for ``node`` through ``client``, into ``cache``."""
+        self._metrics = metrics
         self._node = node
         self._client = client
         self.cache = cache
@@ -126,7 +131,7 @@ class SyncManager:
             # As SPIRE: a node that can re-attest renews by attesting again (fresh evidence).
             try:
                 if identity.reattestable:
-                    await self._node.attest()
+                    await self._node.attest(reattest=True)
                 else:
                     await self._node.renew()
             except PluginError as err:
@@ -145,7 +150,7 @@ class SyncManager:
             identity = self._node.identity
             if identity is not None and identity.reattestable:
                 _log.info("The server asks this agent to attest again", extra={"reason": err.message})
-                await self._node.attest()
+                await self._node.attest(reattest=True)
                 self._schedule_renewal()
                 return
             self._node.forget()
@@ -159,10 +164,18 @@ class SyncManager:
 
     async def sync_once(self) -> None:
         """One full round; raises ServerUnavailable or AgentStopped."""
+        with tracer.start_as_current_span("agent.sync"):
+            await self._sync_once()
+
+    async def _sync_once(self) -> None:
         try:
             await self._renew_if_due()
-            await self._sync_bundles()
-            await self._sync_entries()
+            with (
+                self._metrics.call("manager", "sync", "fetch_entries_updates"),
+                tracer.start_as_current_span("agent.fetch_entries_updates"),
+            ):
+                await self._sync_bundles()
+                await self._sync_entries()
             await self._mint_svids()
         except GRPCError as err:
             if err.status is Status.PERMISSION_DENIED:
@@ -191,6 +204,7 @@ class SyncManager:
                     "Ignoring unreadable federated bundle", extra={"trust_domain": trust_domain.name, "error": str(err)}
                 )
         self.cache.set_bundles(bundle, federated, tainted)
+        self._metrics.set_gauge(("sync_bundles_total",), 1 + len(federated))
 
     async def _sync_entries(self) -> None:
         known = {entry_id: (proto.revision_number, proto) for entry_id, proto in self._protos.items()}
@@ -210,13 +224,41 @@ class SyncManager:
             if str(entry.parent_id) == server_id or entry.spiffe_id == agent_id:
                 continue
             entries.append(entry)
-        had = set(self.cache.entries)
+        self._report_entry_changes(self.cache.entries, {entry.id: entry for entry in entries})
         self.cache.set_entries(entries)
-        if set(self.cache.entries) != had:
-            _log.debug("Entries synced", extra={"count": len(entries)})
         federated_needed = self.cache.federated_trust_domains() - set(self.cache.federated)
         if federated_needed and self.cache.bundle is not None:
             await self._sync_bundles()
+
+    def _report_entry_changes(self, old: Mapping[str, WorkloadEntry], new: Mapping[str, WorkloadEntry]) -> None:
+        """SPIRE's sync statistics and LRU cache counters, and a debug line for each entry that changed."""
+        added = [entry for entry_id, entry in new.items() if entry_id not in old]
+        updated = [
+            entry for entry_id, entry in new.items() if entry_id in old and old[entry_id].revision != entry.revision
+        ]
+        removed = [entry for entry_id, entry in old.items() if entry_id not in new]
+        for message, changed in (("Entry created", added), ("Entry updated", updated), ("Entry removed", removed)):
+            for entry in changed:
+                _log.debug(
+                    message,
+                    extra={
+                        "entry": entry.id,
+                        "spiffe_id": str(entry.spiffe_id),
+                        "selectors": ",".join(sorted(str(s) for s in entry.selectors)),
+                        "revision_number": entry.revision,
+                    },
+                )
+        for key, value in (
+            (("sync_entries_total",), len(new)),
+            (("sync_entries_missing",), len(added)),
+            (("sync_entries_stale",), len(updated)),
+            (("sync_entries_dropped",), len(removed)),
+            (("lru_cache_record_map_size",), len(new)),
+        ):
+            self._metrics.set_gauge(key, value)
+        self._metrics.incr_counter(("lru_cache_entry_add",), len(added))
+        self._metrics.incr_counter(("lru_cache_entry_update",), len(updated))
+        self._metrics.incr_counter(("lru_cache_entry_remove",), len(removed))
 
     def _keys_and_csrs(self, count: int) -> tuple[list[PrivateKeyTypes], list[bytes]]:
         keys = [_new_key(self._key_type) for _ in range(count)]
@@ -235,29 +277,50 @@ class SyncManager:
 
     async def _mint_svids(self) -> None:
         needed = self.cache.entries_needing_svids()
+        expiring, outdated = self.cache.renewal_reasons(needed)
+        if expiring:
+            self._metrics.add_sample(("cache_manager", "expiring_svids"), expiring)
+            _log.debug("Updating expiring SVIDs in cache", extra={"expiring_svids": expiring})
+        if outdated:
+            self._metrics.add_sample(("cache_manager", "outdated_svids"), outdated)
+            _log.debug("Updating SVIDs with outdated attributes in cache", extra={"outdated_svids": outdated})
         for start in range(0, len(needed), SVID_BATCH):
             batch = needed[start : start + SVID_BATCH]
-            keys, csrs = await asyncio.to_thread(self._keys_and_csrs, len(batch))
-            results = await self._new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
-            issued: dict[str, IssuedSvid] = {}
-            for entry, key, (entry_id, svid, message) in zip(batch, keys, results, strict=True):
-                if svid is None:
-                    _log.warning("Server did not issue an X509-SVID", extra={"entry_id": entry_id, "error": message})
-                    continue
-                chain = tuple(x509.load_der_x509_certificate(der) for der in svid.cert_chain)
-                key_der = key.private_bytes(
-                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                )
-                issued[entry_id] = IssuedSvid(entry.revision, chain, key, key_der)
-                _log.info(
-                    "Creating X509-SVID",
-                    extra={
-                        "entry_id": entry_id,
-                        "spiffe_id": str(entry.spiffe_id),
-                        "expires_at": str(chain[0].not_valid_after_utc),
-                    },
-                )
-            self.cache.put_svids(issued)
+            with (
+                self._metrics.call("manager", "sync", "fetch_svids_updates"),
+                tracer.start_as_current_span("agent.fetch_svids_updates", attributes={"pyspire.count": len(batch)}),
+            ):
+                await self._mint_batch(batch)
+        self._metrics.set_gauge(("lru_cache_svid_map_size",), self.cache.svid_count())
+
+    async def _mint_batch(self, batch: list[WorkloadEntry]) -> None:
+        for entry in batch:
+            held = self.cache.held_svid(entry.id) is not None
+            _log.info(
+                "Renewing X509-SVID" if held else "Creating X509-SVID",
+                extra={"entry_id": entry.id, "spiffe_id": str(entry.spiffe_id)},
+            )
+        keys, csrs = await asyncio.to_thread(self._keys_and_csrs, len(batch))
+        results = await self._new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
+        issued: dict[str, IssuedSvid] = {}
+        for entry, key, (entry_id, svid, message) in zip(batch, keys, results, strict=True):
+            if svid is None:
+                _log.warning("Server did not issue an X509-SVID", extra={"entry_id": entry_id, "error": message})
+                continue
+            chain = tuple(x509.load_der_x509_certificate(der) for der in svid.cert_chain)
+            key_der = key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            issued[entry_id] = IssuedSvid(entry.revision, chain, key, key_der)
+            _log.debug(
+                "SVID updated",
+                extra={
+                    "entry": entry_id,
+                    "spiffe_id": str(entry.spiffe_id),
+                    "expiration": chain[0].not_valid_after_utc.isoformat(),
+                },
+            )
+        self.cache.put_svids(issued)
 
     # --- the loop --------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ from pyspire.plugin.keys import KeyType
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
+from pyspire.telemetry.tracing import tracer
 
 __all__ = ["AgentIdentity", "NodeError", "NodeIdentityManager"]
 
@@ -76,8 +78,11 @@ class AgentIdentity:
 class NodeIdentityManager:
     """Obtains, renews and persists the agent's identity."""
 
-    def __init__(self, section: AgentSection, catalog: AgentCatalog, client: ServerClient) -> None:
+    def __init__(
+        self, section: AgentSection, catalog: AgentCatalog, client: ServerClient, metrics: Metrics = NO_METRICS
+    ) -> None:
         """Attest with ``catalog``'s NodeAttestor through ``client``."""
+        self._metrics = metrics
         self._section = section
         self._catalog = catalog
         self._client = client
@@ -196,8 +201,15 @@ class NodeIdentityManager:
         except PluginError as err:
             raise NodeError(f"nodeattestor({attestor.name}) failed: {err}") from None
 
-    async def attest(self) -> AgentIdentity:
-        """Attest the node and adopt the SVID the server issues."""
+    async def attest(self, *, reattest: bool = False) -> AgentIdentity:
+        """Attest the node (again, to renew, when ``reattest``) and adopt the SVID the server issues."""
+        key = ("node", "attest") if reattest else ("node", "attestor", "new_svid")
+        with self._metrics.call(*key), tracer.start_as_current_span("agent.node_attestation") as span:
+            identity = await self._attest()
+            span.set_attribute("pyspire.spiffe_id", str(identity.spiffe_id))
+        return identity
+
+    async def _attest(self) -> AgentIdentity:
         attestation_type, payload = await asyncio.to_thread(self._payload)
         key_id = self._next_key_id()
         csr = await self._new_csr(key_id)
@@ -212,18 +224,25 @@ class NodeIdentityManager:
         self._client.set_identity((), None)
         svid, reattestable = await self._client.attest(attestation_type, payload, csr, answer)
         identity = self._adopt(svid, key_id, reattestable)
-        _log.info("Node attestation was successful", extra={"spiffe_id": str(identity.spiffe_id)})
+        _log.info(
+            "Node attestation was successful",
+            extra={"spiffe_id": str(identity.spiffe_id), "reattestable": reattestable},
+        )
         return identity
 
     async def renew(self) -> AgentIdentity:
         """RenewAgent with a fresh key."""
         if self.identity is None:
             raise NodeError("cannot renew: the agent has no SVID")
-        key_id = self._next_key_id()
-        csr = await self._new_csr(key_id)
-        svid = await self._client.renew(csr)
-        identity = self._adopt(svid, key_id, self.identity.reattestable)
-        _log.info("Agent SVID renewed", extra={"expires_at": str(identity.not_after)})
+        with self._metrics.call("agent_svid", "rotate"), tracer.start_as_current_span("agent.rotate_agent_svid"):
+            _log.debug("Rotating agent SVID")
+            key_id = self._next_key_id()
+            csr = await self._new_csr(key_id)
+            svid = await self._client.renew(csr)
+            identity = self._adopt(svid, key_id, self.identity.reattestable)
+        _log.info(
+            "Agent SVID renewed", extra={"spiffe_id": str(identity.spiffe_id), "expiration": str(identity.not_after)}
+        )
         return identity
 
     def _adopt(self, svid: types_pb2.X509SVID, key_id: str, reattestable: bool) -> AgentIdentity:

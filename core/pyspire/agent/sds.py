@@ -352,6 +352,14 @@ class _SecretStream:
         """Take in a request; whether it asks for something new."""
         _check_type(request)
         names = list(request.resource_names)
+        _log.debug(
+            "Received StreamSecrets request",
+            extra={
+                "resource_names": ",".join(names),
+                "version_info": request.version_info,
+                "nonce": request.response_nonce,
+            },
+        )
         if request.HasField("error_detail"):
             _log.error(
                 "Envoy reported errors applying secrets",
@@ -360,14 +368,14 @@ class _SecretStream:
         if self._nonce:
             if request.response_nonce != self._nonce:
                 _log.warning(
-                    "Ignoring an SDS request that answers an older response",
-                    extra={"nonce": request.response_nonce, "expected": self._nonce},
+                    "Received unexpected nonce; ignoring request",
+                    extra={"nonce": request.response_nonce, "expect": self._nonce},
                 )
                 return False
             if request.version_info != str(self._version):
                 _log.error(
-                    "Envoy rejected the secrets it was sent and kept the previous ones",
-                    extra={"version_info": request.version_info, "expected": str(self._version)},
+                    "Client rejected expected version and rolled back",
+                    extra={"version_info": request.version_info, "expect": str(self._version)},
                 )
         if request.HasField("node"):
             self._node = request.node
@@ -388,7 +396,7 @@ class _SecretStream:
             self._sent = resources
         self._nonce = token_hex(4)
         _log.debug(
-            "Sending SDS response",
+            "Sending StreamSecrets response",
             extra={"version_info": self._version, "nonce": self._nonce, "count": len(resources)},
         )
         await self._stream.send_message(

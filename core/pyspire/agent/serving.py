@@ -27,7 +27,9 @@ from pyspire.agent.cache import WorkloadCache
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import WorkloadAttestor
 from pyspire.plugin.selectors import Selector
-from pyspire.transport import pinned_caller
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
+from pyspire.telemetry.tracing import tracer
+from pyspire.transport import PinnedCaller, pinned_caller
 
 __all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header"]
 
@@ -51,9 +53,10 @@ def check_security_header(stream: Any, remedy: str = "") -> None:
 class CallerAttestor:
     """The selectors of the process at the other end of a Unix-socket stream."""
 
-    def __init__(self, attestors: Sequence[WorkloadAttestor]) -> None:
+    def __init__(self, attestors: Sequence[WorkloadAttestor], metrics: Metrics = NO_METRICS) -> None:
         """Attest callers with every one of ``attestors`` (their selectors are united)."""
         self._attestors = tuple(attestors)
+        self._metrics = metrics
 
     async def attest(self, stream: Any) -> frozenset[Selector]:
         """The caller's selectors; raises GRPCError when it cannot be attested."""
@@ -62,10 +65,28 @@ class CallerAttestor:
             raise GRPCError(Status.UNAUTHENTICATED, "unable to determine the calling process")
         if not process.alive():
             raise _replaced()
+        with (
+            self._metrics.call("workload_api", "workload_attestation"),
+            tracer.start_as_current_span("agent.workload_attestation", attributes={"pyspire.pid": process.pid}),
+        ):
+            selectors = await self._attest(process)
+        self._metrics.add_sample(("workload_api", "discovered_selectors"), len(selectors))
+        _log.debug(
+            "PID attested to have selectors",
+            extra={
+                "pid": process.pid,
+                "uid": process.credentials.uid,
+                "selectors": ",".join(sorted(str(selector) for selector in selectors)),
+            },
+        )
+        return selectors
+
+    async def _attest(self, process: PinnedCaller) -> frozenset[Selector]:
         selectors: set[Selector] = set()
         for attestor in self._attestors:
             try:
-                selectors.update(await asyncio.to_thread(attestor.attest, process.pid))
+                with self._metrics.call("workload_api", "workload_attestor", labels=(("attestor", attestor.name),)):
+                    selectors.update(await asyncio.to_thread(attestor.attest, process.pid))
             except PluginError as err:
                 _log.error(
                     "Workload attestor failed", extra={"attestor": attestor.name, "pid": process.pid, "error": str(err)}

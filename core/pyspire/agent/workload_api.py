@@ -44,7 +44,7 @@ def _no_identity(selectors: frozenset[Selector]) -> GRPCError:
     lets an operator see why no entry matched.
     """
     found = ", ".join(sorted(map(str, selectors))) or "none"
-    _log.info("No identity issued: no registration entry matches the caller's selectors", extra={"selectors": found})
+    _log.error("No identity issued", extra={"registered": False, "selectors": found})
     return GRPCError(
         Status.PERMISSION_DENIED, f"no identity issued: no registration entry matches the caller's selectors ({found})"
     )
@@ -52,6 +52,19 @@ def _no_identity(selectors: frozenset[Selector]) -> GRPCError:
 
 def _der_chain(certificates: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.DER) for c in certificates)
+
+
+def _log_delivery(identities: list[WorkloadIdentity]) -> None:
+    """SPIRE's debug line for each X509-SVID handed to a workload."""
+    now = datetime.now(UTC)
+    for identity in identities:
+        _log.debug(
+            "Fetched X.509 SVID",
+            extra={
+                "spiffe_id": str(identity.entry.spiffe_id),
+                "ttl": round((identity.svid.not_after - now).total_seconds(), 3),
+            },
+        )
 
 
 class WorkloadApiService(SpiffeWorkloadAPIBase):
@@ -131,6 +144,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
                 if response != last:
                     await stream.send_message(response)
                     last = response
+                    _log_delivery(identities)
                 await self._next(generation)
 
     def _bundles_for(self, selectors: frozenset[Selector]) -> dict[str, Bundle]:
@@ -199,30 +213,35 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
                 if entry.hint in hints:
                     continue
                 hints.add(entry.hint)
-            token = await self._jwt_svid(entry, audience)
+            token, expires_at = await self._jwt_svid(entry, audience)
             response.svids.append(pb.JWTSVID(spiffe_id=str(entry.spiffe_id), svid=token, hint=entry.hint))
+            _log.debug(
+                "Fetched JWT SVID",
+                extra={
+                    "spiffe_id": str(entry.spiffe_id),
+                    "audience": ",".join(audience),
+                    "ttl": round((expires_at - datetime.now(UTC)).total_seconds(), 3),
+                },
+            )
         await stream.send_message(response)
 
-    async def _jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> str:
+    async def _jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> tuple[str, datetime]:
         cached = self._cache.cached_jwt(entry.spiffe_id, audience)
         if cached is not None:
-            return cached.token
+            return cached.token, cached.expires_at
         try:
             svid = await self._client.new_jwt_svid(entry.id, audience)
         except ServerUnavailable as err:
             raise GRPCError(Status.UNAVAILABLE, f"could not mint a JWT-SVID: {err}") from None
         except GRPCError as err:
             raise GRPCError(err.status, f"could not mint a JWT-SVID: {err.message}") from None
+        expires_at = datetime.fromtimestamp(svid.expires_at, UTC)
         self._cache.put_jwt(
             entry.spiffe_id,
             audience,
-            CachedJwtSvid(
-                svid.token,
-                datetime.fromtimestamp(svid.issued_at, UTC),
-                datetime.fromtimestamp(svid.expires_at, UTC),
-            ),
+            CachedJwtSvid(svid.token, datetime.fromtimestamp(svid.issued_at, UTC), expires_at),
         )
-        return str(svid.token)
+        return str(svid.token), expires_at
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         request = await stream.recv_message()

@@ -29,9 +29,11 @@ __all__ = [
     "HttpsSpiffeEndpoint",
     "HttpsSpiffeProfile",
     "HttpsWebProfile",
+    "InMem",
     "KeyTypeName",
     "LogFormat",
     "LogLevel",
+    "OpenTelemetry",
     "PartnerWebProfile",
     "Prometheus",
     "RateLimit",
@@ -39,6 +41,7 @@ __all__ = [
     "ServerExperimental",
     "ServerSection",
     "ServingCertFile",
+    "StatsdAddress",
     "Telemetry",
 ]
 
@@ -380,17 +383,73 @@ class HealthChecks:
 
 @dataclass(frozen=True)
 class Prometheus:
-    """``telemetry.Prometheus``: the metrics exporter."""
+    """``telemetry.Prometheus``: the metrics exporter (SPIRE listens on localhost when host is empty)."""
 
-    host: str = ""
-    port: int = 9988
+    host: str = "localhost"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ValueError(f'key "port": {self.port} is not a TCP port')
+
+
+@dataclass(frozen=True)
+class StatsdAddress:
+    """One element of ``telemetry.Statsd = [{ address = "host:port" }]`` (or of ``DogStatsd``)."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class InMem:
+    """``telemetry.InMem {}``: aggregate metrics in memory, dumped to the log on SIGUSR1."""
+
+
+@dataclass(frozen=True)
+class OpenTelemetry:
+    """``telemetry.OpenTelemetry``: traces (pyspire's own block; SPIRE has no tracing). Off when absent.
+
+    Spans go to an OTLP receiver (a collector, Jaeger, Tempo...) over ``protocol`` at
+    ``endpoint``, or are printed as JSON lines to stdout with ``exporter = "console"``.
+    """
+
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str = ""
+    """OTLP endpoint: ``http://host:4318`` for http/protobuf (``/v1/traces`` is added), ``host:4317`` for grpc."""
+    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    insecure: bool = False
+    """grpc only: plaintext instead of TLS."""
+    headers: dict[str, str] = field(default_factory=dict)
+    service_name: str = ""
+    """The ``service.name`` resource attribute (default ``pyspire-server``/``pyspire-agent``)."""
+    sample_ratio: float = 1.0
+    """The fraction of traces recorded (parent-based: a sampled caller keeps its children sampled)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f'key "sample_ratio": {self.sample_ratio} is not between 0 and 1')
+        if self.exporter == "otlp" and not self.endpoint:
+            raise ValueError('key "endpoint": is required with exporter = "otlp"')
 
 
 @dataclass(frozen=True)
 class Telemetry:
-    """``telemetry``: metrics collectors (pyspire exports Prometheus)."""
+    """``telemetry``: metrics sinks and their shaping keys (see ``pyspire.telemetry``), and traces."""
 
     prometheus: Prometheus | None = field(default=None, metadata={"key": "Prometheus"})
+    statsd: tuple[StatsdAddress, ...] = field(default=(), metadata={"key": "Statsd"})
+    dogstatsd: tuple[StatsdAddress, ...] = field(default=(), metadata={"key": "DogStatsd"})
+    inmem: InMem | None = field(default=None, metadata={"key": "InMem"})
     metric_prefix: str = field(default="", metadata={"key": "MetricPrefix"})
+    """Starts every metric name instead of ``spire_server``/``spire_agent``."""
     enable_trust_domain_label: bool = field(default=False, metadata={"key": "EnableTrustDomainLabel"})
-    enable_hostname_label: bool = field(default=False, metadata={"key": "EnableHostnameLabel"})
+    """Adds a ``trust_domain`` label to every metric."""
+    enable_hostname_label: bool = field(default=True, metadata={"key": "EnableHostnameLabel"})
+    """Adds a ``host`` label to every metric (SPIRE's default: on)."""
+    allowed_prefixes: tuple[str, ...] = field(default=(), metadata={"key": "AllowedPrefixes"})
+    """Dotted name prefixes (service name included) to emit; with any, others are dropped."""
+    blocked_prefixes: tuple[str, ...] = field(default=(), metadata={"key": "BlockedPrefixes"})
+    allowed_labels: tuple[str, ...] = field(default=(), metadata={"key": "AllowedLabels"})
+    """Label names to keep (others are dropped from every metric)."""
+    blocked_labels: tuple[str, ...] = field(default=(), metadata={"key": "BlockedLabels"})
+    open_telemetry: OpenTelemetry | None = field(default=None, metadata={"key": "OpenTelemetry"})

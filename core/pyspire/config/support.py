@@ -44,14 +44,7 @@ _COMMON: Final[Mapping[str, Verdict]] = {
     "experimental.named_pipe_name": _I,
     "experimental.require_pq_kem": _R,
     "experimental.feature_flags": _R,
-    "/telemetry.Statsd": _I,
-    "/telemetry.DogStatsd": _I,
-    "/telemetry.M3": _I,
-    "/telemetry.InMem": _I,
-    "/telemetry.AllowedPrefixes": _I,
-    "/telemetry.BlockedPrefixes": _I,
-    "/telemetry.AllowedLabels": _I,
-    "/telemetry.BlockedLabels": _I,
+    "/telemetry.M3": _R,
     "/telemetry.Prometheus.tls": _R,
 }
 

@@ -190,6 +190,11 @@ class _Loaded:
             for handle in handles:
                 handle.close()
 
+    def instrument(self, observer: facades.HookObserver) -> None:
+        for handles in self.by_type.values():
+            for handle in handles:
+                handle.observer = observer
+
 
 def _check_cardinality(role: Role, enabled: Sequence[Declaration], source: str) -> None:
     for type_name, declared in plugin_types(role).items():
@@ -246,6 +251,10 @@ class ServerCatalog:
         """Close every plugin (once, at shutdown)."""
         self._loaded.close()
 
+    def instrument(self, observer: facades.HookObserver) -> None:
+        """Have ``observer`` watch every hook call of every plugin from now on (metrics, traces)."""
+        self._loaded.instrument(observer)
+
 
 @dataclass(frozen=True)
 class AgentCatalog:
@@ -260,6 +269,10 @@ class AgentCatalog:
     def close(self) -> None:
         """Close every plugin (once, at shutdown)."""
         self._loaded.close()
+
+    def instrument(self, observer: facades.HookObserver) -> None:
+        """Have ``observer`` watch every hook call of every plugin from now on (metrics, traces)."""
+        self._loaded.instrument(observer)
 
 
 def load_server_catalog(

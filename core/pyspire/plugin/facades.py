@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -48,6 +49,7 @@ __all__ = [
     "BundlePublisher",
     "CredentialComposer",
     "DataStore",
+    "HookObserver",
     "KeyManager",
     "Notifier",
     "PluginHandle",
@@ -71,6 +73,9 @@ SERVER_OWNED_EXTENSIONS: Mapping[x509.ObjectIdentifier, str] = {
 }
 """Extensions of a workload X509-SVID that only the server sets (a CredentialComposer may not)."""
 
+HookObserver = Callable[["PluginHandle", str], AbstractContextManager[object]]
+"""Called around every hook call after configuration (metrics and traces): ``observer(handle, hook)``."""
+
 
 class PluginHandle:
     """One configured plugin: its name, type and instance, callable through its hooks.
@@ -85,6 +90,8 @@ class PluginHandle:
         self.type_name = type_name
         self._manager = manager
         self.prefix = f"{type_name.lower()}({name})"
+        self.observer: HookObserver | None = None
+        """Watches every hook call once set (the daemon sets it after loading its catalog)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {type(self.instance).__qualname__}>"
@@ -103,6 +110,13 @@ class PluginHandle:
         return f"{self.prefix}: {message.removeprefix(f'{self.name}: ')}"
 
     def _call(self, hook: str, **kwargs: Any) -> Any:
+        observer = self.observer
+        if observer is None:
+            return self._invoke(hook, **kwargs)
+        with observer(self, hook):
+            return self._invoke(hook, **kwargs)
+
+    def _invoke(self, hook: str, **kwargs: Any) -> Any:
         caller = getattr(self._manager.hook, hook)
         if not caller.get_hookimpls():
             raise Unimplemented(f"{self.prefix}: does not implement {hook}")

@@ -24,7 +24,7 @@ from pyspire.server.federation.refresher import BundleRefresher
 from pyspire.server.server_svid import ServerSvid
 from pyspire.server.work import WorkPools
 from pyspire.spiffe import SpiffeId, TrustDomain
-from pyspire.telemetry.metrics import Metrics
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 
 __all__ = ["ServerContext"]
 
@@ -46,7 +46,7 @@ class ServerContext:
     server_svid: ServerSvid
     rate_limits: RateLimits
     audit: AuditLog
-    metrics: Metrics | None = None
+    metrics: Metrics = NO_METRICS
     csr_verifier: CsrVerifier = field(default_factory=lambda: CsrVerifier(workers=0))
     pools: WorkPools = field(default_factory=WorkPools)
     """Threads for node attestation and for signing, apart from asyncio's default pool."""
@@ -75,8 +75,6 @@ class ServerContext:
 
         Node attestation and signing have pools of their own (:attr:`pools`).
         """
-        if self.metrics is not None and getattr(function, "__self__", None) is self.catalog.datastore:
-            self.metrics.datastore_calls.labels(function.__name__).inc()
         return await asyncio.to_thread(function, *args, **kwargs)
 
     async def wrote(self) -> None:

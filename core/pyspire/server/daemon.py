@@ -14,8 +14,12 @@ import contextlib
 import gc
 import logging
 import time
+from datetime import timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
 
 from pyspire.config import ServerConfig
 from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
@@ -23,6 +27,7 @@ from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.keys import KeyType
 from pyspire.plugin.reconfigure import report_plugin_data_changes
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.server.api.audit import AuditLog
 from pyspire.server.api.ratelimit import RateLimits
 from pyspire.server.ca.authority import CaManager, CaSettings, ca_subject_name
@@ -37,8 +42,10 @@ from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
 from pyspire.signals import StopRequest, handle_signals
-from pyspire.telemetry.health import HealthListener
-from pyspire.telemetry.metrics import Metrics
+from pyspire.spiffe import SpiffeId
+from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
+from pyspire.telemetry.plugins import PluginObserver
+from pyspire.telemetry.runtime import TelemetryError, TelemetryRuntime
 from pyspire.transport import ServerTlsContexts
 
 __all__ = ["ServerDaemon", "run_server"]
@@ -47,6 +54,8 @@ _log = logging.getLogger("pyspire.server")
 
 ROTATION_INTERVAL = 10.0
 PRUNE_INTERVAL = 300.0
+FAILED_ROTATION_THRESHOLD = 10  # SPIRE's: more failed rotations in a row and the CA is unhealthy
+_HEALTH_KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
 
 
 class ServerDaemon:
@@ -60,6 +69,10 @@ class ServerDaemon:
         self._endpoints: Endpoints | None = None
         self._federation: FederationService | None = None
         self._health: HealthListener | None = None
+        self._checker = HealthChecker()
+        self.grpc_health = GrpcHealth(self._bundle_in_datastore)
+        self.telemetry: TelemetryRuntime | None = None
+        self._failed_rotations = 0
         self._settled_at = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -75,9 +88,14 @@ class ServerDaemon:
                 extra={"default_x509_svid_ttl": str(section.default_x509_svid_ttl), "ca_ttl": str(section.ca_ttl)},
             )
         section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # As SPIRE: metrics first, so everything after is counted.
+        self.telemetry = telemetry = TelemetryRuntime("spire_server", config.telemetry, section.trust_domain.name)
+        await telemetry.start()
+        metrics = telemetry.metrics
         core = CoreConfig(trust_domain=section.trust_domain, data_dir=section.data_dir)
         source = config.source.name if config.source else "config"
         self._catalog = catalog = await asyncio.to_thread(load_server_catalog, config.plugins, core, source=source)
+        catalog.instrument(PluginObserver(metrics, "server"))
 
         settings = CaSettings(
             trust_domain=section.trust_domain,
@@ -89,7 +107,9 @@ class ServerDaemon:
             ),
             disable_jwt_svids=section.disable_jwt_svids,
         )
-        authority = CaManager(settings, catalog.key_manager, catalog.datastore, catalog.upstream_authority)
+        authority = CaManager(
+            settings, catalog.key_manager, catalog.datastore, catalog.upstream_authority, metrics=metrics
+        )
         await asyncio.to_thread(authority.start)
         issuer = CredentialIssuer(
             section.trust_domain,
@@ -97,6 +117,7 @@ class ServerDaemon:
             authority.active_jwt,
             jwt_issuer=section.jwt_issuer,
             composers=catalog.credential_composers,
+            metrics=metrics,
         )
 
         entries, nodes, bundles = EntryIndex(section.server_id), NodeCache(), BundleCache()
@@ -106,10 +127,11 @@ class ServerDaemon:
             nodes,
             bundles,
             poll_interval=min(section.experimental.cache_reload_interval.total_seconds(), 1.0),
+            metrics=metrics,
         )
         await follower.start()
 
-        server_svid = ServerSvid(issuer, section.default_x509_svid_ttl)
+        server_svid = ServerSvid(issuer, section.default_x509_svid_ttl, metrics=metrics)
         tls = ServerTlsContexts()
 
         def refresh_tls() -> None:
@@ -128,7 +150,6 @@ class ServerDaemon:
         authority.subscribe(renew_server_svid)
         await asyncio.to_thread(server_svid.rotate, force=True)
 
-        metrics = Metrics() if config.telemetry.prometheus is not None else None
         self.ctx = ctx = ServerContext(
             config=config,
             catalog=catalog,
@@ -153,17 +174,18 @@ class ServerDaemon:
             bundles,
             server_svid=server_svid,
             wrote=follower.catch_up,
+            metrics=metrics,
         )
         ctx.refresher = self._federation.refresher
         await self._federation.start()
-        self._endpoints = Endpoints(ctx, tls)
+        self._endpoints = Endpoints(ctx, tls, self.grpc_health)
         await self._endpoints.start()
-        if metrics is not None and config.telemetry.prometheus is not None:
-            metrics.serve(config.telemetry.prometheus.host, config.telemetry.prometheus.port)
+        self._add_health_checks(ctx)
+        self._checker.start()
         health = config.health_checks
         if health.listener_enabled:
             self._health = HealthListener(
-                health.bind_address, health.bind_port, health.live_path, health.ready_path, self.readiness
+                self._checker, health.bind_address, health.bind_port, health.live_path, health.ready_path
             )
             await self._health.start()
         settle_heap()
@@ -175,16 +197,65 @@ class ServerDaemon:
         _log.info("Server started", extra={"trust_domain": str(section.trust_domain)})
 
     def reconfigure(self) -> None:
-        """SIGUSR1: report changed plugin data files, as SPIRE's reconfigurer would see them."""
+        """SIGUSR1: report changed plugin data files as SPIRE's reconfigurer sees them; dump an InMem sink."""
         report_plugin_data_changes(self.config.plugins)
+        if self.telemetry is not None:
+            self.telemetry.dump_inmem()
 
-    def readiness(self) -> dict[str, bool]:
-        """The named readiness checks (all must hold)."""
+    def _add_health_checks(self, ctx: ServerContext) -> None:
+        """SPIRE's four server checks, under SPIRE's names and detail keys."""
+        socket_path = str(ctx.config.server.socket_path)
+        health_id = SpiffeId.from_path(ctx.trust_domain, "/for/health/check/only")
+
+        async def server() -> CheckResult:
+            # The API is served only once the CA is up: fetching the bundle through it says both.
+            channel = Channel(path=socket_path)
+            try:
+                await bundle_grpc.BundleStub(channel).GetBundle(bundle_pb2.GetBundleRequest(), timeout=10)
+                error = None
+            except (GRPCError, OSError, TimeoutError) as err:
+                error = f"unable to fetch bundle: {err}"
+            finally:
+                channel.close()
+            return CheckResult.of("get_bundle_err", error)
+
+        async def datastore() -> CheckResult:
+            try:
+                await asyncio.to_thread(ctx.datastore.list_bundles)
+                return CheckResult.of("list_bundle_err", None)
+            except PluginError as err:
+                return CheckResult.of("list_bundle_err", str(err))
+
+        async def ca() -> CheckResult:
+            try:
+                await asyncio.to_thread(
+                    ctx.issuer.sign_workload_x509_svid, _HEALTH_KEY, health_id, timedelta(minutes=1)
+                )
+                return CheckResult.of("sign_x509_svid_err", None)
+            except (PluginError, ValueError) as err:
+                return CheckResult.of("sign_x509_svid_err", str(err))
+
+        def rotator() -> CheckResult:
+            failing = self._failed_rotations > FAILED_ROTATION_THRESHOLD
+            return CheckResult.of(
+                "rotation_err", "rotations exceed the threshold number of failures" if failing else None
+            )
+
+        self._checker.add_check("server", server)
+        self._checker.add_check("catalog.datastore", datastore)
+        self._checker.add_check("server.ca", ca)
+        self._checker.add_instant_check("server.ca.rotator", rotator)
+
+    async def _bundle_in_datastore(self) -> tuple[bool, str]:
+        """gRPC health, as SPIRE's: the own bundle can be read from the datastore."""
         ctx = self.ctx
-        return {
-            "datastore": bool(ctx and ctx.follower.healthy),
-            "x509_ca": bool(ctx and ctx.server_svid.chain),
-        }
+        if ctx is None:
+            return False, "the server is starting"
+        try:
+            bundle = await asyncio.to_thread(ctx.datastore.fetch_bundle, ctx.trust_domain)
+        except PluginError as err:
+            return False, f"unable to fetch bundle: {err}"
+        return (True, "") if bundle is not None else (False, "bundle is missing")
 
     async def _rotate_forever(self) -> None:
         assert self.ctx is not None
@@ -196,19 +267,16 @@ class ServerDaemon:
                 if changed:
                     await ctx.follower.catch_up()
                 await asyncio.to_thread(ctx.server_svid.rotate)
+                self._failed_rotations = 0
                 cached = len(ctx.entries) + len(ctx.nodes)
                 if cached > self._settled_at * 1.1 + 1000:
                     settle_heap()  # the caches grew: take the new objects off the collector too
                     self._settled_at = cached
-                if ctx.metrics is not None:
-                    ctx.metrics.gauges.labels("entries").set(len(ctx.entries))
-                    ctx.metrics.gauges.labels("agents").set(len(ctx.nodes))
-                    ctx.metrics.gauges.labels("x509_ca_expires_at").set(
-                        ctx.authority.active_x509().not_after.timestamp()
-                    )
             except PluginError as err:
+                self._failed_rotations += 1
                 _log.warning("Rotation step failed; the current authorities keep signing: %s", err)
             except Exception:
+                self._failed_rotations += 1
                 _log.exception("Rotation step failed; the current authorities keep signing")
 
     async def _prune_forever(self) -> None:
@@ -240,6 +308,7 @@ class ServerDaemon:
                 await task
         if self._health is not None:
             await self._health.stop()
+        await self._checker.stop()
         if self._endpoints is not None:
             await self._endpoints.stop()
         if self._federation is not None:
@@ -250,6 +319,8 @@ class ServerDaemon:
             self.ctx.pools.close()
         if self._catalog is not None:
             self._catalog.close()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         _log.info("Server stopped")
 
 
@@ -284,7 +355,7 @@ async def _serve_until(daemon: ServerDaemon, stop: StopRequest) -> int:
         return stop.exit_code
     try:
         starting.result()
-    except (ListenError, OSError, PluginError) as err:
+    except (ListenError, OSError, PluginError, TelemetryError) as err:
         # A plugin that cannot do its part at start (an upstream CA out of reach, say)
         # is an operator's problem to fix, reported in its own words, not a crash.
         _log.error("Server failed to start: %s", err)

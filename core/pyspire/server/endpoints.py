@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
-from grpclib.health.service import Health
 
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService
@@ -25,6 +24,7 @@ from pyspire.server.api.logger import LoggerService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.api.trustdomain import TrustDomainService
 from pyspire.server.context import ServerContext
+from pyspire.telemetry.rpc import instrument
 from pyspire.transport import GrpcServer, ServerTlsContexts, unix_socket_in_use
 
 __all__ = ["Endpoints", "ListenError"]
@@ -35,10 +35,11 @@ _log = logging.getLogger(__name__)
 class Endpoints:
     """Starts and stops the TCP and Unix-socket gRPC servers."""
 
-    def __init__(self, ctx: ServerContext, tls: ServerTlsContexts) -> None:
-        """Serve ``ctx``'s services, with TLS from ``tls`` on TCP."""
+    def __init__(self, ctx: ServerContext, tls: ServerTlsContexts, health: Any) -> None:
+        """Serve ``ctx``'s services, with TLS from ``tls`` on TCP and the gRPC ``health`` service locally."""
         self._ctx = ctx
         self._tls = tls
+        self._health = health
         self._servers: list[GrpcServer] = []
         self._socket_path = Path(ctx.config.server.socket_path)
         self._socket_bound = False
@@ -58,7 +59,8 @@ class Endpoints:
         """Listen on both endpoints."""
         config = self._ctx.config.server
         codec = ProtoStatusDetailsCodec()
-        tcp = GrpcServer(self._public_services(), status_details_codec=codec)
+        metrics = self._ctx.metrics
+        tcp = GrpcServer(instrument(self._public_services(), metrics), status_details_codec=codec)
         try:
             await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
         except OSError as err:
@@ -77,7 +79,9 @@ class Endpoints:
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
         local = GrpcServer(
-            [*self._public_services(), DebugService(self._ctx), LoggerService(self._ctx), Health()],
+            instrument(
+                [*self._public_services(), DebugService(self._ctx), LoggerService(self._ctx), self._health], metrics
+            ),
             status_details_codec=codec,
         )
         try:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pyspire.server.ca.issuer import CredentialIssuer
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 
 __all__ = ["ServerSvid"]
 
@@ -26,8 +27,16 @@ _log = logging.getLogger(__name__)
 class ServerSvid:
     """The server's current X509-SVID and key."""
 
-    def __init__(self, issuer: CredentialIssuer, ttl: timedelta, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        issuer: CredentialIssuer,
+        ttl: timedelta,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics = NO_METRICS,
+    ) -> None:
         """SVIDs of ``ttl`` from ``issuer``; call :meth:`rotate` to get the first one."""
+        self._metrics = metrics
         self._issuer = issuer
         self._ttl = ttl
         self._clock = clock
@@ -65,10 +74,12 @@ class ServerSvid:
         with self._lock:
             if not force and not self.due():
                 return False
-            key = ec.generate_private_key(ec.SECP256R1())
-            self._chain = self._issuer.sign_server_x509_svid(key.public_key(), self._ttl)
-            self._key = key
-        _log.info("Server SVID renewed", extra={"expires_at": self._chain[0].not_valid_after_utc.isoformat()})
+            with self._metrics.call("svid", "rotate"):
+                _log.debug("Rotating server SVID")
+                key = ec.generate_private_key(ec.SECP256R1())
+                self._chain = self._issuer.sign_server_x509_svid(key.public_key(), self._ttl)
+                self._key = key
+        _log.info("Server SVID renewed", extra={"expiration": self._chain[0].not_valid_after_utc.isoformat()})
         for listener in list(self._listeners):
             listener()
         return True

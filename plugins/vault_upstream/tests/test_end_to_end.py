@@ -161,7 +161,7 @@ def test_rotation_retries_while_openbao_is_down_and_resumes_when_it_returns(
         assert f"cannot reach {relay.url}" in server.log()
         server.cli("x509", "mint", "-spiffeID", "spiffe://example.org/still-signing")
         relay.start()
-        while server.log().count("X.509 CA prepared") < 2:
+        while server.log().count("X509 CA prepared") < 2:
             assert time.monotonic() < deadline + 15, server.log()
             time.sleep(0.5)
         assert len(bao.signed()) == 2

@@ -294,9 +294,6 @@ def rpc(method: str) -> Callable[[Handler], Wrapped]:
                 raise GRPCError(Status.INTERNAL, message) from None
             finally:
                 ctx.audit.record(request_id, method, caller.audit_fields(), status_code=code, status_message=message)
-                if ctx.metrics is not None:
-                    ctx.metrics.rpc_calls.labels(method, str(code)).inc()
-                    ctx.metrics.rpc_seconds.labels(method).observe(time.monotonic() - started)
                 _log.debug(
                     "API call",
                     extra={"method": method, "status_code": code, "ms": round((time.monotonic() - started) * 1000, 2)},

@@ -41,6 +41,8 @@ from pyspire.plugin.records import BundleRecord, CaJournal, JwtAuthority, X509Au
 from pyspire.plugin.upstream import JwtKey
 from pyspire.server.ca.issuer import BACKDATE, CertificateAuthority, JwtSigningKey, subject_key_id
 from pyspire.spiffe import TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
+from pyspire.telemetry.tracing import tracer
 
 __all__ = ["AuthorityState", "CaManager", "CaSettings", "Status"]
 
@@ -133,8 +135,10 @@ class CaManager:
         upstream: UpstreamAuthority | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """Manage authorities for ``settings.trust_domain``; call :meth:`start` before use."""
+        self._metrics = metrics
         self._settings = settings
         self._key_manager = key_manager
         self._datastore = datastore
@@ -325,6 +329,13 @@ class CaManager:
     # --- X.509 -----------------------------------------------------------------------
 
     def _prepare_x509(self) -> CertificateAuthority:
+        with (
+            self._metrics.call("ca", "manager", "x509_ca", "prepare"),
+            tracer.start_as_current_span("ca.prepare_x509_ca"),
+        ):
+            return self._prepare_x509_ca()
+
+    def _prepare_x509_ca(self) -> CertificateAuthority:
         active = self._find_x509(Status.ACTIVE)
         key_id = self._free_key_id("x509-CA-", [active.authority.key_id] if active else [])
         public = self._key_manager.generate_key(key_id, self._settings.ca_key_type)
@@ -336,8 +347,12 @@ class CaManager:
         ]
         self._state.x509.append(_X509Slot(authority, Status.PREPARED))
         _log.info(
-            "X.509 CA prepared",
-            extra={"authority_id": authority.authority_id, "expires_at": authority.not_after.isoformat()},
+            "X509 CA prepared",
+            extra={
+                "local_authority_id": authority.authority_id,
+                "expiration": authority.not_after.isoformat(),
+                "self_signed": self._upstream is None,
+            },
         )
         return authority
 
@@ -400,11 +415,34 @@ class CaManager:
         if previous is not None:
             previous.status = Status.OLD
         prepared.status = Status.ACTIVE
-        _log.info("X.509 CA activated", extra={"authority_id": prepared.authority.authority_id})
+        authority = prepared.authority
+        _log.info(
+            "X509 CA activated",
+            extra={"local_authority_id": authority.authority_id, "expiration": authority.not_after.isoformat()},
+        )
+        self._metrics.incr_counter(("ca", "manager", "x509_ca", "activate"))
+        self._set_rotate_gauges()
+
+    def _set_rotate_gauges(self) -> None:
+        active = self._find_x509(Status.ACTIVE)
+        if active is None:
+            return
+        expiration = active.authority.not_after
+        labels = (("trust_domain_id", self._settings.trust_domain.name),)
+        self._metrics.set_gauge(("manager", "x509_ca", "rotate", "expiration"), expiration.timestamp(), labels)
+        ttl = (expiration - self._now()).total_seconds()
+        self._metrics.set_gauge(("manager", "x509_ca", "rotate", "ttl"), ttl, labels)
 
     # --- JWT -------------------------------------------------------------------------
 
     def _prepare_jwt(self) -> JwtSigningKey:
+        with (
+            self._metrics.call("ca", "manager", "jwt_key", "prepare"),
+            tracer.start_as_current_span("ca.prepare_jwt_key"),
+        ):
+            return self._prepare_jwt_key()
+
+    def _prepare_jwt_key(self) -> JwtSigningKey:
         active = self._find_jwt(Status.ACTIVE)
         key_id = self._free_key_id("JWT-Signer-", [active.key.key_id] if active else [])
         public = self._key_manager.generate_key(key_id, self._settings.jwt_key_type)
@@ -414,7 +452,7 @@ class CaManager:
         self._publish_jwt(kid, public, key.not_after)
         self._state.jwt = [s for s in self._state.jwt if s.key.key_id != key_id and s.status is not Status.PREPARED]
         self._state.jwt.append(_JwtSlot(key, Status.PREPARED, public.der, now))
-        _log.info("JWT key prepared", extra={"authority_id": kid})
+        _log.info("JWT key prepared", extra={"local_authority_id": kid, "expiration": key.not_after.isoformat()})
         return key
 
     def _publish_jwt(self, kid: str, public: PublicKey, not_after: datetime) -> None:
@@ -434,7 +472,8 @@ class CaManager:
         if previous is not None:
             previous.status = Status.OLD
         prepared.status = Status.ACTIVE
-        _log.info("JWT key activated", extra={"authority_id": prepared.key.kid})
+        _log.info("JWT key activated", extra={"local_authority_id": prepared.key.kid})
+        self._metrics.incr_counter(("manager", "jwt_key", "activate"))
 
     # --- journal ---------------------------------------------------------------------
 
@@ -524,9 +563,17 @@ class CaManager:
 
     def prune_bundle(self) -> None:
         """Drop authorities that expired more than 24 hours ago from the bundle."""
+        with self._metrics.call("ca", "manager", "bundle", "prune"):
+            if self._prune_bundle():
+                self._metrics.incr_counter(("ca", "manager", "bundle", "pruned"))
+                _log.debug("Expired certificates were successfully pruned from bundle")
+
+    def _prune_bundle(self) -> bool:
         limit = self._now() - BUNDLE_SAFETY_MARGIN
+        pruned = False
 
         def prune(current: BundleRecord | None) -> BundleRecord | None:
+            nonlocal pruned
             if current is None:
                 return None
             x509_kept = tuple(
@@ -541,6 +588,7 @@ class CaManager:
                 return current
             if not x509_kept:
                 return current  # never empty the bundle: that would make every SVID unverifiable
+            pruned = True
             return replace(
                 current,
                 x509_authorities=x509_kept,
@@ -549,6 +597,7 @@ class CaManager:
             )
 
         self._datastore.modify_bundle(self._settings.trust_domain, prune)
+        return pruned
 
     # --- LocalAuthority operations ---------------------------------------------------
 

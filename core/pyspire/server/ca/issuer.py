@@ -27,6 +27,8 @@ from pyspire.crypto import CA_KEY_USAGE, Signer, sign_certificate, sign_jwt
 from pyspire.crypto.x509 import issue_certificate
 from pyspire.plugin.facades import CredentialComposer
 from pyspire.spiffe import SpiffeId, TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
+from pyspire.telemetry.tracing import tracer
 
 __all__ = ["BACKDATE", "CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
 
@@ -161,8 +163,10 @@ class CredentialIssuer:
         jwt_issuer: str = "",
         composers: Sequence[CredentialComposer] = (),
         clock: Callable[[], float] = time.time,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """Sign for ``trust_domain`` with whatever the two callables return at the time."""
+        self._metrics = metrics
         self._trust_domain = trust_domain
         self._x509_ca = x509_ca
         self._jwt_key = jwt_key
@@ -174,6 +178,20 @@ class CredentialIssuer:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     def _leaf(
+        self,
+        public_key: PublicKeyTypes,
+        spiffe_id: SpiffeId,
+        ttl: timedelta,
+        dns_names: Sequence[str],
+        *,
+        compose: bool,
+    ) -> list[x509.Certificate]:
+        with tracer.start_as_current_span("ca.sign_x509_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
+            chain = self._sign_leaf(public_key, spiffe_id, ttl, dns_names, compose=compose)
+        self._metrics.incr_counter(("server_ca", "sign", "x509_svid"))
+        return chain
+
+    def _sign_leaf(
         self,
         public_key: PublicKeyTypes,
         spiffe_id: SpiffeId,
@@ -262,7 +280,9 @@ class CredentialIssuer:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
             .add_extension(_authority_key_id(authority.certificate), critical=False)
         )
-        certificate = sign_certificate(builder, authority.signer)
+        with tracer.start_as_current_span("ca.sign_downstream_x509_ca"):
+            certificate = sign_certificate(builder, authority.signer)
+        self._metrics.incr_counter(("server_ca", "sign", "x509_ca_svid"))
         return [certificate, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
 
     def mint_jwt_svid(
@@ -288,5 +308,7 @@ class CredentialIssuer:
             composed = dict(composer.compose_workload_jwt_svid(spiffe_id, claims))
             # The server's claims are not negotiable; a composer only adds.
             claims = {**composed, **{k: claims[k] for k in ("sub", "aud", "exp", "iat")}}
-        token = sign_jwt(claims, key.signer, key.kid)
+        with tracer.start_as_current_span("ca.sign_jwt_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
+            token = sign_jwt(claims, key.signer, key.kid)
+        self._metrics.incr_counter(("server_ca", "sign", "jwt_svid"))
         return MintedJwt(token, claims["iat"], claims["exp"])

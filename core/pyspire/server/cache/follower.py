@@ -23,6 +23,7 @@ from pyspire.server.cache.bundles import BundleCache
 from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.spiffe import SpiffeId, TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 
 __all__ = ["StateFollower"]
 
@@ -44,8 +45,10 @@ class StateFollower:
         bundles: BundleCache,
         *,
         poll_interval: float = 1.0,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """Follow ``datastore``; ``poll_interval`` bounds how stale another server's change is."""
+        self._metrics = metrics
         self._datastore = datastore
         self._entries = entries
         self._nodes = nodes
@@ -72,7 +75,11 @@ class StateFollower:
         return await asyncio.to_thread(function, *args)
 
     async def load(self) -> None:
-        """Read the whole state (paged) into the caches."""
+        """Read the whole state (paged) into the caches (SPIRE's ``entry.cache.reload``)."""
+        with self._metrics.call("entry", "cache", "reload"):
+            await self._load()
+
+    async def _load(self) -> None:
         started = time.monotonic()
         position = await self._call(self._datastore.last_change_sequence)
         entries: list[RegistrationEntry] = []

@@ -26,6 +26,7 @@ from pyspire.server.cache.bundles import BundleCache
 from pyspire.server.federation.documents import bundle_to_record
 from pyspire.server.federation.fetch import FetchError, endpoint_trust_domain, fetch_bundle
 from pyspire.spiffe import Bundle, TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 
 __all__ = ["BundleRefresher", "UnknownRelationship"]
 
@@ -57,7 +58,9 @@ class BundleRefresher:
         wrote: Callable[[], Awaitable[None]],
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
+        self._metrics = metrics
         self._datastore = datastore
         self._bundles = bundles
         self._static = dict(static)
@@ -104,8 +107,16 @@ class BundleRefresher:
 
     async def _scheduled(self, relationship: FederationRelationship) -> None:
         trust_domain = relationship.trust_domain
+        _log.debug("Polling for bundle update", extra={"trust_domain_id": trust_domain.name})
         try:
-            bundle = await self._fetch_and_store(relationship)
+            with self._metrics.call(
+                "bundle_manager", "fetch", "federated_bundle", labels=(("trust_domain_id", trust_domain.name),)
+            ):
+                bundle = await self._fetch_and_store(relationship)
+            self._metrics.incr_counter(
+                ("bundle_manager", "update", "federated_bundle"), labels=(("trust_domain_id", trust_domain.name),)
+            )
+            _log.info("Bundle refreshed", extra={"trust_domain_id": trust_domain.name})
         except FetchError as err:
             held = self._bundles.get(trust_domain)
             hint = timedelta(seconds=held.refresh_hint) if held is not None and held.refresh_hint else None

@@ -22,6 +22,7 @@ from pyspire.server.federation.endpoint import BundleEndpointServer, load_servin
 from pyspire.server.federation.refresher import BundleRefresher
 from pyspire.server.server_svid import ServerSvid
 from pyspire.spiffe import Bundle, TrustDomain
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.transport import ServerTlsContexts
 
 __all__ = ["FederationService", "static_relationships"]
@@ -55,12 +56,13 @@ class FederationService:
         *,
         server_svid: ServerSvid,
         wrote: Callable[[], Awaitable[None]],
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._config = federation.bundle_endpoint
         self._trust_domain = trust_domain
         self._bundles = bundles
         self._server_svid = server_svid
-        self.refresher = BundleRefresher(datastore, bundles, static_relationships(federation), wrote)
+        self.refresher = BundleRefresher(datastore, bundles, static_relationships(federation), wrote, metrics=metrics)
         self.endpoint: BundleEndpointServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -48,8 +48,8 @@ class StatsdSink:
         self._client.gauge(self._name(key, labels), value)
 
     def incr_counter(self, key: Key, value: float, labels: Labels) -> None:
-        """``name:value|c``."""
-        self._client.incr(self._name(key, labels), value)
+        """``name:value|c`` (whole numbers without a fraction)."""
+        self._client.incr(self._name(key, labels), int(value) if float(value).is_integer() else value)
 
     def add_sample(self, key: Key, value: float, labels: Labels) -> None:
         """``name:value|ms``."""

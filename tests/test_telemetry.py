@@ -1,0 +1,372 @@
+"""Metrics and health of real daemons, scraped and probed as an operator's tools would.
+
+One server and one agent export to every sink at once (Prometheus, Statsd, DogStatsd to UDP
+listeners in this process, InMem); the agent attests, this process is registered and fetches
+its SVIDs, then the tests read what each sink saw: SPIRE's names, labels and status values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pyspire.spiffe.workloadapi import WorkloadApiClient
+
+from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from tests.support.free_port import free_port
+from tests.support.waiting import eventually
+from tests.support.workloads import fetched_spiffe_id, register_this_process
+
+HOST = socket.gethostname()
+
+
+@dataclass
+class UdpSink:
+    """A UDP listener collecting the datagrams a Statsd client sends."""
+
+    sock: socket.socket
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def run(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self.lines.extend(data.decode().splitlines())
+
+
+def _udp_sink() -> UdpSink:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sink = UdpSink(sock)
+    threading.Thread(target=sink.run, daemon=True).start()
+    return sink
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return str(response.read().decode())
+
+
+def http_get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def series(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of ``name`` (exactly) with its labels."""
+    found = []
+    for match in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        found.append((labels, float(match.group(2))))
+    return found
+
+
+@dataclass
+class Deployment:
+    server: ServerDaemon
+    agent: AgentDaemon
+    server_metrics: int
+    agent_metrics: int
+    server_health: int
+    agent_health: int
+    statsd: UdpSink
+    dogstatsd: UdpSink
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    directory = tmp_path_factory.mktemp("telemetry")
+    statsd, dogstatsd = _udp_sink(), _udp_sink()
+    ports = [free_port() for _ in range(4)]
+    server = start_server(
+        directory / "server",
+        extra=f'log_file = "{directory / "server.log"}"',
+        blocks=f"""
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {ports[0]}
+    }}
+    Statsd = [{{ address = "{statsd.address}" }}]
+    DogStatsd = [{{ address = "{dogstatsd.address}" }}]
+    InMem {{}}
+}}
+health_checks {{
+    listener_enabled = true
+    bind_address = "127.0.0.1"
+    bind_port = "{ports[2]}"
+}}
+""",
+    )
+    alias = "spiffe://example.org/node/telemetry"
+    try:
+        agent = start_agent(
+            directory / "agent",
+            server,
+            server.join_token(alias),
+            blocks=f"""
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {ports[1]}
+    }}
+}}
+health_checks {{
+    listener_enabled = true
+    bind_address = "127.0.0.1"
+    bind_port = "{ports[3]}"
+    live_path = "/alive"
+    ready_path = "/readyz"
+}}
+""",
+        )
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        register_this_process(server, alias, "spiffe://example.org/telemetry/workload")
+        assert fetched_spiffe_id(agent) == "spiffe://example.org/telemetry/workload"
+
+        async def fetch_jwt() -> None:
+            async with WorkloadApiClient(agent.address, timeout=10) as client:
+                await client.fetch_jwt_svids(["db"])
+
+        asyncio.run(fetch_jwt())
+        server.cli("entry", "show", "-entryID", "no-such-entry", check=False)
+        yield Deployment(server, agent, ports[0], ports[1], ports[2], ports[3], statsd, dogstatsd)
+    finally:
+        agent.stop()
+        server.stop()
+        statsd.sock.close()
+        dogstatsd.sock.close()
+
+
+SERVER_NAMES = [
+    "spire_server_rpc_agent_v1_agent_attest_agent",
+    "spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time",
+    "spire_server_rpc_entry_v1_entry_batch_create_entry",
+    "spire_server_rpc_entry_v1_entry_sync_authorized_entries",
+    "spire_server_rpc_svid_v1_svid_batch_new_x509svid",
+    "spire_server_rpc_svid_v1_svid_new_jwtsvid",
+    "spire_server_rpc_bundle_v1_bundle_get_bundle",
+    "spire_server_datastore_node_create",
+    "spire_server_datastore_join_token_fetch",
+    "spire_server_datastore_registration_entry_create",
+    "spire_server_datastore_bundle_list",
+    "spire_server_server_ca_sign_x509_svid",
+    "spire_server_server_ca_sign_jwt_svid",
+    "spire_server_ca_manager_x509_ca_prepare",
+    "spire_server_ca_manager_x509_ca_activate",
+    "spire_server_ca_manager_jwt_key_prepare",
+    "spire_server_manager_jwt_key_activate",
+    "spire_server_manager_x509_ca_rotate_ttl",
+    "spire_server_server_key_manager_generate_key",
+    "spire_server_svid_rotate",
+    "spire_server_entry_cache_reload",
+    "spire_server_started",
+    "spire_server_uptime_in_ms",
+]
+
+AGENT_NAMES = [
+    "spire_agent_rpc_workload_api_fetch_x509svid",
+    "spire_agent_rpc_workload_api_fetch_jwtsvid",
+    "spire_agent_workload_api_connection",
+    "spire_agent_workload_api_connections",
+    "spire_agent_workload_api_workload_attestation",
+    "spire_agent_workload_api_workload_attestor",
+    "spire_agent_workload_api_discovered_selectors",
+    "spire_agent_node_attestor_new_svid",
+    "spire_agent_manager_sync_fetch_entries_updates",
+    "spire_agent_manager_sync_fetch_svids_updates",
+    "spire_agent_agent_key_manager_generate_key",
+    "spire_agent_lru_cache_record_map_size",
+    "spire_agent_lru_cache_svid_map_size",
+    "spire_agent_lru_cache_entry_add",
+    "spire_agent_sync_entries_total",
+    "spire_agent_sync_bundles_total",
+    "spire_agent_started",
+    "spire_agent_uptime_in_ms",
+]
+
+
+@pytest.mark.slow
+def test_the_server_exports_spire_metric_names_with_spire_labels(deployment: Deployment) -> None:
+    text = scrape(deployment.server_metrics)
+    for name in SERVER_NAMES:
+        assert series(text, name), f"{name} missing"
+    attested = series(text, "spire_server_rpc_agent_v1_agent_attest_agent")
+    assert attested == [({"host": HOST, "status": "OK"}, 1.0)]
+    assert "# TYPE spire_server_rpc_agent_v1_agent_attest_agent counter" in text
+    assert "# TYPE spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time summary" in text
+    quantiles = {
+        labels["quantile"] for labels, _ in series(text, "spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time")
+    }
+    assert quantiles == {"0.5", "0.9", "0.99"}
+    assert series(text, "spire_server_rpc_agent_v1_agent_attest_agent_elapsed_time_count")[0][1] == 1.0
+    started = series(text, "spire_server_started")
+    assert started[0][0]["trust_domain_id"] == "example_org"  # sanitized, as SPIRE labels it
+    assert re.fullmatch(r"\d+_\d+_\d+.*", started[0][0]["version"])
+    assert not any(line.endswith("_total") for line in re.findall(r"^spire_\S+(?=[{ ])", text, re.M))
+
+
+@pytest.mark.slow
+def test_a_failed_call_is_counted_under_its_grpc_status_name(deployment: Deployment) -> None:
+    text = scrape(deployment.server_metrics)
+    assert ({"host": HOST, "status": "NotFound"}, 1.0) in series(text, "spire_server_rpc_entry_v1_entry_get_entry")
+
+
+@pytest.mark.slow
+def test_the_agent_exports_spire_metric_names_with_spire_labels(deployment: Deployment) -> None:
+    text = scrape(deployment.agent_metrics)
+    for name in AGENT_NAMES:
+        assert series(text, name), f"{name} missing"
+    attestors = series(text, "spire_agent_workload_api_workload_attestor")
+    assert {labels["attestor"] for labels, _ in attestors} == {"unix"}
+    # The agent holds two entries: the join token's alias (parent: the agent) and the workload's.
+    assert series(text, "spire_agent_lru_cache_record_map_size")[0][1] == 2.0
+    assert series(text, "spire_agent_sync_entries_total")[0][1] == 2.0
+    assert series(text, "spire_agent_workload_api_connections")[0][1] == 0.0  # every stream has ended
+    for _, value in series(text, "process_resident_memory_bytes"):
+        assert value > 1e6
+
+
+@pytest.mark.slow
+def test_statsd_and_dogstatsd_receive_the_names_flattened_as_go_metrics_does(deployment: Deployment) -> None:
+    statsd = eventually(
+        lambda: [
+            line for line in deployment.statsd.lines if line.startswith("spire_server.rpc.agent.v1.agent.attest_agent.")
+        ]
+    )
+    assert statsd[0] == f"spire_server.rpc.agent.v1.agent.attest_agent.OK.{HOST}:1|c"
+    assert any(
+        line.startswith(f"spire_server.rpc.agent.v1.agent.attest_agent.elapsed_time.OK.{HOST}:")
+        and line.endswith("|ms")
+        for line in deployment.statsd.lines
+    )
+    dogstatsd = eventually(
+        lambda: [
+            line
+            for line in deployment.dogstatsd.lines
+            if line.startswith("spire_server.rpc.agent.v1.agent.attest_agent:")
+        ]
+    )
+    assert dogstatsd[0] == f"spire_server.rpc.agent.v1.agent.attest_agent:1|c|#status:OK,host:{HOST}"
+
+
+@pytest.mark.slow
+def test_sigusr1_dumps_the_inmem_sink_to_the_log(deployment: Deployment) -> None:
+    log = deployment.server.directory.parent / "server.log"
+    deployment.server.cli("entry", "show")
+    process = deployment.server.process
+    assert process is not None
+    counted = re.compile(r"\[C\] 'spire_server\.rpc\.entry\.v1\.entry\.list_entries;status=OK;host=[^']+': Count: \d+")
+
+    def dumped() -> bool:
+        # Only complete (1 s) intervals are dumped: ask again until the call's interval is one.
+        process.send_signal(signal.SIGUSR1)
+        return bool(counted.search(log.read_text()))
+
+    eventually(dumped, timeout=10, interval=0.5)
+    assert re.search(r"\[G\] 'spire_server\.uptime_in_ms;host=[^']+': \d+\.\d{3}", log.read_text())
+
+
+@pytest.mark.slow
+def test_health_checks_answer_with_spire_checks_and_details(deployment: Deployment) -> None:
+    status, body = http_get(deployment.server_health, "/ready")
+    assert (status, body) == (200, {"server": {}, "catalog.datastore": {}, "server.ca": {}, "server.ca.rotator": {}})
+    assert http_get(deployment.server_health, "/live")[0] == 200
+    assert http_get(deployment.agent_health, "/readyz") == (200, {"agent": {}})
+    assert http_get(deployment.agent_health, "/alive") == (200, {"agent": {}})
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://127.0.0.1:{deployment.agent_health}/ready", timeout=10)
+    assert missing.value.code == 404
+
+
+def test_an_agent_still_attesting_is_live_but_not_ready(tmp_path: Path) -> None:
+    """SPIRE's meaning: live while starting, ready only once the Workload API answers."""
+    port = free_port()
+    unreachable = ServerDaemon("pyspire-server", tmp_path / "none", tmp_path / "none.sock", "")
+    unreachable.port = free_port()
+    (tmp_path / "none").mkdir()
+    agent = AgentDaemon(
+        "pyspire-agent",
+        tmp_path / "agent",
+        tmp_path / "agent" / "public" / "api.sock",
+        f"""
+agent {{
+    trust_domain = "example.org"
+    server_address = "127.0.0.1"
+    server_port = "{unreachable.port}"
+    socket_path = "{tmp_path / "agent" / "public" / "api.sock"}"
+    insecure_bootstrap = true
+    data_dir = "{tmp_path / "agent" / "data"}"
+}}
+plugins {{
+    NodeAttestor "join_token" {{
+        plugin_data {{}}
+    }}
+    KeyManager "memory" {{
+        plugin_data {{}}
+    }}
+    WorkloadAttestor "unix" {{
+        plugin_data {{}}
+    }}
+}}
+health_checks {{
+    listener_enabled = true
+    bind_address = "127.0.0.1"
+    bind_port = "{port}"
+}}
+""",
+        ["-joinToken", "never-used"],
+    )
+    agent.start(wait=False)
+    try:
+        ready = eventually(lambda: _answered(port, "/ready"))
+        assert ready == (500, {"agent": {"make_new_x509_err": "workload api is unavailable"}})
+        assert http_get(port, "/live") == (200, {"agent": {}})
+    finally:
+        agent.stop()
+
+
+def _answered(port: int, path: str) -> tuple[int, dict[str, object]] | None:
+    try:
+        return http_get(port, path)
+    except urllib.error.URLError:
+        return None
+
+
+def test_grpc_health_reports_a_missing_bundle_as_not_serving(tmp_path: Path) -> None:
+    """SPIRE's server health: SERVING only while its own bundle can be read from the datastore."""
+    server = start_server(tmp_path)
+    try:
+        assert "Server is healthy." in server.cli("healthcheck").stdout
+        with sqlite3.connect(tmp_path / "data" / "datastore.sqlite3") as database:
+            database.execute("DELETE FROM bundles")
+        unhealthy = server.cli("healthcheck", check=False)
+        assert unhealthy.returncode == 1
+        assert "NOT_SERVING" in unhealthy.stderr
+        assert "bundle is missing" in server.log()
+    finally:
+        server.stop()

@@ -99,7 +99,9 @@ def collector_binary() -> Path:
         (directory / "go.mod").write_text("module otelcolpyspiretests\n\ngo 1.24\n")
         env = {**os.environ, "GOFLAGS": "-mod=mod"}
         for step in ([go, "get", *_MODULES], [go, "build", "-o", str(binary.with_suffix(".tmp")), "."]):
-            done = subprocess.run(step, cwd=directory, env=env, capture_output=True, text=True, timeout=1800, check=False)
+            done = subprocess.run(
+                step, cwd=directory, env=env, capture_output=True, text=True, timeout=1800, check=False
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(step)} failed:\n{done.stdout}\n{done.stderr}")
         binary.with_suffix(".tmp").rename(binary)

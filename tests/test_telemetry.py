@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from pyspire.spiffe.workloadapi import WorkloadApiClient
+from pyspire.telemetry.catalog import catalog, prometheus_names
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
 from tests.support.free_port import free_port
@@ -370,3 +371,14 @@ def test_grpc_health_reports_a_missing_bundle_as_not_serving(tmp_path: Path) -> 
         assert "bundle is missing" in server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("daemon", "service"), [("server", "spire_server"), ("agent", "spire_agent")])
+def test_every_metric_a_daemon_exports_is_in_the_reference(deployment: Deployment, daemon: str, service: str) -> None:
+    """docs/metrics.md is generated from the catalog: a metric missing from it would be undocumented."""
+    port = deployment.server_metrics if daemon == "server" else deployment.agent_metrics
+    exported = set(re.findall(r"^(spire_\w+)(?=[{ ])", scrape(port), re.M))
+    documented = {name for info in catalog(daemon) for name in prometheus_names(info, service)}  # type: ignore[arg-type]
+    assert exported
+    assert exported - documented == set()

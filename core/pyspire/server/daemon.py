@@ -288,14 +288,16 @@ class ServerDaemon:
             now = int(time.time())
             try:
                 await ctx.call(ctx.datastore.prune_join_tokens, now)
-                await ctx.call(ctx.datastore.prune_registration_entries, now)
+                with ctx.metrics.call("registration_entry", "manager", "prune"):
+                    await ctx.call(ctx.datastore.prune_registration_entries, now)
                 await ctx.call(
                     ctx.datastore.prune_change_events,
                     now - int(section.experimental.prune_events_older_than.total_seconds()),
                 )
                 if section.prune_attested_nodes_expired_for is not None:
                     cutoff = now - int(section.prune_attested_nodes_expired_for.total_seconds())
-                    await ctx.call(ctx.datastore.prune_attested_nodes, cutoff, section.prune_tofu_nodes)
+                    with ctx.metrics.call("node", "manager", "prune"):
+                        await ctx.call(ctx.datastore.prune_attested_nodes, cutoff, section.prune_tofu_nodes)
             except Exception:
                 _log.exception("Pruning failed; it is retried later")
 

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, create_engine, event
 from pyspire.files import ensure_private_dir
 from pyspire.plugin.errors import PluginConfigError
 
-__all__ = ["SqlConfig", "make_engine"]
+__all__ = ["SqlConfig", "make_engine", "mysql_connect_args"]
 
 DatabaseType = Literal["sqlite3", "postgres", "mysql"]
 
@@ -58,7 +58,7 @@ _GO_MYSQL_DSN = re.compile(
 )
 
 
-def _mysql_connect_args(dsn: str) -> dict[str, Any]:
+def mysql_connect_args(dsn: str) -> dict[str, Any]:
     """PyMySQL keyword arguments from a Go MySQL DSN or a mysql:// URL."""
     if dsn.startswith("mysql://"):
         parts = urlsplit(dsn)
@@ -153,7 +153,7 @@ def make_engine(config: SqlConfig) -> Engine:
                 "database_type", 'mysql needs the PyMySQL driver: pip install "pyspire[mysql]"'
             ) from None
 
-        args = _mysql_connect_args(config.connection_string)
+        args = mysql_connect_args(config.connection_string)
         creator = lambda: pymysql.connect(**args, charset="utf8mb4", autocommit=False)  # noqa: E731
         url = "mysql+pymysql://"
     lifetime = int(config.conn_max_lifetime.total_seconds()) if config.conn_max_lifetime else -1

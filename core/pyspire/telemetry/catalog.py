@@ -120,7 +120,9 @@ SPIRE_NOT_EMITTED: tuple[tuple[str, str], ...] = (
         "SPIRE's events-based cache only",
     ),
     ("cache_manager.tainted_*, *.process_tainted_*", "tainted SVIDs are renewed within the sync (expiring_svids)"),
-    ("delegated_identity_api.*, agent_key_manager.*_private_key, store.*", "not implemented by pyspire"),
+    ("delegated_identity_api.*, agent_key_manager.*_private_key", "not implemented by pyspire"),
+    ("store.store_svid_updates", "the agent does not run SVIDStore plugins"),
+    ("bootstraped, bootstrap_seconds, bootstrap_attempts", "SPIRE's agent rebootstrapping (rebootstrap_mode is refused)"),
     ("runtime.* (go-metrics runtime metrics), go_* (Go's collector)", "they describe the Go runtime"),
 )
 """SPIRE metrics pyspire does not emit, and why."""
@@ -205,7 +207,17 @@ def catalog(daemon: Daemon) -> list[MetricInfo]:
         for path in sorted(served_paths(daemon), key=rpc_metric_key)
     ]
     own = _SERVER if daemon == "server" else _AGENT
-    return [*rpcs, *_plugin_metrics(daemon), *sorted((*own, *_COMMON), key=lambda info: info.key)]
+    limits = []
+    if daemon == "server":
+        from pyspire.server.api.ratelimit import LIMITED_METHODS  # noqa: PLC0415 - the server's own table
+
+        limits = [
+            MetricInfo(
+                ("rateLimit", *rpc_metric_key(path)[1:]), "call counter", f"Rate limiting of {path} (TCP callers)"
+            )
+            for path in sorted(LIMITED_METHODS)
+        ]
+    return [*rpcs, *limits, *_plugin_metrics(daemon), *sorted((*own, *_COMMON), key=lambda info: info.key)]
 
 
 def prometheus_names(info: MetricInfo, service: str) -> list[str]:

@@ -30,6 +30,7 @@ from pyspire.server.api.audit import caller_path
 from pyspire.server.api.errors import Reason, agent_denied, from_plugin_error
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
+from pyspire.telemetry.rpc import rpc_metric_key
 from pyspire.transport import peer_address, peer_certificate, peer_credentials
 
 if TYPE_CHECKING:
@@ -243,10 +244,14 @@ async def authorize(stream: Any, ctx: ServerContext, method: str) -> Caller:
     if policy is None:
         raise GRPCError(Status.PERMISSION_DENIED, f"no authorization policy for {method}")
     caller = _identify(stream)
-    if not caller.local and not ctx.rate_limits.allow(method, caller.address):
-        raise GRPCError(
-            Status.RESOURCE_EXHAUSTED, f"rate limit exceeded: {method} allows {ctx.rate_limits.describe(method)}"
-        )
+    if not caller.local and ctx.rate_limits.applies(method):
+        # SPIRE counts each rate-limited call as rateLimit.<service>.<method>, with its outcome.
+        with ctx.metrics.call("rateLimit", *rpc_metric_key(method)[1:]):
+            if not ctx.rate_limits.allow(method, caller.address):
+                raise GRPCError(
+                    Status.RESOURCE_EXHAUSTED,
+                    f"rate limit exceeded: {method} allows {ctx.rate_limits.describe(method)}",
+                )
     if policy.any or (policy.local and caller.local):
         return caller
     admin, downstream = _entry_flags(caller, ctx)

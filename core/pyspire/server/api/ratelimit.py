@@ -67,6 +67,11 @@ class RateLimits:
         self._clock = clock
         self._lock = threading.Lock()
 
+    def applies(self, method: str) -> bool:
+        """Whether ``method`` is rate limited (it has a limit, and the config leaves it on)."""
+        limit = LIMITED_METHODS.get(method)
+        return limit is not None and self._enabled[limit]
+
     def allow(self, method: str, address: str | None, count: int = 1) -> bool:
         """Whether ``count`` calls of ``method`` from ``address`` fit in its limit now."""
         limit = LIMITED_METHODS.get(method)

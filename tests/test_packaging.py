@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -45,3 +46,22 @@ def test_version_flag_after_a_command_is_that_command_s_error() -> None:
     )
     assert result.returncode != 0
     assert version("pyspire") not in result.stderr.splitlines()
+
+
+def test_the_dockerfile_builds_from_what_the_repository_has() -> None:
+    """No container runtime here: check what the build steps name exists and means what it says."""
+    text = (ROOT / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for name in source.split():
+            assert (ROOT / name).exists(), f"COPY {name}: missing"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = re.search(r'"\.\[([\w,]+)\]"', text)
+    assert extras is not None
+    assert set(extras.group(1).split(",")) <= set(project["optional-dependencies"])
+    assert "plugins/*/" in text  # every plugin distribution
+    for command in re.findall(r'"(pyspire-(?:server|agent))"', text):
+        assert command in project["scripts"]
+    python = re.findall(r"^FROM python:(\d+\.\d+)", text, re.M)
+    assert python
+    assert all(f"Programming Language :: Python :: {v}" in project["classifiers"] for v in python)
+    assert "--uid 999" in text  # the uid contrib/k8s/server.yaml runs as

@@ -8,11 +8,11 @@ datastore is the one its config names. ``-dryRun`` reports what would be importe
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from pyspire.command_line import CliError
 from pyspire.config import ConfigError, load_server_config
 from pyspire.config.plugins import SERVER_PLUGIN_TYPES, parse_plugins_block
 from pyspire.config.reader import read_config_file
@@ -86,8 +86,7 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             datastore.close()
     except (ConfigError, CatalogError, SpireDatastoreError, MigrationError, PluginError) as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+        raise CliError(str(err)) from None
     if args.dry_run:
         print("Dry run: nothing was imported.")
     for line in report.lines():

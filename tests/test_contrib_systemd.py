@@ -14,6 +14,8 @@ import configparser
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,8 +156,16 @@ def _fresh_host(prefix: Path, unit: str, conf: str, replacements: dict[str, int 
 
 
 @pytest.mark.slow
-def test_the_units_configs_run_a_server_and_agent_on_a_fresh_host(tmp_path: Path) -> None:
-    prefix = tmp_path / "host"
+@pytest.fixture
+def host() -> Iterator[Path]:
+    """A short scratch prefix: the units' socket paths below it must stay within AF_UNIX's 108 bytes."""
+    prefix = Path(tempfile.mkdtemp(prefix="host-", dir="/tmp"))
+    yield prefix
+    shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_the_units_configs_run_a_server_and_agent_on_a_fresh_host(tmp_path: Path, host: Path) -> None:
+    prefix = host
     server_port = free_port()
     server_text = _fresh_host(
         prefix,

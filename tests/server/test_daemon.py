@@ -162,6 +162,17 @@ def test_taken_port_fails_with_a_clear_message(server: ServerDaemon, tmp_path: P
     assert "Server is healthy." in server.cli("healthcheck").stdout
 
 
+def test_a_socket_path_too_long_for_unix_sockets_is_named(tmp_path: Path) -> None:
+    """The kernel's limit (108 bytes) fails bind without an errno: the message must still say why."""
+    long_path = tmp_path / ("d" * 60) / ("e" * 60) / "api.sock"
+    text, _, _ = server_config(tmp_path, extra=f'socket_path = "{long_path}"')
+    text = text.replace(f'socket_path = "{tmp_path / "sock" / "api.sock"}"', "")
+    daemon = Daemon("pyspire-server", tmp_path, long_path, text).start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(30) == 1
+    assert f"cannot listen on {long_path}: AF_UNIX path too long" in daemon.log()
+
+
 def test_malformed_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     text, _, _ = server_config(tmp_path, extra='ca_ttl_typo = "1h"')
     config = tmp_path / "bad.conf"

@@ -196,7 +196,7 @@ class AgentDaemon:
                 await self._health.start()
             except OSError as err:
                 raise StartupError(
-                    f"health_checks: cannot listen on {health.bind_address}:{health.bind_port}: {err.strerror}"
+                    f"health_checks: cannot listen on {health.bind_address}:{health.bind_port}: {err.strerror or err}"
                 ) from None
 
     async def _fetch_own_bundles(self) -> BaseException | None:
@@ -355,7 +355,7 @@ class AgentDaemon:
         try:
             await self._server.start(path=str(path))
         except OSError as err:
-            raise StartupError(f"cannot listen on {path}: {err.strerror}") from None
+            raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._socket_bound = True
         os.chmod(path, 0o777)  # noqa: S103 - SPIRE's mode: any local process may ask; attestation decides
         _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
@@ -377,7 +377,7 @@ class AgentDaemon:
         try:
             await self._admin.start(path=str(path))
         except OSError as err:
-            raise StartupError(f"cannot listen on {path}: {err.strerror}") from None
+            raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._admin_path = path
         os.chmod(path, 0o770)  # noqa: S103 - SPIRE's mode for admin sockets: owner and group
         _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})

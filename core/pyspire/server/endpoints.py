@@ -64,7 +64,8 @@ class Endpoints:
         try:
             await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
         except OSError as err:
-            raise ListenError(f"cannot listen on {config.bind_address}:{config.bind_port}: {err.strerror}") from None
+            address = f"{config.bind_address}:{config.bind_port}"
+            raise ListenError(f"cannot listen on {address}: {err.strerror or err}") from None
         self._servers.append(tcp)
         _log.info(
             "Starting Server APIs", extra={"address": f"{config.bind_address}:{config.bind_port}", "network": "tcp"}
@@ -87,7 +88,7 @@ class Endpoints:
         try:
             await local.start(path=str(self._socket_path))
         except OSError as err:
-            raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror}") from None
+            raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror or err}") from None
         self._socket_bound = True
         os.chmod(self._socket_path, 0o770)  # noqa: S103 - SPIRE's mode: the group may administer
         self._servers.append(local)

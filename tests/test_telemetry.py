@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -382,3 +383,26 @@ def test_every_metric_a_daemon_exports_is_in_the_reference(deployment: Deploymen
     documented = {name for info in catalog(daemon) for name in prometheus_names(info, service)}  # type: ignore[arg-type]
     assert exported
     assert exported - documented == set()
+
+
+@pytest.mark.slow
+def test_the_agents_debug_log_says_who_called_what_matched_and_what_was_delivered(deployment: Deployment) -> None:
+    log = deployment.agent.log()
+    uid = os.getuid()
+    attested = re.search(
+        rf'msg="PID attested to have selectors" pid=\d+ selectors="([^"]+)" subsystem_name=\S+ uid={uid}', log
+    )
+    assert attested is not None, log[-3000:]
+    assert f"unix:uid:{uid}" in attested.group(1).split(",")
+    workload = 'spiffe_id="spiffe://example.org/telemetry/workload"'
+    matched = r'msg="Entries matched the caller\'s selectors" count=1 entry_ids=\S+ spiffe_ids="spiffe://example.org/telemetry/workload"'
+    assert re.search(matched, log)
+    assert re.search(rf'msg="Fetched X.509 SVID" {workload} subsystem_name=\S+ ttl=\d', log)
+    assert re.search(rf'msg="Fetched JWT SVID" audience=db {workload}', log)
+    assert re.search(rf'msg="Entry created" entry=\S+ revision_number=0 selectors="unix:uid:{uid}" {workload}', log)
+    assert re.search(rf'msg="Creating X509-SVID" entry_id=\S+ {workload}', log)
+    assert re.search(rf'msg="SVID updated" entry=\S+ expiration="[^"]+" {workload}', log)
+    assert (
+        'msg="Node attestation was successful" reattestable=false spiffe_id="spiffe://example.org/spire/agent/join_token/'
+        in log
+    )

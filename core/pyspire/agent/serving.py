@@ -31,7 +31,7 @@ from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
 from pyspire.transport import PinnedCaller, pinned_caller
 
-__all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header"]
+__all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header", "log_matched_entries"]
 
 SECURITY_HEADER = "workload.spiffe.io"
 """The header (value ``true``) a caller sends to show it means to call the agent (anti-SSRF)."""
@@ -104,6 +104,21 @@ def _replaced() -> GRPCError:
     return GRPCError(Status.PERMISSION_DENIED, "the calling process exited or was replaced: no identity issued")
 
 
+def log_matched_entries(cache: WorkloadCache, selectors: frozenset[Selector]) -> None:
+    """The debug line saying which entries a caller's selectors matched (none is logged as such too)."""
+    if not _log.isEnabledFor(logging.DEBUG):
+        return
+    matched = cache.matching(selectors)
+    _log.debug(
+        "Entries matched the caller's selectors",
+        extra={
+            "count": len(matched),
+            "entry_ids": ",".join(entry.id for entry in matched),
+            "spiffe_ids": ",".join(str(entry.spiffe_id) for entry in matched),
+        },
+    )
+
+
 class OpenStreams:
     """The streams open on one cache, and the shutdown that ends them."""
 
@@ -119,6 +134,7 @@ class OpenStreams:
     def open(self, selectors: frozenset[Selector]) -> Iterator[None]:
         """Hold a stream open for a caller with ``selectors``."""
         self.check_running()
+        log_matched_entries(self.cache, selectors)
         self._count += 1
         self._drained.clear()
         try:

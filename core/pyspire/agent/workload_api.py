@@ -24,7 +24,13 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry, WorkloadIdentity
 from pyspire.agent.client import ServerClient, ServerUnavailable
-from pyspire.agent.serving import SECURITY_HEADER, CallerAttestor, OpenStreams, check_security_header
+from pyspire.agent.serving import (
+    SECURITY_HEADER,
+    CallerAttestor,
+    OpenStreams,
+    check_security_header,
+    log_matched_entries,
+)
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIBase
@@ -200,6 +206,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             except SpiffeIdError as err:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {err}") from None
         selectors = await self._attest(stream)
+        log_matched_entries(self._cache, selectors)
         entries = self._cache.matching(selectors)
         if wanted is not None:
             entries = [e for e in entries if e.spiffe_id == wanted]

@@ -60,7 +60,8 @@ def _text_value(value: object) -> str:
         text = "true" if value else "false"
     else:
         text = str(value)
-    return text if _PLAIN.fullmatch(text) else json.dumps(text)
+    # As logrus (QuoteEmptyFields off): an empty value is written as nothing, not as "".
+    return text if not text or _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 def _subsystem(record: logging.LogRecord) -> str:

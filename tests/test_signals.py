@@ -18,6 +18,8 @@ import pytest
 from tests.support.daemons import Daemon, ServerDaemon, start_agent, start_server
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow  # every test here runs real daemons
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:

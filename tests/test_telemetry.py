@@ -298,8 +298,9 @@ def test_health_checks_answer_with_spire_checks_and_details(deployment: Deployme
     status, body = http_get(deployment.server_health, "/ready")
     assert (status, body) == (200, {"server": {}, "catalog.datastore": {}, "server.ca": {}, "server.ca.rotator": {}})
     assert http_get(deployment.server_health, "/live")[0] == 200
-    assert http_get(deployment.agent_health, "/readyz") == (200, {"agent": {}})
-    assert http_get(deployment.agent_health, "/alive") == (200, {"agent": {}})
+    # SPIRE's "agent" check, and pyspire's own agent_svid_saved.
+    assert http_get(deployment.agent_health, "/readyz") == (200, {"agent": {}, "agent_svid_saved": {}})
+    assert http_get(deployment.agent_health, "/alive") == (200, {"agent": {}, "agent_svid_saved": {}})
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"http://127.0.0.1:{deployment.agent_health}/ready", timeout=10)
     assert missing.value.code == 404
@@ -346,8 +347,8 @@ health_checks {{
     agent.start(wait=False)
     try:
         ready = eventually(lambda: _answered(port, "/ready"))
-        assert ready == (500, {"agent": {"make_new_x509_err": "workload api is unavailable"}})
-        assert http_get(port, "/live") == (200, {"agent": {}})
+        assert ready == (500, {"agent": {"make_new_x509_err": "workload api is unavailable"}, "agent_svid_saved": {}})
+        assert http_get(port, "/live") == (200, {"agent": {}, "agent_svid_saved": {}})
     finally:
         agent.stop()
 

@@ -140,12 +140,14 @@ class HealthChecker:
 
     def state(self) -> tuple[bool, bool, dict[str, dict[str, str]], dict[str, dict[str, str]]]:
         """(live, ready, live details, ready details by check); a check not run yet is neither."""
-        ready_details = {name: dict(s.result.details) if s.result else {} for name, s in self._states.items()}
+        results_by_name = {name: state.result for name, state in self._states.items()}
+        results_by_name.update({name: check() for name, check in self._instant.items()})
+        ready_details = {name: dict(r.details) if r else {} for name, r in results_by_name.items()}
         live_details = {
-            name: dict(s.result.details if s.result.live_details is None else s.result.live_details) if s.result else {}
-            for name, s in self._states.items()
+            name: dict(r.details if r.live_details is None else r.live_details) if r else {}
+            for name, r in results_by_name.items()
         }
-        results = [s.result for s in self._states.values()]
+        results = list(results_by_name.values())
         live = all(r is not None and r.live for r in results)
         ready = all(r is not None and r.ready for r in results)
         return live, ready, live_details, ready_details

@@ -104,9 +104,9 @@ class PluginObserver:
     @contextmanager
     def __call__(self, handle: PluginHandle, hook: str) -> Iterator[None]:
         """Measure one call of ``hook`` on ``handle``."""
-        attributes = {"pyspire.plugin.type": handle.plugin_type, "pyspire.plugin.name": handle.name}
+        attributes = {"pyspire.plugin.type": handle.type_name, "pyspire.plugin.name": handle.name}
         with ExitStack() as stack:
             stack.enter_context(tracer.start_as_current_span(f"{handle.prefix}.{hook}", attributes=attributes))
-            for key in plugin_metric_keys(self._role, handle.plugin_type, hook):
+            for key in plugin_metric_keys(self._role, handle.type_name, hook):
                 stack.enter_context(self._metrics.call(*key))
             yield

@@ -155,7 +155,6 @@ def _fresh_host(prefix: Path, unit: str, conf: str, replacements: dict[str, int 
     return text
 
 
-@pytest.mark.slow
 @pytest.fixture
 def host() -> Iterator[Path]:
     """A short scratch prefix: the units' socket paths below it must stay within AF_UNIX's 108 bytes."""
@@ -164,6 +163,7 @@ def host() -> Iterator[Path]:
     shutil.rmtree(prefix, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_units_configs_run_a_server_and_agent_on_a_fresh_host(tmp_path: Path, host: Path) -> None:
     prefix = host
     server_port = free_port()

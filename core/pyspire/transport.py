@@ -266,6 +266,22 @@ class GrpcServer(grpclib.server.Server):
         self._max_receive = max_receive_message_length
         self._pin_callers = pin_callers
 
+    async def start_unix(self, path: str, mode: int, **kwargs: Any) -> None:
+        """Listen on a Unix socket at ``path`` that has ``mode`` before its first connection.
+
+        The socket is bound, given its mode, and only then listened on: binding creates the
+        file with whatever the umask leaves, and a connection accepted before a later chmod
+        would have reached a socket its mode should have kept the caller from.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, mode)
+            await self.start(sock=sock, **kwargs)
+        except BaseException:
+            sock.close()
+            raise
+
     def _protocol_factory(self) -> Any:
         protocol = super()._protocol_factory()
         _limit_received_messages(protocol.handler, self._max_receive)

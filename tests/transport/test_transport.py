@@ -244,3 +244,43 @@ async def test_server_keeps_serving_other_clients_after_a_failed_handshake(tls_s
     )
     assert (await ask(channel)).svid_chain[0].subject == "none"
     channel.close()
+
+
+async def test_a_unix_socket_has_its_mode_before_it_accepts_a_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under a permissive umask the socket file is born world-writable: were it listened on
+    # before its chmod, a caller connecting in between would reach it despite its mode.
+    path = tmp_path / "admin.sock"
+    connectable_at_chmod: list[bool] = []
+    chmod = os.chmod
+
+    def chmod_and_probe(target: Any, mode: int, **kwargs: Any) -> None:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(target))
+            connectable_at_chmod.append(True)
+        except ConnectionRefusedError:
+            connectable_at_chmod.append(False)
+        finally:
+            probe.close()
+        chmod(target, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", chmod_and_probe)
+    previous = os.umask(0)
+    server = GrpcServer([WhoAmI()])
+    try:
+        await server.start_unix(str(path), 0o770)
+    finally:
+        os.umask(previous)
+    try:
+        assert connectable_at_chmod == [False]
+        assert path.stat().st_mode & 0o777 == 0o770
+        channel = Channel(path=str(path))
+        try:
+            assert (await debug_grpc.DebugStub(channel).GetInfo(debug_pb2.GetInfoRequest())).uptime == os.getpid()
+        finally:
+            channel.close()
+    finally:
+        server.close()
+        await server.wait_closed()

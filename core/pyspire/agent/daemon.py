@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import urllib.request
 from pathlib import Path
@@ -353,11 +352,11 @@ class AgentDaemon:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
         self._server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)
         try:
-            await self._server.start(path=str(path))
+            # SPIRE's mode: any local process may ask; attestation decides what it gets.
+            await self._server.start_unix(str(path), 0o777)
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._socket_bound = True
-        os.chmod(path, 0o777)  # noqa: S103 - SPIRE's mode: any local process may ask; attestation decides
         _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
 
     async def _serve_admin_api(
@@ -375,11 +374,11 @@ class AgentDaemon:
             instrument([AgentDebugService(node, cache, manager), AgentLoggerService(), self.grpc_health], metrics)
         )
         try:
-            await self._admin.start(path=str(path))
+            # SPIRE's mode for admin sockets: owner and group.
+            await self._admin.start_unix(str(path), 0o770)
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._admin_path = path
-        os.chmod(path, 0o770)  # noqa: S103 - SPIRE's mode for admin sockets: owner and group
         _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})
 
     def reconfigure(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +85,11 @@ class Endpoints:
             status_details_codec=codec,
         )
         try:
-            await local.start(path=str(self._socket_path))
+            # SPIRE's mode: the group may administer.
+            await local.start_unix(str(self._socket_path), 0o770)
         except OSError as err:
             raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror or err}") from None
         self._socket_bound = True
-        os.chmod(self._socket_path, 0o770)  # noqa: S103 - SPIRE's mode: the group may administer
         self._servers.append(local)
         _log.info("Starting Server APIs", extra={"address": str(self._socket_path), "network": "unix"})
 

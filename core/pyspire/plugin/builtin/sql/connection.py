@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sqlalchemy import Engine, create_engine, event
 
 from pyspire.files import ensure_private_dir
+from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables, sqlite_tables
 from pyspire.plugin.errors import PluginConfigError
 
 __all__ = ["SqlConfig", "make_engine", "mysql_connect_args"]
@@ -100,6 +101,8 @@ def _sqlite_engine(config: SqlConfig) -> Engine:
         ensure_private_dir(path.parent if str(path.parent) else Path("."))
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # Before the engine's connection set-up writes to the file (WAL), see whose it is.
+        refuse_foreign_tables(sqlite_tables(path))
     except OSError as err:
         raise PluginConfigError("connection_string", f"cannot create the SQLite file {path}: {err.strerror}") from None
     # The driver's own transaction handling is off (isolation_level None); SQLAlchemy's

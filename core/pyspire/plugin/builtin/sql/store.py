@@ -27,12 +27,13 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, inspect, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from pyspire.plugin.builtin.sql import codec
 from pyspire.plugin.builtin.sql.connection import SqlConfig, make_engine
+from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables
 from pyspire.plugin.builtin.sql.schema import (
     attested_nodes,
     bundles,
@@ -149,10 +150,15 @@ class SqlDataStore:
                     # Held to the end of this transaction; advisory locks are per database.
                     connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7346512)")
                 current = MigrationContext.configure(connection).get_current_revision()
-                if current is not None and current not in known:
+                if current is None:
+                    # Checked under the migration lock: a server starting beside this one may
+                    # have created the schema a moment ago.
+                    refuse_foreign_tables(inspect(connection).get_table_names())
+                elif current not in known:
                     raise FailedPrecondition(
                         f"the database schema is at revision {current}, which this pyspire does not know: "
-                        "it was created by a newer pyspire; upgrade pyspire or use another database"
+                        "it was created by a newer pyspire (or another Alembic application); upgrade "
+                        "pyspire or use another database"
                     )
                 if current != head:
                     if not apply:

@@ -36,13 +36,17 @@ def strip_markers(value: Any) -> Any:
 def parse_config_text(text: str, source: str) -> dict[str, Any]:
     """Parse HCL or JSON text into plain Python values.
 
-    JSON is recognised by its first non-blank character. HCL blocks arrive as lists of
-    mappings (one per occurrence) and labelled blocks as ``{label: body}`` items; the typed
-    loader (:mod:`pyspire.config.schema`) understands both shapes.
+    JSON is recognised by its first non-blank character; HCL is read as SPIRE's HCL 1 reads
+    it (:mod:`pyspire.config.hcl`). HCL blocks arrive as lists of mappings (one per
+    occurrence) and labelled blocks as ``{label: body}`` items; the typed loader
+    (:mod:`pyspire.config.schema`) understands both shapes. A key given twice is an error in
+    both formats.
     """
     if text.lstrip().startswith("{"):
         try:
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_refuse_duplicate_members)
+        except _DuplicateMember as err:
+            raise ConfigError(source, err.name, "given twice in one JSON object; give it once") from None
         except json.JSONDecodeError as err:
             raise ConfigError(
                 source, None, f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
@@ -51,19 +55,23 @@ def parse_config_text(text: str, source: str) -> dict[str, Any]:
             raise ConfigError(source, None, "a JSON config must be an object")
         return document
     # Deferred: python-hcl2 pulls in lark, which tools reading JSON never need.
-    import hcl2  # noqa: PLC0415
-    from hcl2.utils import SerializationOptions  # noqa: PLC0415
+    from pyspire.config.hcl import parse_hcl  # noqa: PLC0415
 
-    options = SerializationOptions(with_comments=False, explicit_blocks=True, strip_string_quotes=True)
-    try:
-        document = hcl2.loads(text, serialization_options=options)
-    except Exception as err:  # lark raises a family of exceptions; all mean "not valid HCL"
-        line, column = getattr(err, "line", None), getattr(err, "column", None)
-        where = f" at line {line}, column {column}" if line is not None else ""
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(source, None, f"invalid HCL{where}: {first}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(source, None, "the file holds no configuration blocks")
+    return parse_hcl(text, source)
+
+
+class _DuplicateMember(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:
+            raise _DuplicateMember(name)
+        document[name] = value
     return document
 
 

@@ -38,6 +38,7 @@ _SPIRE_DEFAULT: Mapping[str, str] = {
     "server.jwt_key_type": "ca_key_type",
     "agent.server_address": "required (one address; a list is pyspire's addition)",
     "telemetry.Prometheus.port": "0 (any free port)",
+    "agent.experimental.use_sync_authorized_entries": "true (unset and true mean the same; setting it is deprecated)",
 }
 _PYSPIRE_ONLY: frozenset[str] = frozenset(
     {
@@ -57,6 +58,8 @@ _SPIRE_DEFAULT_UNSUPPORTED: Mapping[str, str] = {
     "prune_attested_nodes_batch_size": "1000",
     "experimental.jwt_svid_cache_hit_timeout": "30s",
     "experimental.sql_transaction_timeout": "15m",
+    "experimental.events_based_cache": "false",
+    "experimental.event_timeout": "15m",
 }
 
 

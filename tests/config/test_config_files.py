@@ -267,9 +267,10 @@ def test_command_line_overrides_replace_file_values() -> None:
 
 
 def test_ignored_spire_settings_produce_warnings() -> None:
-    config = load_server_config_text(server('  profiling_enabled = true\n  experimental { named_pipe_name = "x" }'))
+    config = load_server_config_text(server('  profiling_enabled = true\n  experimental { event_timeout = "1m" }'))
     assert len(config.warnings) == 2
     assert any('"server.profiling_enabled"' in warning for warning in config.warnings)
+    assert any('"server.experimental.event_timeout" has no effect' in warning for warning in config.warnings)
 
 
 def test_harmless_default_of_a_refused_setting_loads() -> None:

@@ -244,6 +244,16 @@ class ServerClient:
                 return None
             raise
 
+    async def authorized_entries(self) -> list[types_pb2.Entry]:
+        """GetAuthorizedEntries: every entry authorized for this agent, in full, in one answer."""
+
+        async def call() -> list[types_pb2.Entry]:
+            stub = entry_grpc.EntryStub(self._current())
+            reply = await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest(), timeout=CALL_TIMEOUT * 4)
+            return list(reply.entries)
+
+        return await self._guard(call)
+
     async def sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
         """The full set of entries authorized for this agent (revision-diffed against ``known``)."""
         return await self._guard(lambda: self._sync_entries(known))

@@ -175,6 +175,7 @@ class AgentDaemon:
             sync_interval=section.experimental.sync_interval.total_seconds(),
             workload_key_type=section.workload_x509_svid_key_type,
             metrics=metrics,
+            use_sync_authorized_entries=section.experimental.sync_authorized_entries,
         )
         self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
         if not (section.disable_workload_api and section.disable_sds_api):
@@ -347,7 +348,15 @@ class AgentDaemon:
         caller = CallerAttestor(catalog.workload_attestors, metrics)
         services: list[Any] = [self.grpc_health]
         if not section.disable_workload_api:
-            services.append(WorkloadApiService(streams, caller, client, section.allowed_foreign_jwt_claims))
+            services.append(
+                WorkloadApiService(
+                    streams,
+                    caller,
+                    client,
+                    section.allowed_foreign_jwt_claims,
+                    allow_unauthenticated_verifiers=section.allow_unauthenticated_verifiers,
+                )
+            )
         if not section.disable_sds_api:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
         self._server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)

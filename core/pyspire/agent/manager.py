@@ -99,14 +99,21 @@ class SyncManager:
         sync_interval: float,
         workload_key_type: str = "ec-p256",
         metrics: Metrics = NO_METRICS,
+        use_sync_authorized_entries: bool = True,
     ) -> None:
-        """Work for ``node`` through ``client``, into ``cache``."""
+        """Work for ``node`` through ``client``, into ``cache``.
+
+        ``use_sync_authorized_entries`` (SPIRE's experimental key, default true) syncs with
+        SyncAuthorizedEntries, which sends only the entries whose revision changed; false
+        fetches every entry with GetAuthorizedEntries on each sync, as older SPIRE agents do.
+        """
         self._metrics = metrics
         self._node = node
         self._client = client
         self.cache = cache
         self._interval = sync_interval
         self._key_type = workload_key_type
+        self._use_sync = use_sync_authorized_entries
         self._renew_at: datetime | None = None
         self._protos: dict[str, types_pb2.Entry] = {}
         self.last_success: datetime | None = None
@@ -208,7 +215,7 @@ class SyncManager:
 
     async def _sync_entries(self) -> None:
         known = {entry_id: (proto.revision_number, proto) for entry_id, proto in self._protos.items()}
-        protos = await self._client.sync_entries(known)
+        protos = await (self._client.sync_entries(known) if self._use_sync else self._client.authorized_entries())
         entries = []
         self._protos = {}
         agent_id = self._node.identity.spiffe_id if self._node.identity else None

@@ -82,17 +82,24 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         caller: CallerAttestor,
         client: ServerClient,
         allowed_foreign_claims: Iterable[str] = (),
+        *,
+        allow_unauthenticated_verifiers: bool = False,
     ) -> None:
         """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs are minted through ``client``.
 
         ``allowed_foreign_claims`` (``allowed_foreign_jwt_claims``) are the claims, beyond
         ``sub``, ``aud`` and ``exp``, that ValidateJWTSVID returns for a foreign token.
+
+        ``allow_unauthenticated_verifiers`` (SPIRE's agent key) lets a caller that matches no
+        entry fetch the agent's own trust domain bundle (X.509 and JWT), to verify what others
+        present; federated bundles still go only to callers with an identity.
         """
         self._streams = streams
         self._cache = streams.cache
         self._caller = caller
         self._client = client
         self._allowed_foreign_claims = frozenset(allowed_foreign_claims)
+        self._unauthenticated_verifiers = allow_unauthenticated_verifiers
 
     async def _attest(self, stream: Any) -> frozenset[Selector]:
         check_security_header(stream)
@@ -155,7 +162,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
 
     def _bundles_for(self, selectors: frozenset[Selector]) -> dict[str, Bundle]:
         entries = self._cache.matching(selectors)
-        if not entries or self._cache.bundle is None:
+        if self._cache.bundle is None or not (entries or self._unauthenticated_verifiers):
             raise _no_identity(selectors)
         bundles = {self._cache.bundle.trust_domain.id_string(): self._cache.bundle}
         for trust_domain, bundle in self._cache.federated_bundles(entries).items():

@@ -19,7 +19,7 @@ from pyspire.config.sections import AgentSection, HealthChecks, ServerSection, T
 from pyspire.config.support import (
     AGENT_UNSUPPORTED,
     SERVER_UNSUPPORTED,
-    Verdict,
+    Rule,
     apply_support_table,
 )
 
@@ -76,7 +76,7 @@ def _load(  # noqa: PLR0917 - one private call site per daemon
     section: str,
     section_class: type[S],
     plugin_types: tuple[str, ...],
-    table: Mapping[str, Verdict],
+    table: Mapping[str, Rule],
     source: str,
     overrides: Mapping[str, Any],
 ) -> tuple[S, tuple[PluginDeclaration, ...], HealthChecks, Telemetry, tuple[str, ...]]:
@@ -115,6 +115,12 @@ def _agent(document: dict[str, Any], source: str, path: Path | None, overrides: 
     agent, plugins, health, telemetry, warnings = _load(
         document, "agent", AgentSection, AGENT_PLUGIN_TYPES, AGENT_UNSUPPORTED, source, overrides
     )
+    if agent.experimental.use_sync_authorized_entries is not None:
+        # SPIRE's own warning: the key goes away in SPIRE 1.13.
+        warnings += (
+            f'{source}: "agent.experimental.use_sync_authorized_entries" is deprecated; the option '
+            "to disable it will be removed in SPIRE 1.13",
+        )
     return AgentConfig(agent, plugins, health, telemetry, path, warnings)
 
 

@@ -185,11 +185,14 @@ class ServerExperimental:
     """``experimental`` keys of the server that pyspire honours."""
 
     cache_reload_interval: timedelta = timedelta(seconds=5)
+    """How often the caches poll the datastore's change events (at most every second)."""
     full_cache_reload_interval: timedelta = timedelta(hours=24)
-    events_based_cache: bool = False
-    """Accepted for compatibility: pyspire's caches always follow change events."""
+    """How often the caches are rebuilt from a full read of the datastore, as SPIRE's are."""
     prune_events_older_than: timedelta = timedelta(hours=12)
-    event_timeout: timedelta = timedelta(minutes=15)
+
+    def __post_init__(self) -> None:
+        for name in ("cache_reload_interval", "full_cache_reload_interval", "prune_events_older_than"):
+            _positive(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -272,10 +275,16 @@ class AgentExperimental:
     """``experimental`` keys of the agent that pyspire honours."""
 
     sync_interval: timedelta = timedelta(seconds=5)
-    use_sync_authorized_entries: bool = True
+    use_sync_authorized_entries: bool | None = None
+    """None (unset) syncs with SyncAuthorizedEntries, as SPIRE does; SPIRE deprecates the key."""
 
     def __post_init__(self) -> None:
         _positive("sync_interval", self.sync_interval)
+
+    @property
+    def sync_authorized_entries(self) -> bool:
+        """Whether the agent syncs with SyncAuthorizedEntries (else GetAuthorizedEntries)."""
+        return self.use_sync_authorized_entries is not False
 
 
 def _address_port(item: str, rest: str) -> int:

@@ -3,13 +3,16 @@
 An operator's SPIRE config should load as it is wherever that is safe. So each key SPIRE
 documents that pyspire lacks is listed here with a verdict:
 
-- ``IGNORE``: nothing about identity or security depends on it (profiling, log source
-  locations, Windows pipe names on Linux...). The file loads; the daemon logs a warning
-  naming the key.
+- ``IGNORE``: nothing about identity, security or what the daemon does depends on it
+  (profiling, log source locations...). The file loads; the daemon logs a warning naming
+  the key and why it changes nothing.
 - ``REFUSE``: honouring it changes who gets an identity or how callers are
   authenticated (an OPA policy, PROXY protocol trust, post-quantum KEM requirements, other
-  bootstrap sources...). Silently ignoring it would fail open, so the file is refused with a
-  message saying pyspire does not support the key yet.
+  bootstrap sources...), or the operator would get less than asked for (the M3 metrics
+  sink). Silently ignoring it would fail open, so the file is refused with
+  a message saying why.
+
+Values that change nothing (SPIRE's default, an empty setting) are accepted silently.
 
 Keys are dotted paths inside the daemon's block (``experimental.named_pipe_name``) or, with a
 leading ``/``, inside another top-level block (``/telemetry.Statsd``).
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pyspire.config.schema import ConfigError
 
-__all__ = ["AGENT_UNSUPPORTED", "SERVER_UNSUPPORTED", "Verdict", "apply_support_table"]
+__all__ = ["AGENT_UNSUPPORTED", "SERVER_UNSUPPORTED", "Rule", "Verdict", "apply_support_table"]
 
 
 class Verdict(enum.Enum):
@@ -33,52 +37,85 @@ class Verdict(enum.Enum):
     REFUSE = "refused"
 
 
-_I, _R = Verdict.IGNORE, Verdict.REFUSE
+@dataclass(frozen=True)
+class Rule:
+    """The verdict on one key, why (shown to the operator), and the values that change nothing.
 
-_COMMON: Final[Mapping[str, Verdict]] = {
-    "log_source_location": _I,
-    "profiling_enabled": _I,
-    "profiling_port": _I,
-    "profiling_freq": _I,
-    "profiling_names": _I,
-    "experimental.named_pipe_name": _I,
-    "experimental.require_pq_kem": _R,
-    "experimental.feature_flags": _R,
-    "/telemetry.M3": _R,
-    "/telemetry.Prometheus.tls": _R,
+    A harmless value (SPIRE's default, an empty setting) is dropped without a word, whatever
+    the verdict.
+    """
+
+    verdict: Verdict
+    reason: str = ""
+    harmless: tuple[object, ...] = ()
+
+
+_IGNORE = Rule(Verdict.IGNORE)
+_REFUSE = Rule(Verdict.REFUSE)
+_M3 = Rule(
+    Verdict.REFUSE,
+    "is a SPIRE metrics sink pyspire does not offer (no maintained Python client speaks M3's "
+    "protocol); use Prometheus, Statsd, DogStatsd or InMem, or remove it",
+)
+
+
+def _no_pipes(key: str, instead: str) -> Rule:
+    # SPIRE's own refusal on Linux (cmd/spire-*/cli/run/run_posix.go); "" is its default.
+    return Rule(
+        Verdict.REFUSE,
+        f"invalid configuration: {key} is not supported in this platform; please use {instead} instead",
+        harmless=("",),
+    )
+
+
+_COMMON: Final[Mapping[str, Rule]] = {
+    "log_source_location": _IGNORE,
+    "profiling_enabled": Rule(Verdict.IGNORE, harmless=(False,)),
+    "profiling_port": _IGNORE,
+    "profiling_freq": _IGNORE,
+    "profiling_names": _IGNORE,
+    "experimental.named_pipe_name": _no_pipes("named_pipe_name", "socket_path"),
+    "experimental.require_pq_kem": Rule(Verdict.REFUSE, harmless=(False,)),
+    "experimental.feature_flags": _REFUSE,
+    "/telemetry.M3": _M3,
+    "/telemetry.Prometheus.tls": _REFUSE,
 }
 
-SERVER_UNSUPPORTED: Final[Mapping[str, Verdict]] = {
+SERVER_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     **_COMMON,
-    "proxy_protocol_trusted_cidrs": _R,
-    "max_attested_node_info_staleness": _I,
-    "prune_attested_nodes_batch_size": _I,
-    "federation.bundle_endpoint.profile.https_web.acme": _R,
-    "experimental.auth_opa_policy_engine": _R,
-    "experimental.agent_spiffe_id_as_selector": _R,
-    "experimental.sql_transaction_timeout": _I,
-    "experimental.wit_key_type": _I,
-    "experimental.wit_issuer": _I,
+    "proxy_protocol_trusted_cidrs": _REFUSE,
+    "max_attested_node_info_staleness": _IGNORE,
+    "prune_attested_nodes_batch_size": _IGNORE,
+    "federation.bundle_endpoint.profile.https_web.acme": _REFUSE,
+    "experimental.auth_opa_policy_engine": _REFUSE,
+    "experimental.agent_spiffe_id_as_selector": _REFUSE,
+    "experimental.sql_transaction_timeout": _IGNORE,
+    "experimental.wit_key_type": _IGNORE,
+    "experimental.wit_issuer": _IGNORE,
+    "experimental.events_based_cache": Rule(
+        Verdict.IGNORE,
+        "has no effect: pyspire's caches always follow the datastore's change events, and "
+        "answer as SPIRE's full reloads would",
+        harmless=(True,),
+    ),
+    "experimental.event_timeout": Rule(
+        Verdict.IGNORE,
+        "has no effect: pyspire numbers change events without gaps, so there is no skipped event to wait for",
+    ),
 }
 
-AGENT_UNSUPPORTED: Final[Mapping[str, Verdict]] = {
+AGENT_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     **_COMMON,
-    "trust_bundle_unix_socket": _R,
-    "trust_bundle_spiffe_workload_api": _R,
-    "rebootstrap_mode": _R,
-    "rebootstrap_delay": _I,
-    "log_selectors": _I,
-    "authorized_delegates": _R,
-    "experimental.admin_named_pipe_name": _I,
-    "experimental.jwt_svid_cache_hit_timeout": _I,
-    "experimental.ratelimit": _R,
-    "experimental.broker": _R,
-}
-
-# Values equal to SPIRE's defaults change nothing, so they never cause a refusal.
-_HARMLESS_VALUES: Final[Mapping[str, object]] = {
-    "rebootstrap_mode": "never",
-    "experimental.require_pq_kem": False,
+    "trust_bundle_unix_socket": _REFUSE,
+    "trust_bundle_spiffe_workload_api": _REFUSE,
+    "rebootstrap_mode": Rule(Verdict.REFUSE, harmless=("never",)),
+    "rebootstrap_delay": _IGNORE,
+    "log_selectors": _IGNORE,
+    "authorized_delegates": _REFUSE,
+    "experimental.admin_named_pipe_name": _no_pipes("admin_named_pipe_name", "admin_socket_path"),
+    "experimental.jwt_svid_cache_hit_timeout": _IGNORE,
+    "experimental.ratelimit": _REFUSE,
+    "experimental.broker": _REFUSE,
 }
 
 
@@ -89,14 +126,14 @@ def _as_block(value: Any) -> MutableMapping[str, Any] | None:
 
 
 def apply_support_table(
-    document: MutableMapping[str, Any], section: str, table: Mapping[str, Verdict], source: str
+    document: MutableMapping[str, Any], section: str, table: Mapping[str, Rule], source: str
 ) -> list[str]:
     """Remove the keys of ``table`` from ``document``; return warnings, or raise for REFUSE.
 
     ``document`` is the whole parsed file and ``section`` the daemon's block name.
     """
     warnings: list[str] = []
-    for dotted, verdict in table.items():
+    for dotted, rule in table.items():
         root, path = (dotted[1:], "") if dotted.startswith("/") else (section, dotted)
         parts = [part for part in f"{root}.{path}".strip(".").split(".") if part]
         block: MutableMapping[str, Any] | None = document
@@ -108,12 +145,16 @@ def apply_support_table(
             continue
         value = block.pop(parts[-1])
         shown = ".".join(parts)
-        if verdict is Verdict.REFUSE and _HARMLESS_VALUES.get(dotted, object()) != value:
+        if any(type(value) is type(harmless) and value == harmless for harmless in rule.harmless):
+            continue
+        if rule.verdict is Verdict.REFUSE:
             raise ConfigError(
                 source,
                 shown,
-                "is a SPIRE setting pyspire does not support yet; remove it "
+                rule.reason
+                or "is a SPIRE setting pyspire does not support yet; remove it "
                 "(ignoring it could change who gets an identity)",
             )
-        warnings.append(f'{source}: "{shown}" is a SPIRE setting pyspire does not implement; it is ignored')
+        reason = rule.reason or "is a SPIRE setting pyspire does not implement; it is ignored"
+        warnings.append(f'{source}: "{shown}" {reason}')
     return warnings

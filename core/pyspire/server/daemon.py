@@ -128,6 +128,7 @@ class ServerDaemon:
             bundles,
             poll_interval=min(section.experimental.cache_reload_interval.total_seconds(), 1.0),
             metrics=metrics,
+            full_reload_interval=section.experimental.full_cache_reload_interval.total_seconds(),
         )
         await follower.start()
 

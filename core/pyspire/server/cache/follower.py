@@ -46,14 +46,22 @@ class StateFollower:
         *,
         poll_interval: float = 1.0,
         metrics: Metrics = NO_METRICS,
+        full_reload_interval: float = 24 * 3600.0,
     ) -> None:
-        """Follow ``datastore``; ``poll_interval`` bounds how stale another server's change is."""
+        """Follow ``datastore``; ``poll_interval`` bounds how stale another server's change is.
+
+        Every ``full_reload_interval`` seconds the caches are rebuilt from a full read, as
+        SPIRE's are (``full_cache_reload_interval``): whatever reached the datastore without a
+        change event (a hand-edited row) is seen then.
+        """
         self._metrics = metrics
         self._datastore = datastore
         self._entries = entries
         self._nodes = nodes
         self._bundles = bundles
         self._poll_interval = poll_interval
+        self._full_reload_interval = full_reload_interval
+        self._loaded_at = 0.0
         self._position = 0
         self._wake = asyncio.Event()
         self._advanced = asyncio.Condition()
@@ -103,6 +111,7 @@ class StateFollower:
         self._position = position
         self._healthy = True
         self.last_success = time.time()
+        self._loaded_at = time.monotonic()
         _log.info(
             "Caches loaded",
             extra={"entries": len(entries), "agents": len(nodes), "seconds": round(time.monotonic() - started, 3)},
@@ -146,7 +155,10 @@ class StateFollower:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
             try:
-                await self.poll()
+                if time.monotonic() - self._loaded_at >= self._full_reload_interval:
+                    await self.load()
+                else:
+                    await self.poll()
                 delay = self._poll_interval
             except PluginError as err:
                 self._healthy = False

@@ -274,6 +274,10 @@ class UpstreamAuthority(PluginHandle):
 class Notifier(PluginHandle):
     """A Notifier (see :mod:`pyspire.plugin.hookspecs.notifier`)."""
 
+    def notify_bundle_loaded(self, bundle: Bundle) -> None:
+        """Tell the plugin the server started with ``bundle`` (plugins that implement it)."""
+        self._call("notify_bundle_loaded", bundle=bundle)
+
     def notify_bundle_updated(self, bundle: Bundle) -> None:
         """Tell the plugin the bundle changed."""
         self._call("notify_bundle_updated", bundle=bundle)

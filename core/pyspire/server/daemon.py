@@ -30,6 +30,7 @@ from pyspire.plugin.reconfigure import report_plugin_data_changes
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.server.api.audit import AuditLog
 from pyspire.server.api.ratelimit import RateLimits
+from pyspire.server.bundle_delivery import BundleDelivery
 from pyspire.server.ca.authority import CaManager, CaSettings, ca_subject_name
 from pyspire.server.ca.issuer import CredentialIssuer
 from pyspire.server.cache.bundles import BundleCache
@@ -68,6 +69,7 @@ class ServerDaemon:
         self._catalog: ServerCatalog | None = None
         self._endpoints: Endpoints | None = None
         self._federation: FederationService | None = None
+        self._delivery: BundleDelivery | None = None
         self._health: HealthListener | None = None
         self._checker = HealthChecker()
         self.grpc_health = GrpcHealth(self._bundle_in_datastore)
@@ -179,6 +181,8 @@ class ServerDaemon:
         )
         ctx.refresher = self._federation.refresher
         await self._federation.start()
+        self._delivery = BundleDelivery(section.trust_domain, bundles, catalog.notifiers, catalog.bundle_publishers)
+        await self._delivery.start()
         self._endpoints = Endpoints(ctx, tls, self.grpc_health)
         await self._endpoints.start()
         self._add_health_checks(ctx)
@@ -316,6 +320,8 @@ class ServerDaemon:
             await self._endpoints.stop()
         if self._federation is not None:
             await self._federation.stop()
+        if self._delivery is not None:
+            await self._delivery.stop()
         if self.ctx is not None:
             await self.ctx.follower.stop()
             await asyncio.to_thread(self.ctx.csr_verifier.close)

@@ -29,6 +29,7 @@ from pyspire.server.api.convert import (
     match_from_proto,
     selectors_from_proto,
 )
+from pyspire.server.api.entry_rules import entry_problem
 from pyspire.server.api.errors import status_message
 from pyspire.server.cache.entries import AuthorizedEntries
 from pyspire.server.context import ServerContext
@@ -195,13 +196,18 @@ class EntryService(entry_grpc.EntryBase):
         for index, proto in enumerate(request.entries):
             try:
                 entry = entry_from_proto(proto, self.ctx.trust_domain)
-                if entry.id and (len(entry.id) > 255 or not entry.id.isprintable()):
-                    raise InvalidInput("invalid entry ID: at most 255 printable characters")
-                valid.append((index, entry))
             except InvalidInput as err:
                 results[index] = entry_pb2.BatchCreateEntryResponse.Result(
                     status=status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}")
                 )
+                continue
+            problem = entry_problem(entry, new=True)
+            if problem is not None:
+                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
+                    status=status_message(Status.INVALID_ARGUMENT, f"failed to create entry: {problem}")
+                )
+                continue
+            valid.append((index, entry))
         if valid:
             try:
                 created = await self.ctx.call(self.ctx.datastore.create_registration_entries, [e for _, e in valid])
@@ -240,10 +246,16 @@ class EntryService(entry_grpc.EntryBase):
                     result.status.CopyFrom(status_message(Status.NOT_FOUND, f'entry "{proto.id}" not found'))
                 else:
                     merged = entry_update_from_proto(existing, proto, input_mask, self.ctx.trust_domain)
-                    updated = await self.ctx.call(self.ctx.datastore.update_registration_entry, merged)
-                    changed = True
-                    result.status.CopyFrom(status_message(Status.OK, "OK"))
-                    result.entry.CopyFrom(entry_to_proto(updated, output_mask))
+                    problem = entry_problem(merged, new=False)
+                    if problem is not None:
+                        result.status.CopyFrom(
+                            status_message(Status.INVALID_ARGUMENT, f"failed to update entry: {problem}")
+                        )
+                    else:
+                        updated = await self.ctx.call(self.ctx.datastore.update_registration_entry, merged)
+                        changed = True
+                        result.status.CopyFrom(status_message(Status.OK, "OK"))
+                        result.entry.CopyFrom(entry_to_proto(updated, output_mask))
             except InvalidInput as err:
                 result.status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}"))
             except AlreadyExists as err:

@@ -132,7 +132,16 @@ def _entries_from_data(source: str) -> list[types_pb2.Entry]:
                 store_svid=bool(item.get("store_svid", False)),
                 hint=str(item.get("hint", "")),
             )
-        except (KeyError, TypeError, ValueError) as err:
+            attributes = item.get("additional_attributes")
+            if attributes is not None:
+                # SPIRE's RegistrationEntry JSON: {"disable_x509_svid_prefetch": .., "jwt_svid_include_jti": ..}
+                entry.additional_attributes.CopyFrom(
+                    types_pb2.Entry.AdditionalAttributes(
+                        disable_x509_svid_prefetch=bool(attributes.get("disable_x509_svid_prefetch", False)),
+                        jwt_svid_include_jti=bool(attributes.get("jwt_svid_include_jti", False)),
+                    )
+                )
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise CliError(f"-data: entry {index} is malformed: {err}") from None
         entries.append(entry)
     return entries

@@ -29,6 +29,7 @@ from pyspire.agent.manager import AgentStopped, SyncManager
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
 from pyspire.agent.serving import CallerAttestor, OpenStreams
+from pyspire.agent.svid_store import StoredSvids
 from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
@@ -83,6 +84,7 @@ class AgentDaemon:
         self.grpc_health = GrpcHealth(self._workload_api_serving)
         self.started = False
         self.telemetry: TelemetryRuntime | None = None
+        self._store_task: asyncio.Task[None] | None = None
         self.sync_task: asyncio.Task[None] | None = None
         self._bootstrapped = False
         """Whether the server is verified with the bootstrap bundle (none was saved from it yet)."""
@@ -168,6 +170,7 @@ class AgentDaemon:
             section.jwt_svid_cache_max_size,
             section.availability_target,
         )
+        stored = StoredSvids(section.trust_domain, catalog.svid_stores, section.availability_target)
         self.manager = manager = SyncManager(
             node,
             client,
@@ -176,8 +179,10 @@ class AgentDaemon:
             workload_key_type=section.workload_x509_svid_key_type,
             metrics=metrics,
             use_sync_authorized_entries=section.experimental.sync_authorized_entries,
+            stored=stored,
         )
         self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
+        self._store_task = asyncio.create_task(stored.run(), name="pyspire-agent-svid-store")
         if not (section.disable_workload_api and section.disable_sds_api):
             await self._serve_workload_api(catalog, client, cache)
         if section.admin_socket_path is not None:
@@ -418,6 +423,10 @@ class AgentDaemon:
         if self._health is not None:
             await self._health.stop()
         await self._checker.stop()
+        if self._store_task is not None:
+            self._store_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_task
         if self.sync_task is not None:
             self.sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, AgentStopped):

@@ -32,6 +32,7 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.agent.svid_store import StoredSvids
 from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
@@ -100,12 +101,14 @@ class SyncManager:
         workload_key_type: str = "ec-p256",
         metrics: Metrics = NO_METRICS,
         use_sync_authorized_entries: bool = True,
+        stored: StoredSvids | None = None,
     ) -> None:
         """Work for ``node`` through ``client``, into ``cache``.
 
         ``use_sync_authorized_entries`` (SPIRE's experimental key, default true) syncs with
         SyncAuthorizedEntries, which sends only the entries whose revision changed; false
         fetches every entry with GetAuthorizedEntries on each sync, as older SPIRE agents do.
+        Entries with ``store_svid`` go to ``stored`` (the SVIDStore plugins), never to ``cache``.
         """
         self._metrics = metrics
         self._node = node
@@ -114,6 +117,7 @@ class SyncManager:
         self._interval = sync_interval
         self._key_type = workload_key_type
         self._use_sync = use_sync_authorized_entries
+        self._stored = stored or StoredSvids(cache.trust_domain, ())
         self._renew_at: datetime | None = None
         self._protos: dict[str, types_pb2.Entry] = {}
         self.last_success: datetime | None = None
@@ -199,7 +203,7 @@ class SyncManager:
         bundle, tainted = bundle_from_proto(proto), tainted_key_ids(proto)
         self._node.set_roots(bundle.x509_authorities)
         federated: dict[TrustDomain, Bundle] = {}
-        for trust_domain in sorted(self.cache.federated_trust_domains(), key=str):
+        for trust_domain in sorted(self._federated_trust_domains(), key=str):
             federated_proto = await self._client.federated_bundle(trust_domain.name)
             if federated_proto is None:
                 _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
@@ -212,11 +216,16 @@ class SyncManager:
                 )
         self.cache.set_bundles(bundle, federated, tainted)
         self._metrics.set_gauge(("sync_bundles_total",), 1 + len(federated))
+        self._stored.set_bundles(bundle, federated)
+
+    def _federated_trust_domains(self) -> set[TrustDomain]:
+        return self.cache.federated_trust_domains() | self._stored.federated_trust_domains()
 
     async def _sync_entries(self) -> None:
         known = {entry_id: (proto.revision_number, proto) for entry_id, proto in self._protos.items()}
         protos = await (self._client.sync_entries(known) if self._use_sync else self._client.authorized_entries())
-        entries = []
+        entries: list[WorkloadEntry] = []
+        stored: list[WorkloadEntry] = []
         self._protos = {}
         agent_id = self._node.identity.spiffe_id if self._node.identity else None
         server_id = f"spiffe://{self.cache.trust_domain.name}/spire/server"
@@ -230,10 +239,12 @@ class SyncManager:
             # Node alias entries describe this node; they are never served to workloads.
             if str(entry.parent_id) == server_id or entry.spiffe_id == agent_id:
                 continue
-            entries.append(entry)
+            # As SPIRE: a stored SVID goes to its SVIDStore, never to a workload.
+            (stored if proto.store_svid else entries).append(entry)
         self._report_entry_changes(self.cache.entries, {entry.id: entry for entry in entries})
         self.cache.set_entries(entries)
-        federated_needed = self.cache.federated_trust_domains() - set(self.cache.federated)
+        self._stored.set_entries(stored)
+        federated_needed = self._federated_trust_domains() - set(self.cache.federated)
         if federated_needed and self.cache.bundle is not None:
             await self._sync_bundles()
 
@@ -291,6 +302,7 @@ class SyncManager:
         if outdated:
             self._metrics.add_sample(("cache_manager", "outdated_svids"), outdated)
             _log.debug("Updating SVIDs with outdated attributes in cache", extra={"outdated_svids": outdated})
+        needed = [*needed, *self._stored.entries_needing_svids(self.cache.tainted_key_ids)]
         for start in range(0, len(needed), SVID_BATCH):
             batch = needed[start : start + SVID_BATCH]
             with (
@@ -328,6 +340,7 @@ class SyncManager:
                 },
             )
         self.cache.put_svids(issued)
+        self._stored.put_svids(issued)
 
     # --- the loop --------------------------------------------------------------------
 

@@ -329,9 +329,15 @@ class CredentialComposer(PluginHandle):
 class SvidStore(PluginHandle):
     """An SVIDStore (see :mod:`pyspire.plugin.hookspecs.svid_store`)."""
 
-    def put_x509_svid(self, svid: X509Svid, metadata: Sequence[str], federated_bundles: Sequence[bytes]) -> None:
+    def put_x509_svid(
+        self,
+        svid: X509Svid,
+        bundle: Bundle,
+        federated_bundles: Mapping[TrustDomain, Bundle],
+        metadata: Sequence[str],
+    ) -> None:
         """Store an SVID."""
-        self._call("put_x509_svid", svid=svid, metadata=metadata, federated_bundles=federated_bundles)
+        self._call("put_x509_svid", svid=svid, bundle=bundle, federated_bundles=federated_bundles, metadata=metadata)
 
     def delete_x509_svid(self, metadata: Sequence[str]) -> None:
         """Remove a stored SVID."""

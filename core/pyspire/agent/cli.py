@@ -91,8 +91,14 @@ def _run(args: argparse.Namespace) -> int:
     return run_daemon(lambda: _load(args), lambda config: config.agent, run_agent, "agent")
 
 
+def _start_rules(config: AgentConfig) -> None:
+    from pyspire.agent.bootstrap import check_before_start  # noqa: PLC0415 - keeps the api verbs quick
+
+    check_before_start(config.agent, read_bundle_file=True)
+
+
 def _validate(args: argparse.Namespace) -> int:
-    return validate_config(lambda: _load(args), "agent", args.config)
+    return validate_config(lambda: _load(args), lambda config: config.agent, "agent", _start_rules)
 
 
 def _address(args: argparse.Namespace) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.backoff import ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW, Backoff
+from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust_bundle
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable
 from pyspire.agent.manager import AgentStopped, SyncManager
@@ -38,7 +37,6 @@ from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.reconfigure import report_plugin_data_changes
 from pyspire.proto.bundles import bundle_from_proto
 from pyspire.signals import StopRequest, handle_signals
-from pyspire.spiffe import Bundle, BundleError
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
 from pyspire.telemetry.metrics import NO_METRICS
@@ -51,14 +49,9 @@ __all__ = ["AgentDaemon", "run_agent"]
 
 _log = logging.getLogger(__name__)
 
-TRUST_BUNDLE_URL_TIMEOUT = 30.0
 
 _RETRIED_REFUSALS = frozenset({Status.INTERNAL, Status.UNKNOWN, Status.ABORTED})
 """Server errors that may pass: attestation is retried; any other status is a final refusal."""
-
-
-class StartupError(Exception):
-    """The agent cannot start; the message says what to fix."""
 
 
 class AgentDaemon:
@@ -93,37 +86,11 @@ class AgentDaemon:
 
     def _bootstrap_roots(self) -> tuple[tuple[x509.Certificate, ...], bool]:
         section = self.config.agent
-        if section.trust_bundle_path is not None:
-            try:
-                data = Path(section.trust_bundle_path).read_bytes()
-            except OSError as err:
-                raise StartupError(
-                    f"cannot read trust_bundle_path {section.trust_bundle_path}: {err.strerror}"
-                ) from None
-            return self._parse_bundle(data, section.trust_bundle_format, str(section.trust_bundle_path)), True
-        if section.trust_bundle_url is not None:
-            try:
-                with urllib.request.urlopen(  # noqa: S310 - the config requires https://
-                    section.trust_bundle_url, timeout=TRUST_BUNDLE_URL_TIMEOUT, context=ssl.create_default_context()
-                ) as response:
-                    data = response.read(4 * 1024 * 1024)
-            except OSError as err:
-                raise StartupError(f"cannot fetch trust_bundle_url {section.trust_bundle_url}: {err}") from None
-            return self._parse_bundle(data, section.trust_bundle_format, section.trust_bundle_url), True
+        roots = read_trust_bundle(section)
+        if roots:
+            return roots, True
         _log.warning("insecure_bootstrap is set: the first server reached is trusted without verification")
         return (), False
-
-    def _parse_bundle(self, data: bytes, bundle_format: str, where: str) -> tuple[x509.Certificate, ...]:
-        trust_domain = self.config.agent.trust_domain
-        try:
-            bundle = (
-                Bundle.parse(trust_domain, data) if bundle_format == "spiffe" else Bundle.parse_x509(trust_domain, data)
-            )
-        except BundleError as err:
-            raise StartupError(f"the trust bundle from {where} cannot be read: {err}") from None
-        if not bundle.x509_authorities:
-            raise StartupError(f"the trust bundle from {where} holds no X.509 authority")
-        return bundle.x509_authorities
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -133,10 +100,7 @@ class AgentDaemon:
         section = config.agent
         for warning in config.warnings:
             _log.warning(warning)
-        try:
-            section.require_bootstrap()
-        except ValueError as err:
-            raise StartupError(str(err)) from None
+        check_before_start(section, read_bundle_file=False)
         data_dir = Path(section.data_dir)
         ensure_private_dir(data_dir)
         # As SPIRE: metrics first; health from the start (live, not ready, while attesting).
@@ -376,8 +340,6 @@ class AgentDaemon:
     async def _serve_admin_api(
         self, path: Path, node: NodeIdentityManager, cache: WorkloadCache, manager: SyncManager
     ) -> None:
-        if path == Path(self.config.agent.socket_path):
-            raise StartupError("admin_socket_path must differ from socket_path: workloads must not reach the admin API")
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         if unix_socket_in_use(path):
             raise StartupError(f"another process is serving on {path}: stop it or choose another admin_socket_path")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pyspire.config.duration import format_duration
 from pyspire.config.plugins import (
     AGENT_PLUGIN_TYPES,
     SERVER_PLUGIN_TYPES,
@@ -108,6 +109,11 @@ def _server(document: dict[str, Any], source: str, path: Path | None, overrides:
         source,
         overrides,
     )
+    if server.default_x509_svid_ttl > server.ca_ttl / 6:
+        warnings += (
+            f'{source}: "default_x509_svid_ttl" ({format_duration(server.default_x509_svid_ttl)}) is more than a '
+            f'sixth of "ca_ttl" ({format_duration(server.ca_ttl)}): SVIDs will be cut short at CA rotation',
+        )
     return ServerConfig(server, plugins, health, telemetry, path, warnings)
 
 

@@ -7,8 +7,10 @@ config, type-qualified where one name serves two types, development entries from
 For each declaration the catalog imports the entry point, instantiates the class with no
 arguments, refuses ``async def`` hooks, registers it with a pluggy manager holding the hook
 specifications of its type (which rejects a class that implements hooks its type does not
-have), checks the type's required hooks, and calls ``configure``. Then it enforces SPIRE's
-cardinalities. Every error names the file, the plugin declaration and what to do. The types
+have), checks the type's required hooks, and calls ``validate`` (when the plugin has it)
+and ``configure``; SPIRE's cardinalities are enforced before any plugin is loaded. The
+``validate`` commands make the same checks without configuring
+(:func:`validate_declarations`). Every error names the file, the plugin declaration and what to do. The types
 themselves, with their cardinalities and required hooks, are declared in
 :mod:`pyspire.plugin.types`.
 """
@@ -18,8 +20,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import pluggy
@@ -40,6 +43,7 @@ __all__ = [
     "ServerCatalog",
     "load_agent_catalog",
     "load_server_catalog",
+    "validate_declarations",
 ]
 
 _log = logging.getLogger(__name__)
@@ -120,9 +124,8 @@ def _new_manager(declared: PluginType) -> pluggy.PluginManager:
     return manager
 
 
-def _load_one(
-    role: Role, declaration: Declaration, core: CoreConfig, extra: Mapping[str, type] | None
-) -> facades.PluginHandle:
+def _instantiate(role: Role, declaration: Declaration, extra: Mapping[str, type] | None) -> facades.PluginHandle:
+    """The declared plugin, found, instantiated and checked to be of its declared type (not configured)."""
     declared = _declared_type(role, declaration)
     cls = _find_class(role, declaration, extra)
     _refuse_async_hooks(declaration, cls)
@@ -146,18 +149,33 @@ def _load_one(
             f"{_where(declaration)}: {cls.__module__}.{cls.__qualname__} does not implement "
             f"{', '.join(missing)}; is it a {declaration.type} plugin?"
         )
+    return handle
+
+
+def _configuration_step(handle: facades.PluginHandle, declaration: Declaration, step: Callable[[], None]) -> None:
+    """Run ``validate`` or ``configure``; a refusal becomes a CatalogError naming the declaration."""
     try:
-        handle.configure(declaration.plugin_data, core)
+        step()
     except PluginConfigError as err:
         raise CatalogError(f"{_where(declaration)}: plugin_data: {err}") from err
     except PluginError as err:
         raise CatalogError(f"{_where(declaration)}: configure failed: {err}") from err
+
+
+def _load_one(
+    role: Role, declaration: Declaration, core: CoreConfig, extra: Mapping[str, type] | None
+) -> facades.PluginHandle:
+    handle = _instantiate(role, declaration, extra)
+    if handle.implements("validate"):
+        # The same check the validate commands make, so both refuse alike.
+        _configuration_step(handle, declaration, partial(handle.validate, declaration.plugin_data, core))
+    _configuration_step(handle, declaration, partial(handle.configure, declaration.plugin_data, core))
     _log.info(
         "Plugin loaded",
         extra={
             "plugin_type": declaration.type,
             "plugin_name": declaration.name,
-            "plugin_class": cls.__qualname__,
+            "plugin_class": type(handle.instance).__qualname__,
         },
     )
     return handle
@@ -318,17 +336,33 @@ def load_agent_catalog(
     )
 
 
-def check_declarations(role: Role, declarations: Iterable[Declaration], *, source: str = "config") -> None:
-    """Check types, cardinalities and that every plugin is installed, without configuring any.
+def validate_declarations(
+    role: Role,
+    declarations: Iterable[Declaration],
+    core: CoreConfig,
+    *,
+    source: str = "config",
+    extra_plugins: Mapping[str, type] | None = None,
+) -> None:
+    """Check what loading would check, without side effects; raises CatalogError.
 
-    What ``validate`` commands can promise without side effects: configuring a plugin may
-    create files or connect to services, so plugin data is fully checked only at start.
+    Types and cardinalities, that every plugin is installed and of its declared type, and its
+    ``plugin_data``: through the plugin's ``validate`` hook, or (for a plugin without one,
+    whose ``configure`` has no side effects by the hook contract) ``configure`` and ``close``.
     """
     enabled = [declaration for declaration in declarations if declaration.enabled]
     for declaration in enabled:
         _declared_type(role, declaration)
-        _find_class(role, declaration, None)
     _check_cardinality(role, enabled, source)
+    for declaration in enabled:
+        handle = _instantiate(role, declaration, extra_plugins)
+        if handle.implements("validate"):
+            _configuration_step(handle, declaration, partial(handle.validate, declaration.plugin_data, core))
+            continue
+        try:
+            _configuration_step(handle, declaration, partial(handle.configure, declaration.plugin_data, core))
+        finally:
+            handle.close()
 
 
 def load_single_plugin(

@@ -135,6 +135,10 @@ class PluginHandle:
         """Hand the plugin its configuration and its logger (see the ``configure`` hook)."""
         self._call("configure", plugin_data=plugin_data, core=core, logger=plugin_logger(self.type_name, self.name))
 
+    def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        """Have the plugin check its configuration without side effects (see the ``validate`` hook)."""
+        self._call("validate", plugin_data=plugin_data, core=core)
+
     def close(self) -> None:
         """Let the plugin release its resources; errors are logged, never raised."""
         if not self.implements("close"):

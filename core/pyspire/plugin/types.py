@@ -49,7 +49,7 @@ __all__ = [
 Role = Literal["server", "agent"]
 ROLES: tuple[Role, ...] = ("server", "agent")
 LIFECYCLE = lifecycle
-"""The hooks every plugin has (``configure``, ``close``), whatever its type."""
+"""The hooks every plugin may have (``configure``, ``validate``, ``close``), whatever its type."""
 
 
 def entry_point_group(role: Role) -> str:
@@ -109,7 +109,7 @@ class PluginType:
 
     @property
     def hooks(self) -> tuple[str, ...]:
-        """Every hook of the type (``configure`` and ``close`` excluded)."""
+        """Every hook of the type (the lifecycle hooks excluded)."""
         return hook_names(self.spec)
 
     @property

@@ -84,11 +84,6 @@ class ServerDaemon:
         section = config.server
         for warning in config.warnings:
             _log.warning(warning)
-        if section.default_x509_svid_ttl > section.ca_ttl / 6:
-            _log.warning(
-                "default_x509_svid_ttl is more than a sixth of ca_ttl: SVIDs will be cut short at CA rotation",
-                extra={"default_x509_svid_ttl": str(section.default_x509_svid_ttl), "ca_ttl": str(section.ca_ttl)},
-            )
         section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # As SPIRE: metrics first, so everything after is counted.
         self.telemetry = telemetry = TelemetryRuntime("spire_server", config.telemetry, section.trust_domain.name)

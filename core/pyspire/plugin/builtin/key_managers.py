@@ -180,9 +180,24 @@ class DiskKeyManager(_InProcessKeyManager):
     _path: Path
 
     @hookimpl
+    def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        config = parse_plugin_data(_ServerDiskConfig, plugin_data)
+        self._check(config.keys_path, "keys_path")
+
+    @hookimpl
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
         config = parse_plugin_data(_ServerDiskConfig, plugin_data)
         self._open(config.keys_path, "keys_path")
+
+    @classmethod
+    def _check(cls, path: Path, key: str) -> None:
+        """Configure's refusal of an unreadable key file, without creating anything."""
+        try:
+            cls._load(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as err:
+            raise PluginConfigError(key, f"cannot load keys from {path}: {err}") from err
 
     def _open(self, path: Path, key: str) -> None:
         self._path = path
@@ -241,6 +256,11 @@ class AgentDiskKeyManager(DiskKeyManager):
     """Agent KeyManager ``disk``: keys in ``<directory>/keys.json``."""
 
     FILE_NAME = "keys.json"
+
+    @hookimpl
+    def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        config = parse_plugin_data(_AgentDiskConfig, plugin_data)
+        self._check(config.directory / self.FILE_NAME, "directory")
 
     @hookimpl
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:

@@ -1,4 +1,4 @@
-"""Hooks every plugin has: configuration and shutdown."""
+"""Hooks every plugin has: configuration (and its side-effect-free check) and shutdown."""
 
 from __future__ import annotations
 
@@ -30,6 +30,22 @@ def configure(plugin_data: Mapping[str, Any], core: CoreConfig, logger: PluginLo
     configuration; the daemon refuses to start and prefixes the plugin and file. Keep side
     effects to what the plugin needs to work (open a key file, build a client); network
     calls that may fail transiently belong in the hooks that use them.
+
+    ``pyspire-server validate`` / ``pyspire-agent validate`` call ``configure`` (then
+    ``close``) to check a plugin that does not implement :func:`validate`: a ``configure``
+    that creates files, opens databases or talks to services must come with ``validate``.
+    """
+
+
+@hookspec(firstresult=True)
+def validate(plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+    """Check ``plugin_data`` as ``configure`` would, without side effects.
+
+    Raise :class:`~pyspire.plugin.errors.PluginConfigError` for every mistake ``configure``
+    would refuse; create nothing, write nothing, connect nowhere (reading the plugin's own
+    files is fine). The daemons call it right before ``configure``, and the ``validate``
+    commands call only it, so both report the same refusal. Implement it when ``configure``
+    has side effects; otherwise the ``validate`` commands run ``configure`` itself.
     """
 
 

@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    return validate_config(lambda: _load(args), "server", args.config)
+    return validate_config(lambda: _load(args), lambda config: config.server, "server")
 
 
 def _healthcheck(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from pyspire.files import ensure_private_dir
 from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables, sqlite_tables
 from pyspire.plugin.errors import PluginConfigError
 
-__all__ = ["SqlConfig", "make_engine", "mysql_connect_args"]
+__all__ = ["SqlConfig", "check_connection_settings", "make_engine", "mysql_connect_args"]
 
 DatabaseType = Literal["sqlite3", "postgres", "mysql"]
 
@@ -95,8 +95,7 @@ def mysql_connect_args(dsn: str) -> dict[str, Any]:
 
 
 def _sqlite_engine(config: SqlConfig) -> Engine:
-    target = config.connection_string.removeprefix("file:").split("?", 1)[0]
-    path = Path(target)
+    path = _sqlite_path(config)
     try:
         ensure_private_dir(path.parent if str(path.parent) else Path("."))
         if not path.exists():
@@ -130,6 +129,42 @@ def _sqlite_engine(config: SqlConfig) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get("write") else "BEGIN")
 
     return engine
+
+
+def _sqlite_path(config: SqlConfig) -> Path:
+    return Path(config.connection_string.removeprefix("file:").split("?", 1)[0])
+
+
+def check_connection_settings(config: SqlConfig) -> None:
+    """What :func:`make_engine` and the first connection would refuse, found without connecting.
+
+    The driver is installed and the connection string has its database type's form; an
+    existing SQLite file is pyspire's (read-only look). Creates nothing.
+    """
+    if config.database_type == "sqlite3":
+        path = _sqlite_path(config)
+        if path.is_file():
+            refuse_foreign_tables(sqlite_tables(path))
+        return
+    if config.database_type == "postgres":
+        try:
+            from psycopg import conninfo  # noqa: PLC0415 - optional dependency: pyspire[postgres]
+        except ImportError:
+            raise PluginConfigError(
+                "database_type", 'postgres needs the psycopg driver: pip install "pyspire[postgres]"'
+            ) from None
+        try:
+            conninfo.conninfo_to_dict(config.connection_string.replace("postgres://", "postgresql://", 1))
+        except Exception as err:  # psycopg.ProgrammingError; the message says what is wrong
+            raise PluginConfigError("connection_string", f"not a PostgreSQL connection string: {err}") from None
+        return
+    try:
+        import pymysql  # noqa: F401, PLC0415 - optional dependency: pyspire[mysql]
+    except ImportError:
+        raise PluginConfigError(
+            "database_type", 'mysql needs the PyMySQL driver: pip install "pyspire[mysql]"'
+        ) from None
+    mysql_connect_args(config.connection_string)
 
 
 def make_engine(config: SqlConfig) -> Engine:

@@ -32,7 +32,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from pyspire.plugin.builtin.sql import codec
-from pyspire.plugin.builtin.sql.connection import SqlConfig, make_engine
+from pyspire.plugin.builtin.sql.connection import SqlConfig, check_connection_settings, make_engine
 from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables
 from pyspire.plugin.builtin.sql.schema import (
     attested_nodes,
@@ -117,6 +117,10 @@ class SqlDataStore:
         self._local = threading.local()
 
     # --- lifecycle -------------------------------------------------------------------
+
+    @hookimpl
+    def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
+        check_connection_settings(parse_plugin_data(SqlConfig, plugin_data))
 
     @hookimpl
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:

@@ -1,0 +1,78 @@
+"""How the agent comes to trust its server at first, and the rules its config must meet to start.
+
+The rules are checked by ``pyspire-agent run`` before anything starts and by ``pyspire-agent
+validate``, with the same messages: a way to trust the server (``trust_bundle_path``,
+``trust_bundle_url`` or ``insecure_bootstrap``, as SPIRE requires), an admin socket apart from
+the workload socket, and a ``trust_bundle_path`` that holds a readable bundle.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+
+from pyspire.config.sections import AgentSection
+from pyspire.daemon_cli import StartupRefusal
+from pyspire.spiffe import Bundle, BundleError
+
+__all__ = ["TRUST_BUNDLE_URL_TIMEOUT", "StartupError", "check_before_start", "read_trust_bundle"]
+
+TRUST_BUNDLE_URL_TIMEOUT = 30.0
+
+
+class StartupError(StartupRefusal):
+    """The agent cannot start; the message says what to fix."""
+
+
+def check_before_start(section: AgentSection, *, read_bundle_file: bool) -> None:
+    """The agent's start-up rules on its config; raises StartupError.
+
+    ``read_bundle_file`` also reads and parses ``trust_bundle_path`` (``validate`` does; ``run``
+    reads it only when it has no saved identity, and then with :func:`read_trust_bundle`).
+    """
+    try:
+        section.require_bootstrap()
+    except ValueError as err:
+        raise StartupError(str(err)) from None
+    if section.admin_socket_path is not None and Path(section.admin_socket_path) == Path(section.socket_path):
+        raise StartupError("admin_socket_path must differ from socket_path: workloads must not reach the admin API")
+    if read_bundle_file and section.trust_bundle_path is not None:
+        read_trust_bundle(section)
+
+
+def read_trust_bundle(section: AgentSection) -> tuple[x509.Certificate, ...]:
+    """The roots of ``trust_bundle_path`` or ``trust_bundle_url`` (none for insecure bootstrap)."""
+    if section.trust_bundle_path is not None:
+        try:
+            data = Path(section.trust_bundle_path).read_bytes()
+        except OSError as err:
+            raise StartupError(f"cannot read trust_bundle_path {section.trust_bundle_path}: {err.strerror}") from None
+        return _parse(section, data, str(section.trust_bundle_path))
+    if section.trust_bundle_url is not None:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - the config requires https://
+                section.trust_bundle_url, timeout=TRUST_BUNDLE_URL_TIMEOUT, context=ssl.create_default_context()
+            ) as response:
+                data = response.read(4 * 1024 * 1024)
+        except OSError as err:
+            raise StartupError(f"cannot fetch trust_bundle_url {section.trust_bundle_url}: {err}") from None
+        return _parse(section, data, section.trust_bundle_url)
+    return ()
+
+
+def _parse(section: AgentSection, data: bytes, where: str) -> tuple[x509.Certificate, ...]:
+    trust_domain = section.trust_domain
+    try:
+        bundle = (
+            Bundle.parse(trust_domain, data)
+            if section.trust_bundle_format == "spiffe"
+            else Bundle.parse_x509(trust_domain, data)
+        )
+    except BundleError as err:
+        raise StartupError(f"the trust bundle from {where} cannot be read: {err}") from None
+    if not bundle.x509_authorities:
+        raise StartupError(f"the trust bundle from {where} holds no X.509 authority")
+    return bundle.x509_authorities

@@ -3,7 +3,9 @@
 SPIRE's schema is rebuilt here from its ``pkg/server/datastore/sqlstore/models.go`` (table
 and column names as gorm derives them, schema version 25), with a few rows, on SQLite,
 PostgreSQL and MariaDB. A real ``pyspire-server`` is started against it; it must exit naming
-SPIRE, and every table and row must be as before (for SQLite, the file's bytes too).
+SPIRE, and every table and row must be as before (for SQLite, the file's bytes too). Where the
+interop tests' SPIRE build is available (tests/support/peers.py), a database real
+``spire-server`` initialised is refused the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -259,3 +262,62 @@ def test_a_file_that_is_not_an_sqlite_database_is_refused_by_name(tmp_path: Path
     assert f"{path} is not an SQLite database" in log, log
     assert path.read_bytes() == before
     assert not os.path.exists(f"{path}-wal")
+
+
+def _real_spire_server() -> Path:
+    """spire-server as the interop tests build it (tests/support/peers.py, from the Go module proxy)."""
+    peers = pytest.importorskip("tests.support.peers", reason="the SPIRE peer builder is not in this checkout")
+    return Path(peers.spire().path("spire-server"))
+
+
+def _spire_initialises(directory: Path, database_type: str, connection_string: str) -> None:
+    """Run a real spire-server on the database until it has created its schema and CA, then stop it."""
+    binary = _real_spire_server()
+    directory.mkdir(parents=True)
+    config = directory / "server.conf"
+    config.write_text(
+        f'server {{\n  bind_address = "127.0.0.1"\n  bind_port = "0"\n  socket_path = "{directory / "api.sock"}"\n'
+        f'  trust_domain = "example.org"\n  data_dir = "{directory / "data"}"\n}}\n'
+        f'plugins {{\n  DataStore "sql" {{\n    plugin_data {{\n      database_type = "{database_type}"\n'
+        f'      connection_string = "{connection_string}"\n    }}\n  }}\n'
+        '  KeyManager "memory" {\n    plugin_data {}\n  }\n  NodeAttestor "join_token" {\n    plugin_data {}\n  }\n}\n'
+    )
+    with (directory / "spire.log").open("wb") as log:
+        process = subprocess.Popen([binary, "run", "-config", config], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run(
+            [binary, "healthcheck", "-socketPath", directory / "api.sock"], capture_output=True, check=False
+        ).returncode:
+            assert time.monotonic() < deadline, (directory / "spire.log").read_text()
+            time.sleep(0.5)
+        subprocess.run(
+            [binary, "token", "generate", "-socketPath", directory / "api.sock"], capture_output=True, check=True
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_database_real_spire_created_is_refused_and_left_untouched(
+    foreign_database: tuple[str, str, Engine], tmp_path: Path
+) -> None:
+    database_type, connection_string, engine = foreign_database
+    spire_connection = connection_string
+    if database_type == "postgres":
+        parts = dict(item.split("=", 1) for item in connection_string.split())
+        spire_connection = f"postgresql://postgres@127.0.0.1:5432/{parts['dbname']}?sslmode=disable"
+    _spire_initialises(tmp_path / "spire-server", database_type, spire_connection)
+    before = snapshot(engine)
+    assert "migrations" in before, before.keys()
+    assert before["join_tokens"], before
+    files = _file_digest(connection_string) if database_type == "sqlite3" else {}
+    engine.dispose()
+
+    code, log = run_server_against(tmp_path / "server", database_type, connection_string)
+
+    assert code == 1, log
+    assert "the database was created by SPIRE" in log, log
+    assert snapshot(engine) == before
+    if database_type == "sqlite3":
+        assert _file_digest(connection_string) == files

@@ -29,6 +29,7 @@ TD = TrustDomain.parse("example.org")
 
 PLUGIN = '''
 import json
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from pyspire.plugin import InvalidArgument, hookimpl

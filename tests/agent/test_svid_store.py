@@ -176,6 +176,7 @@ def test_changed_selectors_move_the_stored_svid_and_deletion_removes_it(
     eventually(lambda: stored(agent, "after") is None, timeout=30)
 
 
+@pytest.mark.slow
 def test_a_rotated_stored_svid_is_put_again(server: ServerDaemon, agent: AgentDaemon) -> None:
     create_stored(server, agent, "spiffe://example.org/stored/rotating", "recording:name:rotating", ttl=6)
     serials = eventually(

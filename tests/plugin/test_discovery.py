@@ -161,7 +161,8 @@ def test_validate_command_loads_a_development_plugin(tmp_path: Path) -> None:
     (tmp_path / "acme_attestor.py").write_text(ATTESTOR_MODULE.format(origin="cli"))
     config = tmp_path / "agent.conf"
     config.write_text(
-        'agent {\n trust_domain = "example.org"\n server_address = "127.0.0.1"\n}\n'
+        # insecure_bootstrap: validate applies the agent's bootstrap rules before it looks at plugins.
+        'agent {\n trust_domain = "example.org"\n server_address = "127.0.0.1"\n insecure_bootstrap = true\n}\n'
         'plugins {\n NodeAttestor "join_token" {}\n KeyManager "memory" {}\n WorkloadAttestor "acme" {}\n}\n'
     )
     command = [console_script("pyspire-agent"), "validate", "-config", str(config)]

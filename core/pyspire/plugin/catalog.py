@@ -44,6 +44,7 @@ __all__ = [
     "load_agent_catalog",
     "load_server_catalog",
     "validate_declarations",
+    "validate_single_plugin",
 ]
 
 _log = logging.getLogger(__name__)
@@ -355,14 +356,28 @@ def validate_declarations(
         _declared_type(role, declaration)
     _check_cardinality(role, enabled, source)
     for declaration in enabled:
-        handle = _instantiate(role, declaration, extra_plugins)
-        if handle.implements("validate"):
-            _configuration_step(handle, declaration, partial(handle.validate, declaration.plugin_data, core))
-            continue
-        try:
-            _configuration_step(handle, declaration, partial(handle.configure, declaration.plugin_data, core))
-        finally:
-            handle.close()
+        validate_single_plugin(role, declaration, core, extra_plugins=extra_plugins)
+
+
+def validate_single_plugin(
+    role: Role,
+    declaration: Declaration,
+    core: CoreConfig,
+    *,
+    extra_plugins: Mapping[str, type] | None = None,
+) -> None:
+    """Check one plugin as the ``validate`` commands do, without cardinality checks.
+
+    For the plugin test kit, which holds a plugin's ``validate`` to its promise.
+    """
+    handle = _instantiate(role, declaration, extra_plugins)
+    if handle.implements("validate"):
+        _configuration_step(handle, declaration, partial(handle.validate, declaration.plugin_data, core))
+        return
+    try:
+        _configuration_step(handle, declaration, partial(handle.configure, declaration.plugin_data, core))
+    finally:
+        handle.close()
 
 
 def load_single_plugin(

@@ -46,6 +46,7 @@ from pyspire.plugin.testing.loading import (
     PluginDeclaration,
     load_plugin,
     make_core_config,
+    validate_plugin,
 )
 from pyspire.plugin.testing.node_attestor_contract import Exchange, NodeAttestorContract
 from pyspire.plugin.testing.pki import TestCa, make_bundle, make_csr
@@ -76,4 +77,5 @@ __all__ = [
     "make_core_config",
     "make_csr",
     "service_unavailable",
+    "validate_plugin",
 ]

@@ -1,4 +1,10 @@
-"""What every contract suite shares: the plugin loaded as a daemon loads it, and error checks."""
+"""What every contract suite shares: the plugin loaded as a daemon loads it, and error checks.
+
+Every plugin is also held to what the ``validate`` commands rely on: checking a
+configuration refuses what ``configure`` refuses, and leaves the disk as it found it, whether
+the plugin implements the ``validate`` hook or (without one) has its ``configure`` and
+``close`` run instead.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import pytest
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import CatalogError, PluginError
 from pyspire.plugin.facades import PluginHandle
-from pyspire.plugin.testing.loading import load_plugin, make_core_config
+from pyspire.plugin.testing.loading import load_plugin, make_core_config, validate_plugin
 from pyspire.plugin.types import Role
 
 __all__ = ["PluginContract", "assert_deliberate"]
@@ -35,6 +41,15 @@ def assert_deliberate(error: BaseException, handle: PluginHandle) -> None:
     assert not message.startswith(f"{handle.prefix}: {handle.name}: "), (
         f"the plugin prefixes its own name; the core does: {message}"
     )
+
+
+def _disk_state(root: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every path under ``root`` with whether it is a folder, its size and its modification time."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        status = path.lstat()
+        state[str(path.relative_to(root))] = (path.is_dir(), status.st_size, status.st_mtime_ns)
+    return state
 
 
 class PluginContract:
@@ -66,8 +81,33 @@ class PluginContract:
             self.role, self.plugin_type, self.plugin, plugin_data, core_config, plugin_class=self.plugin_class
         )
 
+    def validate(self, plugin_data: Mapping[str, Any], core_config: CoreConfig) -> None:
+        """Check the configuration as the ``validate`` commands do (raises CatalogError)."""
+        validate_plugin(
+            self.role, self.plugin_type, self.plugin, plugin_data, core_config, plugin_class=self.plugin_class
+        )
+
     def test_unknown_plugin_data_key_is_refused_by_name(
         self, plugin_data: Mapping[str, Any], core_config: CoreConfig
     ) -> None:
         with pytest.raises(CatalogError, match='key "no_such_key"'):
             self.load({**plugin_data, "no_such_key": True}, core_config)
+
+    def test_validate_refuses_an_unknown_plugin_data_key_by_name(
+        self, plugin_data: Mapping[str, Any], core_config: CoreConfig
+    ) -> None:
+        with pytest.raises(CatalogError, match='key "no_such_key"'):
+            self.validate({**plugin_data, "no_such_key": True}, core_config)
+
+    def test_validate_leaves_the_disk_as_it_was(
+        self, plugin_data: Mapping[str, Any], core_config: CoreConfig, tmp_path: Path
+    ) -> None:
+        before = _disk_state(tmp_path)
+        self.validate(plugin_data, core_config)
+        after = _disk_state(tmp_path)
+        assert after == before, (
+            "checking the configuration changed the disk (created: "
+            f"{sorted(set(after) - set(before))}, changed or removed: "
+            f"{sorted(path for path in before if after.get(path) != before[path])}); "
+            "a plugin whose configure creates or writes files implements a validate hook that does not"
+        )

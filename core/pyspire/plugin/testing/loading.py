@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspire.plugin.catalog import Role, load_single_plugin
+from pyspire.plugin.catalog import Role, load_single_plugin, validate_single_plugin
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.facades import PluginHandle
 from pyspire.spiffe import TrustDomain
 
-__all__ = ["TEST_TRUST_DOMAIN", "PluginDeclaration", "load_plugin", "make_core_config"]
+__all__ = ["TEST_TRUST_DOMAIN", "PluginDeclaration", "load_plugin", "make_core_config", "validate_plugin"]
 
 TEST_TRUST_DOMAIN = TrustDomain("example.org")
 
@@ -50,3 +50,22 @@ def load_plugin(
     declaration = PluginDeclaration(plugin_type, name, dict(plugin_data or {}))
     extra = {name: plugin_class} if plugin_class is not None else None
     return load_single_plugin(role, declaration, core, extra_plugins=extra)
+
+
+def validate_plugin(
+    role: Role,
+    plugin_type: str,
+    name: str,
+    plugin_data: Mapping[str, Any] | None,
+    core: CoreConfig,
+    *,
+    plugin_class: type | None = None,
+) -> None:
+    """Check one plugin's configuration as ``pyspire-server validate`` / ``pyspire-agent validate`` do.
+
+    Through the plugin's ``validate`` hook, or ``configure`` and ``close`` for a plugin
+    without one; raises :class:`~pyspire.plugin.errors.CatalogError` for a refusal.
+    """
+    declaration = PluginDeclaration(plugin_type, name, dict(plugin_data or {}))
+    extra = {name: plugin_class} if plugin_class is not None else None
+    validate_single_plugin(role, declaration, core, extra_plugins=extra)

@@ -31,7 +31,11 @@ from pyspire.plugin.types import LIFECYCLE, PLUGIN_TYPES, PluginType, hook_names
 __all__ = ["main", "render_reference"]
 
 EXAMPLE_NAME = "acme"
-LIFECYCLE_EXAMPLES = {"configure": ("server", "NodeAttestor"), "close": ("server", "DataStore")}
+LIFECYCLE_EXAMPLES = {
+    "configure": ("server", "NodeAttestor"),
+    "validate": ("agent", "SVIDStore"),
+    "close": ("server", "DataStore"),
+}
 """Which starter shows the hooks every plugin has."""
 
 _HEADER = f"""# Plugin hook reference

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from pyspire.plugin.core_config import CoreConfig
-from pyspire.plugin.errors import PluginError
+from pyspire.plugin.errors import PluginError, Unimplemented
 from pyspire.plugin.facades import BundlePublisher, Notifier, PluginHandle
 from pyspire.plugin.testing.base import PluginContract, assert_deliberate
 from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN
@@ -102,7 +102,12 @@ class _BundleDeliveryContract(PluginContract):
 
 
 class NotifierContract(_BundleDeliveryContract):
-    """Subclass as ``TestAcmeNotifier(NotifierContract)``; implement ``delivered_bundle``."""
+    """Subclass as ``TestAcmeNotifier(NotifierContract)``; implement ``delivered_bundle``.
+
+    A notifier that implements ``notify_bundle_loaded`` is held to the same promises at start,
+    where a failure stops the server: the bundle arrives, and an unreachable destination is a
+    deliberate error (the server names it when it refuses to start).
+    """
 
     plugin_type: ClassVar[str] = "Notifier"
 
@@ -110,6 +115,33 @@ class NotifierContract(_BundleDeliveryContract):
         """Notify the plugin as the server does when its bundle changes."""
         assert isinstance(handle, Notifier)
         handle.notify_bundle_updated(bundle)
+
+    def test_the_bundle_loaded_at_start_is_delivered_or_unimplemented(
+        self, handle: PluginHandle, plugin_data: Mapping[str, Any], ca: TestCa
+    ) -> None:
+        assert isinstance(handle, Notifier)
+        bundle = ca.bundle()
+        if not handle.implements("notify_bundle_loaded"):
+            # The server calls only the notifiers that implement it.
+            with pytest.raises(Unimplemented):
+                handle.notify_bundle_loaded(bundle)
+            return
+        handle.notify_bundle_loaded(bundle)
+        _same_authorities(self.delivered_bundle(plugin_data), bundle)
+
+    def test_an_unreachable_destination_at_start_is_a_deliberate_error(
+        self, unreachable_plugin_data: Mapping[str, Any], core_config: CoreConfig, ca: TestCa
+    ) -> None:
+        handle = self.load(unreachable_plugin_data, core_config)
+        assert isinstance(handle, Notifier)
+        try:
+            if not handle.implements("notify_bundle_loaded"):
+                return  # never called at start: nothing can fail there
+            with pytest.raises(PluginError) as raised:
+                handle.notify_bundle_loaded(ca.bundle())
+            assert_deliberate(raised.value, handle)
+        finally:
+            handle.close()
 
 
 class BundlePublisherContract(_BundleDeliveryContract):

@@ -99,7 +99,7 @@ SERVER_CASES = [
         drop="disk",
         plugins='KeyManager "disk" {\n plugin_data { keys_path = "{garbage}" }\n }',
     ),
-    Case("statsd", "server", 'key "telemetry.Statsd"', top='telemetry {\n Statsd = [{ address = "x:1" }]\n}'),
+    Case("m3", "server", 'key "telemetry.M3"', top='telemetry {\n M3 = [{ address = "x:1", env = "e" }]\n}'),
     Case(
         "named-pipe",
         "server",
@@ -269,7 +269,7 @@ def test_validate_prints_the_warnings_run_logs(tmp_path: Path) -> None:
     validate = _command("server", "validate", config)
 
     def warnings(text: str) -> list[str]:
-        return re.findall(r'level=warning msg="((?:[^"\\]|\\.)*)"', text)
+        return re.findall(r'level=warn msg="((?:[^"\\]|\\.)*)"', text)
 
     expected = warnings(run.stdout + run.stderr)
     assert len(expected) == 2, run.stdout + run.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,11 @@ def test_publishers_are_called_again_every_interval_whether_or_not_the_bundle_ch
         cache.put(BundleRecord(TD, (X509Authority(der),)))
         delivery = BundleDelivery(TD, cache, [notifier], [publisher], republish_interval=0.2)
         await delivery.start()
-        await asyncio.sleep(0.9)
+        # Four publishes of the one bundle, waited for rather than timed: a loaded machine may
+        # run the 0.2 s timer late, never not at all.
+        deadline = time.monotonic() + 20
+        while len(events(tmp_path / "b.calls")) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await delivery.stop()
 
     asyncio.run(run())

@@ -41,6 +41,7 @@ __all__ = [
     "Declaration",
     "Role",
     "ServerCatalog",
+    "check_declarations",
     "load_agent_catalog",
     "load_server_catalog",
     "validate_declarations",
@@ -337,6 +338,31 @@ def load_agent_catalog(
     )
 
 
+def _enabled_and_counted(role: Role, declarations: Iterable[Declaration], source: str) -> list[Declaration]:
+    enabled = [declaration for declaration in declarations if declaration.enabled]
+    for declaration in enabled:
+        _declared_type(role, declaration)
+    _check_cardinality(role, enabled, source)
+    return enabled
+
+
+def check_declarations(
+    role: Role,
+    declarations: Iterable[Declaration],
+    *,
+    source: str = "config",
+    extra_plugins: Mapping[str, type] | None = None,
+) -> None:
+    """Check what does not depend on ``plugin_data``; raises CatalogError.
+
+    Types and cardinalities, and that every plugin is installed and of its declared type,
+    without configuring or validating any: for configs written for another machine (a
+    cluster's), whose plugin data only holds there.
+    """
+    for declaration in _enabled_and_counted(role, declarations, source):
+        _instantiate(role, declaration, extra_plugins)
+
+
 def validate_declarations(
     role: Role,
     declarations: Iterable[Declaration],
@@ -351,11 +377,7 @@ def validate_declarations(
     ``plugin_data``: through the plugin's ``validate`` hook, or (for a plugin without one,
     whose ``configure`` has no side effects by the hook contract) ``configure`` and ``close``.
     """
-    enabled = [declaration for declaration in declarations if declaration.enabled]
-    for declaration in enabled:
-        _declared_type(role, declaration)
-    _check_cardinality(role, enabled, source)
-    for declaration in enabled:
+    for declaration in _enabled_and_counted(role, declarations, source):
         validate_single_plugin(role, declaration, core, extra_plugins=extra_plugins)
 
 

@@ -111,3 +111,15 @@ async def test_datastore_outage_is_survived(tmp_path: Path, datastore: DataStore
     assert state.healthy
     assert len(entries) == 1
     await state.stop()
+
+
+async def test_a_full_reload_wakes_those_waiting_for_the_caches(datastore: DataStore) -> None:
+    """full_cache_reload_interval: the rebuilt caches hold every event, so waiters are answered."""
+    entries, nodes, bundles = EntryIndex(SERVER), NodeCache(), BundleCache()
+    state = StateFollower(datastore, entries, nodes, bundles, poll_interval=60, full_reload_interval=0)
+    await state.start()
+    (created,) = datastore.create_registration_entries([entry("/reloaded")])
+    latest = datastore.last_change_sequence()
+    assert await state.wait_until(latest, timeout=3)
+    assert created.entry.id in entries.authorized(AGENT, frozenset()).by_id
+    await state.stop()

@@ -116,6 +116,10 @@ class StateFollower:
             "Caches loaded",
             extra={"entries": len(entries), "agents": len(nodes), "seconds": round(time.monotonic() - started, 3)},
         )
+        # A reload (full_cache_reload_interval, or events pruned past this server) moves the
+        # position as a poll does: whoever waits for it is answered now, not at the timeout.
+        async with self._advanced:
+            self._advanced.notify_all()
 
     async def start(self) -> None:
         """Load everything, then follow events in the background."""

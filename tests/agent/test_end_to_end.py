@@ -375,3 +375,18 @@ def test_agent_svid_is_renewed_at_half_life_and_workloads_keep_rotating(tmp_path
         assert agent.stop() == 0
     finally:
         server.stop()
+
+
+def test_the_workload_api_opens_after_the_first_sync(server: ServerDaemon, tmp_path: Path) -> None:
+    # As SPIRE's agent: a workload calling the moment the socket appears gets its SVID, not a
+    # refusal for an identity the agent has not fetched yet.
+    alias = f"spiffe://example.org/node/first-sync-{uuid.uuid4().hex[:8]}"
+    _entry(server, alias, "spiffe://example.org/first-caller", f"unix:uid:{UID}")
+    agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
+    try:
+        context = x509_context(agent)
+        assert str(context.default_svid.spiffe_id) == "spiffe://example.org/first-caller"
+        log = agent.log()
+        assert log.index("Creating X509-SVID") < log.index("Starting Workload and SDS APIs")
+    finally:
+        agent.stop()

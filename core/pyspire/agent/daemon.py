@@ -145,7 +145,8 @@ class AgentDaemon:
             use_sync_authorized_entries=section.experimental.sync_authorized_entries,
             stored=stored,
         )
-        self.sync_task = asyncio.create_task(manager.run(), name="pyspire-agent-sync")
+        await self._first_sync(manager)
+        self.sync_task = asyncio.create_task(manager.run(synced=True), name="pyspire-agent-sync")
         self._store_task = asyncio.create_task(stored.run(), name="pyspire-agent-svid-store")
         if not (section.disable_workload_api and section.disable_sds_api):
             await self._serve_workload_api(catalog, client, cache)
@@ -244,11 +245,32 @@ class AgentDaemon:
             except NodeError as err:
                 raise StartupError(str(err)) from None
 
+    async def _first_sync(self, manager: SyncManager) -> None:
+        """Sync once before serving, retrying as SPIRE does for about a minute.
+
+        SPIRE's agent opens its Workload API only once its manager has synchronized: a
+        workload calling the moment the socket appears gets its SVID, not a refusal for an
+        identity the agent has not fetched yet. A server unreachable or failing all minute
+        stops the agent with the last reason; a ban or a refusal to re-attest stops it at once.
+        """
+        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
+        while True:
+            try:
+                await manager.sync_once()
+                return
+            except ServerUnavailable as err:
+                await self._retry_or_stop(
+                    backoff, "Cannot reach the server for the first sync; retrying", str(err), "first sync"
+                )
+            except GRPCError as err:
+                reason = f"the first sync failed ({err.status.name}): {err.message}"
+                await self._retry_or_stop(backoff, "The first sync failed; retrying", reason, "first sync")
+
     @staticmethod
-    async def _retry_or_stop(backoff: Backoff, message: str, reason: str) -> None:
+    async def _retry_or_stop(backoff: Backoff, message: str, reason: str, step: str = "node attestation") -> None:
         wait = backoff.next_wait()
         if wait is None:
-            raise StartupError(f"no node attestation within {backoff.window:.0f} s: {reason}")
+            raise StartupError(f"no {step} within {backoff.window:.0f} s: {reason}")
         _log.warning(message, extra={"error": reason, "retry_in_seconds": round(wait, 1)})
         await asyncio.sleep(wait)
 

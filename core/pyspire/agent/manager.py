@@ -344,12 +344,23 @@ class SyncManager:
 
     # --- the loop --------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Sync until cancelled; raises AgentStopped when the agent must stop."""
+    async def run(self, *, synced: bool = False) -> None:
+        """Sync until cancelled; raises AgentStopped when the agent must stop.
+
+        ``synced``: a sync has just completed (the daemon's first, before serving), so the
+        first round waits one interval instead of syncing again at once.
+        """
         failures = 0
+        wait_first = synced
         while True:
             if not self._node.saved:
                 await asyncio.to_thread(self._node.save)
+            if wait_first:
+                wait_first = False
+                self.cache.wanted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.cache.wanted.wait(), timeout=self._interval)
+                continue
             try:
                 await self.sync_once()
                 failures = 0

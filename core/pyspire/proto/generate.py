@@ -6,12 +6,22 @@
 Needs the dev extras (grpcio-tools, pinned so output is reproducible, and grpclib's protoc
 plugin from the same virtualenv). The Workload API gets messages only: its service paths are
 unpackaged and written by hand in ``spiffe/workload/service.py``.
+
+The Workload API stub belongs to the workload library (pyspire-spiffe), which services install
+beside whatever protobuf their other dependencies pin. protoc opens every stub with a gate that
+refuses any protobuf runtime older than protoc itself, although what this stub does (add its
+serialized descriptor to the pool, build the classes with ``internal.builder``) works on every
+runtime since 3.20. The gate is taken out of that one stub, here, so regenerating stays
+reproducible; tests/packaging/test_library_distribution.py runs the library on the oldest
+protobuf its pyproject allows. The SPIRE API stubs keep their gate: only the operator's
+distribution uses them, with its own protobuf floor.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +31,15 @@ from pathlib import Path
 PROTO_DIR = Path(__file__).resolve().parent
 SOURCE_ROOT = PROTO_DIR.parent.parent  # the directory holding the "pyspire" package
 MESSAGES_ONLY = {PROTO_DIR / "spiffe" / "workload" / "workload.proto"}
+UNGATED = {Path("pyspire", "proto", "spiffe", "workload", "workload_pb2.py")}
+"""Stubs of the workload library, generated without protoc's runtime-version gate."""
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_grpc.py")
+_GATE_IMPORT = "from google.protobuf import runtime_version as _runtime_version\n"
+_GATE_CALL = re.compile(r"_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n")
+_UNGATED_NOTE = (
+    "# pyspire.proto.generate took out protoc's runtime-version gate: this stub runs on every\n"
+    "# protobuf since 3.20, and the workload library allows them (see generate.py).\n"
+)
 
 
 def _protoc_plugin() -> Path:
@@ -52,6 +70,17 @@ def _generate(output_root: Path) -> None:
             args += [f"--plugin=protoc-gen-grpclib_python={_protoc_plugin()}", f"--grpclib_python_out={output_root}"]
         if protoc.main([*args, str(relative)]) != 0:
             raise SystemExit(f"protoc failed on {relative}")
+    for stub in UNGATED:
+        path = output_root / stub
+        path.write_text(without_version_gate(path.read_text(), stub))
+
+
+def without_version_gate(source: str, name: Path) -> str:
+    """``source`` (a protoc Python stub) without the call that refuses older protobuf runtimes."""
+    stripped, calls = _GATE_CALL.subn(_UNGATED_NOTE, source.replace(_GATE_IMPORT, "", 1))
+    if calls != 1 or "_runtime_version" in stripped:
+        raise SystemExit(f"{name}: protoc's runtime-version gate is not where generate.py expects it")
+    return stripped
 
 
 def _generated_files(root: Path) -> set[Path]:

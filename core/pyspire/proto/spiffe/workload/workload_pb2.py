@@ -6,17 +6,10 @@
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
-from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-_runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC,
-    7,
-    35,
-    1,
-    '',
-    'pyspire/proto/spiffe/workload/workload.proto'
-)
+# pyspire.proto.generate took out protoc's runtime-version gate: this stub runs on every
+# protobuf since 3.20, and the workload library allows them (see generate.py).
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()

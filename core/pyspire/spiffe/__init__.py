@@ -1,7 +1,8 @@
-"""The SPIFFE standards as a library: identifiers, SVIDs, bundles, endpoints.
+"""The SPIFFE standards as a library: identifiers, SVIDs, bundles, and the workload's side.
 
 No server code lives here; this package is what a workload, a verifier or the daemons use
-to parse and check SPIFFE documents. One concept per module:
+to get, parse and check SPIFFE documents (it is the ``pyspire-spiffe`` distribution). One
+concept per module:
 
 - :mod:`~pyspire.spiffe.spiffeid` — :class:`SpiffeId`, :class:`TrustDomain`
 - :mod:`~pyspire.spiffe.match` — matchers for accepted peer IDs
@@ -9,6 +10,11 @@ to parse and check SPIFFE documents. One concept per module:
 - :mod:`~pyspire.spiffe.x509svid` — X509-SVIDs and their verification
 - :mod:`~pyspire.spiffe.jwtsvid` — JWT-SVIDs and their validation
 - :mod:`~pyspire.spiffe.endpoint` — Workload API addresses
+- :mod:`~pyspire.spiffe.workloadapi` — the Workload API client (asyncio)
+- :mod:`~pyspire.spiffe.x509source`, :mod:`~pyspire.spiffe.jwtsource` — :class:`X509Source`,
+  :class:`JwtSource` and their asyncio twins: material kept current from the agent
+- :mod:`~pyspire.spiffe.watch` — reconnecting with backoff, the sources' thread
+- :mod:`~pyspire.spiffe.tls` — ``ssl.SSLContext`` objects that follow rotation, authorizers
 """
 
 from pyspire.spiffe.bundle import Bundle, BundleError, BundleSource
@@ -20,26 +26,40 @@ from pyspire.spiffe.endpoint import (
     endpoint_from_environment,
     parse_endpoint,
 )
+from pyspire.spiffe.jwtsource import AsyncJwtSource, JwtSource
 from pyspire.spiffe.jwtsvid import JwtSvid, JwtSvidError
 from pyspire.spiffe.match import MatchError, match_any, match_id, match_member_of, match_one_of
 from pyspire.spiffe.spiffeid import SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spiffe.watch import Backoff, SourceClosedError, SourceTimeoutError
+from pyspire.spiffe.workloadapi import WorkloadApiError, X509Context
+from pyspire.spiffe.x509source import AsyncX509Source, SvidPicker, X509Source
 from pyspire.spiffe.x509svid import X509Svid, X509SvidError
 from pyspire.spiffe.x509svid import verify as verify_x509_svid
 
 __all__ = [
+    "AsyncJwtSource",
+    "AsyncX509Source",
+    "Backoff",
     "Bundle",
     "BundleError",
     "BundleSet",
     "BundleSource",
     "EndpointError",
+    "JwtSource",
     "JwtSvid",
     "JwtSvidError",
     "MatchError",
+    "SourceClosedError",
+    "SourceTimeoutError",
     "SpiffeId",
     "SpiffeIdError",
+    "SvidPicker",
     "TcpEndpoint",
     "TrustDomain",
     "UnixEndpoint",
+    "WorkloadApiError",
+    "X509Context",
+    "X509Source",
     "X509Svid",
     "X509SvidError",
     "endpoint_from_environment",

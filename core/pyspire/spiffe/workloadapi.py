@@ -8,10 +8,11 @@ requires. Fetches return parsed, checked documents (:class:`X509Context`, :class
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from grpclib.client import Channel
@@ -28,12 +29,26 @@ from pyspire.spiffe.x509svid import X509Svid
 
 __all__ = ["HEADER", "WorkloadApiClient", "WorkloadApiError", "X509Context"]
 
+T = TypeVar("T")
+
 HEADER = {"workload.spiffe.io": "true"}
 DEFAULT_TIMEOUT = 30.0
 
 
 class WorkloadApiError(Exception):
-    """The agent refused the call or sent something that is not a valid document."""
+    """The agent refused the call or sent something that is not a valid document.
+
+    ``status`` is the gRPC status name the agent answered with (``"PERMISSION_DENIED"``...), or
+    None when the agent answered but its answer was not usable.
+    """
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _refused(err: GRPCError) -> WorkloadApiError:
+    return WorkloadApiError(f"{err.status.name}: {err.message}", err.status.name)
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,14 @@ def _x509_context(response: pb.X509SVIDResponse) -> X509Context:
         trust_domain = _trust_domain(td_id)
         bundles.put(Bundle.parse_x509_der(trust_domain, der))
     return X509Context(tuple(svids), bundles)
+
+
+async def _first(stream: AsyncGenerator[T, None], empty: str) -> T:
+    """The first item of a watch; the stream is closed at once rather than when collected."""
+    async with aclosing(stream) as items:
+        async for item in items:
+            return item
+    raise WorkloadApiError(empty)
 
 
 def _trust_domain(text: str) -> TrustDomain:
@@ -113,11 +136,9 @@ class WorkloadApiClient:
 
     async def fetch_x509_context(self) -> X509Context:
         """The current X.509 context (first message of the stream)."""
-        async for context in self.watch_x509_contexts():
-            return context
-        raise WorkloadApiError("the agent closed the X.509 stream without an answer")
+        return await _first(self.watch_x509_contexts(), "the agent closed the X.509 stream without an answer")
 
-    async def watch_x509_contexts(self) -> AsyncIterator[X509Context]:
+    async def watch_x509_contexts(self) -> AsyncGenerator[X509Context, None]:
         """Every X.509 context the agent pushes, as it pushes them."""
         try:
             async with self._stub.FetchX509SVID.open(metadata=HEADER) as stream:
@@ -125,7 +146,7 @@ class WorkloadApiClient:
                 async for response in stream:
                     yield _x509_context(response)
         except GRPCError as err:
-            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+            raise _refused(err) from err
 
     async def fetch_x509_bundles(self) -> BundleSet:
         """The X.509 bundles the workload may trust."""
@@ -135,23 +156,24 @@ class WorkloadApiClient:
                 response = await stream.recv_message()
                 await stream.cancel()
         except GRPCError as err:
-            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+            raise _refused(err) from err
         if response is None:
             raise WorkloadApiError("the agent closed the bundle stream without an answer")
         return BundleSet(Bundle.parse_x509_der(_trust_domain(td), der) for td, der in response.bundles.items())
 
     async def fetch_jwt_bundles(self) -> BundleSet:
         """The JWT bundles the workload may trust."""
+        return await _first(self.watch_jwt_bundles(), "the agent closed the bundle stream without an answer")
+
+    async def watch_jwt_bundles(self) -> AsyncGenerator[BundleSet, None]:
+        """The JWT bundles, again each time the agent pushes a change (a new or revoked key)."""
         try:
             async with self._stub.FetchJWTBundles.open(metadata=HEADER) as stream:
                 await stream.send_message(pb.JWTBundlesRequest(), end=True)
-                response = await stream.recv_message()
-                await stream.cancel()
+                async for response in stream:
+                    yield BundleSet(Bundle.parse_jwks(_trust_domain(td), jwks) for td, jwks in response.bundles.items())
         except GRPCError as err:
-            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
-        if response is None:
-            raise WorkloadApiError("the agent closed the bundle stream without an answer")
-        return BundleSet(Bundle.parse_jwks(_trust_domain(td), jwks) for td, jwks in response.bundles.items())
+            raise _refused(err) from err
 
     async def fetch_jwt_svids(self, audience: Sequence[str], spiffe_id: str = "") -> list[JwtSvid]:
         """JWT-SVIDs for ``audience`` (only ``spiffe_id``'s when given); parsed, not validated."""
@@ -159,7 +181,7 @@ class WorkloadApiClient:
         try:
             response = await self._stub.FetchJWTSVID(request, metadata=HEADER, timeout=self._timeout)
         except GRPCError as err:
-            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+            raise _refused(err) from err
         return [JwtSvid.parse_insecure(item.svid, list(audience), hint=item.hint) for item in response.svids]
 
     async def validate_jwt_svid(self, token: str, audience: str) -> tuple[SpiffeId, dict[str, object]]:
@@ -168,5 +190,5 @@ class WorkloadApiClient:
         try:
             response = await self._stub.ValidateJWTSVID(request, metadata=HEADER, timeout=self._timeout)
         except GRPCError as err:
-            raise WorkloadApiError(f"{err.status.name}: {err.message}") from err
+            raise _refused(err) from err
         return SpiffeId.parse(response.spiffe_id), _integral(MessageToDict(response.claims))

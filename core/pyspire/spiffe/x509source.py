@@ -46,7 +46,10 @@ def _picking(picker: SvidPicker | None) -> Callable[[X509Context], _X509State]:
     def accept(context: X509Context) -> _X509State:
         if picker is None:
             return _X509State(context, context.default_svid)
-        chosen = picker(context.svids)
+        try:
+            chosen = picker(context.svids)
+        except Exception as err:
+            raise ValueError(f"the SVID picker failed: {type(err).__name__}: {err}") from err
         if not isinstance(chosen, X509Svid):
             raise TypeError(f"the SVID picker returned {type(chosen).__name__}, not an X509Svid")
         return _X509State(context, chosen)

@@ -64,6 +64,14 @@ def test_taint_makes_agents_reissue_and_revoke_removes_the_old_ca(tmp_path: Path
         remaining = eventually(old_ca_gone, timeout=30)
         assert [_ski(a) for a in remaining] == [new_id.lower()]
         assert len(x509.load_pem_x509_certificates(server.bundle_pem().encode())) == 1
+
+        # The agent renewed its own SVID when its CA was tainted, so it still reaches the server
+        # once that CA is revoked (regression: it kept the old one and lost the server).
+        _entry(server, alias, "spiffe://example.org/after-revoke", f"unix:uid:{UID}")
+        eventually(
+            lambda: "spiffe://example.org/after-revoke" in [str(s.spiffe_id) for s in x509_context(agent).svids],
+            timeout=30,
+        )
     finally:
         agent.stop()
         server.stop()

@@ -23,7 +23,7 @@ from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, SpiffeId, SpiffeIdError, TrustDomain
 
-__all__ = ["CachedJwtSvid", "IssuedSvid", "WorkloadCache", "WorkloadEntry", "WorkloadIdentity"]
+__all__ = ["CachedJwtSvid", "IssuedSvid", "WorkloadCache", "WorkloadEntry", "WorkloadIdentity", "issued_by_any"]
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,19 @@ class IssuedSvid:
 
     def signed_by(self, authority_key_ids: frozenset[bytes]) -> bool:
         """Whether any certificate of the chain was issued by one of these authority keys."""
-        for certificate in self.chain:
-            try:
-                aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-            except x509.ExtensionNotFound:
-                continue
-            if aki.key_identifier is not None and aki.key_identifier in authority_key_ids:
-                return True
-        return False
+        return issued_by_any(self.chain, authority_key_ids)
+
+
+def issued_by_any(chain: Iterable[x509.Certificate], authority_key_ids: frozenset[bytes]) -> bool:
+    """Whether any certificate of ``chain`` was issued by one of these authority keys (tainted ones, say)."""
+    for certificate in chain:
+        try:
+            aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            continue
+        if aki.key_identifier is not None and aki.key_identifier in authority_key_ids:
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Every ``sync_interval`` (or at once when a new workload matched entries without 
 agent fetches the bundle (and the federated bundles its entries need), syncs its authorized
 entries, and asks for X509-SVIDs in batches for the entries that need one (new, half-way
 through their life, changed, or signed by a tainted authority). The agent SVID is renewed
-at half-life with ±10% jitter so that a fleet does not renew in step.
+at half-life with ±10% jitter so that a fleet does not renew in step, and at once when its
+authority is tainted.
 
 When the server is unreachable the loop backs off exponentially (to ``MAX_BACKOFF``) and
 workloads keep the SVIDs they have until those expire. When the server says the agent is
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry
+from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry, issued_by_any
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.svid_store import StoredSvids
@@ -138,7 +139,14 @@ class SyncManager:
         if self._renew_at is None:
             self._schedule_renewal()
         identity = self._node.identity
-        if identity is not None and self._renew_at is not None and datetime.now(UTC) >= self._renew_at:
+        if identity is None or self._renew_at is None:
+            return
+        # As SPIRE: an agent SVID signed by a tainted authority is renewed at once, before that
+        # authority is revoked and the server stops trusting it.
+        tainted = issued_by_any(identity.chain, self.cache.tainted_key_ids)
+        if tainted:
+            _log.info("The agent SVID was signed by a tainted authority: renewing it")
+        if tainted or datetime.now(UTC) >= self._renew_at:
             # As SPIRE: a node that can re-attest renews by attesting again (fresh evidence).
             try:
                 if identity.reattestable:

@@ -41,6 +41,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.spiffe import MatchError, SpiffeId, X509SvidError
+from pyspire.spiffe.tls import load_identity
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 
 __all__ = [
@@ -341,24 +342,6 @@ def _pin_on_accept(protocol: Any) -> None:
     protocol.connection_lost = connection_lost
 
 
-def _load_identity(context: ssl.SSLContext, chain: Sequence[x509.Certificate], private_key: PrivateKeyTypes) -> None:
-    """Give ``context`` a certificate chain and key without writing the key to any disk.
-
-    Python's ssl loads keys only from a path: an anonymous memory file (memfd) serves as
-    one, and is gone when closed.
-    """
-    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-    pem += private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.memfd_create("pyspire-tls-identity", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, pem)
-        context.load_cert_chain(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-
-
 def _trust(context: ssl.SSLContext, roots: Sequence[x509.Certificate]) -> None:
     if roots:
         context.load_verify_locations(
@@ -388,7 +371,7 @@ class ServerTlsContexts:
         context.verify_mode = self._verify_mode
         context.options |= ssl.OP_NO_TICKET
         context.set_alpn_protocols(self._alpn)
-        _load_identity(context, chain, private_key)
+        load_identity(context, chain, private_key)
         _trust(context, trusted)
         return context
 
@@ -436,7 +419,7 @@ def client_tls_context(
     context.set_alpn_protocols(["h2"])
     _trust(context, trusted)
     if chain and private_key is not None:
-        _load_identity(context, chain, private_key)
+        load_identity(context, chain, private_key)
     return context
 
 

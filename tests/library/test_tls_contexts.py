@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyspire.spiffe import SpiffeId, SpiffeIdError, X509Svid, tls
 
-from tests.support.pki import Issued, make_ca
+from tests.support.pki import Issued, make_ca, make_leaf, write_pem
 from tests.support.x509_material import HandSetSource, bundles_of, svid_of
 
 SERVER = "spiffe://example.org/server"
@@ -537,3 +540,40 @@ def test_peer_spiffe_id_needs_a_finished_spiffe_handshake(server_source: HandSet
         tls.peer_spiffe_id(spiffe)
     with pytest.raises(ValueError, match="is not a connection made"):
         tls.peer_spiffe_id(object())
+
+
+def test_no_connection_resumes_a_session(
+    server_source: HandSetSource, client_source: HandSetSource, ca: Issued, tmp_path: Path
+) -> None:
+    # openssl offers to resume (TLS 1.2 session IDs) on each of its reconnections: the server
+    # never accepts, so every connection shows its certificate and is checked again.
+    server = tls.server_context(server_source, tls.authorize_id("spiffe://example.org/openssl"))
+    certificate, key = write_pem(make_leaf(ca, "spiffe://example.org/openssl"), tmp_path / "c.pem", tmp_path / "k.pem")
+    (tmp_path / "ca.pem").write_bytes(ca.certificate.public_bytes(Encoding.PEM))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+    checked: list[tuple[bool, str]] = []
+
+    def serve() -> None:
+        for _ in range(6):  # s_client -reconnect: the first connection and five more
+            raw, _ = listener.accept()
+            with server.wrap_socket(raw, server_side=True) as connection:
+                checked.append((connection.session_reused, str(tls.peer_spiffe_id(connection))))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the tests need the openssl command"
+    port = listener.getsockname()[1]
+    subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2", "-reconnect", "-CAfile", str(tmp_path / "ca.pem"),
+         "-cert", str(certificate), "-key", str(key)],
+        input=b"", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    thread.join(30)
+    listener.close()
+    assert checked == [(False, "spiffe://example.org/openssl")] * 6
+
+    client = tls.client_context(client_source, tls.authorize_any())
+    with pytest.raises(ValueError, match="does not resume TLS sessions: every connection is verified"):
+        client.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=object())  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ callbacks and the key log apply as usual. ``load_cert_chain`` is refused (the id
 source's SVID) and so is NPN; CAs loaded with ``load_verify_locations`` (requests does, with
 certifi's) are accepted and change nothing, since a peer must verify against the source's
 bundle; a context's hostname check stays off, the SPIFFE ID being what identifies a peer.
+Sessions are never resumed: every connection is verified against its own handshake's bundle.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import _ssl
 import contextlib
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -187,6 +189,13 @@ def load_identity(context: ssl.SSLContext, chain: Sequence[x509.Certificate], pr
         context.load_cert_chain(path)
 
 
+def _no_resumption(session: ssl.SSLSession | None) -> None:
+    # A resumed session skips the certificate exchange: the peer would be trusted on the
+    # strength of an earlier handshake, perhaps with a bundle that has changed since.
+    if session is not None:
+        raise ValueError("a pyspire.spiffe.tls context does not resume TLS sessions: every connection is verified")
+
+
 def _trusted_roots_pem(bundles: BundleSet) -> str:
     return "".join(
         authority.public_bytes(serialization.Encoding.PEM).decode("ascii")
@@ -292,6 +301,31 @@ class _SpiffeContext(ssl.SSLContext):
         ssl.SSLContext.keylog_filename.__set__(self, path)  # type: ignore[attr-defined]
         self._user_keylog = path
         self._material = None
+
+    def wrap_socket(  # noqa: PLR0917 - the stdlib signature
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """As ``ssl.SSLContext.wrap_socket``; a ``session`` to resume is refused (see _no_resumption)."""
+        _no_resumption(session)
+        return super().wrap_socket(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, server_hostname)
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """As ``ssl.SSLContext.wrap_bio``; a ``session`` to resume is refused (see _no_resumption)."""
+        _no_resumption(session)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname)
 
     def load_cert_chain(self, *args: Any, **kwargs: Any) -> None:
         """Refused: a SPIFFE context presents its source's SVID."""

@@ -21,7 +21,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 
-class OperatorBuildHook(BuildHookInterface):  # type: ignore[misc]
+class OperatorBuildHook(BuildHookInterface):
     """Adds the ``pyspire-spiffe`` requirement to standard wheels."""
 
     PLUGIN_NAME = "custom"

@@ -171,3 +171,33 @@ def test_the_library_installs_alone_and_works_on_the_oldest_protobuf(tmp_path: P
         "client_saw": SERVER,
         "jwt": SERVER,
     }
+
+
+@pytest.mark.slow
+def test_pip_install_dot_still_installs_everything_in_one_command(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            ".",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    chosen = {
+        item["metadata"]["name"].lower(): item["download_info"]["url"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert chosen["pyspire"] == REPO.as_uri()
+    assert chosen["pyspire-spiffe"] == (REPO / "core").as_uri()  # from the checkout, not an index
+    assert {"sqlalchemy", "alembic", "python-hcl2", "xds-protos"} <= set(chosen)

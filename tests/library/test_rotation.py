@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from pyspire.spiffe import TrustDomain, X509Source, tls
+from pyspire.spiffe import JwtSource, TrustDomain, WorkloadApiError, X509Source, tls
 
 from tests.support.identities import SERVER, pick, start_deployment
 from tests.support.mtls_rotation import (
@@ -24,6 +24,7 @@ from tests.support.mtls_rotation import (
     rotate_svids,
     start_pair,
 )
+from tests.support.waiting import eventually
 from tests.support.workloads import register_this_process
 from tests.support.x509_material import HandSetSource
 
@@ -53,6 +54,7 @@ def test_mtls_through_svid_rotations_an_agent_restart_and_a_ca_rotation(tmp_path
             deployment.source("client") as client_source,
             deployment.source("intruder") as intruder_source,
             X509Source(deployment.agent.address, timeout=30, picker=pick("legacy")) as legacy_source,
+            JwtSource(deployment.agent.address) as jwt_source,
         ):
             pair = start_pair(server_source, client_source)
             legacy_server = EchoServer(tls.server_context(server_source, tls.authorize_id(LEGACY)))
@@ -62,14 +64,19 @@ def test_mtls_through_svid_rotations_an_agent_restart_and_a_ca_rotation(tmp_path
 
                 # 2. The agent restarts mid-run: the last good material serves meanwhile.
                 generations = server_source.generation, client_source.generation
+                token = jwt_source.fetch_svid("billing").token
                 assert deployment.agent.stop() == 0
                 for _ in range(3):
                     pair.exchange()
                     time.sleep(0.2)
+                assert str(jwt_source.validate(token, "billing").spiffe_id) == SERVER  # the kept JWT bundles
+                with pytest.raises((WorkloadApiError, OSError)):
+                    jwt_source.fetch_svid("billing")
                 deployment.agent.start()
                 rotate_svids(pair, 2, timeout=90)
                 assert server_source.generation > generations[0]
                 assert client_source.generation > generations[1]
+                assert str(eventually(lambda: jwt_source.fetch_svid("billing")).spiffe_id) == SERVER
 
                 # 3. The CA rotates: prepare, activate, taint, revoke.
                 old_ca = deployment.server.x509_authority_id()

@@ -63,6 +63,8 @@ __all__ = [
     "Authorizer",
     "PeerRefusedError",
     "SpiffeClientContext",
+    "SpiffeSSLObject",
+    "SpiffeSSLSocket",
     "SpiffeServerContext",
     "X509MaterialSource",
     "authorize_any",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspire.spiffe import SvidPicker, X509Source, X509Svid
+from pyspire.spiffe import Backoff, SvidPicker, X509Source, X509Svid
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
 from tests.support.waiting import eventually
@@ -40,9 +40,9 @@ class Deployment:
     agent: AgentDaemon
     alias: str
 
-    def source(self, hint: str) -> X509Source:
+    def source(self, hint: str, backoff: Backoff | None = None) -> X509Source:
         """An X509Source serving the identity registered with ``hint``."""
-        return X509Source(self.agent.address, timeout=20, picker=pick(hint))
+        return X509Source(self.agent.address, timeout=20, picker=pick(hint), backoff=backoff)
 
 
 def register_three_identities(server: ServerDaemon, alias: str, *flags: str) -> None:

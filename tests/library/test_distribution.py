@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 import tomllib
 import venv
@@ -201,3 +202,28 @@ def test_pip_install_dot_still_installs_everything_in_one_command(tmp_path: Path
     assert chosen["pyspire"] == REPO.as_uri()
     assert chosen["pyspire-spiffe"] == (REPO / "core").as_uri()  # from the checkout, not an index
     assert {"sqlalchemy", "alembic", "python-hcl2", "xds-protos"} <= set(chosen)
+
+
+def test_a_wheel_built_from_the_operators_sdist_requires_the_library_by_version(tmp_path: Path) -> None:
+    # A release builds its wheel from the sdist, where no core/pyproject.toml is: the dependency
+    # is then the library at the same version, from the index.
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [sdist] = tmp_path.glob("pyspire-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+        archive.extractall(tmp_path, filter="data")
+    top = names[0].split("/")[0]
+    assert [n for n in names if n.endswith("pyproject.toml")] == [f"{top}/pyproject.toml"]  # no plugin's, no core's
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "out"), str(tmp_path / top)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [wheel] = (tmp_path / "out").glob("pyspire-*.whl")
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert f"Requires-Dist: pyspire-spiffe=={version}" in _metadata(wheel)

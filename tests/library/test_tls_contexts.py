@@ -577,3 +577,56 @@ def test_no_connection_resumes_a_session(
     client = tls.client_context(client_source, tls.authorize_any())
     with pytest.raises(ValueError, match="does not resume TLS sessions: every connection is verified"):
         client.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="x", session=object())  # type: ignore[arg-type]
+
+
+def test_the_verify_mode_stays_what_makes_the_peer_prove_itself(server_source: HandSetSource) -> None:
+    client = tls.client_context(server_source, tls.authorize_any())
+    client.verify_mode = ssl.CERT_REQUIRED  # what requests sets: the same, so accepted
+    with pytest.raises(ValueError, match="keeps verify_mode CERT_REQUIRED"):
+        client.verify_mode = ssl.CERT_NONE
+    server = tls.server_context(server_source, tls.authorize_any())
+    with pytest.raises(ValueError, match="keeps verify_mode CERT_REQUIRED"):
+        server.verify_mode = ssl.CERT_OPTIONAL
+    client.check_hostname = True  # a DNS name check on top is the client's choice
+    assert client.check_hostname
+    assert client.verify_mode == ssl.CERT_REQUIRED
+    tls_only = tls.tls_server_context(server_source)
+    with pytest.raises(ValueError, match="checks no host name"):
+        tls_only.check_hostname = True
+    assert tls_only.verify_mode == ssl.CERT_NONE
+
+
+def test_an_authority_that_is_not_self_signed_anchors_its_chains(ca: Issued) -> None:
+    # The bundle holds an intermediate only (its root is in no bundle): go-spiffe trusts every
+    # bundle authority as an anchor, and so do these contexts.
+    intermediate = make_ca("example.org", issuer=ca, name="intermediate only")
+    bundles = bundles_of(example_org=[intermediate.certificate])
+    server = HandSetSource(svid_of(intermediate, SERVER), bundles)
+    client = HandSetSource(svid_of(intermediate, CLIENT), bundles)
+    outcome = exchange(
+        tls.server_context(server, tls.authorize_id(CLIENT)), tls.client_context(client, tls.authorize_id(SERVER))
+    )
+    assert outcome.server_error is None
+    assert outcome.client_error is None
+    assert str(outcome.server_peer) == CLIENT
+    assert str(outcome.client_peer) == SERVER
+
+
+def test_the_authorizer_decides_every_handshake_of_a_peer_connecting_again(
+    server_source: HandSetSource, client_source: HandSetSource
+) -> None:
+    # The context remembers the peer's checked path; the authorizer's answer is never remembered.
+    allowed = {CLIENT}
+
+    def policy(spiffe_id: SpiffeId, chain: Sequence[x509.Certificate]) -> None:
+        if str(spiffe_id) not in allowed:
+            raise PermissionError(f"{spiffe_id} was removed from the policy")
+
+    server = tls.server_context(server_source, policy)
+    client = tls.client_context(client_source, tls.authorize_any())
+    assert exchange(server, client).server_error is None
+    assert exchange(server, client).server_error is None
+    allowed.clear()
+    refused = exchange(server, client)
+    assert isinstance(refused.server_error, tls.PeerRefusedError)
+    assert "was removed from the policy" in str(refused.server_error)

@@ -20,6 +20,7 @@ from pyspire.spiffe import (
     X509SvidError,
     verify_x509_svid,
 )
+from pyspire.spiffe.x509svid import check_verified_path
 
 from tests.support.pki import Issued, make_ca, make_leaf
 
@@ -186,3 +187,26 @@ def test_a_certificate_of_an_unknown_version_is_refused_by_name() -> None:
     assert raised.value.code == "cert_parse_error"
     with pytest.raises(BundleError, match="unknown version 1"):
         Bundle.parse_x509(TD, v2)
+
+
+def test_a_path_verified_elsewhere_gets_the_spiffe_rules_but_no_signature_check() -> None:
+    root, other = make_ca("example.org"), make_ca("other.org", name="other CA")
+    bundles = BundleSet(
+        [Bundle(TrustDomain("example.org"), [root.certificate]), Bundle(TrustDomain("other.org"), [other.certificate])]
+    )
+    leaf = make_leaf(root, "spiffe://example.org/web").certificate
+    assert str(check_verified_path([leaf, root.certificate], bundles)) == "spiffe://example.org/web"
+    # The anchor must be an authority of the leaf's own trust domain.
+    forged = make_leaf(other, "spiffe://example.org/web").certificate
+    with pytest.raises(X509SvidError, match=r'no chain to an authority of trust domain "example\.org"'):
+        check_verified_path([forged, other.certificate], bundles)
+    # A lone certificate is no SVID under an authority; an expired one is refused whatever
+    # the TLS library was told to check.
+    with pytest.raises(X509SvidError, match="itself an authority"):
+        check_verified_path([root.certificate], bundles)
+    with pytest.raises(X509SvidError) as expired:
+        check_verified_path([leaf, root.certificate], bundles, now=datetime.now(UTC) + timedelta(days=2))
+    assert expired.value.code == "expired"
+    with pytest.raises(X509SvidError) as no_bundle:
+        check_verified_path([make_leaf(root, "spiffe://third.org/x").certificate, root.certificate], bundles)
+    assert no_bundle.value.code == "bundle_not_found"

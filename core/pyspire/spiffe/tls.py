@@ -15,7 +15,12 @@ httpx, aiohttp, requests through an adapter, http.server...). Every new connecti
   stops being trusted there);
 - verifies the peer's certificate as an X509-SVID against the bundle of the peer's own trust
   domain only (the SPIFFE rule: another trust domain's CA never vouches for this one), then
-  asks the authorizer whether that SPIFFE ID may connect.
+  asks the authorizer whether that SPIFFE ID may connect. OpenSSL checks signatures,
+  validity and the path to one of the generation's bundle authorities (each authority is an
+  anchor, self-signed or not, as in go-spiffe); :func:`~pyspire.spiffe.x509svid.check_verified_path`
+  then applies the X509-SVID rules to that path and scopes its anchor to the leaf's trust
+  domain. A context remembers paths it checked, so a peer connecting again costs a lookup;
+  the authorizer is asked every time.
 
 Both checks run inside the handshake: the contexts' socket and object classes
 (``sslsocket_class``/``sslobject_class``) do them as ``do_handshake`` completes, and before any
@@ -30,7 +35,8 @@ What a context keeps from the standard ``ssl`` API: options, versions, ciphers, 
 callbacks and the key log apply as usual. ``load_cert_chain`` is refused (the identity is the
 source's SVID) and so is NPN; CAs loaded with ``load_verify_locations`` (requests does, with
 certifi's) are accepted and change nothing, since a peer must verify against the source's
-bundle; a context's hostname check stays off, the SPIFFE ID being what identifies a peer.
+bundle; the hostname check is off (the SPIFFE ID identifies a peer; a client may turn it on
+as well). ``verify_mode`` stays what makes the peer prove itself: setting another is refused.
 Sessions are never resumed: every connection is verified against its own handshake's bundle.
 """
 
@@ -56,8 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.match import MatchError, match_any, match_member_of, match_one_of
 from pyspire.spiffe.spiffeid import SpiffeId, TrustDomain
-from pyspire.spiffe.x509svid import X509Svid, X509SvidError
-from pyspire.spiffe.x509svid import verify as verify_svid
+from pyspire.spiffe.x509svid import X509Svid, X509SvidError, check_verified_path
 
 __all__ = [
     "Authorizer",
@@ -79,12 +84,13 @@ __all__ = [
     "tls_server_context",
 ]
 
+CHECKED_PATHS: Final = 1024
+"""Verified paths a context remembers as SVIDs (per source generation): a peer connecting again
+costs a lookup, not the SPIFFE checks again."""
+
 Authorizer = Callable[[SpiffeId, Sequence[x509.Certificate]], None]
 """Decides whether a verified peer may connect: called with its SPIFFE ID and its verified chain
 (leaf first, trusted authority last); raises (any exception) to refuse."""
-
-VERIFIED_CACHE_SIZE: Final = 1024
-"""Peer chains remembered as verified, per context (a peer reconnecting skips the signature checks)."""
 
 
 class X509MaterialSource(Protocol):
@@ -219,9 +225,11 @@ class _Material:
 
 
 @dataclass(frozen=True)
-class _Verified:
+class _CheckedPath:
+    """A verified path that passed the SPIFFE rules, and the window in which that holds."""
+
     spiffe_id: SpiffeId
-    chain: tuple[x509.Certificate, ...]
+    path: tuple[x509.Certificate, ...]
     not_before: datetime
     not_after: datetime
 
@@ -229,7 +237,7 @@ class _Verified:
 class _SpiffeContext(ssl.SSLContext):
     """The part both sides share: building per-generation contexts and checking peers."""
 
-    _peer_required: bool = True
+    _verify_mode: ssl.VerifyMode = ssl.CERT_REQUIRED
     _presents_svid: bool = True
 
     def __new__(cls, protocol: int, source: X509MaterialSource, authorize: Authorizer | None) -> Self:
@@ -243,11 +251,41 @@ class _SpiffeContext(ssl.SSLContext):
         self._user_keylog: str | None = None
         self._material_lock = threading.Lock()
         self._material: _Material | None = None
-        self._verified: OrderedDict[tuple[int, tuple[bytes, ...]], _Verified] = OrderedDict()
-        self._verified_lock = threading.Lock()
+        self._checked: OrderedDict[tuple[int, tuple[bytes, ...]], _CheckedPath] = OrderedDict()
+        self._checked_lock = threading.Lock()
         self.minimum_version = ssl.TLSVersion.TLSv1_2
         self.check_hostname = False
+        ssl.SSLContext.verify_mode.fset(self, self._verify_mode)  # type: ignore[attr-defined]
+        # Every authority of the bundle anchors a path, self-signed or not, as in go-spiffe.
+        self.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         self._current()  # fail now, not at the first handshake, when the source has nothing
+
+    # OpenSSL checks the peer's chain against this generation's authorities only as long as
+    # the verify mode stays what the context was made with: _check_peer relies on it.
+
+    @property  # type: ignore[override]  # typeshed: int on _SSLContext, VerifyMode on SSLContext
+    def verify_mode(self) -> ssl.VerifyMode:
+        """``CERT_REQUIRED`` (``CERT_NONE`` for a server-only TLS server), and it stays so."""
+        return ssl.VerifyMode(ssl.SSLContext.verify_mode.fget(self))  # type: ignore[attr-defined]
+
+    @verify_mode.setter
+    def verify_mode(self, value: ssl.VerifyMode) -> None:
+        if value != self._verify_mode:
+            raise ValueError(
+                f"a pyspire.spiffe.tls context keeps verify_mode {self._verify_mode.name}; {value!r} would "
+                "change what the peer must prove"
+            )
+
+    @property
+    def check_hostname(self) -> bool:
+        """As ``ssl.SSLContext.check_hostname`` (a DNS name check on top of the SPIFFE checks; clients only)."""
+        return bool(ssl.SSLContext.check_hostname.__get__(self))  # type: ignore[attr-defined]
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        if value and self._verify_mode is ssl.CERT_NONE:
+            raise ValueError("a server-only TLS server context checks no host name")
+        ssl.SSLContext.check_hostname.__set__(self, value)  # type: ignore[attr-defined]
 
     # Settings OpenSSL reads from a connection's *current* context during the handshake (ALPN
     # selection, SNI, the security level, DH parameters, the key log): each is applied to
@@ -373,53 +411,57 @@ class _SpiffeContext(ssl.SSLContext):
 
     # -- the peer check --
 
-    def _verify(self, material: _Material, chain_der: tuple[bytes, ...]) -> _Verified:
-        key = (material.generation, chain_der)
-        with self._verified_lock:
-            known = self._verified.get(key)
+    def _checked_path(
+        self, material: _Material, verified_der: tuple[bytes, ...]
+    ) -> tuple[SpiffeId, tuple[x509.Certificate, ...]]:
+        """The SPIFFE ID and certificates of a verified path; remembered, as peers connect again and again."""
+        key = (material.generation, verified_der)
+        with self._checked_lock:
+            known = self._checked.get(key)
             if known is not None:
-                self._verified.move_to_end(key)
+                self._checked.move_to_end(key)
         now = datetime.now(UTC)
         if known is not None and known.not_before <= now <= known.not_after:
-            return known
-        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
-        spiffe_id, paths = verify_svid(chain, material.bundles, now=now)
-        path = tuple(paths[0])
-        verified = _Verified(
-            spiffe_id,
-            path,
-            max(c.not_valid_before_utc for c in path),
-            min(c.not_valid_after_utc for c in path),
-        )
-        with self._verified_lock:
-            self._verified[key] = verified
-            if len(self._verified) > VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return verified
-
-    def _check_peer(self, material: _Material, chain_der: tuple[bytes, ...]) -> SpiffeId | None:
-        if not chain_der:
-            if self._peer_required:
-                raise PeerRefusedError("the peer presented no certificate")
-            return None
+            return known.spiffe_id, known.path
         try:
-            verified = self._verify(material, chain_der)
+            path = tuple(x509.load_der_x509_certificate(der) for der in verified_der)
+            spiffe_id = check_verified_path(path, material.bundles, now=now)
         except X509SvidError as err:
             raise PeerRefusedError(f"the peer's certificate is not a valid X509-SVID here: {err}") from None
         except ValueError as err:
             raise PeerRefusedError(f"the peer's certificate cannot be read: {err}") from None
-        if self._authorize is None:  # a TLS-only server told to ask for client certificates after all
-            return verified.spiffe_id
+        checked = _CheckedPath(
+            spiffe_id, path, max(c.not_valid_before_utc for c in path), min(c.not_valid_after_utc for c in path)
+        )
+        with self._checked_lock:
+            self._checked[key] = checked
+            if len(self._checked) > CHECKED_PATHS:
+                self._checked.popitem(last=False)
+        return spiffe_id, path
+
+    def _check_peer(self, material: _Material, verified_der: tuple[bytes, ...]) -> SpiffeId | None:
+        """The peer's SPIFFE ID, from the path OpenSSL verified with this generation's authorities.
+
+        OpenSSL checked the signatures, the validity periods and the path to one of the
+        generation's bundle authorities (of any trust domain); the SPIFFE rules are checked
+        here: the leaf and the signing certificates are those of an X509-SVID, and the anchor
+        is an authority of the leaf's own trust domain.
+        """
+        if self._verify_mode is ssl.CERT_NONE:
+            return None  # a server-only TLS server asks its clients for nothing
+        if not verified_der:
+            raise PeerRefusedError("the peer presented no certificate")
+        spiffe_id, path = self._checked_path(material, verified_der)
+        assert self._authorize is not None
         try:
-            self._authorize(verified.spiffe_id, verified.chain)
+            self._authorize(spiffe_id, path)
         except MatchError as err:
-            raise PeerRefusedError(f"{verified.spiffe_id} is not authorized: {err}", verified.spiffe_id) from None
+            raise PeerRefusedError(f"{spiffe_id} is not authorized: {err}", spiffe_id) from None
         except Exception as err:  # a failing authorizer refuses: security checks fail closed
             raise PeerRefusedError(
-                f"{verified.spiffe_id} is not authorized: the authorizer raised {type(err).__name__}: {err}",
-                verified.spiffe_id,
+                f"{spiffe_id} is not authorized: the authorizer raised {type(err).__name__}: {err}", spiffe_id
             ) from None
-        return verified.spiffe_id
+        return spiffe_id
 
 
 SslConnection = ssl.SSLObject | ssl.SSLSocket
@@ -458,7 +500,7 @@ def _after_handshake(connection: SslConnection, state: _PeerState) -> None:
     assert state.context is not None
     assert state.material is not None
     try:
-        state.peer_id = state.context._check_peer(state.material, _peer_chain(connection))
+        state.peer_id = state.context._check_peer(state.material, _verified_chain(connection))
     except PeerRefusedError:
         raise
     except Exception as err:  # whatever went wrong, the peer is not accepted
@@ -466,14 +508,11 @@ def _after_handshake(connection: SslConnection, state: _PeerState) -> None:
     state.checked = True
 
 
-def _peer_chain(connection: SslConnection) -> tuple[bytes, ...]:
-    """The certificates the peer presented, leaf first (the leaf alone after session resumption)."""
-    public = getattr(connection, "get_unverified_chain", None)  # Python >= 3.13
-    chain = public() if public is not None else connection._sslobj.get_unverified_chain()  # type: ignore[union-attr]
-    if chain:
-        return tuple(c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain)
-    leaf = connection.getpeercert(binary_form=True)
-    return (leaf,) if leaf else ()
+def _verified_chain(connection: SslConnection) -> tuple[bytes, ...]:
+    """The path OpenSSL verified, the peer's certificate first and the trusted authority last."""
+    public = getattr(connection, "get_verified_chain", None)  # Python >= 3.13
+    chain = public() if public is not None else connection._sslobj.get_verified_chain()  # type: ignore[union-attr]
+    return tuple(c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain or ())
 
 
 class SpiffeSSLObject(ssl.SSLObject):
@@ -558,9 +597,8 @@ class SpiffeServerContext(_SpiffeContext):
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER, source, authorize)
 
     def __init__(self, source: X509MaterialSource, authorize: Authorizer | None, *, mtls: bool = True) -> None:
-        self._peer_required = mtls
+        self._verify_mode = ssl.CERT_REQUIRED if mtls else ssl.CERT_NONE
         super().__init__(ssl.PROTOCOL_TLS_SERVER, source, authorize)
-        self.verify_mode = ssl.CERT_REQUIRED if mtls else ssl.CERT_NONE
         # No resumption: every connection is verified against the bundle of its own handshake.
         self.options |= ssl.OP_NO_TICKET
         self.num_tickets = 0
@@ -578,7 +616,6 @@ class SpiffeClientContext(_SpiffeContext):
     def __init__(self, source: X509MaterialSource, authorize: Authorizer, *, mtls: bool = True) -> None:
         self._presents_svid = mtls
         super().__init__(ssl.PROTOCOL_TLS_CLIENT, source, authorize)
-        self.verify_mode = ssl.CERT_REQUIRED
 
 
 def _authorizer(authorize: object) -> Authorizer:

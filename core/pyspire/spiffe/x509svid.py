@@ -12,6 +12,8 @@ Rules enforced (X509-SVID standard §2-§5), each failure a :class:`X509SvidErro
 :func:`verify` picks the bundle by the leaf's trust domain only (a root of another trust
 domain never vouches for this one), builds the path through the presented intermediates to
 one of that bundle's authorities, and checks every certificate's validity period.
+:func:`check_verified_path` applies the same rules to a path whose signatures a TLS library
+already checked.
 Verified issuer/subject pairs of CA certificates are remembered, so a chain through an
 intermediate costs one signature check per call in the steady state.
 """
@@ -35,7 +37,7 @@ from pyspire.spiffe.bundle import BundleSource
 from pyspire.spiffe.pem import PemError, der_certificate, der_certificates, pem_blocks
 from pyspire.spiffe.spiffeid import SpiffeId, SpiffeIdError
 
-__all__ = ["X509Svid", "X509SvidError", "leaf_spiffe_id", "verify"]
+__all__ = ["X509Svid", "X509SvidError", "check_verified_path", "leaf_spiffe_id", "verify"]
 
 MAX_CHAIN_LENGTH: Final = 16
 """Longer chains are refused before any signature is checked (a CPU-exhaustion guard)."""
@@ -427,6 +429,12 @@ def verify(
         remaining.remove(issuer)
         path.append(issuer)
         current = issuer
+    _check_path(path, moment)
+    return spiffe_id, [path]
+
+
+def _check_path(path: Sequence[x509.Certificate], moment: datetime) -> None:
+    """Validity periods and path length constraints of a path, leaf first, authority last."""
     for index, certificate in enumerate(path):
         _check_validity(
             certificate,
@@ -439,4 +447,34 @@ def verify(
                 "untrusted",
                 f"could not verify leaf certificate: path length constraint of certificate {index} exceeded",
             )
-    return spiffe_id, [path]
+
+
+def check_verified_path(
+    path: Sequence[x509.Certificate], bundle_source: BundleSource, *, now: datetime | None = None
+) -> SpiffeId:
+    """The SPIFFE ID of a path whose signatures someone else checked (OpenSSL, in a TLS handshake).
+
+    ``path`` runs from the leaf to the authority that anchored it. Everything :func:`verify`
+    checks except the signatures: the X509-SVID rules of the leaf and of every certificate
+    that signs, that the anchor is an X.509 authority of the bundle of the leaf's own trust
+    domain (another trust domain's never vouches for it), validity periods and path length
+    constraints. Raises :class:`X509SvidError`.
+    """
+    if len(path) < 2:
+        raise X509SvidError(
+            "untrusted", "could not verify leaf certificate: the certificate is itself an authority, not an SVID"
+        )
+    spiffe_id = _check_chain(path[:-1])
+    bundle = bundle_source.get_bundle_for_trust_domain(spiffe_id.trust_domain)
+    if bundle is None:
+        raise X509SvidError(
+            "bundle_not_found",
+            f'could not get X509 bundle: no bundle found for trust domain "{spiffe_id.trust_domain}"',
+        )
+    if not bundle.has_x509_authority(path[-1]):
+        raise X509SvidError(
+            "untrusted",
+            f'could not verify leaf certificate: no chain to an authority of trust domain "{spiffe_id.trust_domain}"',
+        )
+    _check_path(path, now or datetime.now(UTC))
+    return spiffe_id

@@ -4,7 +4,7 @@
    ``ssl.SSLContext`` objects holding the same SVIDs and trusting the same roots (same TLS
    settings: TLS 1.3, client certificate required, no session tickets). Each handshake is a
    whole exchange between a client and a server in one thread over memory BIOs, so it measures
-   the CPU both sides spend, with nothing else in the way. The two kinds alternate handshake
+   the CPU both sides spend, with nothing else in the way. The kinds alternate handshake
    by handshake, each timed by the thread's CPU clock, so a shared machine's changing speed
    and other processes weigh on both alike. Two SPIFFE cases: the same peers connecting again
    (a context remembers a path it checked), and every handshake a first contact. Target:
@@ -234,7 +234,7 @@ def main() -> None:
     table += [f"| {name} | {value} | {share} | {target} |" for name, value, share, target in rows]
     machine = (
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); handshakes pinned to one core, "
-        f"client and server in one thread over memory BIOs, the two kinds alternating, each timed by the "
+        f"client and server in one thread over memory BIOs, the three kinds alternating, each timed by the "
         f"thread's CPU clock; {BLOCKS} blocks of {PAIRS} handshakes of each kind, rates and ratios are medians "
         f"over the blocks; Python {platform.python_version()}, "
         f"{ssl.OPENSSL_VERSION}; 16 s SVIDs from a real pyspire-agent; {datetime.now(UTC):%Y-%m-%d}"

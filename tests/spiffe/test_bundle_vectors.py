@@ -118,3 +118,12 @@ def test_bundle_map(case: dict[str, Any]) -> None:
     assert [b.trust_domain for b in again] == [b.trust_domain for b in bundles]
     for bundle in bundles:
         assert again.get(bundle.trust_domain) == bundle
+
+
+def test_a_refresh_hint_beyond_any_duration_is_refused_by_name() -> None:
+    # 86400000000000 s is past what a timedelta (or Go's time.Duration) holds: it crashed the
+    # parser with OverflowError instead of a BundleError.
+    document = json.dumps({"keys": [], "spiffe_refresh_hint": 86_400_000_000_000})
+    with pytest.raises(BundleError, match="spiffe_refresh_hint") as raised:
+        Bundle.parse(TD, document)
+    assert raised.value.code == "invalid_refresh_hint"

@@ -46,6 +46,9 @@ _CURVES: Final[dict[str, Callable[[], ec.EllipticCurve]]] = {
     "P-521": ec.SECP521R1,
 }
 _CURVE_NAMES: Final = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+# The longest refresh hint SPIRE's Go code can hold (a time.Duration: 2**63 - 1 ns); longer
+# ones overflow there and, past timedelta's range, here.
+_MAX_REFRESH_HINT_SECONDS: Final = (2**63 - 1) // 10**9
 
 
 class BundleError(ValueError):
@@ -332,6 +335,11 @@ class Bundle:
         hint = document.get("spiffe_refresh_hint")
         if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool) or hint < 0):
             raise BundleError("invalid_refresh_hint", "spiffe_refresh_hint must be a non-negative integer")
+        if hint is not None and hint > _MAX_REFRESH_HINT_SECONDS:
+            raise BundleError(
+                "invalid_refresh_hint",
+                f"spiffe_refresh_hint {hint} s is more than {_MAX_REFRESH_HINT_SECONDS} s (about 292 years)",
+            )
         return cls(
             trust_domain,
             x509_authorities,

@@ -12,7 +12,7 @@ beside whatever protobuf their other dependencies pin. protoc opens every stub w
 refuses any protobuf runtime older than protoc itself, although what this stub does (add its
 serialized descriptor to the pool, build the classes with ``internal.builder``) works on every
 runtime since 3.20. The gate is taken out of that one stub, here, so regenerating stays
-reproducible; tests/packaging/test_library_distribution.py runs the library on the oldest
+reproducible; tests/library/test_distribution.py runs the library on the oldest
 protobuf its pyproject allows. The SPIRE API stubs keep their gate: only the operator's
 distribution uses them, with its own protobuf floor.
 """

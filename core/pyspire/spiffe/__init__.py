@@ -11,12 +11,14 @@ concept per module:
 - :mod:`~pyspire.spiffe.jwtsvid` — JWT-SVIDs and their validation
 - :mod:`~pyspire.spiffe.endpoint` — Workload API addresses
 - :mod:`~pyspire.spiffe.workloadapi` — the Workload API client (asyncio)
+- :mod:`~pyspire.spiffe.blocking` — the same calls for synchronous code
 - :mod:`~pyspire.spiffe.x509source`, :mod:`~pyspire.spiffe.jwtsource` — :class:`X509Source`,
   :class:`JwtSource` and their asyncio twins: material kept current from the agent
 - :mod:`~pyspire.spiffe.watch` — reconnecting with backoff, the sources' thread
 - :mod:`~pyspire.spiffe.tls` — ``ssl.SSLContext`` objects that follow rotation, authorizers
 """
 
+from pyspire.spiffe.blocking import BlockingWorkloadApiClient
 from pyspire.spiffe.bundle import Bundle, BundleError, BundleSource
 from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.endpoint import (
@@ -31,7 +33,7 @@ from pyspire.spiffe.jwtsvid import JwtSvid, JwtSvidError
 from pyspire.spiffe.match import MatchError, match_any, match_id, match_member_of, match_one_of
 from pyspire.spiffe.spiffeid import SpiffeId, SpiffeIdError, TrustDomain
 from pyspire.spiffe.watch import Backoff, SourceClosedError, SourceTimeoutError
-from pyspire.spiffe.workloadapi import WorkloadApiError, X509Context
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
 from pyspire.spiffe.x509source import AsyncX509Source, SvidPicker, X509Source
 from pyspire.spiffe.x509svid import X509Svid, X509SvidError
 from pyspire.spiffe.x509svid import verify as verify_x509_svid
@@ -40,6 +42,7 @@ __all__ = [
     "AsyncJwtSource",
     "AsyncX509Source",
     "Backoff",
+    "BlockingWorkloadApiClient",
     "Bundle",
     "BundleError",
     "BundleSet",
@@ -57,6 +60,7 @@ __all__ = [
     "TcpEndpoint",
     "TrustDomain",
     "UnixEndpoint",
+    "WorkloadApiClient",
     "WorkloadApiError",
     "X509Context",
     "X509Source",

@@ -8,7 +8,7 @@ its SVID with a picker.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +53,17 @@ def register_three_identities(server: ServerDaemon, alias: str, *flags: str) -> 
         register_this_process(server, alias, spiffe_id, "-hint", hint, *flags)
 
 
-def start_deployment(directory: Path, *entry_flags: str, **server_options: object) -> Deployment:
-    """Start it all under ``directory``; ``entry_flags`` go to every ``entry create`` (``-x509SVIDTTL 14``)."""
+def start_deployment(
+    directory: Path, *entry_flags: str, agent_options: Mapping[str, object] | None = None, **server_options: object
+) -> Deployment:
+    """Start it all under ``directory``; ``entry_flags`` go to every ``entry create`` (``-x509SVIDTTL 14``).
+
+    ``agent_options`` go to start_agent, ``server_options`` to start_server.
+    """
     server = start_server(directory / "server", **server_options)
     alias = f"spiffe://example.org/node/{directory.name}"
     try:
-        agent = start_agent(directory / "agent", server, server.join_token(alias))
+        agent = start_agent(directory / "agent", server, server.join_token(alias), **(agent_options or {}))
     except BaseException:
         server.stop()
         raise

@@ -239,19 +239,19 @@ def run_through_everything_that_rotates(deployment: Deployment) -> None:
 
             # 2. The agent restarts mid-run: the last good material serves meanwhile.
             generations = server_source.generation, client_source.generation
-            token = jwt_source.fetch_svid("billing").token
+            token = jwt_source.fetch_svid("billing", spiffe_id=SERVER).token
             assert deployment.agent.stop() == 0
             for _ in range(3):
                 pair.exchange()
                 time.sleep(0.2)
             assert str(jwt_source.validate(token, "billing").spiffe_id) == SERVER  # the kept JWT bundles
             with pytest.raises((WorkloadApiError, OSError)):
-                jwt_source.fetch_svid("billing")
+                jwt_source.fetch_svid("billing", spiffe_id=SERVER)
             deployment.agent.start()
             rotate_svids(pair, 2, timeout=90)
             assert server_source.generation > generations[0]
             assert client_source.generation > generations[1]
-            assert str(eventually(lambda: jwt_source.fetch_svid("billing")).spiffe_id) == SERVER
+            assert str(eventually(lambda: jwt_source.fetch_svid("billing", spiffe_id=SERVER)).spiffe_id) == SERVER
 
             # 3. The CA rotates: prepare, activate, taint, revoke.
             old_ca = deployment.server.x509_authority_id()

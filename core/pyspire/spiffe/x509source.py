@@ -11,8 +11,9 @@ bundle change replaces what it holds, and readers always get the newest. It is w
   source:``, or ``await source.start()``.
 
 Both reconnect with backoff when the agent goes away and keep serving the last good material
-meanwhile. When a workload has several SVIDs, the first one is the default (the agent lists
-the oldest entry first); ``picker`` chooses another, for example by hint::
+meanwhile. When a workload has several SVIDs, the first one the agent lists is the default
+(pyspire-agent lists the oldest entry first, spire-agent the lowest entry ID, which is
+arbitrary); ``picker`` chooses one that does not depend on that, for example by hint::
 
     X509Source(picker=lambda svids: next(s for s in svids if s.hint == "internal"))
 """

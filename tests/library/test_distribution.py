@@ -100,7 +100,7 @@ WORKLOAD = textwrap.dedent(
     """
     import json, socket, sys, threading
     import google.protobuf
-    from pyspire.spiffe import JwtSource, X509Source, tls
+    from pyspire.spiffe import BlockingWorkloadApiClient, JwtSource, X509Source, tls
 
     def pick(hint):
         return lambda svids: next(s for s in svids if s.hint == hint)
@@ -129,6 +129,9 @@ WORKLOAD = textwrap.dedent(
     with JwtSource() as jwt_source:
         token = jwt_source.fetch_svid("billing").token
         result["jwt"] = str(jwt_source.validate(token, "billing").spiffe_id)
+    with BlockingWorkloadApiClient() as client:  # claims come back through protobuf's json_format
+        spiffe_id, claims = client.validate_jwt_svid(token, "billing")
+        result["agent_validated"] = [str(spiffe_id), claims["aud"]]
     print(json.dumps(result))
     """
 )
@@ -171,6 +174,7 @@ def test_the_library_installs_alone_and_works_on_the_oldest_protobuf(tmp_path: P
         "echo": "ping",
         "client_saw": SERVER,
         "jwt": SERVER,
+        "agent_validated": [SERVER, ["billing"]],
     }
 
 

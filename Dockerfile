@@ -14,7 +14,11 @@ RUN groupadd --system --gid 999 pyspire && useradd --system --uid 999 --gid 999 
     && install -d -o pyspire -g pyspire -m 0700 /var/lib/pyspire \
     && install -d -o pyspire -g pyspire -m 0755 /run/spire
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl && rm -rf /wheels
+# --no-deps: the first stage put every dependency in /wheels already, and the operator's wheel,
+# built from this checkout, names the workload library by its path there (pyspire-spiffe @
+# file:///src/core, see core/build_operator.py), which this stage does not have; pip check then
+# confirms the installed set is complete.
+RUN python -m pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && python -m pip check && rm -rf /wheels
 # The server runs as pyspire; the agent's pod runs it as root (it attests other users' processes).
 USER pyspire
 WORKDIR /var/lib/pyspire

@@ -107,12 +107,18 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _hostile_tokens(agent: AgentDaemon) -> dict[str, str]:
-    async def genuine() -> str:
+def genuine_token(agent: AgentDaemon) -> str:
+    """A JWT-SVID for audience "a", fetched by this process."""
+
+    async def fetch() -> str:
         async with WorkloadApiClient(f"unix://{agent.socket_path}") as client:
             return (await client.fetch_jwt_svids(["a"]))[0].token
 
-    token = asyncio.run(genuine())
+    return asyncio.run(fetch())
+
+
+def _hostile_tokens(agent: AgentDaemon) -> dict[str, str]:
+    token = genuine_token(agent)
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     now = int(time.time())
@@ -135,6 +141,21 @@ def _hostile_tokens(agent: AgentDaemon) -> dict[str, str]:
         "expired": signed({**claims, "exp": now - 120}, {"kid": header["kid"]}),
         "foreign-trust-domain": signed({**claims, "sub": "spiffe://other.org/x"}, {"kid": header["kid"]}),
         "genuine-wrong-audience": token,
+        "alg-is-a-list": f"{_b64({**header, 'alg': []})}.{_b64(claims)}.{token.split('.')[2]}",
+        "typ-foo": signed(claims, {"kid": header["kid"], "typ": "foo"}),
+        "no-sub": signed({k: v for k, v in claims.items() if k != "sub"}, {"kid": header["kid"]}),
+        "sub-not-a-spiffe-id": signed({**claims, "sub": "https://example.org/x"}, {"kid": header["kid"]}),
+        "no-aud": signed({k: v for k, v in claims.items() if k != "aud"}, {"kid": header["kid"]}),
+        "exp-beyond-any-date": f"{token.split('.')[0]}.{_b64({**claims, 'exp': 10**400})}.{token.split('.')[2]}",
+        "json-serialization-two-signatures": json.dumps(
+            {
+                "payload": token.split(".")[1],
+                "signatures": [
+                    {"protected": token.split(".")[0], "signature": token.split(".")[2]},
+                    {"protected": _b64({"alg": "ES256", "kid": "nobody-knows-me"}), "signature": "AAAA"},
+                ],
+            }
+        ),
     }
 
 
@@ -145,10 +166,15 @@ def test_validate_refuses_hostile_tokens(deployment: tuple[ServerDaemon, AgentDa
         with pytest.raises(GRPCError) as raised:
             call(agent, "ValidateJWTSVID", pb.ValidateJWTSVIDRequest(audience=audience, svid=token))
         assert raised.value.status is Status.INVALID_ARGUMENT, name
-    # The agent logged none of the rejected tokens.
+    for request in (pb.ValidateJWTSVIDRequest(audience="a"), pb.ValidateJWTSVIDRequest(svid=genuine_token(agent))):
+        with pytest.raises(GRPCError) as raised:
+            call(agent, "ValidateJWTSVID", request)
+        assert raised.value.status is Status.INVALID_ARGUMENT
+    # The agent logged none of the rejected tokens, and no traceback (each was an answer, not a crash).
     assert "nobody-knows-me" not in agent.log()
+    assert "Traceback" not in agent.log()
     # ...and it still validates a genuine one.
-    genuine = _hostile_tokens(agent)["genuine-wrong-audience"]
+    genuine = genuine_token(agent)
     reply = call(agent, "ValidateJWTSVID", pb.ValidateJWTSVIDRequest(audience="a", svid=genuine))
     assert reply.spiffe_id == "spiffe://example.org/caller"
 

@@ -152,6 +152,46 @@ def test_jwt_parser_raises_only_jwt_errors(header: object, claims: object, signa
             attempt()
 
 
+header_like = st.fixed_dictionaries(
+    {}, optional={"alg": json_values | st.sampled_from(["ES256", "RS256", "none"]), "kid": json_values, "typ": json_values}
+)
+numeric_dates = st.one_of(
+    st.integers(), st.floats(), st.sampled_from([10**400, -(10**400), 1e308, "NaN", "Infinity"]), json_values
+)
+claims_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "sub": json_values | st.just("spiffe://example.org/w"),
+        "aud": json_values,
+        "exp": numeric_dates,
+        "nbf": numeric_dates,
+        "iat": numeric_dates,
+    },
+)
+
+
+def _json_text(value: object) -> str:
+    # "NaN" and "Infinity" as bare constants: Python's json writes and reads them, JSON does not.
+    return json.dumps(value).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+
+
+@SETTINGS
+@given(header=header_like, claims=claims_like, signature=st.binary(max_size=80))
+def test_jwt_parser_on_svid_shaped_members(header: object, claims: object, signature: bytes) -> None:
+    """Headers and claims with the members a JWT-SVID has, holding values of any JSON type.
+
+    Regression: ``{"alg": []}`` raised TypeError (unhashable), which the agent answered with
+    UNKNOWN and a traceback; an ``exp`` of 10**400 or NaN overflowed datetime.
+    """
+    token = f"{_b64(_json_text(header).encode())}.{_b64(_json_text(claims).encode())}.{_b64(signature)}"
+    for attempt in (
+        lambda: JwtSvid.parse_insecure(token),
+        lambda: JwtSvid.parse_and_validate(token, Bundle(TD), ["aud"]),
+    ):
+        with contextlib.suppress(JwtSvidError):
+            attempt()
+
+
 @SETTINGS
 @given(st.text(max_size=60))
 def test_jwt_parser_on_arbitrary_text(text: str) -> None:

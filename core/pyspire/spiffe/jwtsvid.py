@@ -38,6 +38,8 @@ __all__ = ["ALLOWED_ALGORITHMS", "LEEWAY_SECONDS", "JwtSvid", "JwtSvidError"]
 ALLOWED_ALGORITHMS: Final = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"})
 LEEWAY_SECONDS: Final = 60
 MAX_TOKEN_LENGTH: Final = 64 * 1024
+_EARLIEST: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
+_LATEST: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
 _ALLOWED_HEADERS: Final = frozenset({"alg", "kid", "typ"})
 _EC_CURVE_FOR_ALG: Final = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 _ALGORITHMS: Final = {
@@ -57,10 +59,15 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_segment(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64decode(segment))
-    except (ValueError, UnicodeDecodeError):
+        # NaN and Infinity are Python's extensions, not JSON: a token carrying them is malformed.
+        value = json.loads(_b64decode(segment), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise JwtSvidError("malformed", f"unable to parse JWT token: the {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise JwtSvidError("malformed", f"unable to parse JWT token: the {what} is not a JSON object")
@@ -68,7 +75,8 @@ def _decode_segment(segment: str, what: str) -> dict[str, Any]:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Whether ``value`` is a NumericDate a datetime can hold (years 1 to 9999)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and _EARLIEST <= value <= _LATEST
 
 
 class _Parsed:
@@ -98,7 +106,7 @@ class _Parsed:
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str]:
     alg = header.get("alg")
-    if alg not in ALLOWED_ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
         raise JwtSvidError(
             "alg_not_allowed",
             f"unable to parse JWT token: algorithm {alg!r} is not allowed for JWT-SVIDs",

@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.spiffe import MatchError, SpiffeId, X509SvidError
+from pyspire.spiffe import MatchError, SpiffeId
+from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.tls import load_identity
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 
@@ -108,7 +109,12 @@ def peer_certificate(stream: Any) -> x509.Certificate | None:
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    return x509.load_der_x509_certificate(der) if der else None
+    if not der:
+        return None
+    try:
+        return der_certificate(der)
+    except ValueError:
+        return None  # OpenSSL took it, but it is no certificate pyspire can read: no identity
 
 
 def _start_time(stat: bytes) -> int | None:
@@ -473,8 +479,8 @@ class SpiffeChannel(grpclib.client.Channel):
         if not der:
             raise ServerIdentityError("the server presented no certificate")
         try:
-            spiffe_id: SpiffeId | None = leaf_spiffe_id(x509.load_der_x509_certificate(der))
-        except X509SvidError:
+            spiffe_id: SpiffeId | None = leaf_spiffe_id(der_certificate(der))
+        except ValueError:  # X509SvidError included
             spiffe_id = None
         try:
             self._server_id(spiffe_id)

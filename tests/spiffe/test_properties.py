@@ -153,7 +153,8 @@ def test_jwt_parser_raises_only_jwt_errors(header: object, claims: object, signa
 
 
 header_like = st.fixed_dictionaries(
-    {}, optional={"alg": json_values | st.sampled_from(["ES256", "RS256", "none"]), "kid": json_values, "typ": json_values}
+    {},
+    optional={"alg": json_values | st.sampled_from(["ES256", "RS256", "none"]), "kid": json_values, "typ": json_values},
 )
 numeric_dates = st.one_of(
     st.integers(), st.floats(), st.sampled_from([10**400, -(10**400), 1e308, "NaN", "Infinity"]), json_values

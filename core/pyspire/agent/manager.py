@@ -38,6 +38,7 @@ from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
+from pyspire.spiffe.pem import der_certificate
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
 
@@ -334,7 +335,7 @@ class SyncManager:
             if svid is None:
                 _log.warning("Server did not issue an X509-SVID", extra={"entry_id": entry_id, "error": message})
                 continue
-            chain = tuple(x509.load_der_x509_certificate(der) for der in svid.cert_chain)
+            chain = tuple(der_certificate(der) for der in svid.cert_chain)
             key_der = key.private_bytes(
                 serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )

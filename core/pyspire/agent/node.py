@@ -38,6 +38,7 @@ from pyspire.plugin.errors import PluginError, Unavailable
 from pyspire.plugin.keys import KeyType
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, X509SvidError
+from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
@@ -98,8 +99,8 @@ class NodeIdentityManager:
         """Reload a saved identity and bundle; False when there is none that can be used."""
         try:
             data = json.loads(self._state_path.read_text())
-            chain = tuple(x509.load_der_x509_certificate(base64.b64decode(c)) for c in data["svid"])
-            roots = tuple(x509.load_der_x509_certificate(base64.b64decode(c)) for c in data["bundle"])
+            chain = tuple(der_certificate(base64.b64decode(c)) for c in data["svid"])
+            roots = tuple(der_certificate(base64.b64decode(c)) for c in data["bundle"])
             identity = AgentIdentity(chain, str(data["key_id"]), bool(data["reattestable"]))
         except FileNotFoundError:
             return False
@@ -247,7 +248,7 @@ class NodeIdentityManager:
 
     def _adopt(self, svid: types_pb2.X509SVID, key_id: str, reattestable: bool) -> AgentIdentity:
         try:
-            chain = tuple(x509.load_der_x509_certificate(der) for der in svid.cert_chain)
+            chain = tuple(der_certificate(der) for der in svid.cert_chain)
             leaf_spiffe_id(chain[0])
         except (ValueError, IndexError, X509SvidError) as err:
             raise NodeError(f"the server returned an unusable agent SVID: {err}") from None

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, TrustDomain
+from pyspire.spiffe.pem import der_certificate
 
 __all__ = ["bundle_from_proto", "bundle_to_proto", "tainted_key_ids"]
 
@@ -22,7 +23,7 @@ def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
     jwt = {key.key_id: serialization.load_der_public_key(key.public_key) for key in proto.jwt_authorities}
     return Bundle(
         TrustDomain.parse(proto.trust_domain),
-        [x509.load_der_x509_certificate(c.asn1) for c in proto.x509_authorities],
+        [der_certificate(c.asn1) for c in proto.x509_authorities],
         jwt,  # type: ignore[arg-type]
         sequence_number=proto.sequence_number,
         refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
@@ -52,7 +53,7 @@ def tainted_key_ids(proto: types_pb2.Bundle) -> frozenset[bytes]:
     for authority in proto.x509_authorities:
         if not authority.tainted:
             continue
-        certificate = x509.load_der_x509_certificate(authority.asn1)
+        certificate = der_certificate(authority.asn1)
         try:
             found.add(certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest)
         except x509.ExtensionNotFound:

@@ -16,7 +16,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
-__all__ = ["PemError", "der_certificate", "der_certificates", "pem_blocks", "split_der"]
+__all__ = ["PemError", "der_certificate", "der_certificates", "pem_blocks", "pem_certificates", "split_der"]
 
 # cryptography still loads a certificate whose serial is not positive, with a warning that a
 # later release will refuse it; der_certificate refuses it now, so the warning says nothing
@@ -102,3 +102,15 @@ def der_certificate(der: bytes) -> x509.Certificate:
 def der_certificates(data: bytes) -> list[x509.Certificate]:
     """Parse concatenated DER certificates; ValueError on any malformed one."""
     return [der_certificate(item) for item in split_der(data)]
+
+
+def pem_certificates(data: bytes) -> list[x509.Certificate]:
+    """Parse every CERTIFICATE block of PEM ``data``; ValueError when there is none or one is malformed.
+
+    Like :func:`der_certificate` (which each block goes through), the one loader for PEM that
+    came from outside: cryptography's own PEM loader lets the same non-ValueErrors through.
+    """
+    certificates = [der_certificate(der) for _, der in pem_blocks(data, {"CERTIFICATE"})]
+    if not certificates:
+        raise PemError("no CERTIFICATE PEM block found")
+    return certificates

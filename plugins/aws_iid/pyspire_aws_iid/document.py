@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography import x509
 from pyspire.plugin.errors import InvalidArgument, PermissionDenied, PluginConfigError
+from pyspire.spiffe.pem import pem_certificates
 
 from pyspire_aws_iid.signature import MalformedSignature, SignatureError, decode_signature, verified_content
 
@@ -94,7 +95,7 @@ class RegionCertificates:
         for region, path in overrides.items():
             try:
                 data = Path(path).read_bytes()
-                x509.load_pem_x509_certificate(data)
+                pem_certificates(data)
             except OSError as err:
                 raise PluginConfigError(
                     "region_certificates", f"{region}: cannot read {path}: {err.strerror}"

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from pyspire.plugin import Internal, InvalidArgument, UpstreamX509Ca, hookimpl
 from pyspire.plugin.core_config import CoreConfig
+from pyspire.spiffe.pem import pem_certificates
 
 from pyspire_vault_upstream.config import VaultSettings, load_settings
 from pyspire_vault_upstream.session import VaultSession
@@ -113,7 +114,7 @@ def _certificate(pem: object, field: str) -> x509.Certificate:
     if not isinstance(pem, str):
         raise Internal(f"the signing response's {field} is not a PEM string")
     try:
-        return x509.load_pem_x509_certificate(pem.encode())
+        return pem_certificates(pem.encode())[0]
     except ValueError as err:
         raise Internal(f"the signing response's {field} is not a PEM certificate: {err}") from None
 

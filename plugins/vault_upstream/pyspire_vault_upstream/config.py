@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography import x509
 from pyspire.plugin import PluginConfigError, parse_plugin_data
+from pyspire.spiffe.pem import pem_certificates
 
 __all__ = [
     "AppRoleAuth",
@@ -200,6 +200,6 @@ def _check_readable(path: str, key: str) -> bytes:
 def _check_certificates(path: str, key: str) -> None:
     data = _check_readable(path, key)
     try:
-        x509.load_pem_x509_certificates(data)
+        pem_certificates(data)
     except ValueError:
         raise PluginConfigError(key, f"{path} holds no PEM certificate") from None

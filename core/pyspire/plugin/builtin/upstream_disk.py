@@ -28,6 +28,7 @@ from pyspire.plugin.errors import Internal, InvalidArgument, PluginConfigError
 from pyspire.plugin.markers import hookimpl
 from pyspire.plugin.plugin_data import parse_plugin_data
 from pyspire.plugin.upstream import UpstreamX509Ca
+from pyspire.spiffe.pem import pem_certificates
 
 __all__ = ["DiskUpstreamAuthority"]
 
@@ -156,6 +157,6 @@ def _read(path: str, key: str) -> bytes:
 
 def _read_certificates(path: str, key: str) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(_read(path, key))
+        return pem_certificates(_read(path, key))
     except ValueError as err:
         raise PluginConfigError(key, f"{path} holds no readable PEM certificate: {err}") from None

@@ -33,6 +33,7 @@ from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, TrustDomain, match_id
+from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
@@ -62,7 +63,7 @@ class SpireUpstreamConfig:
 
 def _certificates(ders: Any) -> tuple[x509.Certificate, ...]:
     try:
-        return tuple(x509.load_der_x509_certificate(bytes(der)) for der in ders)
+        return tuple(der_certificate(bytes(der)) for der in ders)
     except ValueError as err:
         raise Internal(f"the upstream server returned an unreadable certificate: {err}") from None
 

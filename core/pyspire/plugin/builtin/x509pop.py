@@ -53,6 +53,7 @@ from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied, PluginConfigError
 from pyspire.plugin.markers import hookimpl
 from pyspire.plugin.plugin_data import parse_plugin_data
+from pyspire.spiffe.pem import der_certificate, pem_certificates
 
 __all__ = ["AgentX509Pop", "ServerX509Pop"]
 
@@ -114,7 +115,7 @@ def _load_pem_certificates(path: str, key: str) -> list[x509.Certificate]:
     except OSError as err:
         raise PluginConfigError(key, f"cannot read {path}: {err.strerror}") from None
     try:
-        certificates = x509.load_pem_x509_certificates(data)
+        certificates = pem_certificates(data)
     except ValueError as err:
         raise PluginConfigError(key, f"{path} holds no readable PEM certificate: {err}") from None
     return certificates
@@ -248,7 +249,7 @@ class ServerX509Pop:
             if len(der) > MAX_CERTIFICATE_BYTES:
                 raise InvalidArgument(f"certificate {index} is larger than {MAX_CERTIFICATE_BYTES} bytes")
             try:
-                certificate = x509.load_der_x509_certificate(der)
+                certificate = der_certificate(der)
             except ValueError as err:
                 raise InvalidArgument(f"certificate {index} cannot be parsed: {err}") from None
             bits = _rsa_bits(certificate)

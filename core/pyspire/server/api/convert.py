@@ -26,6 +26,7 @@ from pyspire.plugin.records import (
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spiffe.pem import der_certificate
 
 __all__ = [
     "InvalidInput",
@@ -349,7 +350,7 @@ def x509_authorities_from_proto(certificates: Iterable[types_pb2.X509Certificate
     found = []
     for index, certificate in enumerate(certificates):
         try:
-            x509.load_der_x509_certificate(certificate.asn1)
+            der_certificate(certificate.asn1)
         except ValueError as err:
             raise InvalidInput(f"invalid X.509 authority {index}: {err}") from None
         found.append(X509Authority(certificate.asn1, certificate.tainted))

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pyspire.spiffe import Bundle
+from pyspire.spiffe.pem import pem_certificates
 from pyspire.transport import ServerTlsContexts
 
 __all__ = ["BundleEndpointServer", "load_serving_certificate"]
@@ -39,7 +40,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 def load_serving_certificate(cert_file: Path, key_file: Path) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
     """The chain and key of an ``https_web`` profile; ValueError/OSError naming the file at fault."""
-    chain = x509.load_pem_x509_certificates(cert_file.read_bytes())
+    chain = pem_certificates(cert_file.read_bytes())
     try:
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     except (ValueError, TypeError) as err:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pyspire.plugin.records import FederationRelationship
 from pyspire.spiffe import Bundle, BundleError, SpiffeId, TrustDomain
+from pyspire.spiffe.pem import der_certificate
 
 __all__ = ["FetchError", "endpoint_trust_domain", "fetch_bundle"]
 
@@ -114,7 +115,7 @@ def _check_spiffe_id(connection: http.client.HTTPSConnection, expected: SpiffeId
     if not der:
         raise FetchError(f"{url}: the endpoint presented no certificate")
     try:
-        sans = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        sans = der_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
         uris = sans.value.get_values_for_type(x509.UniformResourceIdentifier)
     except (ValueError, x509.ExtensionNotFound):
         uris = []

@@ -8,6 +8,7 @@ still reach workloads, SVIDs keep rotating, and nothing is lost or counted twice
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,11 +17,17 @@ from typing import TypeVar
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.exceptions import GRPCError
+from pyspire.crypto import LocalSigner, build_csr
 from pyspire.spiffe import Bundle, BundleSet, TrustDomain, X509Svid, verify_x509_svid
 from pyspire.spiffe.workloadapi import X509Context
+from pyspire.spiffe.x509svid import leaf_spiffe_id
 
+from tests.server.test_api_security import attest
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, agent_config, start_server
 from tests.support.databases import mariadb_database, postgres_database
+from tests.support.tcp_proxy import TcpRelay
 from tests.support.waiting import eventually
 from tests.support.workloads import register_this_process, x509_context
 
@@ -126,3 +133,120 @@ def test_two_servers_share_one_database_and_survive_losing_one(
     finally:
         for daemon in reversed(started):
             daemon.stop()
+
+
+# --- a server cut off from the shared database --------------------------------------------
+
+
+class _Agent:
+    """This process, attested as an agent through one server, calling it on one event loop."""
+
+    def __init__(self, server: ServerDaemon, token: str) -> None:
+        self._loop = asyncio.Runner()
+        self.client, chain = self._loop.run(attest(server, token))
+        self.spiffe_id = str(leaf_spiffe_id(chain[0]))
+
+    def new_svid(self, entry_id: str) -> tuple[bool, str]:
+        """(issued, why not) for one BatchNewX509SVID call; a refused call gives its status."""
+
+        async def run() -> tuple[bool, str]:
+            csr = build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))
+            try:
+                [(_, svid, message)] = await self.client.new_x509_svids([(entry_id, csr)])
+            except GRPCError as err:
+                return False, f"{err.status.name}: {err.message}"
+            return svid is not None, message
+
+        return self._loop.run(run())
+
+    def close(self) -> None:
+        self.client.close()
+        self._loop.close()
+
+
+@pytest.fixture
+def cut_off_pair(tmp_path: Path) -> Iterator[tuple[ServerDaemon, TcpRelay, Path, str]]:
+    """A PostgreSQL database, server A on it directly, and the relay and DSN server B is to use."""
+    with postgres_database() as dsn:
+        relay = TcpRelay(("127.0.0.1", 5432)).restore()
+        first = start_server(tmp_path / "first", datastore=("postgres", dsn))
+        try:
+            yield first, relay, tmp_path, dsn.replace("port=5432", f"port={relay.port}")
+        finally:
+            first.stop()
+            relay.cut()
+
+
+def _signing_through(first: ServerDaemon, second: ServerDaemon) -> tuple[_Agent, str]:
+    """An agent attested through ``second`` (its node record written by ``second``) and an entry
+    it has had ``second`` sign, registered through ``first``."""
+    alias = f"spiffe://example.org/node/{uuid.uuid4()}"
+    agent = _Agent(second, first.join_token(alias))
+    out = first.cli(
+        "entry", "create", "-parentID", alias, "-spiffeID", "spiffe://example.org/workload", "-selector", "unix:uid:1"
+    ).stdout
+    entry_id = out.split("Entry ID         : ", 1)[1].split()[0]
+    eventually(lambda: agent.new_svid(entry_id)[0], timeout=30)
+    return agent, entry_id
+
+
+def test_a_server_cut_off_from_the_database_refuses_an_agent_banned_through_another(
+    cut_off_pair: tuple[ServerDaemon, TcpRelay, Path, str],
+) -> None:
+    """Regression: server B, cut off from PostgreSQL, kept signing for an agent banned through
+    server A (5 of 5): it trusted its cached node record. As SPIRE (max_attested_node_info_staleness
+    = 0), each agent call reads the node record, and one that cannot be read is refused."""
+    first, relay, directory, relayed_dsn = cut_off_pair
+    second = start_server(directory / "second", datastore=("postgres", relayed_dsn))
+    try:
+        agent, entry_id = _signing_through(first, second)
+        relay.cut()
+        first.cli("agent", "ban", "-spiffeID", agent.spiffe_id)
+        try:
+            for _ in range(5):
+                issued, why = agent.new_svid(entry_id)
+                assert not issued
+                assert why.startswith("INTERNAL: unable to look up agent information"), why
+            # The database comes back: the ban is seen, and the agent is told it is banned.
+            relay.restore()
+
+            def banned() -> str | None:
+                _, why = agent.new_svid(entry_id)
+                return why if "is banned" in why else None
+
+            assert eventually(banned).startswith("PERMISSION_DENIED")
+        finally:
+            agent.close()
+        assert "Traceback" not in second.log()
+    finally:
+        second.stop()
+
+
+@pytest.mark.slow
+def test_max_attested_node_info_staleness_bounds_what_a_cut_off_server_accepts(
+    cut_off_pair: tuple[ServerDaemon, TcpRelay, Path, str],
+) -> None:
+    """With SPIRE's ``max_attested_node_info_staleness`` a server may answer agents from its cache,
+    but only while the cache matched the datastore that recently."""
+    first, relay, directory, relayed_dsn = cut_off_pair
+    second = start_server(
+        directory / "second", datastore=("postgres", relayed_dsn), extra='max_attested_node_info_staleness = "5s"'
+    )
+    try:
+        agent, entry_id = _signing_through(first, second)
+        relay.cut()
+        cut_at = time.monotonic()
+        try:
+            # Its cache matched the database at most a poll (1 s) before the cut: it still serves...
+            issued, why = agent.new_svid(entry_id)
+            assert issued, why
+            # ...even once the agent is banned elsewhere, but no longer than the staleness allowed.
+            first.cli("agent", "ban", "-spiffeID", agent.spiffe_id)
+            time.sleep(max(0.0, cut_at + 5.5 - time.monotonic()))
+            issued, why = agent.new_svid(entry_id)
+            assert not issued
+            assert why.startswith("INTERNAL: unable to look up agent information"), why
+        finally:
+            agent.close()
+    finally:
+        second.stop()

@@ -222,9 +222,15 @@ class ServerSection:
     federation: Federation = field(default_factory=Federation)
     prune_attested_nodes_expired_for: timedelta | None = None
     prune_tofu_nodes: bool = False
+    max_attested_node_info_staleness: timedelta = timedelta(0)
+    """How old the cached standing of an agent may be when it calls. 0 (SPIRE's default): every
+    agent call reads the agent's node record from the datastore, so a server cut off from the
+    datastore refuses agents instead of serving one banned through another server."""
     experimental: ServerExperimental = field(default_factory=ServerExperimental)
 
     def __post_init__(self) -> None:
+        if self.max_attested_node_info_staleness < timedelta(0):
+            raise ValueError('key "max_attested_node_info_staleness": must not be negative')
         for name in (
             "ca_ttl",
             "default_x509_svid_ttl",

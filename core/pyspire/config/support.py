@@ -84,7 +84,6 @@ _COMMON: Final[Mapping[str, Rule]] = {
 SERVER_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     **_COMMON,
     "proxy_protocol_trusted_cidrs": _REFUSE,
-    "max_attested_node_info_staleness": _IGNORE,
     "prune_attested_nodes_batch_size": _IGNORE,
     "federation.bundle_endpoint.profile.https_web.acme": _REFUSE,
     "experimental.auth_opa_policy_engine": _REFUSE,

@@ -183,6 +183,11 @@ async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode
     The current serial passes; the serial of a renewed SVID passes and becomes current on
     this first use; anything else is refused with SPIRE's reason so the agent knows whether
     to re-attest (expired, not attested, not active) or stop (banned).
+
+    The record is read from the datastore on every call, as SPIRE does, unless
+    ``max_attested_node_info_staleness`` allows the cached one and the cache matched the
+    datastore within that time. A datastore that cannot be read is an INTERNAL refusal: a
+    server that cannot confirm an agent's standing never serves it on what it last knew.
     """
     assert caller.certificate is not None
     assert caller.spiffe_id is not None
@@ -190,19 +195,21 @@ async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode
     if datetime.fromtimestamp(ctx.clock(), UTC) > certificate.not_valid_after_utc:
         raise agent_denied(Reason.AGENT_EXPIRED, f'agent "{agent_id}" SVID is expired')
     serial = str(certificate.serial_number)
-    cached = ctx.nodes.get(agent_id)
-    if cached is not None and cached.cert_serial_number and cached.cert_serial_number == serial:
-        return cached
+    staleness = ctx.config.server.max_attested_node_info_staleness.total_seconds()
+    if staleness > 0 and ctx.follower.confirmed_within(staleness):
+        cached = ctx.nodes.get(agent_id)
+        if cached is not None and cached.cert_serial_number and cached.cert_serial_number == serial:
+            return cached
     try:
         node = await ctx.call(ctx.datastore.fetch_attested_node, agent_id)
     except PluginError as err:
+        _log.error("Unable to look up agent information", extra={"agent_id": str(agent_id), "error": err.message})
         raise GRPCError(Status.INTERNAL, f"unable to look up agent information: {err.message}") from None
     if node is None:
         raise agent_denied(Reason.AGENT_NOT_ATTESTED, f'agent "{agent_id}" is not attested')
     if not node.cert_serial_number:
         raise agent_denied(Reason.AGENT_BANNED, f'agent "{agent_id}" is banned')
     if node.cert_serial_number == serial:
-        ctx.nodes.put(node)
         return node
     if node.new_cert_serial_number == serial:
 

@@ -67,6 +67,7 @@ class StateFollower:
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._healthy = False
+        self._confirmed_at: float | None = None
         self.last_success = 0.0
 
     @property
@@ -78,6 +79,15 @@ class StateFollower:
     def healthy(self) -> bool:
         """Whether the last poll reached the datastore (readiness)."""
         return self._healthy
+
+    def confirmed_within(self, seconds: float) -> bool:
+        """Whether the caches matched the datastore at most ``seconds`` ago.
+
+        Every record in them was current as of the last poll that reached the datastore (a
+        change since then would be an event that poll would have applied), so their age is the
+        time since that poll, however long ago each record itself was read.
+        """
+        return self._confirmed_at is not None and time.monotonic() - self._confirmed_at <= seconds
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(function, *args)
@@ -110,6 +120,7 @@ class StateFollower:
         self._bundles.load(bundles)
         self._position = position
         self._healthy = True
+        self._confirmed_at = started
         self.last_success = time.time()
         self._loaded_at = time.monotonic()
         _log.info(
@@ -175,6 +186,7 @@ class StateFollower:
 
     async def poll(self) -> int:
         """Apply the events committed since the last poll; returns how many."""
+        started = time.monotonic()
         applied = 0
         while True:
             events = await self._call(self._datastore.list_change_events, self._position, EVENT_BATCH)
@@ -207,6 +219,7 @@ class StateFollower:
             if len(events) < EVENT_BATCH:
                 break
         self._healthy = True
+        self._confirmed_at = started
         self.last_success = time.time()
         async with self._advanced:
             self._advanced.notify_all()

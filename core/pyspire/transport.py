@@ -10,8 +10,9 @@ Everything that depends on grpclib's or OpenSSL's internals lives here and nowhe
   so PID reuse cannot take over an identity);
 - :class:`ServerTlsContexts`: the server side, presenting the current SVID and verifying
   optional client certificates against the current bundle. A new context is built on every
-  change and swapped in per handshake, so rotation needs no restart; session tickets are
-  off, so a resumed session can never skip verification against the current bundle;
+  change and swapped in per handshake, so rotation needs no restart; no session tickets are
+  issued and a resumed session carries no identity, so no call skips verification against
+  the current bundle;
 - :class:`SpiffeChannel`: the client side, a grpclib channel that checks the server's SPIFFE
   ID right after the TLS handshake, before any request is sent.
 """
@@ -51,6 +52,7 @@ __all__ = [
     "GrpcServer",
     "PeerCredentials",
     "PinnedCaller",
+    "ResumedSessionError",
     "ServerTlsContexts",
     "SpiffeChannel",
     "client_tls_context",
@@ -103,11 +105,24 @@ def peer_address(stream: Any) -> str | None:
     return None
 
 
+class ResumedSessionError(Exception):
+    """The caller resumed an earlier TLS session: its certificate was not verified in this handshake."""
+
+
 def peer_certificate(stream: Any) -> x509.Certificate | None:
-    """The certificate the caller presented in TLS (already verified by OpenSSL), or None."""
+    """The certificate the caller presented in TLS (verified by OpenSSL in this handshake), or None.
+
+    Raises :class:`ResumedSessionError` for a resumed session: its certificate was verified
+    against the bundle of an earlier handshake, which may since have dropped the CA that
+    signed it (or the client may since have been banned). The server issues no session
+    tickets, as SPIRE's does not, but Python cannot turn off OpenSSL's TLS 1.2 session-ID
+    cache, so such a session is refused here instead.
+    """
     ssl_object = _transport(stream).get_extra_info("ssl_object")
     if ssl_object is None:
         return None
+    if ssl_object.session_reused:
+        raise ResumedSessionError("the client resumed a TLS session; reconnect with a full handshake")
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
@@ -375,7 +390,11 @@ class ServerTlsContexts:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.verify_mode = self._verify_mode
+        # No session tickets (SPIRE: SessionTicketsDisabled): OP_NO_TICKET stops TLS 1.2's
+        # stateless tickets, but TLS 1.3 would then send stateful ones; only num_tickets = 0
+        # stops those. A resumed session would skip verification against the current bundle.
         context.options |= ssl.OP_NO_TICKET
+        context.num_tickets = 0
         context.set_alpn_protocols(self._alpn)
         load_identity(context, chain, private_key)
         _trust(context, trusted)

@@ -31,7 +31,7 @@ from pyspire.server.api.errors import Reason, agent_denied, from_plugin_error
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.telemetry.rpc import rpc_metric_key
-from pyspire.transport import peer_address, peer_certificate, peer_credentials
+from pyspire.transport import ResumedSessionError, peer_address, peer_certificate, peer_credentials
 
 if TYPE_CHECKING:
     from pyspire.server.context import ServerContext
@@ -163,7 +163,10 @@ def _identify(stream: Any) -> Caller:
     credentials = peer_credentials(stream)
     if credentials is not None:
         return Caller(local=True, pid=credentials.pid, uid=credentials.uid, gid=credentials.gid)
-    certificate = peer_certificate(stream)
+    try:
+        certificate = peer_certificate(stream)
+    except ResumedSessionError as err:
+        raise GRPCError(Status.UNAUTHENTICATED, str(err)) from None
     spiffe_id = None
     if certificate is not None:
         try:

@@ -296,7 +296,8 @@ def test_sigusr1_dumps_the_inmem_sink_to_the_log(deployment: Deployment) -> None
 @pytest.mark.slow
 def test_health_checks_answer_with_spire_checks_and_details(deployment: Deployment) -> None:
     status, body = http_get(deployment.server_health, "/ready")
-    assert (status, body) == (200, {"server": {}, "catalog.datastore": {}, "server.ca": {}, "server.ca.rotator": {}})
+    spire_checks = {"server": {}, "catalog.datastore": {}, "server.ca": {}, "server.ca.rotator": {}}
+    assert (status, body) == (200, {**spire_checks, "datastore_writes": {}})  # and pyspire's own
     assert http_get(deployment.server_health, "/live")[0] == 200
     # SPIRE's "agent" check, and pyspire's own agent_svid_saved.
     assert http_get(deployment.agent_health, "/readyz") == (200, {"agent": {}, "agent_svid_saved": {}})

@@ -109,6 +109,21 @@ class PluginHandle:
         """
         return f"{self.prefix}: {message.removeprefix(f'{self.name}: ')}"
 
+    def observe(self, observer: Callable[[str, BaseException | None], None]) -> None:
+        """Call ``observer(hook, error)`` after every hook call: ``error`` is what it raised, or None.
+
+        For watching a plugin's health from its outcomes (the server reports a datastore whose
+        writes fail); the observer runs in the calling thread and must not raise.
+        """
+
+        def before(hook_name: str, hook_impls: object, kwargs: object) -> None:
+            pass
+
+        def after(outcome: pluggy.Result[Any], hook_name: str, hook_impls: object, kwargs: object) -> None:
+            observer(hook_name, outcome.exception)
+
+        self._manager.add_hookcall_monitoring(before, after)
+
     def _call(self, hook: str, **kwargs: Any) -> Any:
         observer = self.observer
         if observer is None:

@@ -20,6 +20,7 @@ from pyspire.server.cache.entries import EntryIndex
 from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.csr_verifier import CsrVerifier
+from pyspire.server.datastore_health import DatastoreHealth
 from pyspire.server.federation.refresher import BundleRefresher
 from pyspire.server.server_svid import ServerSvid
 from pyspire.server.work import WorkPools
@@ -44,6 +45,7 @@ class ServerContext:
     bundles: BundleCache
     follower: StateFollower
     server_svid: ServerSvid
+    datastore_health: DatastoreHealth
     rate_limits: RateLimits
     audit: AuditLog
     metrics: Metrics = NO_METRICS

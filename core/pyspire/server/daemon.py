@@ -39,6 +39,7 @@ from pyspire.server.cache.follower import StateFollower
 from pyspire.server.cache.nodes import NodeCache
 from pyspire.server.context import ServerContext
 from pyspire.server.csr_verifier import CsrVerifier
+from pyspire.server.datastore_health import DatastoreHealth
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
@@ -93,6 +94,7 @@ class ServerDaemon:
         source = config.source.name if config.source else "config"
         self._catalog = catalog = await asyncio.to_thread(load_server_catalog, config.plugins, core, source=source)
         catalog.instrument(PluginObserver(metrics, "server"))
+        datastore_health = DatastoreHealth(catalog.datastore, section.trust_domain)
 
         settings = CaSettings(
             trust_domain=section.trust_domain,
@@ -158,6 +160,7 @@ class ServerDaemon:
             bundles=bundles,
             follower=follower,
             server_svid=server_svid,
+            datastore_health=datastore_health,
             rate_limits=RateLimits(attestation=section.ratelimit.attestation, signing=section.ratelimit.signing),
             audit=AuditLog(section.audit_log_enabled),
             metrics=metrics,
@@ -222,9 +225,15 @@ class ServerDaemon:
         async def datastore() -> CheckResult:
             try:
                 await asyncio.to_thread(ctx.datastore.list_bundles)
-                return CheckResult.of("list_bundle_err", None)
             except PluginError as err:
                 return CheckResult.of("list_bundle_err", str(err))
+            await asyncio.to_thread(ctx.datastore_health.retry_failed_write)
+            return CheckResult.of("list_bundle_err", None)
+
+        def datastore_writes() -> CheckResult:
+            # pyspire's own: a datastore that reads but refuses writes can attest and register nothing.
+            failed = ctx.datastore_health.failed_write
+            return CheckResult(True, failed is None, {"write_err": failed} if failed else {})
 
         async def ca() -> CheckResult:
             try:
@@ -245,17 +254,15 @@ class ServerDaemon:
         self._checker.add_check("catalog.datastore", datastore)
         self._checker.add_check("server.ca", ca)
         self._checker.add_instant_check("server.ca.rotator", rotator)
+        self._checker.add_instant_check("datastore_writes", datastore_writes)
 
     async def _bundle_in_datastore(self) -> tuple[bool, str]:
-        """gRPC health, as SPIRE's: the own bundle can be read from the datastore."""
+        """gRPC health, as SPIRE's (the own bundle can be read from the datastore), and writes succeed."""
         ctx = self.ctx
         if ctx is None:
             return False, "the server is starting"
-        try:
-            bundle = await asyncio.to_thread(ctx.datastore.fetch_bundle, ctx.trust_domain)
-        except PluginError as err:
-            return False, f"unable to fetch bundle: {err}"
-        return (True, "") if bundle is not None else (False, "bundle is missing")
+        problem = await asyncio.to_thread(ctx.datastore_health.problem)
+        return (True, "") if problem is None else (False, problem)
 
     async def _rotate_forever(self) -> None:
         assert self.ctx is not None

@@ -32,6 +32,7 @@ from pyspire.agent.svid_store import StoredSvids
 from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
+from pyspire.listening import AcceptExhaustionLog, listen_backlog
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.reconfigure import report_plugin_data_changes
@@ -98,6 +99,7 @@ class AgentDaemon:
         """Bring the agent up; raises StartupError/AgentStopped when it cannot."""
         config = self.config
         section = config.agent
+        AcceptExhaustionLog().install(asyncio.get_running_loop())
         for warning in config.warnings:
             _log.warning(warning)
         check_before_start(section, read_bundle_file=False)

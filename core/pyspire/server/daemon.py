@@ -22,6 +22,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from pyspire.config import ServerConfig
+from pyspire.listening import AcceptExhaustionLog
 from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
@@ -83,6 +84,7 @@ class ServerDaemon:
         """Bring every part up; raises if one cannot start (what started is stopped again)."""
         config = self.config
         section = config.server
+        AcceptExhaustionLog().install(asyncio.get_running_loop())
         for warning in config.warnings:
             _log.warning(warning)
         section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
+from pyspire.listening import listen_backlog
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService
 from pyspire.server.api.debug import DebugService
@@ -61,7 +62,13 @@ class Endpoints:
         metrics = self._ctx.metrics
         tcp = GrpcServer(instrument(self._public_services(), metrics), status_details_codec=codec)
         try:
-            await tcp.start(config.bind_address, config.bind_port, ssl=self._tls.listener, reuse_address=True)
+            await tcp.start(
+                config.bind_address,
+                config.bind_port,
+                ssl=self._tls.listener,
+                reuse_address=True,
+                backlog=listen_backlog(),
+            )
         except OSError as err:
             address = f"{config.bind_address}:{config.bind_port}"
             raise ListenError(f"cannot listen on {address}: {err.strerror or err}") from None

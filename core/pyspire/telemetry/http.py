@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from pyspire.listening import listen_backlog
+
 __all__ = ["HttpListener", "Response"]
 
 _log = logging.getLogger(__name__)
@@ -45,7 +47,9 @@ class HttpListener:
 
     async def start(self) -> None:
         """Start listening (OSError when the address cannot be bound)."""
-        self._server = await asyncio.start_server(self._handle, self.address, self.port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, self.address, self.port, reuse_address=True, backlog=listen_backlog()
+        )
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 

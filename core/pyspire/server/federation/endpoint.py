@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from pyspire.listening import listen_backlog
 from pyspire.spiffe import Bundle
 from pyspire.spiffe.pem import pem_certificates
 from pyspire.transport import ServerTlsContexts
@@ -73,6 +74,7 @@ class BundleEndpointServer:
             ssl=self._tls.listener,
             ssl_handshake_timeout=REQUEST_TIMEOUT,
             limit=MAX_HEADER_BYTES,
+            backlog=listen_backlog(),
         )
         _log.info("Serving the bundle endpoint", extra={"address": f"{self._address}:{self.port}"})
 

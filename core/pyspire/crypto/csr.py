@@ -59,8 +59,8 @@ def build_csr(signer: Signer, subject: x509.Name | None = None, uri_san: str | N
 def parse_csr(der: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
     """The public key of a DER CSR whose self-signature verifies.
 
-    Raises :class:`CsrError` naming the problem: too large, not a CSR, a bad signature, or
-    a key that is not EC P-256/P-384 or RSA 2048/3072/4096.
+    Raises :class:`CsrError` naming the problem: too large, not a CSR, a repeated extension,
+    a bad signature, or a key that is not EC P-256/P-384 or RSA 2048/3072/4096.
     """
     if not der:
         raise CsrError("the CSR is empty")
@@ -70,8 +70,11 @@ def parse_csr(der: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         csr = x509.load_der_x509_csr(der)
         key = csr.public_key()
         valid = csr.is_signature_valid
+        csr.extensions  # noqa: B018 -- decoded for its errors, so callers reading them get none
     except (ValueError, UnsupportedAlgorithm) as err:
         raise CsrError(f"the CSR cannot be parsed: {err}") from None
+    except x509.DuplicateExtension as err:
+        raise CsrError(f"the CSR repeats extension {err.oid.dotted_string}") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in _ALLOWED_CURVES:
             raise CsrError(f"the CSR's EC curve {key.curve.name} is not allowed (P-256 or P-384)")

@@ -148,6 +148,9 @@ def verify_token(token: bytes, certificates: GoogleCertificates, audience: str) 
         )
     except (google.auth.exceptions.GoogleAuthError, ValueError) as err:
         raise PermissionDenied(f"the identity token is not valid: {err}") from None
+    except TypeError:
+        # google-auth does arithmetic on iat/exp before checking their type ({"iat": null}).
+        raise PermissionDenied("the identity token is not valid: its iat or exp is not a number") from None
     if claims.get("iss") not in ISSUERS:
         raise PermissionDenied(f"the identity token was not issued by Google (iss {claims.get('iss')!r})")
     return IdentityToken.from_claims(claims)

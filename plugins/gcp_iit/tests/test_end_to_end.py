@@ -7,9 +7,18 @@ account; a workload then gets its SVID. A second agent on the same instance is r
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from pyspire.crypto import LocalSigner, build_csr
+
 from plugins.gcp_iit.tests.fakes import GoogleFake
+from plugins.gcp_iit.tests.test_properties import signed_token
+from tests.server.test_api_security import new_client, no_challenge
 from tests.support.daemons import start_agent, start_server
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
@@ -51,3 +60,33 @@ def test_agent_attests_with_gcp_iit_and_a_second_attestation_is_refused(tmp_path
         for daemon in (second, agent, server):
             if daemon is not None:
                 daemon.stop()
+
+
+def test_a_google_signed_token_with_a_null_iat_is_refused_not_a_crash(tmp_path: Path, google: GoogleFake) -> None:
+    """Regression: google-auth raised TypeError on {"iat": null}; the server answered INTERNAL with a traceback."""
+    server = start_server(
+        tmp_path / "server",
+        plugins=(
+            'NodeAttestor "gcp_iit" {\n plugin_data {\n  projectid_allow_list = ["project-123"]\n'
+            f'  google_certs_url = "{google.certs_url}"\n }}\n }}'
+        ),
+    )
+    try:
+        claims = {**google.instance.claims(), "iat": None}
+        token = signed_token(google.signing_keys[0], claims)
+        csr = build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))
+
+        async def run() -> None:
+            client = new_client(server)
+            try:
+                await client.attest("gcp_iit", token, csr, no_challenge)
+            finally:
+                client.close()
+
+        with pytest.raises(GRPCError) as raised:
+            asyncio.run(run())
+        assert raised.value.status is Status.PERMISSION_DENIED
+        assert "iat or exp is not a number" in (raised.value.message or "")
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()

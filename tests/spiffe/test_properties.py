@@ -215,3 +215,23 @@ def test_endpoint_parser_raises_only_endpoint_errors(text: str) -> None:
     except EndpointError:
         return
     assert parse_endpoint(str(endpoint)) == endpoint
+
+
+@SETTINGS
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255), cut=st.integers(min_value=0))
+def test_x509_svid_pem_parser_and_bundle_x5c_survive_corruption(
+    good_svid_der: tuple[bytes, bytes], position: int, value: int, cut: int
+) -> None:
+    """A corrupted certificate as PEM, and as the x5c of a SPIFFE bundle: only the modules' errors."""
+    chain, key = good_svid_der
+    corrupted = bytearray(chain)
+    corrupted[position % len(corrupted)] = value
+    for der in (bytes(corrupted), chain[: cut % len(chain)]):
+        pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+        with contextlib.suppress(X509SvidError):
+            X509Svid.parse(pem, key)
+        document = {
+            "keys": [{"use": "x509-svid", "kty": "EC", "crv": "P-256", "x5c": [base64.b64encode(der).decode()]}]
+        }
+        with contextlib.suppress(BundleError):
+            Bundle.parse(TD, json.dumps(document))

@@ -1,19 +1,17 @@
-"""The Workload API's order of checks, watched through a WorkloadAttestor written here.
+"""The Workload API's order of checks, watched through the probe WorkloadAttestor.
 
-The probe attestor records every process it is asked about and can take its time, so a test
-can see whether a call was attested at all (reliability case 1: not before the security
-header is checked) and can let the caller exit while it is being attested (case 5: a caller
-that is gone by the time its selectors are known gets nothing, even if another process holds
-its connection). It is installed for the real agent through an entry point, as any plugin is.
+The probe (tests/support/probe_attestor.py) records every process it is asked about and can
+take its time, so a test can see whether a call was attested at all (reliability case 1: not
+before the security header is checked) and can let the caller exit while it is being
+attested (case 5: a caller that is gone by the time its selectors are known gets nothing,
+even if another process holds its connection).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,72 +23,10 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from tests.agent.test_end_to_end import _entry
 from tests.agent.test_workload_api_input import REQUESTS, call
-from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
-from tests.support.waiting import eventually
+from tests.support.daemons import AgentDaemon, ServerDaemon, start_server
+from tests.support.probe_attestor import ProbedAgent
 from tests.support.workloads import x509_context
-
-PROBE_MODULE = '''
-"""A WorkloadAttestor for tests: logs each PID it attests, waits, and answers probe:ok."""
-
-import time
-from pathlib import Path
-
-from pyspire.plugin import hookimpl
-
-
-class ProbeAttestor:
-    @hookimpl
-    def configure(self, plugin_data, core):
-        self.log = Path(plugin_data["log_path"])
-        self.delay = float(plugin_data.get("delay_seconds", "0"))
-
-    @hookimpl
-    def attest_workload(self, pid):
-        with self.log.open("a") as log:
-            log.write(f"{pid}\\n")
-        time.sleep(self.delay)
-        return ["ok"]
-'''
-
-
-def _install_probe(directory: Path) -> dict[str, str]:
-    """The probe as an installed distribution under ``directory``; the environment that finds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "pyspire_test_probe.py").write_text(textwrap.dedent(PROBE_MODULE))
-    info = directory / "pyspire_test_probe-0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pyspire-test-probe\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[pyspire.agent]\nprobe = pyspire_test_probe:ProbeAttestor\n")
-    return {"PYTHONPATH": str(directory)}
-
-
-class ProbedAgent:
-    """An agent whose only WorkloadAttestor is the probe; ``attested()`` lists the PIDs it saw."""
-
-    def __init__(self, directory: Path, server: ServerDaemon, delay: float) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.log = directory / "probe.log"
-        self.log.touch()
-        alias = f"spiffe://example.org/node/{directory.name}"
-        text, socket_path = agent_config(directory / "agent", server)
-        probe = f'WorkloadAttestor "probe" {{\n plugin_data {{\n log_path = "{self.log}"\n delay_seconds = "{delay}"\n }}\n }}'
-        text, replaced = re.subn(r'WorkloadAttestor "unix" \{\s*plugin_data \{\s*\}\s*\}', probe, text)
-        assert replaced == 1
-        self.daemon = AgentDaemon(
-            "pyspire-agent",
-            directory / "agent",
-            socket_path,
-            text,
-            ["-joinToken", server.join_token(alias)],
-            env=_install_probe(directory / "plugins"),
-        ).start()
-        _entry(server, alias, "spiffe://example.org/probed", "probe:ok")
-        eventually(lambda: _fetch_x509_ids(self.daemon), timeout=30)
-
-    def attested(self) -> list[int]:
-        return [int(line) for line in self.log.read_text().split()]
 
 
 def _fetch_x509_ids(agent: AgentDaemon) -> list[str]:

@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +207,83 @@ def test_socket_path_is_reported_when_agent_is_missing(tmp_path: Path) -> None:
     result = AgentDaemon("pyspire-agent", tmp_path, tmp_path / "none.sock", "").cli("api", "fetch", "x509", check=False)
     assert result.returncode == 1
     assert "cannot reach the agent" in result.stderr
+
+
+DEAD_CALLER = """
+import json, os, socket, sys, time
+import h2.config, h2.connection, h2.events
+from pyspire.proto.spiffe.workload import workload_pb2 as pb
+
+socket_path, count = sys.argv[1], int(sys.argv[2])
+if os.fork():
+    os.wait()  # reap the caller at once: its PID is gone, not a zombie
+    os._exit(0)
+connections = []
+for _ in range(count):
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.connect(socket_path)  # SO_PEERCRED: this process, about to exit
+    connections.append(connection)
+caller = os.getpid()
+if os.fork():
+    os._exit(0)
+while os.path.exists(f"/proc/{caller}"):
+    time.sleep(0.01)
+message = pb.X509SVIDRequest().SerializeToString()
+streams = []
+for connection in connections:
+    h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2c.initiate_connection()
+    h2c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/SpiffeWorkloadAPI/FetchX509SVID"),
+                         (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers"),
+                         ("workload.spiffe.io", "true")])
+    h2c.send_data(1, bytes(1) + len(message).to_bytes(4, "big") + message, end_stream=True)
+    connection.sendall(h2c.data_to_send())
+    streams.append(h2c)
+svids = answered = 0
+deadline = time.monotonic() + 60
+for connection, h2c in zip(connections, streams):
+    connection.settimeout(max(0.1, deadline - time.monotonic()))
+    ended = False
+    try:
+        while not ended:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            for event in h2c.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived) and b"spiffe://" in event.data:
+                    svids += 1
+                ended = ended or isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+    except OSError:
+        pass
+    answered += ended
+    connection.close()
+print(json.dumps({"answered": answered, "svids": svids}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_five_thousand_callers_gone_before_attestation_get_nothing_and_leak_nothing(
+    deployment: tuple[ServerDaemon, AgentDaemon], tmp_path: Path
+) -> None:
+    """Reliability case 5: connections whose caller (SO_PEERCRED) exited before its request was
+    read; another process holds them and sends the request. No SVID, and the agent's descriptors
+    return to where they were."""
+    _, agent = deployment
+    assert agent.process is not None
+    pid = agent.process.pid
+    baseline = _open_fds(pid)
+    script = tmp_path / "dead_caller.py"
+    script.write_text(DEAD_CALLER)
+    result = subprocess.run(
+        [sys.executable, str(script), str(agent.socket_path), "5000"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    outcome = json.loads(result.stdout or "{}")
+    assert outcome.get("svids") == 0, (outcome, result.stderr[-2000:])
+    assert outcome.get("answered") == 5000, (outcome, result.stderr[-2000:])
+    eventually(lambda: _open_fds(pid) <= baseline + 5, timeout=60)
+    assert x509_context(agent).default_svid is not None
+    assert "Traceback" not in agent.log()

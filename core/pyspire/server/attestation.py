@@ -79,9 +79,11 @@ async def _run_plugin(
     if attestor is None:
         raise GRPCError(Status.FAILED_PRECONDITION, f'could not find node attestor type "{attestation_type}"')
     loop = asyncio.get_running_loop()
+    exchanges: set[concurrent.futures.Future[bytes]] = set()
 
     def challenge(data: bytes) -> bytes:
         future = asyncio.run_coroutine_threadsafe(_exchange(stream, data), loop)
+        exchanges.add(future)
         try:
             return future.result(timeout=CHALLENGE_TIMEOUT)
         except TimeoutError:
@@ -90,8 +92,17 @@ async def _run_plugin(
         except concurrent.futures.CancelledError:
             # The stream was cancelled (the agent left, or the server is stopping).
             raise Unavailable("the attestation was cancelled while waiting for the agent's answer") from None
+        finally:
+            exchanges.discard(future)
 
-    result: AttestationResult = await ctx.pools.attest(attestor.attest, payload, challenge, client_ip)
+    try:
+        result: AttestationResult = await ctx.pools.attest(attestor.attest, payload, challenge, client_ip)
+    except asyncio.CancelledError:
+        # The agent hung up (grpclib cancels the handler): wake the plugin's thread now rather
+        # than leave it waiting CHALLENGE_TIMEOUT for an answer that cannot come.
+        for exchange in list(exchanges):
+            exchange.cancel()
+        raise
     try:
         agent_id = SpiffeId.from_path(ctx.trust_domain, "/spire/agent" + result.agent_path)
     except SpiffeIdError as err:

@@ -1,0 +1,158 @@
+"""An agent killed (SIGKILL) and started again (reliability case 21), for a one-time and a re-attestable node.
+
+(a) disk KeyManager and a valid saved SVID: the SVID is loaded, nothing attests again (a join
+token is never spent twice), workloads are served. (b) memory KeyManager and (c) a saved SVID
+past its NotAfter: a re-attestable node attests again; a join-token node cannot, and exits
+with the reason instead of running without an identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from base64 import b64decode
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyspire.transport import unix_socket_in_use
+
+from tests.agent.test_end_to_end import _entry
+from tests.plugin.test_x509pop import key_pem, node_certificate, pem
+from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
+from tests.support.pki import make_ca
+from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
+
+UID = os.getuid()
+ROOT = make_ca(name="fleet root")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
+    directory: Path = tmp_path_factory.mktemp("server")
+    (directory / "roots.pem").write_bytes(pem(ROOT.certificate))
+    daemon = start_server(
+        directory,
+        extra='agent_ttl = "15s"\n    ratelimit {\n attestation = false\n }',
+        plugins=(
+            f'NodeAttestor "x509pop" {{\n plugin_data {{\n ca_bundle_path = "{directory / "roots.pem"}"\n }}\n }}'
+        ),
+    )
+    yield daemon
+    daemon.stop()
+
+
+def _agent(directory: Path, server: ServerDaemon, kind: str, key_manager: str) -> tuple[AgentDaemon, str]:
+    """An agent of ``kind`` (``join_token`` or ``x509pop``) with ``key_manager``; and its entry's parent."""
+    directory.mkdir(parents=True, exist_ok=True)
+    extra_args: list[str] = []
+    if kind == "x509pop":
+        node = node_certificate(ROOT, common_name=directory.name)
+        (directory / "node.pem").write_bytes(pem(node.certificate))
+        (directory / "node.key").write_bytes(key_pem(node.key))
+        attestor = (
+            'NodeAttestor "x509pop" {\n plugin_data {\n'
+            f' private_key_path = "{directory / "node.key"}"\n certificate_path = "{directory / "node.pem"}"\n'
+            " }\n }"
+        )
+        fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+        parent = f"spiffe://example.org/spire/agent/x509pop/{fingerprint}"
+        text, socket_path = agent_config(directory, server, node_attestor=attestor)
+    else:
+        parent = f"spiffe://example.org/node/{directory.name}"
+        text, socket_path = agent_config(directory, server)
+        extra_args = ["-joinToken", server.join_token(parent)]
+    if key_manager == "memory":
+        text, replaced = re.subn(
+            r'KeyManager "disk" \{\s*plugin_data \{[^}]*\}\s*\}', 'KeyManager "memory" {\n plugin_data {}\n }', text
+        )
+        assert replaced == 1
+    return AgentDaemon("pyspire-agent", directory, socket_path, text, extra_args), parent
+
+
+def _saved_not_after(agent: AgentDaemon) -> datetime:
+    saved = json.loads((agent.directory / "data" / "agent-data.json").read_text())
+    return x509.load_der_x509_certificate(b64decode(saved["svid"][0])).not_valid_after_utc
+
+
+def _killed_and_restarted(agent: AgentDaemon, *, after_expiry: bool = False) -> str:
+    """SIGKILL, optionally wait until the saved SVID has expired, start again: the new log."""
+    assert agent.process is not None
+    agent.process.kill()
+    agent.process.wait()
+    agent.process = None
+    if after_expiry:
+        time.sleep(max(0.0, (_saved_not_after(agent) - datetime.now(UTC)).total_seconds() + 1))
+    mark = len(agent.log())
+    agent.start(wait=False)
+    return _log_since(agent, mark)
+
+
+def _log_since(agent: AgentDaemon, mark: int) -> str:
+    assert agent.process is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if agent.process.poll() is not None:
+            return agent.log()[mark:]
+        if agent.socket_path.exists() and "Agent started" in agent.log()[mark:]:
+            return agent.log()[mark:]
+        time.sleep(0.1)
+    raise AssertionError(f"the agent neither started nor stopped:\n{agent.log()[mark:]}")
+
+
+@pytest.mark.parametrize("kind", ["join_token", "x509pop"])
+def test_a_killed_agent_with_its_saved_svid_comes_back_without_attesting(
+    server: ServerDaemon, tmp_path: Path, kind: str
+) -> None:
+    agent, parent = _agent(tmp_path / f"a-{kind}", server, kind, "disk")
+    agent.start()
+    try:
+        _entry(server, parent, f"spiffe://example.org/restart-a-{kind}", f"unix:uid:{UID}")
+        eventually(lambda: x509_context(agent).svids, timeout=30)
+        log = _killed_and_restarted(agent)
+        assert "Loaded the saved agent SVID" in log
+        if kind == "join_token":  # its one-time evidence is not spent again (x509pop may renew by attesting)
+            assert "Node attestation was successful" not in log
+        assert eventually(lambda: x509_context(agent).svids, timeout=30)
+    finally:
+        agent.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["memory-key-manager", "expired-svid"])
+def test_a_killed_agent_that_lost_its_svid_attests_again_only_if_it_can(
+    server: ServerDaemon, tmp_path: Path, case: str
+) -> None:
+    key_manager = "memory" if case == "memory-key-manager" else "disk"
+    agents = {
+        kind: _agent(tmp_path / f"{case}-{kind}", server, kind, key_manager) for kind in ("join_token", "x509pop")
+    }
+    try:
+        for kind, (agent, parent) in agents.items():
+            agent.start()
+            _entry(server, parent, f"spiffe://example.org/restart-{case}-{kind}", f"unix:uid:{UID}")
+            eventually(lambda agent=agent: x509_context(agent).svids, timeout=30)
+        logs = {
+            kind: _killed_and_restarted(agent, after_expiry=case == "expired-svid")
+            for kind, (agent, _) in agents.items()
+        }
+
+        reattesting, _ = agents["x509pop"]
+        assert "Node attestation was successful" in logs["x509pop"]
+        assert eventually(lambda: x509_context(reattesting).svids, timeout=30)
+
+        one_time, _ = agents["join_token"]
+        assert one_time.process is not None
+        assert one_time.process.wait(60) == 1
+        assert "join token does not exist or has already been used" in one_time.log()
+        assert not unix_socket_in_use(one_time.socket_path)
+    finally:
+        for agent, _ in agents.values():
+            agent.stop()

@@ -1,0 +1,96 @@
+"""The database goes away under a running server and agent, then comes back (reliability case 24).
+
+PostgreSQL is reached through a TCP relay the test cuts. Meanwhile agent calls fail closed,
+an attestation leaves neither a node nor a spent token, an admin's write is refused (never
+acknowledged and lost), and workloads keep their cached SVIDs. Afterwards everything converges:
+the same token attests once, entries made then reach the workload, nothing made before is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.exceptions import GRPCError
+from pyspire.agent.client import ServerUnavailable
+from pyspire.crypto import LocalSigner, build_csr
+
+from tests.agent.test_end_to_end import _entry
+from tests.server.test_api_security import attest
+from tests.support.daemons import start_agent, start_server
+from tests.support.databases import postgres_database
+from tests.support.tcp_proxy import TcpRelay
+from tests.support.waiting import eventually
+from tests.support.workloads import x509_context
+
+UID = os.getuid()
+
+
+@pytest.mark.slow
+def test_a_datastore_outage_fails_closed_and_converges_afterwards(tmp_path: Path) -> None:
+    with postgres_database() as dsn:
+        relay = TcpRelay(("127.0.0.1", 5432)).restore()
+        server = start_server(
+            tmp_path / "server",
+            datastore=("postgres", dsn.replace("port=5432", f"port={relay.port}")),
+            extra="ratelimit {\n attestation = false\n }",
+        )
+        agent = None
+        runner = asyncio.Runner()
+        try:
+            alias = "spiffe://example.org/node/outage"
+            agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
+            before = _entry(server, alias, "spiffe://example.org/before-the-outage", f"unix:uid:{UID}")
+            cached = eventually(lambda: x509_context(agent).svids, timeout=30)
+            spare_token = server.join_token()
+            caller, _ = runner.run(attest(server, server.join_token(alias)))
+
+            relay.cut()
+
+            # Workloads keep their cached SVIDs.
+            assert x509_context(agent).svids[0].leaf == cached[0].leaf
+            # An agent's call cannot confirm its standing: refused, not served from the cache.
+            csr = build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))
+            with pytest.raises(GRPCError) as refused:
+                runner.run(caller.new_x509_svids([(before, csr)]))
+            assert refused.value.status.name == "INTERNAL"
+            caller.close()
+            # An attestation completes nothing: no node, and the token is not spent.
+            with pytest.raises((GRPCError, ServerUnavailable)):
+                runner.run(attest(server, spare_token))
+            # An admin's write is refused, not acknowledged and lost.
+            during = server.cli(
+                "entry", "create", "-parentID", alias, "-spiffeID", "spiffe://example.org/during", "-selector", "unix:uid:1",
+                check=False,
+            )  # fmt: skip
+            assert during.returncode != 0
+            assert "Traceback" not in during.stderr
+
+            relay.restore()
+
+            # The token attests now, once; entries made now reach the workload; nothing was lost.
+            eventually(lambda: runner.run(attest(server, spare_token)), timeout=30)
+            agents = server.cli("agent", "list").stdout
+            assert agents.count(f"spiffe://example.org/spire/agent/join_token/{spare_token}") == 1
+            _entry(server, alias, "spiffe://example.org/after-the-outage", f"unix:uid:{UID}")
+
+            def both() -> list[str] | None:
+                found = sorted(str(s.spiffe_id) for s in x509_context(agent).svids)
+                return found if len(found) == 2 else None
+
+            ids = eventually(both, timeout=30)
+            assert ids == ["spiffe://example.org/after-the-outage", "spiffe://example.org/before-the-outage"]
+            entries = server.cli("entry", "show").stdout
+            assert "spiffe://example.org/during" not in entries
+            assert agent.process is not None
+            assert agent.process.poll() is None
+            assert "Traceback" not in server.log()
+        finally:
+            runner.close()
+            if agent is not None:
+                agent.stop()
+            server.stop()
+            relay.cut()

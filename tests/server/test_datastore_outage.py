@@ -22,7 +22,7 @@ from tests.agent.test_end_to_end import _entry
 from tests.server.test_api_security import attest
 from tests.support.daemons import start_agent, start_server
 from tests.support.databases import postgres_database
-from tests.support.tcp_proxy import TcpRelay
+from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
 

@@ -19,7 +19,7 @@ import pytest
 from tests.support.daemons import ServerDaemon, server_config
 from tests.support.databases import POSTGRES, postgres_database
 from tests.support.free_port import free_port
-from tests.support.tcp_proxy import TcpRelay
+from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 
 

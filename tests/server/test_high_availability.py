@@ -27,7 +27,7 @@ from pyspire.spiffe.x509svid import leaf_spiffe_id
 from tests.server.test_api_security import attest
 from tests.support.daemons import AgentDaemon, Daemon, ServerDaemon, agent_config, start_server
 from tests.support.databases import mariadb_database, postgres_database
-from tests.support.tcp_proxy import TcpRelay
+from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 from tests.support.workloads import register_this_process, x509_context
 

@@ -9,10 +9,10 @@ of one user can be told apart without running them as other users).
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config
+from tests.support.plugins_in_tests import install_plugins
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
 
@@ -49,13 +49,7 @@ class ProbeAttestor:
 
 def install_probe(directory: Path) -> dict[str, str]:
     """The probe as an installed distribution under ``directory``; the environment that finds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "pyspire_test_probe.py").write_text(textwrap.dedent(_MODULE))
-    info = directory / "pyspire_test_probe-0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pyspire-test-probe\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[pyspire.agent]\nprobe = pyspire_test_probe:ProbeAttestor\n")
-    return {"PYTHONPATH": str(directory)}
+    return install_plugins(directory, "pyspire_test_probe", _MODULE, {"agent": {"probe": "ProbeAttestor"}})
 
 
 class ProbedAgent:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, x448
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspire.proto import bundles as client_bundles
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api import convert
+from pyspire.server.federation.documents import record_to_bundle
 from pyspire.spiffe import TrustDomain
 
 from tests.support.pki import make_ca, make_leaf
@@ -24,9 +26,14 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 TD = TrustDomain.parse("example.org")
 
 _CERTIFICATE = make_leaf(make_ca()).certificate.public_bytes(serialization.Encoding.DER)
-_KEY = (
-    make_ca().key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-)
+_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+_KEY = make_ca().key.public_key().public_bytes(serialization.Encoding.DER, _SPKI)
+# Keys a JWK cannot carry: refused, rather than stored and then impossible to serve.
+_UNSERVABLE_KEYS = [
+    dsa.generate_private_key(2048).public_key().public_bytes(serialization.Encoding.DER, _SPKI),
+    x448.X448PrivateKey.generate().public_key().public_bytes(serialization.Encoding.DER, _SPKI),
+    ec.generate_private_key(ec.SECP256K1()).public_key().public_bytes(serialization.Encoding.DER, _SPKI),
+]
 
 
 @st.composite
@@ -39,7 +46,7 @@ def _corrupted(draw: st.DrawFn, good: bytes) -> bytes:
 
 blobs = st.one_of(
     st.binary(max_size=40),
-    st.sampled_from([_CERTIFICATE, _KEY, b""]),
+    st.sampled_from([_CERTIFICATE, _KEY, b"", *_UNSERVABLE_KEYS]),
     _corrupted(_CERTIFICATE),
     _corrupted(_KEY),
     st.just(_CERTIFICATE.replace(bytes.fromhex("a003020102"), bytes.fromhex("a003020101"))),
@@ -89,7 +96,11 @@ def test_entry_update_raises_only_invalid_input(update: types_pb2.Entry, mask: t
 @given(messages(types_pb2.Bundle.DESCRIPTOR, blobs))
 def test_bundle_conversions_raise_only_their_errors(bundle: types_pb2.Bundle) -> None:
     with contextlib.suppress(convert.InvalidInput):
-        convert.bundle_from_proto(bundle)
+        record = convert.bundle_from_proto(bundle)
+        # What the server then does with an accepted record: serve it as a SPIFFE bundle and a JWKS.
+        served = record_to_bundle(record)
+        served.to_spiffe_document()
+        served.marshal_jwks()
     # The clients' conversion (agent, CLI) of what a server answered: ValueErrors only.
     with contextlib.suppress(ValueError):
         client_bundles.bundle_from_proto(bundle)

@@ -12,11 +12,14 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec
+from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -100,6 +103,72 @@ def test_a_malformed_federated_authority_is_invalid_argument(server: ServerDaemo
     for status, problem in zip(statuses, _malformed_certificates(), strict=True):
         assert problem in status.message
     assert "partner" not in server.cli("bundle", "list").stdout
+    assert "Traceback" not in server.log()
+
+
+def _dsa_ca() -> bytes:
+    """A well-formed self-signed CA certificate whose DSA key no JWK (x5c) can carry."""
+    key = dsa.generate_private_key(2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DSA CA")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_federated_bundle_the_server_could_not_serve_is_refused(server: ServerDaemon) -> None:
+    """Keys a SPIFFE bundle cannot encode and refresh hints no duration holds are refused when set.
+
+    Stored, the first made every later rendering of that bundle fail (bundle show, the bundle
+    endpoint, agents' federated bundles); the second overflowed timedelta on the way back out.
+    """
+    secp256k1 = (
+        ec.generate_private_key(ec.SECP256K1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    good = make_ca("partner-hint.org").certificate.public_bytes(serialization.Encoding.DER)
+    bundles = [
+        types_pb2.Bundle(trust_domain="partner-dsa.org", x509_authorities=[types_pb2.X509Certificate(asn1=_dsa_ca())]),
+        types_pb2.Bundle(
+            trust_domain="partner-k1.org",
+            x509_authorities=[types_pb2.X509Certificate(asn1=good)],
+            jwt_authorities=[types_pb2.JWTKey(key_id="k1", public_key=secp256k1)],
+        ),
+        types_pb2.Bundle(
+            trust_domain="partner-hint.org",
+            x509_authorities=[types_pb2.X509Certificate(asn1=good)],
+            refresh_hint=10**15,
+        ),
+    ]
+
+    async def run() -> list[types_pb2.Status]:
+        channel = Channel(path=str(server.socket_path))
+        try:
+            reply = await bundle_grpc.BundleStub(channel).BatchSetFederatedBundle(
+                bundle_pb2.BatchSetFederatedBundleRequest(bundle=bundles), timeout=10
+            )
+        finally:
+            channel.close()
+        return [result.status for result in reply.results]
+
+    statuses = asyncio.run(run())
+    assert [s.code for s in statuses] == [Status.INVALID_ARGUMENT.value] * 3, statuses
+    assert "X.509 authority 0" in statuses[0].message
+    assert '"k1"' in statuses[1].message
+    assert "refresh hint" in statuses[2].message
+    listed = server.cli("bundle", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "partner-" not in listed.stdout
     assert "Traceback" not in server.log()
 
 

@@ -86,7 +86,7 @@ bundle_like = st.fixed_dictionaries(
     optional={
         "keys": st.lists(jwk_like, max_size=4) | json_values,
         "spiffe_sequence": json_values,
-        "spiffe_refresh_hint": json_values,
+        "spiffe_refresh_hint": json_values | st.sampled_from([10**15, -1, 2**63]),
     },
 )
 

@@ -6,13 +6,12 @@ conversion to datastore records.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, TrustDomain
+from pyspire.spiffe.bundle import refresh_hint_from_seconds
 from pyspire.spiffe.pem import der_certificate
 
 __all__ = ["bundle_from_proto", "bundle_to_proto", "tainted_key_ids"]
@@ -26,7 +25,7 @@ def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
         [der_certificate(c.asn1) for c in proto.x509_authorities],
         jwt,  # type: ignore[arg-type]
         sequence_number=proto.sequence_number,
-        refresh_hint=timedelta(seconds=proto.refresh_hint) if proto.refresh_hint else None,
+        refresh_hint=refresh_hint_from_seconds(proto.refresh_hint) if proto.refresh_hint else None,
     )
 
 

@@ -32,10 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from pyspire.spiffe.pem import PemError, der_certificate, der_certificates, pem_blocks
 from pyspire.spiffe.spiffeid import TrustDomain
 
-__all__ = ["Bundle", "BundleError", "BundleSource", "JwtAuthorityKey"]
+__all__ = ["Bundle", "BundleError", "BundleSource", "JwtAuthorityKey", "refresh_hint_from_seconds"]
 
 MAX_BUNDLE_BYTES: Final = 8 * 1024 * 1024
 """Larger input is refused before parsing: a bundle with thousands of roots is an attack."""
+_MAX_REFRESH_HINT_SECONDS: Final = int(timedelta.max.total_seconds())
 
 JwtAuthorityKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 """Key types a JWT authority may have (Ed25519 is kept for round trips; JWT-SVIDs cannot use it)."""
@@ -131,13 +132,16 @@ def jwk_to_public_key(jwk: Mapping[str, Any]) -> JwtAuthorityKey | None:
 
 
 def public_key_to_jwk(key: PublicKeyTypes) -> dict[str, str]:
-    """The JWK members of a public key (kty and its parameters)."""
+    """The JWK members of a public key (kty and its parameters); BundleError for a key JWKs cannot carry."""
     if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_NAMES.get(key.curve.name)
+        if curve is None:
+            raise BundleError("invalid_key", f"cannot encode an EC key on {key.curve.name} as a JWK")
         size = (key.curve.key_size + 7) // 8
         numbers = key.public_numbers()
         return {
             "kty": "EC",
-            "crv": _CURVE_NAMES[key.curve.name],
+            "crv": curve,
             "x": _b64url(numbers.x.to_bytes(size, "big")),
             "y": _b64url(numbers.y.to_bytes(size, "big")),
         }
@@ -333,7 +337,7 @@ class Bundle:
         if sequence is not None and (not isinstance(sequence, int) or isinstance(sequence, bool)):
             raise BundleError("invalid_sequence", "spiffe_sequence must be an integer")
         hint = document.get("spiffe_refresh_hint")
-        if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool) or hint < 0):
+        if hint is not None and (not isinstance(hint, int) or isinstance(hint, bool)):
             raise BundleError("invalid_refresh_hint", "spiffe_refresh_hint must be a non-negative integer")
         if hint is not None and hint > _MAX_REFRESH_HINT_SECONDS:
             raise BundleError(
@@ -345,7 +349,7 @@ class Bundle:
             x509_authorities,
             jwt_authorities,
             sequence_number=sequence,
-            refresh_hint=timedelta(seconds=hint) if hint is not None else None,
+            refresh_hint=refresh_hint_from_seconds(hint) if hint is not None else None,
         )
 
     def to_spiffe_document(self) -> dict[str, Any]:
@@ -448,3 +452,14 @@ class Bundle:
         """The JWT authorities as a JWK Set (the Workload API encoding)."""
         keys = [{"kid": key_id, **public_key_to_jwk(key)} for key_id, key in sorted(self._jwt.items())]
         return json.dumps({"keys": keys}).encode()
+
+
+def refresh_hint_from_seconds(seconds: int) -> timedelta:
+    """A refresh hint of ``seconds``; BundleError when negative or beyond what a duration can hold.
+
+    Hints arrive from bundle documents and API messages (int64): one of 10**15 seconds would
+    otherwise overflow the conversion instead of being refused.
+    """
+    if not 0 <= seconds <= _MAX_REFRESH_HINT_SECONDS:
+        raise BundleError("invalid_refresh_hint", f"refresh hint {seconds} s is negative or out of range")
+    return timedelta(seconds=seconds)

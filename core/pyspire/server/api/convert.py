@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from pyspire.plugin.records import (
@@ -25,7 +26,8 @@ from pyspire.plugin.records import (
 )
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spiffe import BundleError, SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spiffe.bundle import public_key_to_jwk, refresh_hint_from_seconds
 from pyspire.spiffe.pem import der_certificate
 
 __all__ = [
@@ -336,11 +338,16 @@ def bundle_from_proto(proto: types_pb2.Bundle) -> BundleRecord:
         trust_domain = TrustDomain.parse(proto.trust_domain)
     except SpiffeIdError as err:
         raise InvalidInput(f"invalid trust domain: {err}") from None
+    refresh_hint = max(proto.refresh_hint, 0)
+    try:
+        refresh_hint_from_seconds(refresh_hint)  # one the bundle endpoint and refresher can turn into a duration
+    except BundleError as err:
+        raise InvalidInput(f"invalid refresh hint: {err}") from None
     return BundleRecord(
         trust_domain,
         x509_authorities_from_proto(proto.x509_authorities),
         jwt_authorities_from_proto(proto.jwt_authorities),
-        refresh_hint=max(proto.refresh_hint, 0),
+        refresh_hint=refresh_hint,
         sequence_number=proto.sequence_number,
     )
 
@@ -350,8 +357,9 @@ def x509_authorities_from_proto(certificates: Iterable[types_pb2.X509Certificate
     found = []
     for index, certificate in enumerate(certificates):
         try:
-            der_certificate(certificate.asn1)
-        except ValueError as err:
+            # Parseable, and with a key a SPIFFE bundle (JWK x5c) can carry: it is served as one.
+            public_key_to_jwk(der_certificate(certificate.asn1).public_key())
+        except ValueError as err:  # BundleError included
             raise InvalidInput(f"invalid X.509 authority {index}: {err}") from None
         found.append(X509Authority(certificate.asn1, certificate.tainted))
     return tuple(found)
@@ -364,8 +372,8 @@ def jwt_authorities_from_proto(keys: Iterable[types_pb2.JWTKey]) -> tuple[JwtAut
         if not key.key_id:
             raise InvalidInput("invalid JWT authority: missing key ID")
         try:
-            serialization.load_der_public_key(key.public_key)
-        except ValueError as err:
+            public_key_to_jwk(serialization.load_der_public_key(key.public_key))
+        except (ValueError, UnsupportedAlgorithm) as err:  # BundleError included
             raise InvalidInput(f'invalid JWT authority "{key.key_id}": {err}') from None
         found.append(JwtAuthority(key.key_id, key.public_key, key.expires_at, key.tainted))
     return tuple(found)

@@ -127,3 +127,19 @@ def test_a_refresh_hint_beyond_any_duration_is_refused_by_name() -> None:
     with pytest.raises(BundleError, match="spiffe_refresh_hint") as raised:
         Bundle.parse(TD, document)
     assert raised.value.code == "invalid_refresh_hint"
+
+
+@pytest.mark.parametrize("hint", [-1, (2**63 - 1) // 10**9 + 1, 86_400_000_000_000, 2**63])
+def test_a_refresh_hint_no_duration_holds_is_a_bundle_error(hint: int) -> None:
+    document = json.dumps({"keys": [], "spiffe_refresh_hint": hint}).encode()
+    with pytest.raises(BundleError) as raised:
+        Bundle.parse(TD, document)
+    assert raised.value.code == "invalid_refresh_hint"
+
+
+def test_the_largest_refresh_hint_a_duration_holds_is_kept() -> None:
+    largest = (2**63 - 1) // 10**9  # Go's time.Duration, in whole seconds
+    document = json.dumps({"keys": [], "spiffe_refresh_hint": largest}).encode()
+    hint = Bundle.parse(TD, document).refresh_hint
+    assert hint is not None
+    assert int(hint.total_seconds()) == largest

@@ -36,7 +36,6 @@ __all__ = ["Bundle", "BundleError", "BundleSource", "JwtAuthorityKey", "refresh_
 
 MAX_BUNDLE_BYTES: Final = 8 * 1024 * 1024
 """Larger input is refused before parsing: a bundle with thousands of roots is an attack."""
-_MAX_REFRESH_HINT_SECONDS: Final = int(timedelta.max.total_seconds())
 
 JwtAuthorityKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 """Key types a JWT authority may have (Ed25519 is kept for round trips; JWT-SVIDs cannot use it)."""

@@ -29,7 +29,7 @@ from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
 from pyspire.spiffe import SpiffeId, TrustDomain, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
 
-from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
 
@@ -390,3 +390,24 @@ def test_the_workload_api_opens_after_the_first_sync(server: ServerDaemon, tmp_p
         assert log.index("Creating X509-SVID") < log.index("Starting Workload and SDS APIs")
     finally:
         agent.stop()
+
+
+@pytest.mark.parametrize("socket", ["socket_path", "admin_socket_path"])
+def test_a_socket_the_agent_cannot_bind_ends_it_with_the_reason(
+    server: ServerDaemon, tmp_path: Path, socket: str
+) -> None:
+    """Regression: stop() closed the gRPC server that had failed to start, and the agent ended
+    with "unexpected RuntimeError: Server is not started (a bug in pyspire)"."""
+    long_path = tmp_path / ("d" * 60) / ("e" * 60) / "api.sock"
+    extra = f'admin_socket_path = "{long_path}"' if socket == "admin_socket_path" else ""
+    text, socket_path = agent_config(tmp_path / "agent", server, extra=extra)
+    if socket == "socket_path":
+        text = text.replace(f'socket_path = "{socket_path}"', f'socket_path = "{long_path}"')
+    agent = AgentDaemon(
+        "pyspire-agent", tmp_path / "agent", socket_path, text, ["-joinToken", server.join_token()]
+    ).start(wait=False)
+    assert agent.process is not None
+    assert agent.process.wait(30) == 1
+    assert f"cannot listen on {long_path}: AF_UNIX path too long" in agent.log()
+    assert "a bug in pyspire" not in agent.log()
+    assert "Traceback" not in agent.log()

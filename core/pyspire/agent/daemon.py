@@ -352,12 +352,13 @@ class AgentDaemon:
             )
         if not section.disable_sds_api:
             services.append(SecretDiscoveryService(streams, caller, section.sds))
-        self._server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)
+        server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)
         try:
             # SPIRE's mode: any local process may ask; attestation decides what it gets.
-            await self._server.start_unix(str(path), 0o777)
+            await server.start_unix(str(path), 0o777, backlog=listen_backlog())
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
+        self._server = server  # only a started server is closed by stop()
         self._socket_bound = True
         _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
 
@@ -370,14 +371,15 @@ class AgentDaemon:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         metrics = self.telemetry.metrics if self.telemetry is not None else NO_METRICS
-        self._admin = GrpcServer(
+        admin = GrpcServer(
             instrument([AgentDebugService(node, cache, manager), AgentLoggerService(), self.grpc_health], metrics)
         )
         try:
             # SPIRE's mode for admin sockets: owner and group.
-            await self._admin.start_unix(str(path), 0o770)
+            await admin.start_unix(str(path), 0o770, backlog=listen_backlog())
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
+        self._admin = admin
         self._admin_path = path
         _log.info("Starting admin APIs", extra={"address": str(path), "network": "unix"})
 

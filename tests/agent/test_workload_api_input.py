@@ -237,27 +237,36 @@ for connection in connections:
                          (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers"),
                          ("workload.spiffe.io", "true")])
     h2c.send_data(1, bytes(1) + len(message).to_bytes(4, "big") + message, end_stream=True)
-    connection.sendall(h2c.data_to_send())
+    try:
+        connection.sendall(h2c.data_to_send())
+    except OSError:  # closed at accept: a caller that cannot be pinned is not served at all
+        h2c = None
     streams.append(h2c)
-svids = answered = 0
+svids = answered = closed = 0
 deadline = time.monotonic() + 60
 for connection, h2c in zip(connections, streams):
+    if h2c is None:
+        closed += 1
+        connection.close()
+        continue
     connection.settimeout(max(0.1, deadline - time.monotonic()))
-    ended = False
     try:
-        while not ended:
+        while True:
             chunk = connection.recv(65536)
             if not chunk:
+                closed += 1
                 break
-            for event in h2c.receive_data(chunk):
-                if isinstance(event, h2.events.DataReceived) and b"spiffe://" in event.data:
-                    svids += 1
-                ended = ended or isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+            events = h2c.receive_data(chunk)
+            svids += sum(isinstance(e, h2.events.DataReceived) and b"spiffe://" in e.data for e in events)
+            if any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) for e in events):
+                answered += 1
+                break
+    except socket.timeout:
+        pass  # neither answered nor closed: counted by its absence
     except OSError:
-        pass
-    answered += ended
+        closed += 1
     connection.close()
-print(json.dumps({"answered": answered, "svids": svids}), flush=True)
+print(json.dumps({"answered": answered, "closed": closed, "svids": svids}), flush=True)
 """
 
 
@@ -266,7 +275,8 @@ def test_five_thousand_callers_gone_before_attestation_get_nothing_and_leak_noth
     deployment: tuple[ServerDaemon, AgentDaemon], tmp_path: Path
 ) -> None:
     """Reliability case 5: connections whose caller (SO_PEERCRED) exited before its request was
-    read; another process holds them and sends the request. No SVID, and the agent's descriptors
+    read; another process holds them and sends the request. No SVID (each is answered with an
+    error, or closed at accept if the caller was gone by then), and the agent's descriptors
     return to where they were."""
     _, agent = deployment
     assert agent.process is not None
@@ -283,7 +293,8 @@ def test_five_thousand_callers_gone_before_attestation_get_nothing_and_leak_noth
     )
     outcome = json.loads(result.stdout or "{}")
     assert outcome.get("svids") == 0, (outcome, result.stderr[-2000:])
-    assert outcome.get("answered") == 5000, (outcome, result.stderr[-2000:])
+    # Each one refused: answered with an error, or closed at accept when its caller was already gone.
+    assert outcome.get("answered", 0) + outcome.get("closed", 0) == 5000, (outcome, result.stderr[-2000:])
     eventually(lambda: _open_fds(pid) <= baseline + 5, timeout=60)
     assert x509_context(agent).default_svid is not None
     assert "Traceback" not in agent.log()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ UID = os.getuid()
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerDaemon, AgentDaemon]]:
     directory = tmp_path_factory.mktemp("deployment")
-    server = start_server(directory / "server")
+    server = start_server(directory / "server", extra="audit_log_enabled = true")  # each call logged by method
     alias = "spiffe://example.org/node/input"
     agent = start_agent(directory / "agent", server, server.join_token(alias))
     _entry(server, alias, "spiffe://example.org/caller", f"unix:uid:{UID}")
@@ -99,10 +100,22 @@ def test_every_method_requires_exactly_the_security_header(
     ids=["no-audience", "malformed-id", "not-entitled"],
 )
 def test_fetch_jwt_svid_bad_input(deployment: tuple[ServerDaemon, AgentDaemon], request_: Any, status: Status) -> None:
-    _, agent = deployment
+    """Reliability case 3: refused by the agent, which asks the server for nothing."""
+    server, agent = deployment
+    minted = server.log().count("NewJWTSVID")
     with pytest.raises(GRPCError) as raised:
         call(agent, "FetchJWTSVID", request_)
     assert raised.value.status is status
+    assert server.log().count("NewJWTSVID") == minted
+
+
+def test_a_jwt_svid_for_a_new_audience_is_minted_by_the_server(deployment: tuple[ServerDaemon, AgentDaemon]) -> None:
+    """What the refusals above are measured against: a good request reaches NewJWTSVID."""
+    server, agent = deployment
+    minted = server.log().count("NewJWTSVID")
+    reply = call(agent, "FetchJWTSVID", pb.JWTSVIDRequest(audience=[f"audience-{uuid.uuid4()}"]))
+    assert reply.svids
+    assert eventually(lambda: server.log().count("NewJWTSVID") > minted, timeout=10)
 
 
 def _b64(data: dict[str, Any]) -> str:

@@ -133,7 +133,8 @@ def test_a_killed_agent_that_lost_its_svid_attests_again_only_if_it_can(
     key_manager = "memory" if case == "memory-key-manager" else "disk"
     agents = {
         # Short directories: the socket paths below tmp_path must fit within AF_UNIX's 108 bytes.
-        kind: _agent(tmp_path / kind, server, kind, key_manager) for kind in ("join_token", "x509pop")
+        kind: _agent(tmp_path / kind, server, kind, key_manager)
+        for kind in ("join_token", "x509pop")
     }
     try:
         for kind, (agent, parent) in agents.items():

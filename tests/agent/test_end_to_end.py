@@ -262,6 +262,14 @@ def test_restart_reuses_the_saved_svid_and_token_is_single_use(server: ServerDae
     assert "Traceback" not in second.log()  # a refusal is a clear error, not a crash
 
 
+def _jwt_svid(agent: AgentDaemon, audience: str) -> str:
+    async def fetch() -> str:
+        async with WorkloadApiClient(agent.address, timeout=10) as client:
+            return (await client.fetch_jwt_svids([audience]))[0].token
+
+    return asyncio.run(fetch())
+
+
 def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> None:
     server = start_server(tmp_path / "server")
     try:
@@ -269,11 +277,16 @@ def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> Non
         agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
         _entry(server, alias, "spiffe://example.org/survivor", f"unix:uid:{UID}")
         before = eventually(lambda: x509_context(agent))
+        cached_jwt = _jwt_svid(agent, "outage-audience")
         server.stop()
         time.sleep(2.5)  # a couple of failed syncs
         during = x509_context(agent)
         assert during.default_svid.leaf == before.default_svid.leaf
         assert "Cannot reach the server" in agent.log()
+        # Reliability case 20: a JWT-SVID still valid is served from the cache, without waiting on the server.
+        started = time.monotonic()
+        assert _jwt_svid(agent, "outage-audience") == cached_jwt
+        assert time.monotonic() - started < 2.0
         server.start()
         # The agent reconnects by itself: an entry created after the outage reaches the workload.
         _entry(server, alias, "spiffe://example.org/after-outage", f"unix:uid:{UID}")

@@ -223,7 +223,15 @@ class NodeIdentityManager:
                 raise NodeError(f"nodeattestor({attestor.name}) could not answer the challenge: {err}") from None
 
         self._client.set_identity((), None)
-        svid, reattestable = await self._client.attest(attestation_type, payload, csr, answer)
+        try:
+            svid, reattestable = await self._client.attest(attestation_type, payload, csr, answer)
+        except BaseException:
+            # A failed attempt (the attestor's backend briefly down, say) leaves the SVID in hand
+            # presented: without it every later call went out anonymous, was refused for want of
+            # an SVID, and the agent never attested again.
+            if self.identity is not None:
+                self._present(self.identity)
+            raise
         identity = self._adopt(svid, key_id, reattestable)
         _log.info(
             "Node attestation was successful",

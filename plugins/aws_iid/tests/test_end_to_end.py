@@ -29,7 +29,8 @@ from plugins.aws_iid.tests.fakes import (
 )
 from tests.support.daemons import start_agent, start_server
 from tests.support.free_port import free_port
-from tests.support.workloads import fetched_spiffe_id, register_this_process
+from tests.support.waiting import eventually
+from tests.support.workloads import fetched_spiffe_id, register_this_process, x509_context
 
 
 def wait_for(condition: str, read_log: Callable[[], str], timeout: float = 30.0) -> None:
@@ -105,6 +106,13 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
         assert "the server refused attestation (PERMISSION_DENIED)" in second.log()
         assert "attestation data has already been used to attest an agent" in second.log()
         assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
+        # Reliability case 7: the server logs the incident, and the first agent is unaffected.
+        assert "possible replay" in server.log()
+        register_this_process(server, agent_id, "spiffe://example.org/after-replay")
+        assert eventually(
+            lambda: "spiffe://example.org/after-replay" in {str(s.spiffe_id) for s in x509_context(agent).svids},
+            timeout=30,
+        )
     finally:
         for daemon in (second, agent, server):
             if daemon is not None:

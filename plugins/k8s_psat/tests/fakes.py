@@ -69,6 +69,8 @@ class KubeApiServer:
     nodes: dict[str, FakeNode] = field(default_factory=dict)
     tokens: dict[str, ServiceAccountToken] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    unavailable: bool = False
+    """While set, every request is answered 503, as an API server that is down behind its load balancer."""
     _bearer: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     _ca_pem: bytes = b""
     _server: ThreadingHTTPServer | None = None
@@ -127,6 +129,11 @@ class KubeApiServer:
                 http_fakes.send_json(self, code, body)
 
             def _authorized(self) -> bool:
+                if api.unavailable:
+                    self._send(
+                        503, _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+                    )
+                    return False
                 if self.headers.get("Authorization") != f"Bearer {api._bearer}":
                     self._send(401, _status(401, "Unauthorized", "Unauthorized"))
                     return False

@@ -37,10 +37,18 @@ def test_agent_in_a_pod_attests_with_k8s_psat(tmp_path: Path, kube: KubeApiServe
         register_this_process(server, agent_id, "spiffe://example.org/in-cluster")
         assert fetched_spiffe_id(agent) == "spiffe://example.org/in-cluster"
 
-        # Evicted, the agent attests again with the (rotated) token of its pod.
+        # Evicted while the API server is down (reliability case 12), the agent's attempts fail
+        # closed, and it attests again with the (rotated) token of its pod once the API is back.
         token_file.write_text(kube.issue_token(agent_pod))
         attested = agent.log().count("Node attestation was successful")
+        kube.unavailable = True
         server.cli("agent", "evict", "-spiffeID", agent_id)
+        deadline = time.monotonic() + 30
+        while agent.log().count("TokenReview in cluster 'prod' failed: HTTP 503") < 2:  # tried, and tried again
+            assert time.monotonic() < deadline, agent.log()
+            time.sleep(0.2)
+        assert agent_id not in server.cli("agent", "list").stdout
+        kube.unavailable = False
         deadline = time.monotonic() + 30
         while agent.log().count("Node attestation was successful") == attested:
             assert time.monotonic() < deadline, agent.log()

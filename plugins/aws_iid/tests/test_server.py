@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from plugins.aws_iid.tests.fakes import (
     launch_instance,
     payload,
 )
+from tests.support import http_fakes
 
 SHIPPED_REGIONS = sorted(
     json.loads(resources.files("pyspire_aws_iid").joinpath("region_certificates.json").read_text())
@@ -227,6 +232,92 @@ def test_detached_root_volume_fails_the_block_device_check(
     assert attest(attestor(tmp_path, [us_west_2], skip_block_device=True), signed(us_west_2, instance.instance_id))
     local = attestor(tmp_path, [us_west_2], account_ids_for_local_validation=[ACCOUNT])
     assert attest(local, signed(us_west_2, instance.instance_id))
+
+
+class _RewrittenEc2:
+    """A pass-through to moto that rewrites DescribeInstances answers (reliability case 10).
+
+    moto stamps attach times with the wall clock, so a root volume attached minutes after the
+    primary interface, or an instance-store root, can only be shown by editing its answer.
+    """
+
+    def __init__(self, moto: MotoServer, rewrite: Callable[[str], str]) -> None:
+        upstream = moto.endpoint
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(upstream + self.path, data=body, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    answer, status, kind = response.read(), response.status, response.headers["Content-Type"]
+                if b"Action=DescribeInstances" in body:
+                    answer = rewrite(answer.decode()).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self._server = http_fakes.serve(Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        http_fakes.stop(self._server)
+
+
+def _root_attached_later(answer: str) -> str:
+    """The root volume's attach time moved five minutes past the instance's (and its interface's)."""
+
+    def later(mapping: re.Match[str]) -> str:
+        def shifted(stamp: re.Match[str]) -> str:
+            moved = datetime.fromisoformat(stamp.group(1).replace("Z", "+00:00")) + timedelta(minutes=5)
+            return f"<attachTime>{moved.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</attachTime>"
+
+        return re.sub(r"<attachTime>([^<]+)</attachTime>", shifted, mapping.group(0))
+
+    rewritten = re.sub(r"<blockDeviceMapping>.*?</blockDeviceMapping>", later, answer, flags=re.S)
+    assert rewritten != answer
+    return rewritten
+
+
+def _instance_store_root(answer: str) -> str:
+    """An instance-store root: no EBS mapping to compare at all."""
+    rewritten = answer.replace(
+        "<rootDeviceType>ebs</rootDeviceType>", "<rootDeviceType>instance-store</rootDeviceType>"
+    )
+    assert rewritten != answer
+    return re.sub(r"<blockDeviceMapping>.*?</blockDeviceMapping>", "<blockDeviceMapping/>", rewritten, flags=re.S)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "refused"),
+    [(_root_attached_later, "attached 300 s apart"), (_instance_store_root, None)],
+    ids=["root-attached-later", "instance-store-root"],
+)
+def test_the_block_device_check_compares_attach_times(
+    aws: MotoServer,
+    tmp_path: Path,
+    us_west_2: RegionSigner,
+    monkeypatch: pytest.MonkeyPatch,
+    rewrite: Callable[[str], str],
+    refused: str | None,
+) -> None:
+    instance = launch_instance()
+    proxy = _RewrittenEc2(aws, rewrite)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        if refused is None:  # nothing to compare: the check passes, as SPIRE's does
+            assert attest(attestor(tmp_path, [us_west_2]), signed(us_west_2, instance.instance_id))
+            return
+        with pytest.raises(PermissionDenied, match=refused):
+            attest(attestor(tmp_path, [us_west_2]), signed(us_west_2, instance.instance_id))
+        assert attest(attestor(tmp_path, [us_west_2], skip_block_device=True), signed(us_west_2, instance.instance_id))
+    finally:
+        proxy.stop()
 
 
 def test_ec2_unreachable_is_internal(

@@ -11,13 +11,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pyspire.plugin.errors import FailedPrecondition, NotFound
+from pyspire.plugin.errors import FailedPrecondition, Internal, NotFound
 from pyspire.plugin.facades import DataStore, KeyManager
 from pyspire.plugin.keys import KeyType
 from pyspire.plugin.testing import load_plugin, make_core_config
 from pyspire.server.ca.authority import CaManager, CaSettings, activate_at, ca_subject_name, prepare_at
 from pyspire.server.ca.issuer import CredentialIssuer
 from pyspire.spiffe import Bundle, JwtSvid, SpiffeId, TrustDomain, verify_x509_svid
+
+from tests.support.databases import postgres_database
 
 TD = TrustDomain("example.org")
 START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
@@ -247,3 +249,42 @@ def test_activate_requires_the_prepared_authority(tmp_path: Path, datastore: Dat
     server = start_server(tmp_path, datastore)
     with pytest.raises(FailedPrecondition, match="is not the prepared"):
         server.manager.activate_x509("deadbeef")
+
+
+def test_a_journal_write_that_fails_once_is_saved_at_the_next_step(tmp_path: Path) -> None:
+    """Reliability case 24: one CA-journal write refused by PostgreSQL (a trigger) is retried.
+
+    Regression: the journal was saved only in the step that changed the authorities; after a
+    failed save, a restart came back without the prepared authority the KeyManager holds.
+    """
+    psycopg = pytest.importorskip("psycopg")
+    with postgres_database() as dsn:
+        handle = load_plugin(
+            "server",
+            "DataStore",
+            "sql",
+            {"database_type": "postgres", "connection_string": dsn},
+            make_core_config(tmp_path),
+        )
+        assert isinstance(handle, DataStore)
+        try:
+            first = start_server(tmp_path, handle)
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'no space left'; END $$"
+                    " LANGUAGE plpgsql"
+                )
+                admin.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON ca_journals FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+                first.clock.advance(timedelta(hours=13))
+                with pytest.raises(Internal, match="could not save the CA journal"):
+                    first.manager.rotate()  # prepares the next authority; its journal entry is refused
+                states = first.manager.x509_states()
+                assert sum(state is not None for state in states) == 2  # active and prepared
+                admin.execute("DROP TRIGGER refuse ON ca_journals")
+            assert first.manager.rotate() is False  # nothing new, but the journal is saved now
+            second = start_server(tmp_path, handle, clock=first.clock)
+            assert second.manager.x509_states() == states
+        finally:
+            handle.close()

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from pyspire.crypto import CA_KEY_USAGE, KeyManagerSigner, build_csr, sign_certificate
-from pyspire.plugin.errors import FailedPrecondition, NotFound, PluginError, Unimplemented
+from pyspire.plugin.errors import FailedPrecondition, Internal, NotFound, PluginError, Unimplemented
 from pyspire.plugin.facades import DataStore, KeyManager, UpstreamAuthority
 from pyspire.plugin.keys import KeyType, PublicKey
 from pyspire.plugin.records import BundleRecord, CaJournal, JwtAuthority, X509Authority
@@ -150,6 +150,8 @@ class CaManager:
         self._unforwarded: dict[str, JwtKey] = {}
         """Downstream (or own) JWT keys whose publication upstream failed: tried again each step."""
         self._listeners: list[Callable[[], None]] = []
+        self._journal_unsaved = False
+        """The authorities changed since the journal was last saved: each rotation step saves it again."""
 
     # --- reading ---------------------------------------------------------------------
 
@@ -203,10 +205,18 @@ class CaManager:
             if self._clock() - self._last_prune >= PRUNE_INTERVAL.total_seconds():
                 self._last_prune = self._clock()
                 self.prune_bundle()
-            if changed:
-                self._save_journal()
+            journal_error: PluginError | None = None
+            if changed or self._journal_unsaved:
+                try:
+                    self._save_journal()
+                except PluginError as err:
+                    # The authorities in use are kept: a restart before the next successful
+                    # save would otherwise come back without them (SPIRE 1.15.2 retries too).
+                    journal_error = err
         if changed:
             self._notify()
+        if journal_error is not None:
+            raise Internal(f"could not save the CA journal (retried at the next step): {journal_error.message}")
         return self._take_upstream_trust() or changed
 
     def _take_upstream_trust(self) -> bool:
@@ -506,9 +516,11 @@ class CaManager:
         active = self._find_x509(Status.ACTIVE)
         if active is None:
             return
+        self._journal_unsaved = True
         data = json.dumps(self._journal_document()).encode()
         journal = self._datastore.set_ca_journal(CaJournal(self._state.journal_id, active.authority.authority_id, data))
         self._state.journal_id = journal.id
+        self._journal_unsaved = False
 
     def _load_journal(self) -> None:
         keys = {key.id: key for key in self._key_manager.get_public_keys()}

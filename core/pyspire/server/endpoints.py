@@ -93,7 +93,7 @@ class Endpoints:
         )
         try:
             # SPIRE's mode: the group may administer.
-            await local.start_unix(str(self._socket_path), 0o770)
+            await local.start_unix(str(self._socket_path), 0o770, backlog=listen_backlog())
         except OSError as err:
             raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror or err}") from None
         self._socket_bound = True

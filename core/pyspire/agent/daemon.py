@@ -25,7 +25,7 @@ from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable
 from pyspire.agent.manager import AgentStopped, SyncManager
-from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.agent.node import RETRIED_REFUSALS, NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
 from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.agent.svid_store import StoredSvids
@@ -50,9 +50,6 @@ __all__ = ["AgentDaemon", "run_agent"]
 
 _log = logging.getLogger(__name__)
 
-
-_RETRIED_REFUSALS = frozenset({Status.INTERNAL, Status.UNKNOWN, Status.ABORTED})
-"""Server errors that may pass: attestation is retried; any other status is a final refusal."""
 
 
 class AgentDaemon:
@@ -241,7 +238,7 @@ class AgentDaemon:
                 await self._retry_or_stop(backoff, "Cannot reach the server to attest; retrying", str(err))
             except GRPCError as err:
                 reason = f"the server refused attestation ({err.status.name}): {err.message}"
-                if err.status not in _RETRIED_REFUSALS:
+                if err.status not in RETRIED_REFUSALS:
                     raise StartupError(reason) from None
                 await self._retry_or_stop(backoff, "The server could not complete attestation; retrying", reason)
             except NodeError as err:

@@ -32,7 +32,7 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry, issued_by_any
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
-from pyspire.agent.node import NodeError, NodeIdentityManager
+from pyspire.agent.node import RETRIED_REFUSALS, NodeError, NodeIdentityManager
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
@@ -170,7 +170,16 @@ class SyncManager:
             identity = self._node.identity
             if identity is not None and identity.reattestable:
                 _log.info("The server asks this agent to attest again", extra={"reason": err.message})
-                await self._node.attest(reattest=True)
+                try:
+                    await self._node.attest(reattest=True)
+                except GRPCError as refusal:
+                    if refusal.status in RETRIED_REFUSALS:
+                        raise  # tried again at the next sync
+                    # As SPIRE: an agent the server will not attest again stops, it does not linger.
+                    self._node.forget()
+                    raise AgentStopped(
+                        f"the server refused to attest this agent again ({refusal.status.name}): {refusal.message}"
+                    ) from None
                 self._schedule_renewal()
                 return
             self._node.forget()

@@ -54,6 +54,14 @@ def test_agent_in_a_pod_attests_with_k8s_psat(tmp_path: Path, kube: KubeApiServe
             assert time.monotonic() < deadline, agent.log()
             time.sleep(0.2)
         assert agent_id in server.cli("agent", "list").stdout
+
+        # Evicted again, now with a token the server refuses (its service account is not
+        # allowed): as SPIRE's, the agent stops instead of running on without an identity.
+        token_file.write_text(kube.issue_token(agent_pod, service_account="not-allowed"))
+        server.cli("agent", "evict", "-spiffeID", agent_id)
+        assert agent.process is not None
+        assert agent.process.wait(30) == 1
+        assert "the server refused to attest this agent again (PERMISSION_DENIED)" in agent.log()
     finally:
         if agent is not None:
             agent.stop()

@@ -51,7 +51,6 @@ __all__ = ["AgentDaemon", "run_agent"]
 _log = logging.getLogger(__name__)
 
 
-
 class AgentDaemon:
     """One agent: identity, sync loop, Workload API."""
 

@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.match import MatchError, match_any, match_member_of, match_one_of
+from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.spiffeid import SpiffeId, TrustDomain
 from pyspire.spiffe.x509svid import X509Svid, X509SvidError, check_verified_path
 
@@ -424,7 +425,7 @@ class _SpiffeContext(ssl.SSLContext):
         if known is not None and known.not_before <= now <= known.not_after:
             return known.spiffe_id, known.path
         try:
-            path = tuple(x509.load_der_x509_certificate(der) for der in verified_der)
+            path = tuple(der_certificate(der) for der in verified_der)
             spiffe_id = check_verified_path(path, material.bundles, now=now)
         except X509SvidError as err:
             raise PeerRefusedError(f"the peer's certificate is not a valid X509-SVID here: {err}") from None

@@ -40,7 +40,7 @@ def _issuer_key_id(certificate: x509.Certificate) -> str:
 def test_with_a_one_minute_ca_every_svid_verifies_and_the_next_ca_is_trusted_before_it_signs(
     tmp_path: Path,
 ) -> None:
-    server = start_server(tmp_path / "server", extra='ca_ttl = "60s"\n    default_x509_svid_ttl = "10s"')
+    server = start_server(tmp_path / "server", ca_ttl="60s", extra='default_x509_svid_ttl = "10s"')
     alias = "spiffe://example.org/node/rotation-overlap"
     agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
     try:

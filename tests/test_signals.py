@@ -7,8 +7,10 @@ gracefully with its sockets removed and the signal named in the log.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +135,41 @@ def test_agent_survives_sighup_reopens_its_log_and_removes_its_socket_on_sigint(
         assert "Agent stopped" in log.read_text()
     finally:
         agent.kill()
+
+
+# A process that takes and gives back the daemons' signal handling over and over, as a daemon
+# does once at start and once at its stop. Each round stops itself (SIGTERM to its own pid),
+# so every round also unwinds the handlers.
+_HANDOVER = """
+import asyncio, os, signal, sys
+from pyspire.signals import handle_signals
+
+async def round_trip():
+    with handle_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await stop.wait()
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # between rounds, as after a daemon's stop
+print("ready", flush=True)
+for _ in range(int(sys.argv[1])):
+    asyncio.run(round_trip())
+"""
+
+
+def test_a_repeated_stop_signal_never_finds_the_default_action_while_the_handlers_unwind() -> None:
+    # Regression: the handlers were removed one by one, each left at SIG_DFL until the next line
+    # set it to "ignore". A SIGTERM repeated in that window (systemd's stop and its timeout, a
+    # test that stops an agent failing to start) killed the process before its exit handlers ran.
+    child = subprocess.Popen([sys.executable, "-c", _HANDOVER, "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 60
+        while child.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    _, errors = child.communicate(timeout=20)
+    assert child.returncode == 0, errors.decode()

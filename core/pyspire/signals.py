@@ -13,9 +13,10 @@
 
 A stop is requested once but is often repeated (systemd's stop followed by its own timeout, an
 operator pressing Ctrl-C twice). While the daemon is stopping a repeat only sets the same event
-again. Once it has stopped, every handled signal is set to "ignore" before the event loop closes:
-closing the loop would otherwise restore the default actions, and a late repeat would turn a
-clean exit into death by signal.
+again. Once it has stopped, every handled signal goes straight from its handler to "ignore", so
+a late repeat cannot turn a clean exit into death by signal. That is why the handlers are set
+with ``signal.signal`` and handed to the loop, not registered with ``loop.add_signal_handler``:
+removing a loop handler (and closing the loop does) puts the default action back first.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import faulthandler
 import functools
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
+from types import FrameType
 
 from pyspire.telemetry.logs import reopen_log_files
 
@@ -143,11 +146,40 @@ def handle_signals(reconfigure: Callable[[], None] | None = None) -> Iterator[St
         handlers[stopping] = functools.partial(graceful, int(stopping))
     for fatal in _OTHER_FATAL:
         handlers[fatal] = functools.partial(unexpected, int(fatal))
-    for signum, handler in handlers.items():
-        loop.add_signal_handler(signum, handler)
+    # The interpreter writes each caught signal's number to the wake-up socket; the loop reads them
+    # and runs the handlers. The Python-level handler does nothing, so a burst of signals cannot
+    # pile handlers on top of each other, and a signal caught by another thread while the main
+    # one waits in epoll still wakes the loop.
+    wake_reader, wake_writer = socket.socketpair()
+    wake_reader.setblocking(False)
+    wake_writer.setblocking(False)
+    loop.add_reader(wake_reader.fileno(), _dispatch, wake_reader, handlers)
+    previous_wakeup = signal.set_wakeup_fd(wake_writer.fileno(), warn_on_full_buffer=False)
     try:
+        for signum in handlers:
+            signal.signal(signum, _caught)
         yield stop
     finally:
+        # Straight from the handler to "ignore", one signal at a time: the default action is never
+        # in place, not even between two statements, so a repeated stop cannot kill the process.
         for signum in handlers:
-            loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
+        signal.set_wakeup_fd(previous_wakeup)
+        loop.remove_reader(wake_reader.fileno())
+        wake_reader.close()
+        wake_writer.close()
+
+
+def _caught(_signum: int, _frame: FrameType | None) -> None:
+    """The interpreter-level handler: the signal's number is already on its way to the loop."""
+
+
+def _dispatch(wake_reader: socket.socket, handlers: dict[int, Callable[[], None]]) -> None:
+    received = bytearray()
+    with contextlib.suppress(BlockingIOError):
+        while chunk := wake_reader.recv(4096):
+            received += chunk
+    for signum in dict.fromkeys(received):  # a burst of one signal runs its handler once
+        handler = handlers.get(signum)
+        if handler is not None:
+            handler()

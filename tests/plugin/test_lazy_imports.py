@@ -64,7 +64,10 @@ def imported_modules(role: str, directory: Path, config: str, plugins: int) -> s
         process.wait(20)
     # The daemon's own process, not the helper processes it may start.
     modules = directory / f"modules.{process.pid}"
-    assert modules.exists(), f"{role} did not exit cleanly:\n{(directory / 'output').read_text()}"
+    assert modules.exists(), (
+        f"{role} did not exit cleanly (exit status {process.returncode}):\n"
+        f"{(directory / 'output').read_text()}\n{log.read_text()}"
+    )
     return set(modules.read_text().split())
 
 

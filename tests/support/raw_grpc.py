@@ -121,6 +121,15 @@ class RawGrpcConnection:
                 break
         return reply
 
+    def call_without_message(self, path: str, metadata: tuple[tuple[str, str], ...] = ()) -> Reply:
+        """Open a call and end it without sending a request message (grpclib's client will not)."""
+        stream_id = self._open(path, metadata)
+        self._h2.end_stream(stream_id)
+        self._flush()
+        while self._pump(stream_id):
+            pass
+        return self._replies[stream_id]
+
     def send_oversized(
         self, path: str, declared: int, metadata: tuple[tuple[str, str], ...] = (), deadline: float = 60.0
     ) -> tuple[Reply, int]:

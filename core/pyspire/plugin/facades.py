@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import pluggy
 from cryptography import x509
@@ -61,6 +61,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+A = TypeVar("A")
 R = TypeVar("R")
 
 SERVER_OWNED_EXTENSIONS: Mapping[x509.ObjectIdentifier, str] = {
@@ -75,6 +76,40 @@ SERVER_OWNED_EXTENSIONS: Mapping[x509.ObjectIdentifier, str] = {
 
 HookObserver = Callable[["PluginHandle", str], AbstractContextManager[object]]
 """Called around every hook call after configuration (metrics and traces): ``observer(handle, hook)``."""
+
+
+class _CallerCallback(Generic[A, R]):
+    """A function the core hands a plugin to call back (a datastore's update), kept apart.
+
+    What the core's own function raises is the core's decision (an agent banned meanwhile, a
+    bundle already holding the key), not a plugin failure: it must reach the core as raised,
+    neither prefixed with the plugin's name nor turned into INTERNAL by :meth:`PluginHandle._call`.
+    Used as a context manager around the hook call, which re-raises the callback's exception
+    when the plugin's error was caused by it.
+    """
+
+    def __init__(self, function: Callable[[A], R]) -> None:
+        self._function = function
+        self._raised: BaseException | None = None
+
+    def __call__(self, value: A) -> R:
+        try:
+            return self._function(value)
+        except Exception as err:
+            self._raised = err
+            raise
+
+    def __enter__(self) -> Callable[[A], R]:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        seen: set[int] = set()
+        cause = error
+        while cause is not None and self._raised is not None and id(cause) not in seen:
+            if cause is self._raised:
+                raise self._raised from None
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
 
 
 class PluginHandle:
@@ -393,8 +428,9 @@ class DataStore(PluginHandle):
     def modify_bundle(
         self, trust_domain: TrustDomain, update: Callable[[BundleRecord | None], BundleRecord | None]
     ) -> BundleRecord | None:
-        """Read-modify-write one bundle atomically."""
-        return self._optional("modify_bundle", BundleRecord, trust_domain=trust_domain, update=update)
+        """Read-modify-write one bundle atomically; what ``update`` raises reaches the caller as raised."""
+        with _CallerCallback(update) as callback:
+            return self._optional("modify_bundle", BundleRecord, trust_domain=trust_domain, update=callback)
 
     def delete_bundle(self, trust_domain: TrustDomain, mode: BundleDeleteMode = BundleDeleteMode.RESTRICT) -> None:
         """Delete a bundle."""
@@ -458,8 +494,9 @@ class DataStore(PluginHandle):
         return int(self._call("count_attested_nodes", node_filter=node_filter))
 
     def modify_attested_node(self, spiffe_id: SpiffeId, update: Callable[[AttestedNode], AttestedNode]) -> AttestedNode:
-        """Read-modify-write one node atomically."""
-        return self._required("modify_attested_node", AttestedNode, spiffe_id=spiffe_id, update=update)
+        """Read-modify-write one node atomically; what ``update`` raises reaches the caller as raised."""
+        with _CallerCallback(update) as callback:
+            return self._required("modify_attested_node", AttestedNode, spiffe_id=spiffe_id, update=callback)
 
     def delete_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         """Delete a node; the deleted node or None."""

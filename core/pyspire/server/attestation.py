@@ -16,20 +16,26 @@ import concurrent.futures
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from cryptography import x509
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.exceptions import StreamTerminatedError
 
 from pyspire.crypto import CsrError, parse_csr
 from pyspire.plugin.attestation import AttestationResult
-from pyspire.plugin.errors import AlreadyExists, InvalidArgument, PluginError, Unavailable
+from pyspire.plugin.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    PluginError,
+    Unavailable,
+)
 from pyspire.plugin.records import AttestedNode
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_pb2
 from pyspire.server.api.convert import x509_svid_to_proto
-from pyspire.server.api.errors import from_plugin_error
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeId, SpiffeIdError
 
@@ -55,11 +61,10 @@ class _Attested:
     can_reattest: bool
 
 
-def _invalid(message: str) -> GRPCError:
-    return GRPCError(Status.INVALID_ARGUMENT, message)
+_Stream = ApiStream[agent_pb2.AttestAgentRequest, agent_pb2.AttestAgentResponse]
 
 
-async def _exchange(stream: Any, challenge: bytes) -> bytes:
+async def _exchange(stream: _Stream, challenge: bytes) -> bytes:
     try:
         await stream.send_message(agent_pb2.AttestAgentResponse(challenge=challenge))
         reply = await stream.recv_message()
@@ -73,11 +78,11 @@ async def _exchange(stream: Any, challenge: bytes) -> bytes:
 
 
 async def _run_plugin(
-    ctx: ServerContext, stream: Any, attestation_type: str, payload: bytes, client_ip: str
+    ctx: ServerContext, stream: _Stream, attestation_type: str, payload: bytes, client_ip: str
 ) -> _Attested:
     attestor = ctx.catalog.node_attestors.get(attestation_type)
     if attestor is None:
-        raise GRPCError(Status.FAILED_PRECONDITION, f'could not find node attestor type "{attestation_type}"')
+        raise FailedPrecondition(f'could not find node attestor type "{attestation_type}"')
     loop = asyncio.get_running_loop()
     exchanges: set[concurrent.futures.Future[bytes]] = set()
 
@@ -106,61 +111,59 @@ async def _run_plugin(
     try:
         agent_id = SpiffeId.from_path(ctx.trust_domain, "/spire/agent" + result.agent_path)
     except SpiffeIdError as err:
-        raise GRPCError(
-            Status.INTERNAL, f"nodeattestor({attestation_type}) produced an invalid agent ID: {err}"
-        ) from None
+        raise Internal(f"nodeattestor({attestation_type}) produced an invalid agent ID: {err}") from None
     return _Attested(agent_id, attestation_type, attestor.selectors(result), result.can_reattest)
 
 
 async def _join_token(ctx: ServerContext, payload: bytes) -> _Attested:
     if "join_token" not in ctx.catalog.node_attestors:
-        raise GRPCError(Status.FAILED_PRECONDITION, 'could not find node attestor type "join_token"')
+        raise FailedPrecondition('could not find node attestor type "join_token"')
     try:
         value = payload.decode("ascii")
     except UnicodeDecodeError:
-        raise _invalid("join token is not valid text") from None
+        raise InvalidArgument("join token is not valid text") from None
     if not value:
-        raise _invalid("missing join token")
+        raise InvalidArgument("missing join token")
     token = await ctx.call(ctx.datastore.take_join_token, value)
     if token is None:
-        raise _invalid("failed to attest: join token does not exist or has already been used")
+        raise InvalidArgument("failed to attest: join token does not exist or has already been used")
     await ctx.wrote()
     if token.expires_at < ctx.clock():
-        raise _invalid("failed to attest: join token expired")
+        raise InvalidArgument("failed to attest: join token expired")
     try:
         # The ID is built from the token the datastore returned, never from what the agent
         # sent (Cure53 SPI-01-007): they are equal, but only one was verified.
         agent_id = SpiffeId.from_segments(ctx.trust_domain, "spire", "agent", "join_token", token.token)
     except SpiffeIdError as err:
-        raise _invalid(f"join token cannot form an agent ID: {err}") from None
+        raise InvalidArgument(f"join token cannot form an agent ID: {err}") from None
     return _Attested(agent_id, "join_token", (), False)
 
 
-async def attest_agent(ctx: ServerContext, stream: Any, client_ip: str | None) -> None:
-    """Run one AttestAgent stream from an agent at ``client_ip`` to its end (a result, or a gRPC error)."""
+async def attest_agent(ctx: ServerContext, stream: _Stream, client_ip: str | None) -> None:
+    """Run one AttestAgent stream from an agent at ``client_ip`` to its end (a result, or a refusal)."""
     try:
         request = await stream.recv_message()
     except StreamTerminatedError:
         return
     if request is None or request.WhichOneof("step") != "params":
-        raise _invalid("malformed param: the first message must carry the attestation parameters")
+        raise InvalidArgument("malformed param: the first message must carry the attestation parameters")
     params = request.params
     attestation_type = params.data.type
     payload = bytes(params.data.payload)
     if not attestation_type:
-        raise _invalid("malformed param: missing attestation data type")
+        raise InvalidArgument("malformed param: missing attestation data type")
     if not payload:
-        raise _invalid("malformed param: missing attestation data payload")
+        raise InvalidArgument("malformed param: missing attestation data payload")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise _invalid(
+        raise InvalidArgument(
             f"malformed param: attestation payload is {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES} are accepted"
         )
     if not params.params.csr:
-        raise _invalid("malformed param: missing CSR")
+        raise InvalidArgument("malformed param: missing CSR")
     try:
         public_key = parse_csr(bytes(params.params.csr))
     except CsrError as err:
-        raise _invalid(f"malformed param: invalid CSR: {err}") from None
+        raise InvalidArgument(f"malformed param: invalid CSR: {err}") from None
 
     try:
         if attestation_type == "join_token":
@@ -169,23 +172,21 @@ async def attest_agent(ctx: ServerContext, stream: Any, client_ip: str | None) -
             attested = await _run_plugin(ctx, stream, attestation_type, payload, client_ip or "")
     except PluginError as err:
         _log.info("Node attestation failed", extra={"attestation_type": attestation_type, "error": err.message})
-        raise from_plugin_error(err) from None
+        raise
     agent_id = attested.agent_id
     if agent_id == ctx.server_id:
-        raise GRPCError(Status.INTERNAL, "the agent ID would be the server's own ID: refused")
+        raise Internal("the agent ID would be the server's own ID: refused")
 
     existing = await ctx.call(ctx.datastore.fetch_attested_node, agent_id)
     if existing is not None:
         if existing.banned:
-            raise GRPCError(Status.PERMISSION_DENIED, "failed to attest: agent is banned")
+            raise PermissionDenied("failed to attest: agent is banned")
         if not attested.can_reattest:
             _log.warning(
                 "Attestation data was presented again for an attested agent (possible replay)",
                 extra={"agent_id": str(agent_id), "attestation_type": attestation_type},
             )
-            raise GRPCError(
-                Status.PERMISSION_DENIED, "failed to attest: attestation data has already been used to attest an agent"
-            )
+            raise PermissionDenied("failed to attest: attestation data has already been used to attest an agent")
 
     ttl: timedelta = ctx.config.server.effective_agent_ttl
     chain: list[x509.Certificate] = await ctx.pools.sign(ctx.issuer.sign_agent_x509_svid, public_key, agent_id, ttl)
@@ -214,7 +215,7 @@ async def attest_agent(ctx: ServerContext, stream: Any, client_ip: str | None) -
 async def _store_node(ctx: ServerContext, node: AttestedNode, exists: bool) -> AttestedNode:
     def replace_node(current: AttestedNode) -> AttestedNode:
         if current.banned:
-            raise GRPCError(Status.PERMISSION_DENIED, "failed to attest: agent is banned")
+            raise PermissionDenied("failed to attest: agent is banned")
         return replace(node, agent_version=current.agent_version)
 
     try:
@@ -225,7 +226,7 @@ async def _store_node(ctx: ServerContext, node: AttestedNode, exists: bool) -> A
         # Another attestation of the same agent won the race: only a re-attestable agent may
         # take the record over.
         if not node.can_reattest:
-            raise GRPCError(
-                Status.PERMISSION_DENIED, "failed to attest: attestation data has already been used to attest an agent"
+            raise PermissionDenied(
+                "failed to attest: attestation data has already been used to attest an agent"
             ) from None
         return await ctx.call(ctx.datastore.modify_attested_node, node.spiffe_id, replace_node)

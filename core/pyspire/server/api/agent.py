@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from google.protobuf import empty_pb2
 from grpclib.const import Status
@@ -26,9 +25,10 @@ from pyspire.server.api.convert import (
     workload_id_from_proto,
     x509_svid_to_proto,
 )
-from pyspire.server.api.errors import Reason, agent_denied
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.attestation import attest_agent
 from pyspire.server.context import ServerContext
+from pyspire.server.errors import AgentDenied, DenialReason
 from pyspire.spiffe import SpiffeId
 
 __all__ = ["MAX_PAGE_SIZE", "AgentService"]
@@ -88,17 +88,21 @@ class AgentService(agent_grpc.AgentBase):
             raise _invalid(err) from None
 
     @rpc(_SERVICE + "AttestAgent")
-    async def AttestAgent(self, stream: Any, caller: Caller) -> None:
+    async def AttestAgent(
+        self, stream: ApiStream[agent_pb2.AttestAgentRequest, agent_pb2.AttestAgentResponse], caller: Caller
+    ) -> None:
         await attest_agent(self.ctx, stream, caller.address)
 
     @rpc(_SERVICE + "RenewAgent")
-    async def RenewAgent(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def RenewAgent(
+        self, stream: ApiStream[agent_pb2.RenewAgentRequest, agent_pb2.RenewAgentResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         node = caller.agent
         assert node is not None
         if node.can_reattest:
-            raise agent_denied(
-                Reason.AGENT_MUST_REATTEST, f'agent "{node.spiffe_id}" must re-attest instead of renewing'
+            raise AgentDenied(
+                DenialReason.AGENT_MUST_REATTEST, f'agent "{node.spiffe_id}" must re-attest instead of renewing'
             )
         if not request.params.csr:
             raise _invalid("missing CSR")
@@ -118,8 +122,10 @@ class AgentService(agent_grpc.AgentBase):
         await stream.send_message(agent_pb2.RenewAgentResponse(svid=x509_svid_to_proto(chain, node.spiffe_id)))
 
     @rpc(_SERVICE + "PostStatus")
-    async def PostStatus(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def PostStatus(
+        self, stream: ApiStream[agent_pb2.PostStatusRequest, agent_pb2.PostStatusResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         node = caller.agent
         assert node is not None
         if request.agent_version and request.agent_version != node.agent_version:
@@ -131,14 +137,18 @@ class AgentService(agent_grpc.AgentBase):
         await stream.send_message(agent_pb2.PostStatusResponse())
 
     @rpc(_SERVICE + "CountAgents")
-    async def CountAgents(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def CountAgents(
+        self, stream: ApiStream[agent_pb2.CountAgentsRequest, agent_pb2.CountAgentsResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         count = await self.ctx.call(self.ctx.datastore.count_attested_nodes, _node_filter(request.filter))
         await stream.send_message(agent_pb2.CountAgentsResponse(count=count))
 
     @rpc(_SERVICE + "ListAgents")
-    async def ListAgents(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ListAgents(
+        self, stream: ApiStream[agent_pb2.ListAgentsRequest, agent_pb2.ListAgentsResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if request.page_size < 0:
             raise _invalid("page_size cannot be negative")
         size = min(request.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -151,8 +161,8 @@ class AgentService(agent_grpc.AgentBase):
         )
 
     @rpc(_SERVICE + "GetAgent")
-    async def GetAgent(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetAgent(self, stream: ApiStream[agent_pb2.GetAgentRequest, types_pb2.Agent], caller: Caller) -> None:
+        request = await stream.request()
         agent_id = self._agent_id(request.id)
         node = await self.ctx.call(self.ctx.datastore.fetch_attested_node, agent_id)
         if node is None:
@@ -161,8 +171,10 @@ class AgentService(agent_grpc.AgentBase):
         await stream.send_message(agent_to_proto(node, mask))
 
     @rpc(_SERVICE + "DeleteAgent")
-    async def DeleteAgent(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def DeleteAgent(
+        self, stream: ApiStream[agent_pb2.DeleteAgentRequest, empty_pb2.Empty], caller: Caller
+    ) -> None:
+        request = await stream.request()
         agent_id = self._agent_id(request.id)
         deleted = await self.ctx.call(self.ctx.datastore.delete_attested_node, agent_id)
         if deleted is None:
@@ -177,8 +189,8 @@ class AgentService(agent_grpc.AgentBase):
         await stream.send_message(empty_pb2.Empty())
 
     @rpc(_SERVICE + "BanAgent")
-    async def BanAgent(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BanAgent(self, stream: ApiStream[agent_pb2.BanAgentRequest, empty_pb2.Empty], caller: Caller) -> None:
+        request = await stream.request()
         agent_id = self._agent_id(request.id)
 
         def ban(current: AttestedNode) -> AttestedNode:
@@ -193,8 +205,10 @@ class AgentService(agent_grpc.AgentBase):
         await stream.send_message(empty_pb2.Empty())
 
     @rpc(_SERVICE + "CreateJoinToken")
-    async def CreateJoinToken(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def CreateJoinToken(
+        self, stream: ApiStream[agent_pb2.CreateJoinTokenRequest, types_pb2.JoinToken], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if request.ttl < 1:
             raise _invalid("ttl is required, you must provide one")
         value = request.token or str(uuid.uuid4())

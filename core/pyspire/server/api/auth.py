@@ -24,10 +24,12 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.plugin.errors import PluginError
+from pyspire.plugin.errors import Internal, PluginError
 from pyspire.plugin.records import AttestedNode
 from pyspire.server.api.audit import caller_path
-from pyspire.server.api.errors import Reason, agent_denied, from_plugin_error
+from pyspire.server.api.errors import to_grpc
+from pyspire.server.api.stream import ApiStream
+from pyspire.server.errors import AgentDenied, DenialReason
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.telemetry.rpc import rpc_metric_key
@@ -196,7 +198,7 @@ async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode
     assert caller.spiffe_id is not None
     agent_id, certificate = caller.spiffe_id, caller.certificate
     if datetime.fromtimestamp(ctx.clock(), UTC) > certificate.not_valid_after_utc:
-        raise agent_denied(Reason.AGENT_EXPIRED, f'agent "{agent_id}" SVID is expired')
+        raise AgentDenied(DenialReason.AGENT_EXPIRED, f'agent "{agent_id}" SVID is expired')
     serial = str(certificate.serial_number)
     staleness = ctx.config.server.max_attested_node_info_staleness.total_seconds()
     if staleness > 0 and ctx.follower.confirmed_within(staleness):
@@ -207,11 +209,11 @@ async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode
         node = await ctx.call(ctx.datastore.fetch_attested_node, agent_id)
     except PluginError as err:
         _log.error("Unable to look up agent information", extra={"agent_id": str(agent_id), "error": err.message})
-        raise GRPCError(Status.INTERNAL, f"unable to look up agent information: {err.message}") from None
+        raise Internal(f"unable to look up agent information: {err.message}") from None
     if node is None:
-        raise agent_denied(Reason.AGENT_NOT_ATTESTED, f'agent "{agent_id}" is not attested')
+        raise AgentDenied(DenialReason.AGENT_NOT_ATTESTED, f'agent "{agent_id}" is not attested')
     if not node.cert_serial_number:
-        raise agent_denied(Reason.AGENT_BANNED, f'agent "{agent_id}" is banned')
+        raise AgentDenied(DenialReason.AGENT_BANNED, f'agent "{agent_id}" is banned')
     if node.cert_serial_number == serial:
         return node
     if node.new_cert_serial_number == serial:
@@ -230,12 +232,12 @@ async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode
         try:
             promoted = await ctx.call(ctx.datastore.modify_attested_node, agent_id, promote)
         except PluginError as err:
-            raise GRPCError(Status.INTERNAL, f"unable to activate the new agent SVID: {err.message}") from None
+            raise Internal(f"unable to activate the new agent SVID: {err.message}") from None
         if promoted.cert_serial_number == serial:
             ctx.nodes.put(promoted)
             return promoted
-    raise agent_denied(
-        Reason.AGENT_NOT_ACTIVE,
+    raise AgentDenied(
+        DenialReason.AGENT_NOT_ACTIVE,
         f'agent "{agent_id}" expected to have serial number "{node.cert_serial_number}"; has "{serial}"',
     )
 
@@ -278,12 +280,12 @@ async def authorize(stream: Any, ctx: ServerContext, method: str) -> Caller:
     )
 
 
-Handler = Callable[[Any, Any, Caller], Awaitable[None]]
+Handler = Callable[[Any, ApiStream[Any, Any], Caller], Awaitable[None]]
 Wrapped = Callable[[Any, Any], Coroutine[Any, Any, None]]
 
 
 def rpc(method: str) -> Callable[[Handler], Wrapped]:
-    """Wrap a service handler: authorize, map errors, audit. The handler gets the Caller."""
+    """Wrap a service handler: authorize, map errors, audit. The handler gets a typed stream and the Caller."""
 
     def decorate(handler: Handler) -> Wrapped:
         @functools.wraps(handler)
@@ -295,9 +297,9 @@ def rpc(method: str) -> Callable[[Handler], Wrapped]:
             code, message = 0, ""
             try:
                 caller = await authorize(stream, ctx, method)
-                await handler(self, stream, caller)
+                await handler(self, ApiStream(stream), caller)
             except PluginError as err:
-                grpc_error = from_plugin_error(err)
+                grpc_error = to_grpc(err)
                 code, message = grpc_error.status.value, str(grpc_error.message)
                 raise grpc_error from None
             except GRPCError as err:

@@ -29,6 +29,7 @@ from pyspire.server.api.convert import (
     x509_authorities_from_proto,
 )
 from pyspire.server.api.errors import status_message
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain
 
@@ -65,16 +66,18 @@ class BundleService(bundle_grpc.BundleBase):
         return trust_domain
 
     @rpc(_SERVICE + "GetBundle")
-    async def GetBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetBundle(self, stream: ApiStream[bundle_pb2.GetBundleRequest, types_pb2.Bundle], caller: Caller) -> None:
+        request = await stream.request()
         bundle = self.ctx.bundles.get(self.ctx.trust_domain)
         if bundle is None:
             raise GRPCError(Status.NOT_FOUND, "bundle not found")
         await stream.send_message(bundle_to_proto(bundle, _mask(request)))
 
     @rpc(_SERVICE + "AppendBundle")
-    async def AppendBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def AppendBundle(
+        self, stream: ApiStream[bundle_pb2.AppendBundleRequest, types_pb2.Bundle], caller: Caller
+    ) -> None:
+        request = await stream.request()
         try:
             x509_new = x509_authorities_from_proto(request.x509_authorities)
             jwt_new = jwt_authorities_from_proto(request.jwt_authorities)
@@ -101,8 +104,12 @@ class BundleService(bundle_grpc.BundleBase):
         await stream.send_message(bundle_to_proto(stored or BundleRecord(self.ctx.trust_domain), _mask(request)))
 
     @rpc(_SERVICE + "PublishJWTAuthority")
-    async def PublishJWTAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def PublishJWTAuthority(
+        self,
+        stream: ApiStream[bundle_pb2.PublishJWTAuthorityRequest, bundle_pb2.PublishJWTAuthorityResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         try:
             (key,) = jwt_authorities_from_proto([request.jwt_authority])
         except InvalidInput as err:
@@ -132,17 +139,27 @@ class BundleService(bundle_grpc.BundleBase):
         await stream.send_message(bundle_pb2.PublishJWTAuthorityResponse(jwt_authorities=keys))
 
     @rpc(_SERVICE + "PublishWITAuthority")
-    async def PublishWITAuthority(self, stream: Any, caller: Caller) -> None:
+    async def PublishWITAuthority(
+        self,
+        stream: ApiStream[bundle_pb2.PublishWITAuthorityRequest, bundle_pb2.PublishWITAuthorityResponse],
+        caller: Caller,
+    ) -> None:
         raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
 
     @rpc(_SERVICE + "CountBundles")
-    async def CountBundles(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def CountBundles(
+        self, stream: ApiStream[bundle_pb2.CountBundlesRequest, bundle_pb2.CountBundlesResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         await stream.send_message(bundle_pb2.CountBundlesResponse(count=len(self.ctx.bundles.all())))
 
     @rpc(_SERVICE + "ListFederatedBundles")
-    async def ListFederatedBundles(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ListFederatedBundles(
+        self,
+        stream: ApiStream[bundle_pb2.ListFederatedBundlesRequest, bundle_pb2.ListFederatedBundlesResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         if request.page_size < 0:
             raise _invalid("page_size cannot be negative")
         size = min(request.page_size or MAX_PAGE, MAX_PAGE)
@@ -161,8 +178,10 @@ class BundleService(bundle_grpc.BundleBase):
         )
 
     @rpc(_SERVICE + "GetFederatedBundle")
-    async def GetFederatedBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetFederatedBundle(
+        self, stream: ApiStream[bundle_pb2.GetFederatedBundleRequest, types_pb2.Bundle], caller: Caller
+    ) -> None:
+        request = await stream.request()
         trust_domain = self._federated_domain(request.trust_domain)
         if caller.agent is not None and not caller.admin and not caller.local:
             # An agent may read the bundles its authorized entries federate with.
@@ -209,32 +228,48 @@ class BundleService(bundle_grpc.BundleBase):
         return outcomes
 
     @rpc(_SERVICE + "BatchCreateFederatedBundle")
-    async def BatchCreateFederatedBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchCreateFederatedBundle(
+        self,
+        stream: ApiStream[bundle_pb2.BatchCreateFederatedBundleRequest, bundle_pb2.BatchCreateFederatedBundleResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         outcomes = await self._batch(request.bundle, "create")
         Result = bundle_pb2.BatchCreateFederatedBundleResponse.Result
         results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
         await stream.send_message(bundle_pb2.BatchCreateFederatedBundleResponse(results=results))
 
     @rpc(_SERVICE + "BatchUpdateFederatedBundle")
-    async def BatchUpdateFederatedBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchUpdateFederatedBundle(
+        self,
+        stream: ApiStream[bundle_pb2.BatchUpdateFederatedBundleRequest, bundle_pb2.BatchUpdateFederatedBundleResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         outcomes = await self._batch(request.bundle, "update")
         Result = bundle_pb2.BatchUpdateFederatedBundleResponse.Result
         results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
         await stream.send_message(bundle_pb2.BatchUpdateFederatedBundleResponse(results=results))
 
     @rpc(_SERVICE + "BatchSetFederatedBundle")
-    async def BatchSetFederatedBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchSetFederatedBundle(
+        self,
+        stream: ApiStream[bundle_pb2.BatchSetFederatedBundleRequest, bundle_pb2.BatchSetFederatedBundleResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         outcomes = await self._batch(request.bundle, "set")
         Result = bundle_pb2.BatchSetFederatedBundleResponse.Result
         results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
         await stream.send_message(bundle_pb2.BatchSetFederatedBundleResponse(results=results))
 
     @rpc(_SERVICE + "BatchDeleteFederatedBundle")
-    async def BatchDeleteFederatedBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchDeleteFederatedBundle(
+        self,
+        stream: ApiStream[bundle_pb2.BatchDeleteFederatedBundleRequest, bundle_pb2.BatchDeleteFederatedBundleResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         try:
             mode = BundleDeleteMode(request.mode)
         except ValueError:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
 
 from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import id_to_proto
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
@@ -24,8 +24,10 @@ class DebugService(debug_grpc.DebugBase):
         self.ctx = ctx
 
     @rpc("/spire.api.server.debug.v1.Debug/GetInfo")
-    async def GetInfo(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def GetInfo(
+        self, stream: ApiStream[debug_pb2.GetInfoRequest, debug_pb2.GetInfoResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         chain = []
         for certificate in self.ctx.server_svid.chain:
             cert = debug_pb2.GetInfoResponse.Cert(

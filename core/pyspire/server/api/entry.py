@@ -31,6 +31,7 @@ from pyspire.server.api.convert import (
 )
 from pyspire.server.api.entry_rules import entry_problem
 from pyspire.server.api.errors import status_message
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.cache.entries import AuthorizedEntries
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain
@@ -109,13 +110,21 @@ class EntryService(entry_grpc.EntryBase):
         return view
 
     @rpc(_SERVICE + "GetAuthorizedEntries")
-    async def GetAuthorizedEntries(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetAuthorizedEntries(
+        self,
+        stream: ApiStream[entry_pb2.GetAuthorizedEntriesRequest, entry_pb2.GetAuthorizedEntriesResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         view = self._view(caller, request.output_mask if request.HasField("output_mask") else None)
         await stream.send_message(entry_pb2.GetAuthorizedEntriesResponse(entries=view.messages))
 
     @rpc(_SERVICE + "SyncAuthorizedEntries")
-    async def SyncAuthorizedEntries(self, stream: Any, caller: Caller) -> None:
+    async def SyncAuthorizedEntries(
+        self,
+        stream: ApiStream[entry_pb2.SyncAuthorizedEntriesRequest, entry_pb2.SyncAuthorizedEntriesResponse],
+        caller: Caller,
+    ) -> None:
         request = await stream.recv_message()
         if request is None:
             return
@@ -156,14 +165,18 @@ class EntryService(entry_grpc.EntryBase):
     # --- administration ----------------------------------------------------------------
 
     @rpc(_SERVICE + "CountEntries")
-    async def CountEntries(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def CountEntries(
+        self, stream: ApiStream[entry_pb2.CountEntriesRequest, entry_pb2.CountEntriesResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         count = await self.ctx.call(self.ctx.datastore.count_registration_entries, _entry_filter(request.filter))
         await stream.send_message(entry_pb2.CountEntriesResponse(count=count))
 
     @rpc(_SERVICE + "ListEntries")
-    async def ListEntries(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ListEntries(
+        self, stream: ApiStream[entry_pb2.ListEntriesRequest, entry_pb2.ListEntriesResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if request.page_size < 0:
             raise _invalid("page_size cannot be negative")
         size = min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE)
@@ -176,8 +189,8 @@ class EntryService(entry_grpc.EntryBase):
         )
 
     @rpc(_SERVICE + "GetEntry")
-    async def GetEntry(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetEntry(self, stream: ApiStream[entry_pb2.GetEntryRequest, types_pb2.Entry], caller: Caller) -> None:
+        request = await stream.request()
         if not request.id:
             raise _invalid("missing ID")
         entry = await self.ctx.call(self.ctx.datastore.fetch_registration_entry, request.id)
@@ -188,8 +201,10 @@ class EntryService(entry_grpc.EntryBase):
         )
 
     @rpc(_SERVICE + "BatchCreateEntry")
-    async def BatchCreateEntry(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchCreateEntry(
+        self, stream: ApiStream[entry_pb2.BatchCreateEntryRequest, entry_pb2.BatchCreateEntryResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         mask = request.output_mask if request.HasField("output_mask") else None
         results: list[entry_pb2.BatchCreateEntryResponse.Result | None] = [None] * len(request.entries)
         valid: list[tuple[int, RegistrationEntry]] = []
@@ -230,8 +245,10 @@ class EntryService(entry_grpc.EntryBase):
         await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=[r for r in results if r is not None]))
 
     @rpc(_SERVICE + "BatchUpdateEntry")
-    async def BatchUpdateEntry(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchUpdateEntry(
+        self, stream: ApiStream[entry_pb2.BatchUpdateEntryRequest, entry_pb2.BatchUpdateEntryResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         input_mask = request.input_mask if request.HasField("input_mask") else None
         output_mask = request.output_mask if request.HasField("output_mask") else None
         results = []
@@ -270,8 +287,10 @@ class EntryService(entry_grpc.EntryBase):
         await stream.send_message(entry_pb2.BatchUpdateEntryResponse(results=results))
 
     @rpc(_SERVICE + "BatchDeleteEntry")
-    async def BatchDeleteEntry(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchDeleteEntry(
+        self, stream: ApiStream[entry_pb2.BatchDeleteEntryRequest, entry_pb2.BatchDeleteEntryResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         results = []
         deleted_any = False
         for entry_id in request.ids:

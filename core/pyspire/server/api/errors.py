@@ -1,6 +1,8 @@
 """gRPC errors of the server APIs, in one place.
 
-Plugin errors keep their chosen code; PERMISSION_DENIED for agents carries SPIRE's
+Below the handlers the server raises only its own errors (:mod:`pyspire.server.errors`,
+:mod:`pyspire.plugin.errors`); :func:`to_grpc` is where they become gRPC statuses. Plugin
+errors keep their chosen code; an :class:`~pyspire.server.errors.AgentDenied` carries SPIRE's
 ``PermissionDeniedDetails`` (as a ``google.rpc.Status`` detail) because stock agents decide
 from its reason whether to re-attest, retry or shut down.
 """
@@ -10,29 +12,19 @@ from __future__ import annotations
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.plugin.errors import ErrorCode, PluginError
+from pyspire.plugin.errors import PluginError
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.server.errors import AgentDenied
 
-__all__ = ["Reason", "agent_denied", "from_plugin_error", "grpc_status", "status_message"]
-
-Reason = types_pb2.PermissionDeniedDetails.Reason
-
-_CODES = {code: Status(code.value) for code in ErrorCode}
+__all__ = ["status_message", "to_grpc"]
 
 
-def grpc_status(code: ErrorCode) -> Status:
-    """The grpclib Status of a plugin error code (same numbers)."""
-    return _CODES[code]
-
-
-def from_plugin_error(err: PluginError) -> GRPCError:
-    """The gRPC error a plugin error becomes."""
-    return GRPCError(grpc_status(err.code), err.message)
-
-
-def agent_denied(reason: types_pb2.PermissionDeniedDetails.Reason, message: str) -> GRPCError:
-    """PERMISSION_DENIED with SPIRE's reason detail (AGENT_EXPIRED, AGENT_BANNED...)."""
-    return GRPCError(Status.PERMISSION_DENIED, message, [types_pb2.PermissionDeniedDetails(reason=reason)])
+def to_grpc(err: PluginError) -> GRPCError:
+    """The gRPC error a pyspire error becomes (same code numbers; an agent's reason as a detail)."""
+    if isinstance(err, AgentDenied):
+        details = [types_pb2.PermissionDeniedDetails(reason=err.reason.name)]
+        return GRPCError(Status.PERMISSION_DENIED, err.message, details)
+    return GRPCError(Status(err.code.value), err.message)
 
 
 def status_message(code: Status, message: str) -> types_pb2.Status:

@@ -11,6 +11,7 @@ from grpclib.exceptions import GRPCError
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc as grpc_module
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as pb
 from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.ca.authority import AuthorityState
 from pyspire.server.context import ServerContext
 
@@ -49,82 +50,110 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         return _state(state)
 
     @rpc(_SERVICE + "GetX509AuthorityState")
-    async def GetX509AuthorityState(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def GetX509AuthorityState(
+        self, stream: ApiStream[pb.GetX509AuthorityStateRequest, pb.GetX509AuthorityStateResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         active, prepared, old = self.ctx.authority.x509_states()
         await stream.send_message(
             pb.GetX509AuthorityStateResponse(active=_state(active), prepared=_state(prepared), old=_state(old))
         )
 
     @rpc(_SERVICE + "PrepareX509Authority")
-    async def PrepareX509Authority(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def PrepareX509Authority(
+        self, stream: ApiStream[pb.PrepareX509AuthorityRequest, pb.PrepareX509AuthorityResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         await stream.send_message(
             pb.PrepareX509AuthorityResponse(prepared_authority=await self._run(self.ctx.authority.prepare_x509))
         )
 
     @rpc(_SERVICE + "ActivateX509Authority")
-    async def ActivateX509Authority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ActivateX509Authority(
+        self, stream: ApiStream[pb.ActivateX509AuthorityRequest, pb.ActivateX509AuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.activate_x509, _required(request, "authority_id"))
         await stream.send_message(pb.ActivateX509AuthorityResponse(activated_authority=state))
 
     @rpc(_SERVICE + "TaintX509Authority")
-    async def TaintX509Authority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def TaintX509Authority(
+        self, stream: ApiStream[pb.TaintX509AuthorityRequest, pb.TaintX509AuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.taint_x509, _required(request, "authority_id"))
         await stream.send_message(pb.TaintX509AuthorityResponse(tainted_authority=state))
 
     @rpc(_SERVICE + "RevokeX509Authority")
-    async def RevokeX509Authority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def RevokeX509Authority(
+        self, stream: ApiStream[pb.RevokeX509AuthorityRequest, pb.RevokeX509AuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.revoke_x509, _required(request, "authority_id"))
         await stream.send_message(pb.RevokeX509AuthorityResponse(revoked_authority=state))
 
     @rpc(_SERVICE + "TaintX509UpstreamAuthority")
-    async def TaintX509UpstreamAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def TaintX509UpstreamAuthority(
+        self,
+        stream: ApiStream[pb.TaintX509UpstreamAuthorityRequest, pb.TaintX509UpstreamAuthorityResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         key = await self.ctx.call(self.ctx.authority.taint_upstream, _required(request, "subject_key_id"))
         await self.ctx.wrote()
         await stream.send_message(pb.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
 
     @rpc(_SERVICE + "RevokeX509UpstreamAuthority")
-    async def RevokeX509UpstreamAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def RevokeX509UpstreamAuthority(
+        self,
+        stream: ApiStream[pb.RevokeX509UpstreamAuthorityRequest, pb.RevokeX509UpstreamAuthorityResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         key = await self.ctx.call(self.ctx.authority.revoke_upstream, _required(request, "subject_key_id"))
         await self.ctx.wrote()
         await stream.send_message(pb.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
 
     @rpc(_SERVICE + "GetJWTAuthorityState")
-    async def GetJWTAuthorityState(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def GetJWTAuthorityState(
+        self, stream: ApiStream[pb.GetJWTAuthorityStateRequest, pb.GetJWTAuthorityStateResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         active, prepared, old = self.ctx.authority.jwt_states()
         await stream.send_message(
             pb.GetJWTAuthorityStateResponse(active=_state(active), prepared=_state(prepared), old=_state(old))
         )
 
     @rpc(_SERVICE + "PrepareJWTAuthority")
-    async def PrepareJWTAuthority(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def PrepareJWTAuthority(
+        self, stream: ApiStream[pb.PrepareJWTAuthorityRequest, pb.PrepareJWTAuthorityResponse], caller: Caller
+    ) -> None:
+        await stream.request()
         await stream.send_message(
             pb.PrepareJWTAuthorityResponse(prepared_authority=await self._run(self.ctx.authority.prepare_jwt))
         )
 
     @rpc(_SERVICE + "ActivateJWTAuthority")
-    async def ActivateJWTAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ActivateJWTAuthority(
+        self, stream: ApiStream[pb.ActivateJWTAuthorityRequest, pb.ActivateJWTAuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.activate_jwt, _required(request, "authority_id"))
         await stream.send_message(pb.ActivateJWTAuthorityResponse(activated_authority=state))
 
     @rpc(_SERVICE + "TaintJWTAuthority")
-    async def TaintJWTAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def TaintJWTAuthority(
+        self, stream: ApiStream[pb.TaintJWTAuthorityRequest, pb.TaintJWTAuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.taint_jwt, _required(request, "authority_id"))
         await stream.send_message(pb.TaintJWTAuthorityResponse(tainted_authority=state))
 
     @rpc(_SERVICE + "RevokeJWTAuthority")
-    async def RevokeJWTAuthority(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def RevokeJWTAuthority(
+        self, stream: ApiStream[pb.RevokeJWTAuthorityRequest, pb.RevokeJWTAuthorityResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         state = await self._run(self.ctx.authority.revoke_jwt, _required(request, "authority_id"))
         await stream.send_message(pb.RevokeJWTAuthorityResponse(revoked_authority=state))
 
@@ -132,21 +161,31 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
 
     @rpc(_SERVICE + "GetWITAuthorityState")
-    async def GetWITAuthorityState(self, stream: Any, caller: Caller) -> None:
+    async def GetWITAuthorityState(
+        self, stream: ApiStream[pb.GetWITAuthorityStateRequest, pb.GetWITAuthorityStateResponse], caller: Caller
+    ) -> None:
         await self._unsupported(stream)
 
     @rpc(_SERVICE + "PrepareWITAuthority")
-    async def PrepareWITAuthority(self, stream: Any, caller: Caller) -> None:
+    async def PrepareWITAuthority(
+        self, stream: ApiStream[pb.PrepareWITAuthorityRequest, pb.PrepareWITAuthorityResponse], caller: Caller
+    ) -> None:
         await self._unsupported(stream)
 
     @rpc(_SERVICE + "ActivateWITAuthority")
-    async def ActivateWITAuthority(self, stream: Any, caller: Caller) -> None:
+    async def ActivateWITAuthority(
+        self, stream: ApiStream[pb.ActivateWITAuthorityRequest, pb.ActivateWITAuthorityResponse], caller: Caller
+    ) -> None:
         await self._unsupported(stream)
 
     @rpc(_SERVICE + "TaintWITAuthority")
-    async def TaintWITAuthority(self, stream: Any, caller: Caller) -> None:
+    async def TaintWITAuthority(
+        self, stream: ApiStream[pb.TaintWITAuthorityRequest, pb.TaintWITAuthorityResponse], caller: Caller
+    ) -> None:
         await self._unsupported(stream)
 
     @rpc(_SERVICE + "RevokeWITAuthority")
-    async def RevokeWITAuthority(self, stream: Any, caller: Caller) -> None:
+    async def RevokeWITAuthority(
+        self, stream: ApiStream[pb.RevokeWITAuthorityRequest, pb.RevokeWITAuthorityResponse], caller: Caller
+    ) -> None:
         await self._unsupported(stream)

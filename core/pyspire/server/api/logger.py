@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.proto.spire.api.server.logger.v1 import logger_grpc
+from pyspire.proto.spire.api.server.logger.v1 import logger_grpc, logger_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
 
@@ -41,18 +41,22 @@ class LoggerService(logger_grpc.LoggerBase):
         )
 
     @rpc(_SERVICE + "GetLogger")
-    async def GetLogger(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def GetLogger(self, stream: ApiStream[logger_pb2.GetLoggerRequest, types_pb2.Logger], caller: Caller) -> None:
+        await stream.request()
         await stream.send_message(self._answer())
 
     @rpc(_SERVICE + "SetLogLevel")
-    async def SetLogLevel(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def SetLogLevel(
+        self, stream: ApiStream[logger_pb2.SetLogLevelRequest, types_pb2.Logger], caller: Caller
+    ) -> None:
+        request = await stream.request()
         self._logger.setLevel(_level(request.new_level))
         await stream.send_message(self._answer())
 
     @rpc(_SERVICE + "ResetLogLevel")
-    async def ResetLogLevel(self, stream: Any, caller: Caller) -> None:
-        await stream.recv_message()
+    async def ResetLogLevel(
+        self, stream: ApiStream[logger_pb2.ResetLogLevelRequest, types_pb2.Logger], caller: Caller
+    ) -> None:
+        await stream.request()
         self._logger.setLevel(self._launch)
         await stream.send_message(self._answer())

@@ -30,6 +30,7 @@ from pyspire.server.api.convert import (
     x509_svid_to_proto,
 )
 from pyspire.server.api.errors import status_message
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeId, SpiffeIdError
 
@@ -63,8 +64,10 @@ class SvidService(svid_grpc.SVIDBase):
         return authorized.by_id.get(entry_id)
 
     @rpc(_SERVICE + "BatchNewX509SVID")
-    async def BatchNewX509SVID(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchNewX509SVID(
+        self, stream: ApiStream[svid_pb2.BatchNewX509SVIDRequest, svid_pb2.BatchNewX509SVIDResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if len(request.params) > MAX_BATCH:
             raise _invalid(f"too many CSRs in one batch: {len(request.params)} (at most {MAX_BATCH})")
         if len(request.params) > 1 and not self.ctx.rate_limits.allow(
@@ -110,8 +113,10 @@ class SvidService(svid_grpc.SVIDBase):
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
 
     @rpc(_SERVICE + "NewJWTSVID")
-    async def NewJWTSVID(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def NewJWTSVID(
+        self, stream: ApiStream[svid_pb2.NewJWTSVIDRequest, svid_pb2.NewJWTSVIDResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if not request.audience:
             raise _invalid("at least one audience is required")
         if not request.entry_id:
@@ -147,8 +152,10 @@ class SvidService(svid_grpc.SVIDBase):
         )
 
     @rpc(_SERVICE + "MintX509SVID")
-    async def MintX509SVID(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def MintX509SVID(
+        self, stream: ApiStream[svid_pb2.MintX509SVIDRequest, svid_pb2.MintX509SVIDResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         if not request.csr:
             raise _invalid("missing CSR")
         try:
@@ -176,8 +183,10 @@ class SvidService(svid_grpc.SVIDBase):
         await stream.send_message(svid_pb2.MintX509SVIDResponse(svid=x509_svid_to_proto(chain, spiffe_id)))
 
     @rpc(_SERVICE + "MintJWTSVID")
-    async def MintJWTSVID(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def MintJWTSVID(
+        self, stream: ApiStream[svid_pb2.MintJWTSVIDRequest, svid_pb2.MintJWTSVIDResponse], caller: Caller
+    ) -> None:
+        request = await stream.request()
         try:
             spiffe_id = workload_id_from_proto(
                 request.id if request.HasField("id") else None, self.ctx.trust_domain, "SPIFFE ID"
@@ -192,8 +201,12 @@ class SvidService(svid_grpc.SVIDBase):
         await stream.send_message(svid_pb2.MintJWTSVIDResponse(svid=svid))
 
     @rpc(_SERVICE + "NewDownstreamX509CA")
-    async def NewDownstreamX509CA(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def NewDownstreamX509CA(
+        self,
+        stream: ApiStream[svid_pb2.NewDownstreamX509CARequest, svid_pb2.NewDownstreamX509CAResponse],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         try:
             public_key = parse_csr(bytes(request.csr))
         except CsrError as err:
@@ -209,9 +222,13 @@ class SvidService(svid_grpc.SVIDBase):
         )
 
     @rpc(_SERVICE + "MintWITSVID")
-    async def MintWITSVID(self, stream: Any, caller: Caller) -> None:
+    async def MintWITSVID(
+        self, stream: ApiStream[svid_pb2.MintWITSVIDRequest, svid_pb2.MintWITSVIDResponse], caller: Caller
+    ) -> None:
         raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported by pyspire")
 
     @rpc(_SERVICE + "BatchNewWITSVID")
-    async def BatchNewWITSVID(self, stream: Any, caller: Caller) -> None:
+    async def BatchNewWITSVID(
+        self, stream: ApiStream[svid_pb2.BatchNewWITSVIDRequest, svid_pb2.BatchNewWITSVIDResponse], caller: Caller
+    ) -> None:
         raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported by pyspire")

@@ -11,9 +11,11 @@ from grpclib.exceptions import GRPCError
 from pyspire.plugin.errors import AlreadyExists, NotFound
 from pyspire.plugin.records import Page
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc, trustdomain_pb2
+from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import InvalidInput, bundle_from_proto, relationship_from_proto, relationship_to_proto
 from pyspire.server.api.errors import status_message
+from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.server.federation.fetch import FetchError
 from pyspire.server.federation.refresher import UnknownRelationship
@@ -46,8 +48,14 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         return trust_domain
 
     @rpc(_SERVICE + "ListFederationRelationships")
-    async def ListFederationRelationships(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def ListFederationRelationships(
+        self,
+        stream: ApiStream[
+            trustdomain_pb2.ListFederationRelationshipsRequest, trustdomain_pb2.ListFederationRelationshipsResponse
+        ],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         size = min(max(request.page_size, 0) or MAX_PAGE, MAX_PAGE)
         found, token = await self.ctx.call(
             self.ctx.datastore.list_federation_relationships, Page(size, request.page_token)
@@ -58,8 +66,12 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         )
 
     @rpc(_SERVICE + "GetFederationRelationship")
-    async def GetFederationRelationship(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def GetFederationRelationship(
+        self,
+        stream: ApiStream[trustdomain_pb2.GetFederationRelationshipRequest, types_pb2.FederationRelationship],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         trust_domain = self._domain(request.trust_domain)
         found = await self.ctx.call(self.ctx.datastore.fetch_federation_relationship, trust_domain)
         if found is None:
@@ -92,8 +104,15 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
             return status_message(Status.NOT_FOUND, "federation relationship does not exist"), None
 
     @rpc(_SERVICE + "BatchCreateFederationRelationship")
-    async def BatchCreateFederationRelationship(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchCreateFederationRelationship(
+        self,
+        stream: ApiStream[
+            trustdomain_pb2.BatchCreateFederationRelationshipRequest,
+            trustdomain_pb2.BatchCreateFederationRelationshipResponse,
+        ],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         Result = trustdomain_pb2.BatchCreateFederationRelationshipResponse.Result
         results = []
         for proto in request.federation_relationships:
@@ -103,8 +122,15 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         await stream.send_message(trustdomain_pb2.BatchCreateFederationRelationshipResponse(results=results))
 
     @rpc(_SERVICE + "BatchUpdateFederationRelationship")
-    async def BatchUpdateFederationRelationship(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchUpdateFederationRelationship(
+        self,
+        stream: ApiStream[
+            trustdomain_pb2.BatchUpdateFederationRelationshipRequest,
+            trustdomain_pb2.BatchUpdateFederationRelationshipResponse,
+        ],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         Result = trustdomain_pb2.BatchUpdateFederationRelationshipResponse.Result
         results = []
         for proto in request.federation_relationships:
@@ -114,8 +140,15 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         await stream.send_message(trustdomain_pb2.BatchUpdateFederationRelationshipResponse(results=results))
 
     @rpc(_SERVICE + "BatchDeleteFederationRelationship")
-    async def BatchDeleteFederationRelationship(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def BatchDeleteFederationRelationship(
+        self,
+        stream: ApiStream[
+            trustdomain_pb2.BatchDeleteFederationRelationshipRequest,
+            trustdomain_pb2.BatchDeleteFederationRelationshipResponse,
+        ],
+        caller: Caller,
+    ) -> None:
+        request = await stream.request()
         Result = trustdomain_pb2.BatchDeleteFederationRelationshipResponse.Result
         results = []
         for name in request.trust_domains:
@@ -135,8 +168,10 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         await stream.send_message(trustdomain_pb2.BatchDeleteFederationRelationshipResponse(results=results))
 
     @rpc(_SERVICE + "RefreshBundle")
-    async def RefreshBundle(self, stream: Any, caller: Caller) -> None:
-        request = await stream.recv_message()
+    async def RefreshBundle(
+        self, stream: ApiStream[trustdomain_pb2.RefreshBundleRequest, empty_pb2.Empty], caller: Caller
+    ) -> None:
+        request = await stream.request()
         trust_domain = self._domain(request.trust_domain)
         if self.ctx.refresher is None:
             raise GRPCError(Status.UNAVAILABLE, "federation is not running yet")

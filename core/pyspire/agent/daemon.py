@@ -20,16 +20,16 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
-from pyspire.agent.backoff import ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW, Backoff
 from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust_bundle
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable
 from pyspire.agent.manager import AgentStopped, SyncManager
-from pyspire.agent.node import RETRIED_REFUSALS, NodeError, NodeIdentityManager
+from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
 from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.agent.workload_api import WorkloadApiService
+from pyspire.backoff import Backoff, attestation_backoff, transient_status
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.listening import AcceptExhaustionLog, listen_backlog
@@ -223,7 +223,7 @@ class AgentDaemon:
         reason. A refusal of the evidence (invalid, denied, already used) stops the agent at
         once with the server's reason: retrying would not change it.
         """
-        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
+        backoff = attestation_backoff()
         while True:
             try:
                 await node.attest()
@@ -237,7 +237,7 @@ class AgentDaemon:
                 await self._retry_or_stop(backoff, "Cannot reach the server to attest; retrying", str(err))
             except GRPCError as err:
                 reason = f"the server refused attestation ({err.status.name}): {err.message}"
-                if err.status not in RETRIED_REFUSALS:
+                if not transient_status(err.status.value):
                     raise StartupError(reason) from None
                 await self._retry_or_stop(backoff, "The server could not complete attestation; retrying", reason)
             except NodeError as err:
@@ -251,7 +251,7 @@ class AgentDaemon:
         identity the agent has not fetched yet. A server unreachable or failing all minute
         stops the agent with the last reason; a ban or a refusal to re-attest stops it at once.
         """
-        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
+        backoff = attestation_backoff()
         while True:
             try:
                 await manager.sync_once()
@@ -268,7 +268,7 @@ class AgentDaemon:
     async def _retry_or_stop(backoff: Backoff, message: str, reason: str, step: str = "node attestation") -> None:
         wait = backoff.next_wait()
         if wait is None:
-            raise StartupError(f"no {step} within {backoff.window:.0f} s: {reason}")
+            raise StartupError(f"no {step} within {backoff.window or 0:.0f} s: {reason}")
         _log.warning(message, extra={"error": reason, "retry_in_seconds": round(wait, 1)})
         await asyncio.sleep(wait)
 
@@ -310,7 +310,7 @@ class AgentDaemon:
         From then on the agent verifies the server with it, also after a restart: trust on
         first use happens once, not again because the agent was stopped before its first sync.
         """
-        backoff = Backoff(ATTESTATION_RETRY_INTERVAL, ATTESTATION_RETRY_WINDOW)
+        backoff = attestation_backoff()
         while True:
             try:
                 bundle = bundle_from_proto(await client.bundle())

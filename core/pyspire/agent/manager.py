@@ -32,8 +32,9 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry, issued_by_any
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
-from pyspire.agent.node import RETRIED_REFUSALS, NodeError, NodeIdentityManager
+from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.svid_store import StoredSvids
+from pyspire.backoff import Backoff, transient_status
 from pyspire.plugin.errors import PluginError
 from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
@@ -173,7 +174,7 @@ class SyncManager:
                 try:
                     await self._node.attest(reattest=True)
                 except GRPCError as refusal:
-                    if refusal.status in RETRIED_REFUSALS:
+                    if transient_status(refusal.status.value):
                         raise  # tried again at the next sync
                     # As SPIRE: an agent the server will not attest again stops, it does not linger.
                     self._node.forget()
@@ -302,13 +303,15 @@ class SyncManager:
 
     async def _new_x509_svids(self, requests: list[tuple[str, bytes]]) -> list[tuple[str, Any, str]]:
         """One batch, waiting out the server's signing rate limit instead of backing off."""
+        # The limiter refills every second: waits of 0.5 to 1 s, not growing.
+        backoff = Backoff(0.75, multiplier=1.0, jitter=1 / 3)
         for attempt in range(RATE_LIMIT_RETRIES):
             try:
                 return await self._client.new_x509_svids(requests)
             except RateLimited:
                 if attempt == RATE_LIMIT_RETRIES - 1:
                     raise
-                await asyncio.sleep(0.5 + 0.5 * random.random())  # noqa: S311 - spreading retries
+                await asyncio.sleep(backoff.next_wait() or 0.0)
         raise AssertionError("unreachable")
 
     async def _mint_svids(self) -> None:
@@ -366,9 +369,12 @@ class SyncManager:
         """Sync until cancelled; raises AgentStopped when the agent must stop.
 
         ``synced``: a sync has just completed (the daemon's first, before serving), so the
-        first round waits one interval instead of syncing again at once.
+        first round waits one interval instead of syncing again at once. Failed rounds are
+        retried for as long as the agent runs (it serves its cached SVIDs meanwhile), each wait
+        longer, up to :data:`MAX_BACKOFF`. A refusal that no wait cures (not a transient
+        status) is logged as an error naming it; a transient one as a warning.
         """
-        failures = 0
+        backoff = Backoff(self._interval * 2, multiplier=2.0, max_interval=MAX_BACKOFF)
         wait_first = synced
         while True:
             if not self._node.saved:
@@ -381,19 +387,26 @@ class SyncManager:
                 continue
             try:
                 await self.sync_once()
-                failures = 0
+                backoff.reset()
                 delay = self._interval
             except ServerUnavailable as err:
-                failures += 1
-                delay = min(MAX_BACKOFF, self._interval * 2 ** min(failures, 6)) * random.uniform(0.8, 1.0)  # noqa: S311
+                delay = backoff.next_wait() or MAX_BACKOFF
                 _log.warning(
                     "Cannot reach the server; cached SVIDs are served until they expire",
                     extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
                 )
             except GRPCError as err:
-                failures += 1
-                delay = min(MAX_BACKOFF, self._interval * 2 ** min(failures, 6))
-                _log.error("Sync failed", extra={"code": err.status.name, "error": err.message})
+                delay = backoff.next_wait() or MAX_BACKOFF
+                if transient_status(err.status.value):
+                    _log.warning(
+                        "Sync failed",
+                        extra={"code": err.status.name, "error": err.message, "retry_in_seconds": round(delay, 1)},
+                    )
+                else:
+                    _log.error(
+                        "Sync refused by the server; retrying will not help until its cause is fixed",
+                        extra={"code": err.status.name, "error": err.message, "retry_in_seconds": round(delay, 1)},
+                    )
             self.cache.wanted.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.cache.wanted.wait(), timeout=delay)

@@ -28,7 +28,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from grpclib.const import Status
 
 from pyspire.agent.client import ServerClient, ServerUnavailable
 from pyspire.config.sections import AgentSection
@@ -44,17 +43,12 @@ from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
 
-__all__ = ["RETRIED_REFUSALS", "AgentIdentity", "NodeError", "NodeIdentityManager"]
+__all__ = ["AgentIdentity", "NodeError", "NodeIdentityManager"]
 
 _log = logging.getLogger(__name__)
 
 STATE_FILE = "agent-data.json"
 _KEY_IDS = ("agent-svid-A", "agent-svid-B")
-
-
-RETRIED_REFUSALS = frozenset({Status.INTERNAL, Status.UNKNOWN, Status.ABORTED})
-"""AttestAgent failures that may pass (the server's cloud API is down, say): attestation is
-tried again; any other status is the server's final refusal of the evidence."""
 
 
 class NodeError(Exception):

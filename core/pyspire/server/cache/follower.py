@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pyspire.backoff import Backoff
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import DataStore
 from pyspire.plugin.records import AttestedNode, ChangeKind, EntryFilter, NodeFilter, Page, RegistrationEntry
@@ -164,6 +165,8 @@ class StateFollower:
         await self.wait_until(latest)
 
     async def _follow(self) -> None:
+        # A datastore that does not answer is waited out: each wait longer, up to 30 s.
+        backoff = Backoff(self._poll_interval * 2, multiplier=2.0, jitter=0.0, max_interval=30.0)
         delay = self._poll_interval
         while True:
             with contextlib.suppress(TimeoutError):
@@ -174,14 +177,15 @@ class StateFollower:
                     await self.load()
                 else:
                     await self.poll()
+                backoff.reset()
                 delay = self._poll_interval
             except PluginError as err:
                 self._healthy = False
-                delay = min(delay * 2, 30.0)
+                delay = backoff.next_wait() or 30.0
                 _log.warning("Cannot follow datastore changes (retrying in %.0fs): %s", delay, err)
             except Exception:
                 self._healthy = False
-                delay = min(delay * 2, 30.0)
+                delay = backoff.next_wait() or 30.0
                 _log.exception("Unexpected error while following datastore changes")
 
     async def poll(self) -> int:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, x448
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pyspire.proto import bundles as client_bundles
+from pyspire import bundle_messages as client_bundles
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api import convert
 from pyspire.server.federation.documents import record_to_bundle

@@ -26,12 +26,13 @@ from grpclib.const import Status
 from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from pyspire import spire_ids
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import SpiffeId, TrustDomain, match_id
+from pyspire.spiffe import TrustDomain, match_id
 from pyspire.telemetry.tracing import inject_context
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
@@ -98,7 +99,7 @@ class ServerClient:
             raise ValueError("at least one server address is needed")
         self._servers = tuple(servers)
         self._server = 0
-        self._server_id = SpiffeId.from_segments(trust_domain, "spire", "server")
+        self._server_id = spire_ids.server_id(trust_domain)
         self._roots: tuple[x509.Certificate, ...] = ()
         self._chain: tuple[x509.Certificate, ...] = ()
         self._key: PrivateKeyTypes | None = None

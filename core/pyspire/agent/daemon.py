@@ -30,13 +30,13 @@ from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.backoff import Backoff, attestation_backoff, transient_status
+from pyspire.bundle_messages import bundle_from_proto
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.listening import AcceptExhaustionLog, listen_backlog
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.reconfigure import report_plugin_data_changes
-from pyspire.proto.bundles import bundle_from_proto
 from pyspire.signals import StopRequest, handle_signals
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener

@@ -30,13 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pyspire import spire_ids
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry, issued_by_any
 from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.backoff import Backoff, transient_status
+from pyspire.bundle_messages import bundle_from_proto, tainted_key_ids
 from pyspire.plugin.errors import PluginError
-from pyspire.proto.bundles import bundle_from_proto, tainted_key_ids
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, BundleError, TrustDomain
 from pyspire.spiffe.pem import der_certificate
@@ -247,7 +248,7 @@ class SyncManager:
         stored: list[WorkloadEntry] = []
         self._protos = {}
         agent_id = self._node.identity.spiffe_id if self._node.identity else None
-        server_id = f"spiffe://{self.cache.trust_domain.name}/spire/server"
+        server_id = str(spire_ids.server_id(self.cache.trust_domain))
         for proto in protos:
             try:
                 entry = WorkloadEntry.from_proto(proto)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from pyspire import spire_ids
 from pyspire.spiffe import SpiffeId, TrustDomain
 
 __all__ = [
@@ -259,7 +260,7 @@ class ServerSection:
     @property
     def server_id(self) -> SpiffeId:
         """The server's own SPIFFE ID, ``spiffe://<trust domain>/spire/server``."""
-        return SpiffeId.from_path(self.trust_domain, "/spire/server")
+        return spire_ids.server_id(self.trust_domain)
 
 
 @dataclass(frozen=True)

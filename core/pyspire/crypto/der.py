@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pyspire.plugin.keys import HashAlgorithm, KeyType
+from pyspire.crypto.keys import HashAlgorithm, KeyType
 
 __all__ = ["bit_string", "element_end", "sequence", "signature_algorithm", "tlv"]
 

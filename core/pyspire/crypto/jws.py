@@ -9,8 +9,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from pyspire.crypto.keys import KeyType
 from pyspire.crypto.signer import Signer, signature_hash
-from pyspire.plugin.keys import KeyType
 
 __all__ = ["sign_jwt"]
 

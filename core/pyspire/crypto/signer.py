@@ -8,8 +8,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from pyspire.plugin.facades import KeyManager
-from pyspire.plugin.keys import HashAlgorithm, KeyType, PublicKey
+from pyspire.crypto.keys import HashAlgorithm, KeyType, PublicKey
 
 __all__ = ["KeyManagerSigner", "LocalSigner", "Signer", "key_type_of", "signature_hash"]
 
@@ -55,10 +54,18 @@ def signature_hash(key_type: KeyType) -> HashAlgorithm:
     return HashAlgorithm.SHA384 if key_type is KeyType.EC_P384 else HashAlgorithm.SHA256
 
 
+class SignsData(Protocol):
+    """What signing needs of a KeyManager: a signature by one of its keys (the plugin's handle)."""
+
+    def sign_data(self, key_id: str, data: bytes, hash_algorithm: HashAlgorithm = ...) -> bytes:
+        """A signature of ``data`` by the key ``key_id``."""
+        ...
+
+
 class KeyManagerSigner:
     """A key held by a KeyManager plugin; signing is a hook call."""
 
-    def __init__(self, key_manager: KeyManager, public_key: PublicKey) -> None:
+    def __init__(self, key_manager: SignsData, public_key: PublicKey) -> None:
         """Sign with the key ``public_key.id`` of ``key_manager``."""
         self._key_manager = key_manager
         self._key = public_key

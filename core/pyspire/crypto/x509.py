@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pyspire.crypto.der import bit_string, element_end, sequence, signature_algorithm, tlv
+from pyspire.crypto.keys import HashAlgorithm, KeyType
 from pyspire.crypto.signer import Signer, signature_hash
-from pyspire.plugin.keys import HashAlgorithm, KeyType
 
 __all__ = ["CA_KEY_USAGE", "encode_tbs_certificate", "issue_certificate", "sign_certificate"]
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from cryptography import x509
 from grpclib.exceptions import StreamTerminatedError
 
+from pyspire import spire_ids
 from pyspire.crypto import CsrError, parse_csr
 from pyspire.plugin.attestation import AttestationResult
 from pyspire.plugin.errors import (
@@ -109,7 +110,7 @@ async def _run_plugin(
             exchange.cancel()
         raise
     try:
-        agent_id = SpiffeId.from_path(ctx.trust_domain, "/spire/agent" + result.agent_path)
+        agent_id = spire_ids.agent_id(ctx.trust_domain, result.agent_path)
     except SpiffeIdError as err:
         raise Internal(f"nodeattestor({attestation_type}) produced an invalid agent ID: {err}") from None
     return _Attested(agent_id, attestation_type, attestor.selectors(result), result.can_reattest)
@@ -133,7 +134,7 @@ async def _join_token(ctx: ServerContext, payload: bytes) -> _Attested:
     try:
         # The ID is built from the token the datastore returned, never from what the agent
         # sent (Cure53 SPI-01-007): they are equal, but only one was verified.
-        agent_id = SpiffeId.from_segments(ctx.trust_domain, "spire", "agent", "join_token", token.token)
+        agent_id = spire_ids.join_token_agent_id(ctx.trust_domain, token.token)
     except SpiffeIdError as err:
         raise InvalidArgument(f"join token cannot form an agent ID: {err}") from None
     return _Attested(agent_id, "join_token", (), False)

@@ -22,7 +22,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from pyspire.crypto import CA_KEY_USAGE, CsrError, parse_csr
+from pyspire.crypto import CsrError, parse_csr
+from pyspire.crypto.templates import ca_certificate
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import Internal, InvalidArgument, PluginConfigError
 from pyspire.plugin.markers import hookimpl
@@ -32,7 +33,6 @@ from pyspire.spiffe.pem import pem_certificates
 
 __all__ = ["DiskUpstreamAuthority"]
 
-BACKDATE = timedelta(seconds=10)
 _SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -124,24 +124,13 @@ class DiskUpstreamAuthority:
         not_after = min(now + preferred_ttl, upstream.certificate.not_valid_after_utc)
         if not_after <= now:
             raise Internal("the upstream CA has expired")
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(upstream.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(CA_KEY_USAGE, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(upstream.key.public_key()),
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(self._trust_domain_id)]), critical=False
-            )
+        builder = ca_certificate(
+            subject=subject,
+            public_key=public_key,
+            trust_domain_id=self._trust_domain_id,
+            now=now,
+            not_after=not_after,
+            issuer=upstream.certificate,
         )
         algorithm = None if isinstance(upstream.key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
         certificate = builder.sign(upstream.key, algorithm)

@@ -24,6 +24,7 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
+from pyspire import spire_ids
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import Internal, PermissionDenied, PluginConfigError, Unavailable
 from pyspire.plugin.markers import hookimpl
@@ -32,7 +33,7 @@ from pyspire.plugin.upstream import JwtKey, UpstreamTrust, UpstreamX509Ca
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import SpiffeId, TrustDomain, match_id
+from pyspire.spiffe import TrustDomain, match_id
 from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
@@ -158,7 +159,7 @@ class SpireUpstreamAuthority:
             raise Unavailable(f"the Workload API at {config.workload_api_socket} gave no bundle for {trust_domain}")
         svid = context.default_svid
         tls = client_tls_context(bundle.x509_authorities, svid.chain, svid.private_key)
-        server_id = SpiffeId.from_segments(trust_domain, "spire", "server")
+        server_id = spire_ids.server_id(trust_domain)
         channel = SpiffeChannel(
             config.server_address, config.server_port, ssl_context=tls, server_id=match_id(server_id)
         )

@@ -26,13 +26,13 @@ from typing import Any, ClassVar
 
 import pytest
 
+from pyspire import spire_ids
 from pyspire.plugin.attestation import AttestationResult
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import CatalogError, InvalidArgument, PluginError
 from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
 from pyspire.plugin.testing.base import assert_deliberate
 from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN, load_plugin, make_core_config
-from pyspire.spiffe import SpiffeId
 
 __all__ = ["Exchange", "NodeAttestorContract"]
 
@@ -174,8 +174,8 @@ class NodeAttestorContract:
         expected_selectors: set[str] | None,
     ) -> None:
         result, exchange = self.attest(server, agent)
-        agent_id = SpiffeId.from_path(TEST_TRUST_DOMAIN, "/spire/agent" + result.agent_path)
-        assert agent_id != SpiffeId.from_path(TEST_TRUST_DOMAIN, "/spire/server")
+        agent_id = spire_ids.agent_id(TEST_TRUST_DOMAIN, result.agent_path)
+        assert agent_id != spire_ids.server_id(TEST_TRUST_DOMAIN)
         if expected_agent_path is None:
             assert result.agent_path.startswith(f"/{self.plugin}/"), result.agent_path
         else:

@@ -30,6 +30,7 @@ from pyspire.server.attestation import attest_agent
 from pyspire.server.context import ServerContext
 from pyspire.server.errors import AgentDenied, DenialReason
 from pyspire.spiffe import SpiffeId
+from pyspire.spire_ids import join_token_agent_id
 
 __all__ = ["MAX_PAGE_SIZE", "AgentService"]
 
@@ -221,7 +222,7 @@ class AgentService(agent_grpc.AgentBase):
             except InvalidInput as err:
                 raise _invalid(err) from None
         try:
-            agent_id = SpiffeId.from_segments(self.ctx.trust_domain, "spire", "agent", "join_token", value)
+            agent_id = join_token_agent_id(self.ctx.trust_domain, value)
         except ValueError as err:
             raise _invalid(f"invalid token: {err}") from None
         expires_at = int(self.ctx.clock()) + request.ttl

@@ -32,6 +32,7 @@ from pyspire.server.api.stream import ApiStream
 from pyspire.server.errors import AgentDenied, DenialReason
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
+from pyspire.spire_ids import is_agent_id
 from pyspire.telemetry.rpc import rpc_metric_key
 from pyspire.transport import ResumedSessionError, peer_address, peer_certificate, peer_credentials
 
@@ -178,10 +179,6 @@ def _identify(stream: Any) -> Caller:
     return Caller(local=False, address=peer_address(stream), certificate=certificate, spiffe_id=spiffe_id)
 
 
-def _is_agent_id(spiffe_id: SpiffeId, ctx: ServerContext) -> bool:
-    return spiffe_id.member_of(ctx.trust_domain) and spiffe_id.path.startswith("/spire/agent/")
-
-
 async def authenticate_agent(caller: Caller, ctx: ServerContext) -> AttestedNode:
     """The caller's node record, checked by the serial of the SVID it presented.
 
@@ -271,7 +268,7 @@ async def authorize(stream: Any, ctx: ServerContext, method: str) -> Caller:
         return replace(caller, admin=True)
     if policy.downstream and downstream:
         return replace(caller, downstream=True)
-    if policy.agent and caller.spiffe_id is not None and _is_agent_id(caller.spiffe_id, ctx):
+    if policy.agent and caller.spiffe_id is not None and is_agent_id(caller.spiffe_id, ctx.trust_domain):
         return replace(caller, agent=await authenticate_agent(caller, ctx))
     if caller.spiffe_id is None:
         raise GRPCError(Status.PERMISSION_DENIED, f"authorization denied for {method}: the caller presented no SVID")

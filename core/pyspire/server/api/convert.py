@@ -29,6 +29,7 @@ from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import BundleError, SpiffeId, SpiffeIdError, TrustDomain
 from pyspire.spiffe.bundle import public_key_to_jwk, refresh_hint_from_seconds
 from pyspire.spiffe.pem import der_certificate
+from pyspire.spire_ids import is_agent_id, is_reserved
 
 __all__ = [
     "InvalidInput",
@@ -81,7 +82,7 @@ def workload_id_from_proto(
     """A workload's SPIFFE ID: in the trust domain, with a path outside ``/spire/``."""
     spiffe_id = id_from_proto(proto, what)
     _member(spiffe_id, trust_domain, what, "a workload in")
-    if spiffe_id.path == "/spire" or spiffe_id.path.startswith("/spire/"):
+    if is_reserved(spiffe_id):
         raise InvalidInput(
             f'invalid {what}: "{spiffe_id}" is not a workload in trust domain "{trust_domain}"; '
             "path is in the reserved namespace"
@@ -100,7 +101,7 @@ def agent_id_from_proto(proto: types_pb2.SPIFFEID | None, trust_domain: TrustDom
     """An agent's SPIFFE ID: in the trust domain, under ``/spire/agent/``."""
     spiffe_id = id_from_proto(proto, "agent ID")
     _member(spiffe_id, trust_domain, "agent ID", "an agent in")
-    if not spiffe_id.path.startswith("/spire/agent/"):
+    if not is_agent_id(spiffe_id, trust_domain):
         raise InvalidInput(
             f'invalid agent ID: "{spiffe_id}" is not an agent in trust domain "{trust_domain}"; '
             "path is not in the agent namespace"

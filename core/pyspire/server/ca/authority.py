@@ -33,13 +33,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from pyspire.crypto import CA_KEY_USAGE, KeyManagerSigner, build_csr, sign_certificate
+from pyspire.crypto import KeyManagerSigner, build_csr, sign_certificate
+from pyspire.crypto.templates import ca_certificate, root_ca_subject
 from pyspire.plugin.errors import FailedPrecondition, Internal, NotFound, PluginError, Unimplemented
 from pyspire.plugin.facades import DataStore, KeyManager, UpstreamAuthority
 from pyspire.plugin.keys import KeyType, PublicKey
 from pyspire.plugin.records import BundleRecord, CaJournal, JwtAuthority, X509Authority
 from pyspire.plugin.upstream import JwtKey
-from pyspire.server.ca.issuer import BACKDATE, CertificateAuthority, JwtSigningKey, subject_key_id
+from pyspire.server.ca.issuer import CertificateAuthority, JwtSigningKey, subject_key_id
 from pyspire.spiffe import TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
@@ -391,24 +392,13 @@ class CaManager:
             return authority
         now = self._now()
         serial = x509.random_serial_number()
-        subject = self._settings.ca_subject
-        if not subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
-            # As SPIRE: each root's name is its own, so a verifier never mistakes one for the next.
-            subject = x509.Name([*subject, x509.NameAttribute(NameOID.SERIAL_NUMBER, str(serial))])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(signer.public_key)  # type: ignore[arg-type]
-            .serial_number(serial)
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + self._settings.ca_ttl)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(CA_KEY_USAGE, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer.public_key), critical=False)  # type: ignore[arg-type]
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(trust_domain.id_string())]), critical=False
-            )
+        builder = ca_certificate(
+            subject=root_ca_subject(self._settings.ca_subject, serial),
+            public_key=signer.public_key,  # type: ignore[arg-type]
+            trust_domain_id=trust_domain.id_string(),
+            now=now,
+            not_after=now + self._settings.ca_ttl,
+            serial_number=serial,
         )
         certificate = sign_certificate(builder, signer)
         return CertificateAuthority(certificate, signer, key_id, (), (certificate,))

@@ -21,36 +21,23 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pyspire.crypto import CA_KEY_USAGE, Signer, sign_certificate, sign_jwt
+from pyspire import spire_ids
+from pyspire.crypto import Signer, sign_certificate, sign_jwt
+from pyspire.crypto.templates import (
+    BACKDATE,
+    ca_certificate,
+    downstream_ca_subject,
+    x509_svid_extensions,
+    x509_svid_subject,
+)
 from pyspire.crypto.x509 import issue_certificate
 from pyspire.plugin.facades import CredentialComposer
 from pyspire.spiffe import SpiffeId, TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
 
-__all__ = ["BACKDATE", "CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
-
-BACKDATE = timedelta(seconds=10)
-
-
-def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def _extension(value: x509.ExtensionType, critical: bool = False) -> x509.Extension[x509.ExtensionType]:
-    return x509.Extension(value.oid, critical, value)
-
-
-@functools.lru_cache(maxsize=16)
-def _authority_key_identifier(ca_certificate: x509.Certificate) -> x509.Extension[x509.ExtensionType]:
-    ski = ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski))
+__all__ = ["CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
 
 
 @dataclass(frozen=True)
@@ -127,25 +114,6 @@ def _capped(now: datetime, ttl: timedelta, limit: datetime) -> datetime:
     return min(now + ttl, limit)
 
 
-_KEY_USAGE_LEAF = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=True,
-    data_encipherment=False,
-    key_agreement=True,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-_SVID_SUBJECT = (x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"))
-_LEAF_EXTENSIONS = (
-    _extension(x509.BasicConstraints(ca=False, path_length=None), critical=True),
-    _extension(_KEY_USAGE_LEAF, critical=True),
-    _extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])),
-)
-
-
 class CredentialIssuer:
     """Signs credentials with the server's current authorities.
 
@@ -202,21 +170,13 @@ class CredentialIssuer:
     ) -> list[x509.Certificate]:
         authority = self._x509_ca()
         now = self._now()
-        subject_attributes = list(_SVID_SUBJECT)
-        if dns_names:
-            subject_attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0]))
-        subject = x509.Name(subject_attributes)
+        subject = x509_svid_subject(dns_names)
         extra: tuple[x509.Extension[x509.ExtensionType], ...] = ()
         if compose:
             for composer in self._composers:
                 subject, extra = composer.compose_workload_x509_svid(spiffe_id, subject, extra)
-        san: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(spiffe_id))]
-        san += [x509.DNSName(name) for name in dns_names]
         extensions = [
-            *_LEAF_EXTENSIONS,
-            _extension(x509.SubjectAlternativeName(san)),
-            _extension(x509.SubjectKeyIdentifier.from_public_key(public_key)),  # type: ignore[arg-type]
-            _authority_key_identifier(authority.certificate),
+            *x509_svid_extensions(str(spiffe_id), dns_names, public_key, authority.certificate),  # type: ignore[arg-type]
             *extra,
         ]
         # Encoded directly (byte-identical to the builder's output, see the crypto tests):
@@ -247,38 +207,21 @@ class CredentialIssuer:
 
     def sign_server_x509_svid(self, public_key: PublicKeyTypes, ttl: timedelta) -> list[x509.Certificate]:
         """The server's own X509-SVID chain (``spiffe://<td>/spire/server``)."""
-        server_id = SpiffeId.from_path(self._trust_domain, "/spire/server")
+        server_id = spire_ids.server_id(self._trust_domain)
         return self._leaf(public_key, server_id, ttl, (), compose=False)
 
     def sign_downstream_x509_ca(self, public_key: PublicKeyTypes, ttl: timedelta) -> list[x509.Certificate]:
         """An intermediate CA for a downstream (nested) server, chain up to the root."""
         authority = self._x509_ca()
         now = self._now()
-        # As SPIRE names them: the parent's name with OU "DOWNSTREAM-<depth>", so no CA in a
-        # nested chain has its issuer's name (OpenSSL would take it for self-issued).
         depth = 1 + len(authority.chain) + (0 if authority.self_signed else 1)
-        subject = x509.Name(
-            [
-                *(a for a in authority.certificate.subject if a.oid != NameOID.ORGANIZATIONAL_UNIT_NAME),
-                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"DOWNSTREAM-{depth}"),
-            ]
-        )
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(authority.certificate.subject)
-            .public_key(public_key)  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(_capped(now, ttl, authority.not_after))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(CA_KEY_USAGE, critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(self._trust_domain.id_string())]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-            .add_extension(_authority_key_id(authority.certificate), critical=False)
+        builder = ca_certificate(
+            subject=downstream_ca_subject(authority.certificate.subject, depth),
+            public_key=public_key,  # type: ignore[arg-type]
+            trust_domain_id=self._trust_domain.id_string(),
+            now=now,
+            not_after=_capped(now, ttl, authority.not_after),
+            issuer=authority.certificate,
         )
         with tracer.start_as_current_span("ca.sign_downstream_x509_ca"):
             certificate = sign_certificate(builder, authority.signer)

@@ -22,9 +22,9 @@ from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from pyspire.bundle_messages import bundle_from_proto, bundle_to_proto
 from pyspire.command_line import CliError, duration_seconds, integer, read_input, write_output
 from pyspire.config.duration import parse_duration
-from pyspire.proto.bundles import bundle_from_proto, bundle_to_proto
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2

@@ -21,6 +21,7 @@ from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.cli.common import add_output, add_socket, call, print_json, run_async
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spire_ids import SERVER_PATH
 
 __all__ = ["register"]
 
@@ -78,7 +79,7 @@ def _entry_from_flags(args: argparse.Namespace, server_id: str | None) -> types_
     parent = (
         _id(args.parentID, "-parentID")
         if args.parentID
-        else types_pb2.SPIFFEID(trust_domain=spiffe.trust_domain, path="/spire/server")
+        else types_pb2.SPIFFEID(trust_domain=spiffe.trust_domain, path=SERVER_PATH)
     )
     entry = types_pb2.Entry(
         id=args.entryID or "",

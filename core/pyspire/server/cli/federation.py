@@ -12,8 +12,8 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from pyspire.bundle_messages import bundle_to_proto
 from pyspire.command_line import CliError, read_input
-from pyspire.proto.bundles import bundle_to_proto
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2 as pb
 from pyspire.proto.spire.api.types import types_pb2

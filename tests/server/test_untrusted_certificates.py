@@ -183,6 +183,8 @@ def test_untrusted_certificates_are_loaded_in_one_place() -> None:
         "core/pyspire/spiffe/pem.py",
         "core/pyspire/crypto/x509.py",
         "core/pyspire/server/ca/authority.py",
+        "core/pyspire/server/ca/bundle_edits.py",
+        "core/pyspire/server/ca/journal.py",
         "core/pyspire/server/daemon.py",
         "core/pyspire/server/federation/documents.py",
         "core/pyspire/server/federation/refresher.py",

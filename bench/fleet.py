@@ -52,7 +52,7 @@ async def _drive(
     known = []
     for client in clients:
         entries = await client.sync_entries({})
-        known.append({e.id: (e.revision_number, e) for e in entries})
+        known.append({e.id: e for e in entries})
     await asyncio.sleep(max(0.0, start_at - time.time()))
     latencies: list[float] = []
     missed = 0

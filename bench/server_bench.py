@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pyspire.agent.cache import WorkloadEntry  # noqa: E402
 from pyspire.agent.client import ServerClient  # noqa: E402
 from pyspire.crypto import LocalSigner, build_csr  # noqa: E402
 from pyspire.plugin.records import AttestedNode  # noqa: E402
@@ -135,8 +136,8 @@ async def attest_all(server: ServerDaemon, tokens: list[str], roots: list[x509.C
             async def no_challenge(_challenge: bytes) -> bytes:
                 raise AssertionError
 
-            svid, _ = await client.attest("join_token", token.encode(), build_csr(LocalSigner(key)), no_challenge)
-            client.set_identity([x509.load_der_x509_certificate(d) for d in svid.cert_chain], key)
+            chain, _ = await client.attest("join_token", token.encode(), build_csr(LocalSigner(key)), no_challenge)
+            client.set_identity(chain, key)
             return client
 
     return await asyncio.gather(*(one(t) for t in tokens))
@@ -167,10 +168,10 @@ async def create_entries(server: ServerDaemon, tokens: list[str], per_agent: int
 
 async def time_calls(clients: list[ServerClient], rounds: int) -> tuple[list[float], list[float], int]:
     """GetAuthorizedEntries and unchanged-sync latencies (ms), and the entries one agent sees."""
-    known: list[dict[str, tuple[int, types_pb2.Entry]]] = []
+    known: list[dict[str, WorkloadEntry]] = []
     for client in clients:
         entries = await client.sync_entries({})
-        known.append({e.id: (e.revision_number, e) for e in entries})
+        known.append({e.id: e for e in entries})
     get_ms, sync_ms = [], []
     for _ in range(rounds):
         for client, seen in zip(clients, known, strict=True):

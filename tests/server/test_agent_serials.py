@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
@@ -63,7 +62,7 @@ def test_a_renewed_serial_is_promoted_on_first_use_and_older_ones_are_not_active
             for name in ("second", "third"):
                 key = ec.generate_private_key(ec.SECP256R1())
                 renewed = await client.renew(build_csr(LocalSigner(key)))
-                keys[name] = ([x509.load_der_x509_certificate(der) for der in renewed.cert_chain], key)
+                keys[name] = (list(renewed), key)
                 previous = list(keys)[-2]
                 # Not used yet: the SVID it replaces is still the agent's.
                 client.set_identity(*keys[previous])

@@ -63,8 +63,8 @@ async def attest(server: ServerDaemon, token: str) -> tuple[ServerClient, list[x
     """A client presenting a freshly attested agent SVID."""
     key = ec.generate_private_key(ec.SECP256R1())
     client = new_client(server)
-    svid, _ = await client.attest("join_token", token.encode(), build_csr(LocalSigner(key)), no_challenge)
-    chain = [x509.load_der_x509_certificate(der) for der in svid.cert_chain]
+    chain_tuple, _ = await client.attest("join_token", token.encode(), build_csr(LocalSigner(key)), no_challenge)
+    chain = list(chain_tuple)
     client.set_identity(chain, key)
     return client, chain
 
@@ -186,7 +186,7 @@ def test_agent_gets_only_its_own_entries_and_cannot_steal_svids(server: ServerDa
             )
             issued = await client_a.new_x509_svids([(entry_a, hostile)])
             assert issued[0][1] is not None
-            leaf = x509.load_der_x509_certificate(issued[0][1].cert_chain[0])
+            leaf = issued[0][1][0]
             assert str(leaf_spiffe_id(leaf)) == "spiffe://example.org/a-workload"
             assert "evil" not in leaf.subject.rfc4514_string()
         finally:
@@ -229,7 +229,7 @@ def test_renewed_agent_cannot_keep_using_its_previous_svid(server: ServerDaemon)
         old_key = client._key
         new_key = ec.generate_private_key(ec.SECP256R1())
         renewed = await client.renew(build_csr(LocalSigner(new_key)))
-        new_chain = [x509.load_der_x509_certificate(der) for der in renewed.cert_chain]
+        new_chain = list(renewed)
         client.set_identity(new_chain, new_key)
         await client.sync_entries({})  # first use of the new SVID promotes it
         client.set_identity(old_chain, old_key)
@@ -287,5 +287,5 @@ def test_large_batches_keep_per_csr_outcomes_in_order(server: ServerDaemon) -> N
     refused = [i for i, (_, svid, _) in enumerate(results) if svid is None]
     assert refused == [3, 15]
     assert all("malformed CSR" in results[i][2] for i in refused)
-    leaf = x509.load_der_x509_certificate(results[0][1].cert_chain[0])  # type: ignore[union-attr]
+    leaf = results[0][1][0]  # type: ignore[index]
     assert str(leaf_spiffe_id(leaf)) == "spiffe://example.org/batched"

@@ -75,12 +75,12 @@ async def _attested_svid(server: ServerDaemon) -> tuple[list[x509.Certificate], 
     key = ec.generate_private_key(ec.SECP256R1())
     client = new_client(server)
     try:
-        svid, _ = await client.attest(
+        chain, _ = await client.attest(
             "join_token", server.join_token().encode(), build_csr(LocalSigner(key)), no_challenge
         )
     finally:
         client.close()
-    return [x509.load_der_x509_certificate(der) for der in svid.cert_chain], key
+    return list(chain), key
 
 
 @pytest.fixture(scope="module")

@@ -70,10 +70,9 @@ class PopNode:
             return self.plugin.answer_challenge(challenge)
 
         try:
-            svid, _ = await client.attest("x509pop", self.plugin.payload(), build_csr(LocalSigner(key)), answer)
+            chain, _ = await client.attest("x509pop", self.plugin.payload(), build_csr(LocalSigner(key)), answer)
         except BaseException:
             client.close()
             raise
-        chain = [x509.load_der_x509_certificate(der) for der in svid.cert_chain]
         client.set_identity(chain, key)
-        return client, chain, key
+        return client, list(chain), key

@@ -20,8 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pyspire.plugin.selectors import Selector
-from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import Bundle, SpiffeId, SpiffeIdError, TrustDomain
+from pyspire.spiffe import Bundle, SpiffeId, TrustDomain
 
 __all__ = ["CachedJwtSvid", "IssuedSvid", "WorkloadCache", "WorkloadEntry", "WorkloadIdentity", "issued_by_any"]
 
@@ -38,23 +37,8 @@ class WorkloadEntry:
     hint: str
     revision: int
     created_at: int
-
-    @classmethod
-    def from_proto(cls, proto: types_pb2.Entry) -> WorkloadEntry:
-        """Convert (raises ValueError on an entry the agent cannot use)."""
-        try:
-            return cls(
-                id=proto.id,
-                spiffe_id=SpiffeId.from_path(TrustDomain.parse(proto.spiffe_id.trust_domain), proto.spiffe_id.path),
-                parent_id=SpiffeId.from_path(TrustDomain.parse(proto.parent_id.trust_domain), proto.parent_id.path),
-                selectors=frozenset(Selector(s.type, s.value) for s in proto.selectors),
-                federates_with=tuple(TrustDomain.parse(td) for td in proto.federates_with),
-                hint=proto.hint,
-                revision=proto.revision_number,
-                created_at=proto.created_at,
-            )
-        except SpiffeIdError as err:
-            raise ValueError(f"entry {proto.id}: {err}") from None
+    store_svid: bool = False
+    """The entry's SVID goes to an SVIDStore plugin, never to a workload."""
 
     def matches(self, selectors: frozenset[Selector]) -> bool:
         """A workload gets this entry when every selector of the entry is one of its own."""

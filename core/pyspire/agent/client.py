@@ -10,14 +10,19 @@ retries), or :class:`ServerNotTrusted` when every server answered but none prove
 trust domain's server (a bundle or trust domain that does not match: a misconfiguration); the
 server's refusals stay :class:`grpclib.exceptions.GRPCError`, also when a streaming call ends
 with one after messages were exchanged (a refusal after a challenge).
+
+What the server answers comes back as pyspire's types (certificate chains, :class:`Bundle`,
+:class:`~pyspire.agent.cache.WorkloadEntry`, :class:`~pyspire.agent.cache.CachedJwtSvid`): the
+API's messages stay in this module. An answer that cannot be read is :class:`UnusableAnswer`.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -27,12 +32,16 @@ from grpclib.events import SendRequest, listen
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire import spire_ids
+from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry
+from pyspire.bundle_messages import bundle_from_proto, tainted_key_ids
+from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import TrustDomain, match_id
+from pyspire.spiffe import Bundle, BundleError, SpiffeId, SpiffeIdError, TrustDomain, match_id
+from pyspire.spiffe.pem import der_certificate
 from pyspire.telemetry.tracing import inject_context
 from pyspire.transport import ServerIdentityError, SpiffeChannel, client_tls_context
 
@@ -43,6 +52,7 @@ __all__ = [
     "ServerClient",
     "ServerNotTrusted",
     "ServerUnavailable",
+    "UnusableAnswer",
 ]
 
 _log = logging.getLogger(__name__)
@@ -77,6 +87,48 @@ class ServerNotTrusted(ServerUnavailable):
         super().__init__(message)
         self.untrusted_chain = untrusted_chain
         self.wrong_identity = wrong_identity
+
+
+class UnusableAnswer(ValueError):
+    """The server answered with something the agent cannot use (a certificate that does not parse)."""
+
+
+def _chain(svid: types_pb2.X509SVID, what: str) -> tuple[x509.Certificate, ...]:
+    try:
+        chain = tuple(der_certificate(der) for der in svid.cert_chain)
+    except ValueError as err:
+        raise UnusableAnswer(f"the server returned an unusable {what}: {err}") from None
+    if not chain:
+        raise UnusableAnswer(f"the server returned an unusable {what}: it holds no certificate")
+    return chain
+
+
+def _entry(proto: types_pb2.Entry) -> WorkloadEntry:
+    """An authorized entry; UnusableAnswer when its IDs cannot be read."""
+    try:
+        return WorkloadEntry(
+            id=proto.id,
+            spiffe_id=SpiffeId.from_path(TrustDomain.parse(proto.spiffe_id.trust_domain), proto.spiffe_id.path),
+            parent_id=SpiffeId.from_path(TrustDomain.parse(proto.parent_id.trust_domain), proto.parent_id.path),
+            selectors=frozenset(Selector(s.type, s.value) for s in proto.selectors),
+            federates_with=tuple(TrustDomain.parse(td) for td in proto.federates_with),
+            hint=proto.hint,
+            revision=proto.revision_number,
+            created_at=proto.created_at,
+            store_svid=proto.store_svid,
+        )
+    except SpiffeIdError as err:
+        raise UnusableAnswer(f"entry {proto.id}: {err}") from None
+
+
+def _usable_entries(protos: Sequence[types_pb2.Entry]) -> list[WorkloadEntry]:
+    entries = []
+    for proto in protos:
+        try:
+            entries.append(_entry(proto))
+        except UnusableAnswer as err:
+            _log.warning("Ignoring an entry the agent cannot use", extra={"error": str(err)})
+    return entries
 
 
 @dataclass(frozen=True)
@@ -190,9 +242,10 @@ class ServerClient:
 
     async def attest(
         self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
-    ) -> tuple[types_pb2.X509SVID, bool]:
-        """Run AttestAgent: the agent SVID and whether the node may re-attest."""
-        return await self._guard(lambda: self._attest(attestation_type, payload, csr, answer))
+    ) -> tuple[tuple[x509.Certificate, ...], bool]:
+        """Run AttestAgent: the agent SVID's chain and whether the node may re-attest."""
+        svid, reattestable = await self._guard(lambda: self._attest(attestation_type, payload, csr, answer))
+        return _chain(svid, "agent SVID"), reattestable
 
     async def _attest(
         self, attestation_type: str, payload: bytes, csr: bytes, answer: AttestationAnswer
@@ -215,51 +268,62 @@ class ServerClient:
                 await stream.end()
                 return reply.result.svid, reply.result.reattestable
 
-    async def renew(self, csr: bytes) -> types_pb2.X509SVID:
-        """RenewAgent: a new agent SVID for the key in ``csr``."""
+    async def renew(self, csr: bytes) -> tuple[x509.Certificate, ...]:
+        """RenewAgent: a new agent SVID (its chain) for the key in ``csr``."""
         request = agent_pb2.RenewAgentRequest(params=agent_pb2.AgentX509SVIDParams(csr=csr))
         reply = await self._guard(
             lambda: agent_grpc.AgentStub(self._current()).RenewAgent(request, timeout=CALL_TIMEOUT)
         )
-        return reply.svid
+        return _chain(reply.svid, "agent SVID")
 
     # --- bundles, entries, SVIDs -----------------------------------------------------
 
-    async def bundle(self) -> types_pb2.Bundle:
-        """The server's own trust bundle."""
-        return await self._guard(
+    async def bundle(self) -> tuple[Bundle, frozenset[bytes]]:
+        """The server's own trust bundle, and the subject key IDs of its tainted X.509 authorities."""
+        proto = await self._guard(
             lambda: bundle_grpc.BundleStub(self._current()).GetBundle(
                 bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT
             )
         )
+        try:
+            return bundle_from_proto(proto), tainted_key_ids(proto)
+        except (ValueError, BundleError) as err:
+            raise UnusableAnswer(f"the server's bundle cannot be read: {err}") from None
 
-    async def federated_bundle(self, trust_domain: str) -> types_pb2.Bundle | None:
+    async def federated_bundle(self, trust_domain: str) -> Bundle | None:
         """A federated trust domain's bundle, or None when the server has none."""
         request = bundle_pb2.GetFederatedBundleRequest(trust_domain=trust_domain)
         try:
-            return await self._guard(
+            proto = await self._guard(
                 lambda: bundle_grpc.BundleStub(self._current()).GetFederatedBundle(request, timeout=CALL_TIMEOUT)
             )
         except GRPCError as err:
             if err.status is Status.NOT_FOUND:
                 return None
             raise
+        try:
+            return bundle_from_proto(proto)
+        except (ValueError, BundleError) as err:
+            raise UnusableAnswer(f"the bundle of {trust_domain} cannot be read: {err}") from None
 
-    async def authorized_entries(self) -> list[types_pb2.Entry]:
-        """GetAuthorizedEntries: every entry authorized for this agent, in full, in one answer."""
+    async def authorized_entries(self) -> list[WorkloadEntry]:
+        """GetAuthorizedEntries: every usable entry authorized for this agent, in full, in one answer."""
 
-        async def call() -> list[types_pb2.Entry]:
+        async def call() -> list[WorkloadEntry]:
             stub = entry_grpc.EntryStub(self._current())
             reply = await stub.GetAuthorizedEntries(entry_pb2.GetAuthorizedEntriesRequest(), timeout=CALL_TIMEOUT * 4)
-            return list(reply.entries)
+            return _usable_entries(list(reply.entries))
 
         return await self._guard(call)
 
-    async def sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
-        """The full set of entries authorized for this agent (revision-diffed against ``known``)."""
+    async def sync_entries(self, known: Mapping[str, WorkloadEntry]) -> list[WorkloadEntry]:
+        """The full set of usable entries authorized for this agent (revision-diffed against ``known``).
+
+        Entries the agent cannot use (IDs that do not parse) are logged and left out.
+        """
         return await self._guard(lambda: self._sync_entries(known))
 
-    async def _sync_entries(self, known: dict[str, tuple[int, types_pb2.Entry]]) -> list[types_pb2.Entry]:
+    async def _sync_entries(self, known: Mapping[str, WorkloadEntry]) -> list[WorkloadEntry]:
         stub = entry_grpc.EntryStub(self._current())
         async with stub.SyncAuthorizedEntries.open(timeout=CALL_TIMEOUT * 4) as stream:
             await stream.send_message(entry_pb2.SyncAuthorizedEntriesRequest())
@@ -275,9 +339,9 @@ class ServerClient:
                     break
             if not revisions:
                 await stream.end()
-                return entries
-            wanted = [r.id for r in revisions if r.id not in known or known[r.id][0] != r.revision_number]
-            kept = [known[r.id][1] for r in revisions if r.id in known and known[r.id][0] == r.revision_number]
+                return _usable_entries(entries)
+            wanted = [r.id for r in revisions if r.id not in known or known[r.id].revision != r.revision_number]
+            kept = [known[r.id] for r in revisions if r.id in known and known[r.id].revision == r.revision_number]
             await stream.send_message(entry_pb2.SyncAuthorizedEntriesRequest(ids=wanted), end=True)
             fetched: list[types_pb2.Entry] = []
             while True:
@@ -287,29 +351,38 @@ class ServerClient:
                 fetched.extend(reply.entries)
                 if not reply.more:
                     break
-            return kept + fetched
+            return kept + _usable_entries(fetched)
 
     async def new_x509_svids(
         self, requests: Sequence[tuple[str, bytes]]
-    ) -> list[tuple[str, types_pb2.X509SVID | None, str]]:
-        """BatchNewX509SVID: per entry ID, the SVID or None and the server's message."""
+    ) -> list[tuple[str, tuple[x509.Certificate, ...] | None, str]]:
+        """BatchNewX509SVID: per entry ID, the SVID's chain (None when not issued) and the server's message."""
         request = svid_pb2.BatchNewX509SVIDRequest(
             params=[svid_pb2.NewX509SVIDParams(entry_id=entry_id, csr=csr) for entry_id, csr in requests]
         )
         reply = await self._guard(
             lambda: svid_grpc.SVIDStub(self._current()).BatchNewX509SVID(request, timeout=CALL_TIMEOUT)
         )
-        results = []
+        results: list[tuple[str, tuple[x509.Certificate, ...] | None, str]] = []
         for (entry_id, _), result in zip(requests, reply.results, strict=False):
-            ok = result.status.code == 0
-            results.append((entry_id, result.svid if ok else None, result.status.message))
+            if result.status.code != 0:
+                results.append((entry_id, None, result.status.message))
+                continue
+            try:
+                results.append((entry_id, _chain(result.svid, "X509-SVID"), result.status.message))
+            except UnusableAnswer as err:
+                results.append((entry_id, None, str(err)))
         return results
 
-    async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> types_pb2.JWTSVID:
-        """NewJWTSVID for one entry."""
+    async def new_jwt_svid(self, entry_id: str, audience: Sequence[str]) -> CachedJwtSvid:
+        """NewJWTSVID for one entry: the token and its times."""
         request = svid_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
         reply = await self._guard(lambda: svid_grpc.SVIDStub(self._current()).NewJWTSVID(request, timeout=CALL_TIMEOUT))
-        return reply.svid
+        return CachedJwtSvid(
+            str(reply.svid.token),
+            datetime.fromtimestamp(reply.svid.issued_at, UTC),
+            datetime.fromtimestamp(reply.svid.expires_at, UTC),
+        )
 
 
 async def _raise_server_status(stream: Any) -> None:

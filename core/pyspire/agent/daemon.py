@@ -22,7 +22,7 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust_bundle
 from pyspire.agent.cache import WorkloadCache
-from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable
+from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable, UnusableAnswer
 from pyspire.agent.manager import AgentStopped, SyncManager
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
@@ -30,7 +30,6 @@ from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.backoff import Backoff, attestation_backoff, transient_status
-from pyspire.bundle_messages import bundle_from_proto
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
 from pyspire.listening import AcceptExhaustionLog, listen_backlog
@@ -313,9 +312,9 @@ class AgentDaemon:
         backoff = attestation_backoff()
         while True:
             try:
-                bundle = bundle_from_proto(await client.bundle())
-            except ValueError as err:
-                raise StartupError(f"the server's bundle cannot be read: {err}") from None
+                bundle, _ = await client.bundle()
+            except UnusableAnswer as err:
+                raise StartupError(str(err)) from None
             except ServerUnavailable as err:
                 await self._retry_or_stop(backoff, "Cannot fetch the server's bundle; retrying", str(err))
                 continue

@@ -21,7 +21,6 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,15 +31,13 @@ from grpclib.exceptions import GRPCError
 
 from pyspire import spire_ids
 from pyspire.agent.cache import IssuedSvid, WorkloadCache, WorkloadEntry, issued_by_any
-from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable
+from pyspire.agent.client import RateLimited, ServerClient, ServerUnavailable, UnusableAnswer
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.svid_store import StoredSvids
 from pyspire.backoff import Backoff, transient_status
-from pyspire.bundle_messages import bundle_from_proto, tainted_key_ids
 from pyspire.plugin.errors import PluginError
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.spiffe import Bundle, BundleError, TrustDomain
-from pyspire.spiffe.pem import der_certificate
+from pyspire.spiffe import Bundle, TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
 
@@ -123,7 +120,8 @@ class SyncManager:
         self._use_sync = use_sync_authorized_entries
         self._stored = stored or StoredSvids(cache.trust_domain, ())
         self._renew_at: datetime | None = None
-        self._protos: dict[str, types_pb2.Entry] = {}
+        self._synced: dict[str, WorkloadEntry] = {}
+        """Every authorized entry of the last sync (node aliases too), to diff the next one by revision."""
         self.last_success: datetime | None = None
         self.synced = asyncio.Event()
         """Set after the first complete sync (readiness)."""
@@ -219,21 +217,21 @@ class SyncManager:
         self.synced.set()
 
     async def _sync_bundles(self) -> None:
-        proto = await self._client.bundle()
-        bundle, tainted = bundle_from_proto(proto), tainted_key_ids(proto)
+        bundle, tainted = await self._client.bundle()
         self._node.set_roots(bundle.x509_authorities)
         federated: dict[TrustDomain, Bundle] = {}
         for trust_domain in sorted(self._federated_trust_domains(), key=str):
-            federated_proto = await self._client.federated_bundle(trust_domain.name)
-            if federated_proto is None:
-                _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
-                continue
             try:
-                federated[trust_domain] = bundle_from_proto(federated_proto)
-            except (ValueError, BundleError) as err:
+                federated_bundle = await self._client.federated_bundle(trust_domain.name)
+            except UnusableAnswer as err:
                 _log.warning(
                     "Ignoring unreadable federated bundle", extra={"trust_domain": trust_domain.name, "error": str(err)}
                 )
+                continue
+            if federated_bundle is None:
+                _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
+                continue
+            federated[trust_domain] = federated_bundle
         self.cache.set_bundles(bundle, federated, tainted)
         self._metrics.set_gauge(("sync_bundles_total",), 1 + len(federated))
         self._stored.set_bundles(bundle, federated)
@@ -242,25 +240,20 @@ class SyncManager:
         return self.cache.federated_trust_domains() | self._stored.federated_trust_domains()
 
     async def _sync_entries(self) -> None:
-        known = {entry_id: (proto.revision_number, proto) for entry_id, proto in self._protos.items()}
-        protos = await (self._client.sync_entries(known) if self._use_sync else self._client.authorized_entries())
+        synced = await (
+            self._client.sync_entries(self._synced) if self._use_sync else self._client.authorized_entries()
+        )
         entries: list[WorkloadEntry] = []
         stored: list[WorkloadEntry] = []
-        self._protos = {}
+        self._synced = {entry.id: entry for entry in synced}
         agent_id = self._node.identity.spiffe_id if self._node.identity else None
         server_id = str(spire_ids.server_id(self.cache.trust_domain))
-        for proto in protos:
-            try:
-                entry = WorkloadEntry.from_proto(proto)
-            except ValueError as err:
-                _log.warning("Ignoring an entry the agent cannot use", extra={"error": str(err)})
-                continue
-            self._protos[entry.id] = proto
+        for entry in synced:
             # Node alias entries describe this node; they are never served to workloads.
             if str(entry.parent_id) == server_id or entry.spiffe_id == agent_id:
                 continue
             # As SPIRE: a stored SVID goes to its SVIDStore, never to a workload.
-            (stored if proto.store_svid else entries).append(entry)
+            (stored if entry.store_svid else entries).append(entry)
         self._report_entry_changes(self.cache.entries, {entry.id: entry for entry in entries})
         self.cache.set_entries(entries)
         self._stored.set_entries(stored)
@@ -302,7 +295,9 @@ class SyncManager:
         keys = [_new_key(self._key_type) for _ in range(count)]
         return keys, [_workload_csr(key) for key in keys]
 
-    async def _new_x509_svids(self, requests: list[tuple[str, bytes]]) -> list[tuple[str, Any, str]]:
+    async def _new_x509_svids(
+        self, requests: list[tuple[str, bytes]]
+    ) -> list[tuple[str, tuple[x509.Certificate, ...] | None, str]]:
         """One batch, waiting out the server's signing rate limit instead of backing off."""
         # The limiter refills every second: waits of 0.5 to 1 s, not growing.
         backoff = Backoff(0.75, multiplier=1.0, jitter=1 / 3)
@@ -344,11 +339,10 @@ class SyncManager:
         keys, csrs = await asyncio.to_thread(self._keys_and_csrs, len(batch))
         results = await self._new_x509_svids([(e.id, csr) for e, csr in zip(batch, csrs, strict=True)])
         issued: dict[str, IssuedSvid] = {}
-        for entry, key, (entry_id, svid, message) in zip(batch, keys, results, strict=True):
-            if svid is None:
+        for entry, key, (entry_id, chain, message) in zip(batch, keys, results, strict=True):
+            if chain is None:
                 _log.warning("Server did not issue an X509-SVID", extra={"entry_id": entry_id, "error": message})
                 continue
-            chain = tuple(der_certificate(der) for der in svid.cert_chain)
             key_der = key.private_bytes(
                 serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )

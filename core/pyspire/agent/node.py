@@ -29,14 +29,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from pyspire.agent.client import ServerClient, ServerUnavailable
+from pyspire.agent.client import ServerClient, ServerUnavailable, UnusableAnswer
 from pyspire.config.sections import AgentSection
 from pyspire.crypto import KeyManagerSigner, build_csr
 from pyspire.files import atomic_write
 from pyspire.plugin.catalog import AgentCatalog
 from pyspire.plugin.errors import PluginError, Unavailable
 from pyspire.plugin.keys import KeyType
-from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.x509svid import leaf_spiffe_id
@@ -224,15 +223,17 @@ class NodeIdentityManager:
 
         self._client.set_identity((), None)
         try:
-            svid, reattestable = await self._client.attest(attestation_type, payload, csr, answer)
-        except BaseException:
+            chain, reattestable = await self._client.attest(attestation_type, payload, csr, answer)
+        except BaseException as err:
             # A failed attempt (the attestor's backend briefly down, say) leaves the SVID in hand
             # presented: without it every later call went out anonymous, was refused for want of
             # an SVID, and the agent never attested again.
             if self.identity is not None:
                 self._present(self.identity)
+            if isinstance(err, UnusableAnswer):
+                raise NodeError(str(err)) from None
             raise
-        identity = self._adopt(svid, key_id, reattestable)
+        identity = self._adopt(chain, key_id, reattestable)
         _log.info(
             "Node attestation was successful",
             extra={"spiffe_id": str(identity.spiffe_id), "reattestable": reattestable},
@@ -247,18 +248,20 @@ class NodeIdentityManager:
             _log.debug("Rotating agent SVID")
             key_id = self._next_key_id()
             csr = await self._new_csr(key_id)
-            svid = await self._client.renew(csr)
-            identity = self._adopt(svid, key_id, self.identity.reattestable)
+            try:
+                chain = await self._client.renew(csr)
+            except UnusableAnswer as err:
+                raise NodeError(str(err)) from None
+            identity = self._adopt(chain, key_id, self.identity.reattestable)
         _log.info(
             "Agent SVID renewed", extra={"spiffe_id": str(identity.spiffe_id), "expiration": str(identity.not_after)}
         )
         return identity
 
-    def _adopt(self, svid: types_pb2.X509SVID, key_id: str, reattestable: bool) -> AgentIdentity:
+    def _adopt(self, chain: tuple[x509.Certificate, ...], key_id: str, reattestable: bool) -> AgentIdentity:
         try:
-            chain = tuple(der_certificate(der) for der in svid.cert_chain)
             leaf_spiffe_id(chain[0])
-        except (ValueError, IndexError, X509SvidError) as err:
+        except X509SvidError as err:
             raise NodeError(f"the server returned an unusable agent SVID: {err}") from None
         identity = AgentIdentity(chain, key_id, reattestable)
         self.identity = identity

@@ -22,7 +22,7 @@ from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry, WorkloadIdentity
+from pyspire.agent.cache import WorkloadEntry, WorkloadIdentity
 from pyspire.agent.client import ServerClient, ServerUnavailable
 from pyspire.agent.serving import (
     SECURITY_HEADER,
@@ -249,13 +249,8 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             raise GRPCError(Status.UNAVAILABLE, f"could not mint a JWT-SVID: {err}") from None
         except GRPCError as err:
             raise GRPCError(err.status, f"could not mint a JWT-SVID: {err.message}") from None
-        expires_at = datetime.fromtimestamp(svid.expires_at, UTC)
-        self._cache.put_jwt(
-            entry.spiffe_id,
-            audience,
-            CachedJwtSvid(svid.token, datetime.fromtimestamp(svid.issued_at, UTC), expires_at),
-        )
-        return str(svid.token), expires_at
+        self._cache.put_jwt(entry.spiffe_id, audience, svid)
+        return svid.token, svid.expires_at
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         request = await stream.recv_message()

@@ -30,9 +30,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from envoy.config.core.v3 import base_pb2, extension_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_spiffe_validator_config_pb2
-from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -41,7 +38,13 @@ from pyspire.agent.cache import WorkloadCache, WorkloadIdentity
 from pyspire.agent.serving import SECURITY_HEADER, CallerAttestor, OpenStreams, check_security_header
 from pyspire.config.sections import Sds
 from pyspire.plugin.selectors import Selector
-from pyspire.proto.envoy_sds import SECRET_TYPE_URL, SecretDiscoveryServiceBase
+from pyspire.proto.envoy import sds_pb2
+from pyspire.proto.envoy_sds import (
+    SECRET_TYPE_URL,
+    SPIFFE_VALIDATOR_TYPE_URL,
+    SecretDiscoveryServiceBase,
+    pack,
+)
 from pyspire.spiffe import Bundle, TrustDomain
 
 __all__ = ["SPIFFE_VALIDATOR", "SecretDiscoveryService"]
@@ -75,14 +78,12 @@ def _pem(certificates: Iterable[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
 
-def _inline(data: bytes) -> base_pb2.DataSource:
-    return base_pb2.DataSource(inline_bytes=data)
+def _inline(data: bytes) -> sds_pb2.DataSource:
+    return sds_pb2.DataSource(inline_bytes=data)
 
 
-def _packed(secret: secret_pb2.Secret) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(secret)
-    return packed
+def _packed(secret: sds_pb2.Secret) -> any_pb2.Any:
+    return pack(secret, SECRET_TYPE_URL)
 
 
 def _tls_certificate(name: str, identity: WorkloadIdentity) -> any_pb2.Any:
@@ -90,9 +91,9 @@ def _tls_certificate(name: str, identity: WorkloadIdentity) -> any_pb2.Any:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return _packed(
-        secret_pb2.Secret(
+        sds_pb2.Secret(
             name=name,
-            tls_certificate=common_pb2.TlsCertificate(
+            tls_certificate=sds_pb2.TlsCertificate(
                 certificate_chain=_inline(_pem(identity.svid.chain)), private_key=_inline(key)
             ),
         )
@@ -100,21 +101,20 @@ def _tls_certificate(name: str, identity: WorkloadIdentity) -> any_pb2.Any:
 
 
 def _spiffe_validator(name: str, bundles: Sequence[Bundle]) -> any_pb2.Any:
-    config = tls_spiffe_validator_config_pb2.SPIFFECertValidatorConfig(
+    config = sds_pb2.SPIFFECertValidatorConfig(
         trust_domains=[
-            tls_spiffe_validator_config_pb2.SPIFFECertValidatorConfig.TrustDomain(
+            sds_pb2.SPIFFECertValidatorConfig.TrustDomain(
                 name=bundle.trust_domain.name, trust_bundle=_inline(_pem(bundle.x509_authorities))
             )
             for bundle in sorted(bundles, key=lambda b: b.trust_domain.name)
         ]
     )
-    typed = any_pb2.Any()
-    typed.Pack(config)
+    typed = pack(config, SPIFFE_VALIDATOR_TYPE_URL)
     return _packed(
-        secret_pb2.Secret(
+        sds_pb2.Secret(
             name=name,
-            validation_context=common_pb2.CertificateValidationContext(
-                custom_validator_config=extension_pb2.TypedExtensionConfig(name=SPIFFE_VALIDATOR, typed_config=typed)
+            validation_context=sds_pb2.CertificateValidationContext(
+                custom_validator_config=sds_pb2.TypedExtensionConfig(name=SPIFFE_VALIDATOR, typed_config=typed)
             ),
         )
     )
@@ -122,11 +122,9 @@ def _spiffe_validator(name: str, bundles: Sequence[Bundle]) -> any_pb2.Any:
 
 def _root_ca(name: str, bundle: Bundle) -> any_pb2.Any:
     return _packed(
-        secret_pb2.Secret(
+        sds_pb2.Secret(
             name=name,
-            validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca=_inline(_pem(bundle.x509_authorities))
-            ),
+            validation_context=sds_pb2.CertificateValidationContext(trusted_ca=_inline(_pem(bundle.x509_authorities))),
         )
     )
 
@@ -143,7 +141,7 @@ def _flag(value: struct_pb2.Value) -> bool | None:
     return None
 
 
-def _check_type(request: discovery_pb2.DiscoveryRequest) -> None:
+def _check_type(request: sds_pb2.DiscoveryRequest) -> None:
     if request.type_url and request.type_url != SECRET_TYPE_URL:
         raise GRPCError(Status.INVALID_ARGUMENT, f"SDS serves {SECRET_TYPE_URL}, not {request.type_url!r}")
 
@@ -168,7 +166,7 @@ class _Secrets:
             federated=self._cache.federated_bundles(matched),
         )
 
-    def _uses_spiffe_validator(self, node: base_pb2.Node) -> bool:
+    def _uses_spiffe_validator(self, node: sds_pb2.Node) -> bool:
         disabled = self._names.disable_spiffe_cert_validation
         if _DISABLE_VALIDATOR_KEY in node.metadata.fields:
             override = _flag(node.metadata.fields[_DISABLE_VALIDATOR_KEY])
@@ -181,7 +179,7 @@ class _Secrets:
             return (int(version.major_number), int(version.minor_number)) > (1, 17)
         return True
 
-    def build(self, selectors: frozenset[Selector], names: Sequence[str], node: base_pb2.Node) -> list[any_pb2.Any]:
+    def build(self, selectors: frozenset[Selector], names: Sequence[str], node: sds_pb2.Node) -> list[any_pb2.Any]:
         """The secrets named (all of them when ``names`` is empty); raises _NotReady or GRPCError."""
         snapshot = self._snapshot(selectors)
         wanted = {name for name in names if name}
@@ -271,11 +269,11 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
                     break
                 except _NotReady:
                     await self._streams.next_change(generation)
-        await stream.send_message(discovery_pb2.DiscoveryResponse(type_url=SECRET_TYPE_URL, resources=resources))
+        await stream.send_message(sds_pb2.DiscoveryResponse(type_url=SECRET_TYPE_URL, resources=resources))
 
     async def StreamSecrets(self, stream: Any) -> None:
         selectors = await self._attest(stream)
-        requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None] = asyncio.Queue()
         reader = asyncio.create_task(self._read_requests(stream, requests))
         try:
             with self._streams.open(selectors):
@@ -286,7 +284,7 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
                 await reader
 
     @staticmethod
-    async def _read_requests(stream: Any, requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None]) -> None:
+    async def _read_requests(stream: Any, requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None]) -> None:
         try:
             while (request := await stream.recv_message()) is not None:
                 await requests.put(request)
@@ -306,15 +304,15 @@ class _SecretStream:
         streams: OpenStreams,
         stream: Any,
         selectors: frozenset[Selector],
-        requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None],
+        requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None],
     ) -> None:
         self._secrets = secrets
         self._streams = streams
         self._stream = stream
         self._selectors = selectors
         self._requests = requests
-        self._request: discovery_pb2.DiscoveryRequest | None = None
-        self._node = base_pb2.Node()
+        self._request: sds_pb2.DiscoveryRequest | None = None
+        self._node = sds_pb2.Node()
         self._nonce = ""
         self._version = 0
         self._sent: list[any_pb2.Any] | None = None
@@ -322,7 +320,7 @@ class _SecretStream:
     async def run(self) -> None:
         streams = self._streams
         generation = streams.cache.generation
-        incoming: asyncio.Task[discovery_pb2.DiscoveryRequest | None] | None = None
+        incoming: asyncio.Task[sds_pb2.DiscoveryRequest | None] | None = None
         change: asyncio.Task[int] | None = None
         try:
             while True:
@@ -348,7 +346,7 @@ class _SecretStream:
                 if task is not None:
                     task.cancel()
 
-    def _accept(self, request: discovery_pb2.DiscoveryRequest) -> bool:
+    def _accept(self, request: sds_pb2.DiscoveryRequest) -> bool:
         """Take in a request; whether it asks for something new."""
         _check_type(request)
         names = list(request.resource_names)
@@ -400,7 +398,7 @@ class _SecretStream:
             extra={"version_info": self._version, "nonce": self._nonce, "count": len(resources)},
         )
         await self._stream.send_message(
-            discovery_pb2.DiscoveryResponse(
+            sds_pb2.DiscoveryResponse(
                 version_info=str(self._version), nonce=self._nonce, type_url=SECRET_TYPE_URL, resources=resources
             )
         )

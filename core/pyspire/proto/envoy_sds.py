@@ -1,9 +1,9 @@
-"""Envoy's SecretDiscoveryService (SDS v3) on grpclib, with the messages of ``xds-protos``.
+"""Envoy's SecretDiscoveryService (SDS v3) on grpclib, with pyspire's copy of its messages.
 
-``xds-protos`` ships Envoy's messages and grpcio stubs; the agent serves on grpclib (it must
-read the caller's credentials from the Unix socket), so the routing table is written here, in
-the shape of grpclib's generated code. Only the paths travel on the wire. (``xds-protos`` has
-no type stubs: its messages are ``Any`` to the type checker.)
+The messages are the subset in ``envoy/sds.proto`` (why pyspire keeps its own copy is said
+there): field for field Envoy's, in a package of pyspire's, so the type URLs Envoy reads in
+``google.protobuf.Any`` are written here by hand. The routing table is in the shape of
+grpclib's generated code; only the paths travel on the wire.
 """
 
 from __future__ import annotations
@@ -12,21 +12,40 @@ import abc
 from typing import TYPE_CHECKING, Any, Final
 
 import grpclib.const
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from pyspire.proto.envoy import sds_pb2
 
 if TYPE_CHECKING:
     import grpclib.server
 
-__all__ = ["SECRET_TYPE_URL", "SERVICE_NAME", "SecretDiscoveryServiceBase", "path"]
+__all__ = [
+    "SECRET_TYPE_URL",
+    "SERVICE_NAME",
+    "SPIFFE_VALIDATOR_TYPE_URL",
+    "SecretDiscoveryServiceBase",
+    "pack",
+    "path",
+]
 
 SERVICE_NAME: Final = "envoy.service.secret.v3.SecretDiscoveryService"
 
-SECRET_TYPE_URL: Final = f"type.googleapis.com/{secret_pb2.Secret.DESCRIPTOR.full_name}"
+SECRET_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"  # noqa: S105 - a type name
 """The ``type_url`` of every resource SDS serves."""
 
-_REQUEST, _RESPONSE = discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse
-_DELTA_REQUEST, _DELTA_RESPONSE = discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse
+SPIFFE_VALIDATOR_TYPE_URL: Final = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig"
+)
+"""The ``type_url`` of the SPIFFE certificate validator's configuration."""
+
+_REQUEST, _RESPONSE = sds_pb2.DiscoveryRequest, sds_pb2.DiscoveryResponse
+_DELTA_REQUEST, _DELTA_RESPONSE = sds_pb2.DeltaDiscoveryRequest, sds_pb2.DeltaDiscoveryResponse
+
+
+def pack(message: Message, type_url: str) -> any_pb2.Any:
+    """``message`` in an Any under Envoy's name for it (``Any.Pack`` would write pyspire's)."""
+    return any_pb2.Any(type_url=type_url, value=message.SerializeToString())
 
 
 def path(method: str) -> str:

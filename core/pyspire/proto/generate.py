@@ -4,8 +4,8 @@
     python -m pyspire.proto.generate --check  # exit 1 and list the stubs that are stale
 
 Needs the dev extras (grpcio-tools, pinned so output is reproducible, and grpclib's protoc
-plugin from the same virtualenv). The Workload API gets messages only: its service paths are
-unpackaged and written by hand in ``spiffe/workload/service.py``.
+plugin from the same virtualenv). The Workload API and Envoy's SDS get messages only: their
+service paths are written by hand (``spiffe/workload/service.py``, ``envoy_sds.py``).
 
 The Workload API stub belongs to the workload library (pyspire-spiffe), which services install
 beside whatever protobuf their other dependencies pin. protoc opens every stub with a gate that
@@ -30,7 +30,7 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
 SOURCE_ROOT = PROTO_DIR.parent.parent  # the directory holding the "pyspire" package
-MESSAGES_ONLY = {PROTO_DIR / "spiffe" / "workload" / "workload.proto"}
+MESSAGES_ONLY = {PROTO_DIR / "spiffe" / "workload" / "workload.proto", PROTO_DIR / "envoy" / "sds.proto"}
 UNGATED = {Path("pyspire", "proto", "spiffe", "workload", "workload_pb2.py")}
 """Stubs of the workload library, generated without protoc's runtime-version gate."""
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_grpc.py")

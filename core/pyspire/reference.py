@@ -162,11 +162,7 @@ def _support_rows(section: str, table: Mapping[str, Any]) -> Iterator[tuple[str,
         verdict = rule if isinstance(rule, Verdict) else rule.verdict
         key = dotted[1:] if dotted.startswith("/") else f"{section}.{dotted}"
         status = "ignored with a warning" if verdict is Verdict.IGNORE else "refused"
-        reason = getattr(rule, "reason", "") or (
-            "nothing about identity or security depends on it"
-            if verdict is Verdict.IGNORE
-            else "honouring it would change who gets an identity, or give less than asked"
-        )
+        reason = getattr(rule, "reason", "") or "nothing about identity or security depends on it"
         yield key, status, _SPIRE_DEFAULT_UNSUPPORTED.get(dotted, "—"), reason
 
 

@@ -19,7 +19,7 @@ from pyspire.config import (
 )
 from pyspire.config.reader import read_config_file
 from pyspire.config.sections import AgentSection, LogLevel, ServerSection
-from pyspire.config.support import AGENT_UNSUPPORTED, SERVER_UNSUPPORTED
+from pyspire.config.support import AGENT_UNSUPPORTED, SERVER_UNSUPPORTED, Rule, Verdict
 from pyspire.spiffe import SpiffeId, TrustDomain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -329,7 +329,7 @@ def test_harmless_default_of_a_refused_setting_loads() -> None:
         ),
         (
             server('  proxy_protocol_trusted_cidrs = ["10.0.0.0/8"]'),
-            'key "server.proxy_protocol_trusted_cidrs": is a SPIRE setting pyspire does not support yet',
+            'key "server.proxy_protocol_trusted_cidrs": makes the server read callers\' addresses from PROXY',
         ),
         (
             'server { trust_domain = "Example.org" data_dir = "." }',
@@ -396,8 +396,8 @@ def test_plugin_declaration_errors(plugins: str, message: str) -> None:
             "only one of join_token and join_token_file",
         ),
         ('  availability_target = "1h"', 'key "availability_target": must be at least 24h'),
-        ('  trust_bundle_unix_socket = "/x"', "is a SPIRE setting pyspire does not support yet"),
-        ('  rebootstrap_mode = "auto"', 'key "agent.rebootstrap_mode": is a SPIRE setting'),
+        ('  trust_bundle_unix_socket = "/x"', "use trust_bundle_path or trust_bundle_url"),
+        ('  rebootstrap_mode = "auto"', 'key "agent.rebootstrap_mode": lets the agent drop its trust'),
         (
             '  experimental { sync_interval = "0s" }',
             'key "sync_interval": must be a positive duration',
@@ -456,3 +456,15 @@ def test_agent_without_any_way_to_trust_the_server_is_refused_when_run() -> None
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.conf: cannot read the config file"):
         load_server_config(tmp_path / "nope.conf")
+
+
+def test_a_refused_spire_key_must_say_why() -> None:
+    # Every refusal reaches an operator migrating from SPIRE: a rule without its reason is a bug.
+    with pytest.raises(ValueError, match="must say why"):
+        Rule(Verdict.REFUSE)
+    assert all(
+        rule.reason
+        for table in (SERVER_UNSUPPORTED, AGENT_UNSUPPORTED)
+        for rule in table.values()
+        if rule.verdict is Verdict.REFUSE
+    )

@@ -49,9 +49,13 @@ class Rule:
     reason: str = ""
     harmless: tuple[object, ...] = ()
 
+    def __post_init__(self) -> None:
+        # The operator whose file is refused is owed the reason, in the key's own terms.
+        if self.verdict is Verdict.REFUSE and not self.reason:
+            raise ValueError("a refused SPIRE key must say why it is refused")
+
 
 _IGNORE = Rule(Verdict.IGNORE)
-_REFUSE = Rule(Verdict.REFUSE)
 _M3 = Rule(
     Verdict.REFUSE,
     "is a SPIRE metrics sink pyspire does not offer (no maintained Python client speaks M3's "
@@ -75,19 +79,50 @@ _COMMON: Final[Mapping[str, Rule]] = {
     "profiling_freq": _IGNORE,
     "profiling_names": _IGNORE,
     "experimental.named_pipe_name": _no_pipes("named_pipe_name", "socket_path"),
-    "experimental.require_pq_kem": Rule(Verdict.REFUSE, harmless=(False,)),
-    "experimental.feature_flags": _REFUSE,
+    "experimental.require_pq_kem": Rule(
+        Verdict.REFUSE,
+        "requires post-quantum key exchange on every TLS connection; the TLS stack pyspire runs on "
+        "(OpenSSL through Python's ssl module) cannot require it, and serving without it would accept "
+        "the classical exchanges the setting rules out; set it to false or remove it",
+        harmless=(False,),
+    ),
+    "experimental.feature_flags": Rule(
+        Verdict.REFUSE,
+        "turns on SPIRE features by their names in SPIRE's code, which pyspire does not have; "
+        "the daemon would not behave as configured; remove it",
+    ),
     "/telemetry.M3": _M3,
-    "/telemetry.Prometheus.tls": _REFUSE,
+    "/telemetry.Prometheus.tls": Rule(
+        Verdict.REFUSE,
+        "serves metrics over TLS to authorized callers only; pyspire serves Prometheus over plain "
+        "HTTP, which would show the metrics to any caller; remove it and put a TLS proxy in front",
+    ),
 }
 
 SERVER_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     **_COMMON,
-    "proxy_protocol_trusted_cidrs": _REFUSE,
+    "proxy_protocol_trusted_cidrs": Rule(
+        Verdict.REFUSE,
+        "makes the server read callers' addresses from PROXY protocol headers sent by these load "
+        "balancers; pyspire reads no PROXY headers, so those connections would fail and per-address "
+        "rate limits would count the balancer; remove it",
+    ),
     "prune_attested_nodes_batch_size": _IGNORE,
-    "federation.bundle_endpoint.profile.https_web.acme": _REFUSE,
-    "experimental.auth_opa_policy_engine": _REFUSE,
-    "experimental.agent_spiffe_id_as_selector": _REFUSE,
+    "federation.bundle_endpoint.profile.https_web.acme": Rule(
+        Verdict.REFUSE,
+        "obtains the bundle endpoint's certificate from an ACME CA; pyspire has no ACME client: "
+        "give the certificate with serving_cert_file",
+    ),
+    "experimental.auth_opa_policy_engine": Rule(
+        Verdict.REFUSE,
+        "replaces the APIs' authorization with an OPA policy; pyspire applies SPIRE's built-in "
+        "authorization only, so a stricter policy would not be enforced; remove it",
+    ),
+    "experimental.agent_spiffe_id_as_selector": Rule(
+        Verdict.REFUSE,
+        "adds each agent's SPIFFE ID to its selectors; pyspire does not, so entries written for "
+        "that selector would not match the agents they match under SPIRE; remove it",
+    ),
     "experimental.sql_transaction_timeout": _IGNORE,
     "experimental.wit_key_type": _IGNORE,
     "experimental.wit_issuer": _IGNORE,
@@ -105,16 +140,41 @@ SERVER_UNSUPPORTED: Final[Mapping[str, Rule]] = {
 
 AGENT_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     **_COMMON,
-    "trust_bundle_unix_socket": _REFUSE,
-    "trust_bundle_spiffe_workload_api": _REFUSE,
-    "rebootstrap_mode": Rule(Verdict.REFUSE, harmless=("never",)),
+    "trust_bundle_unix_socket": Rule(
+        Verdict.REFUSE,
+        "bootstraps trust from a bundle served on a local socket, which pyspire's agent cannot "
+        "read; starting without it would trust another source or none; use trust_bundle_path or "
+        "trust_bundle_url",
+    ),
+    "trust_bundle_spiffe_workload_api": Rule(
+        Verdict.REFUSE,
+        "bootstraps trust from another agent's Workload API, which pyspire's agent cannot do; "
+        "starting without it would trust another source or none; use trust_bundle_path or "
+        "trust_bundle_url",
+    ),
+    "rebootstrap_mode": Rule(
+        Verdict.REFUSE,
+        "lets the agent drop its trust and bootstrap again when it no longer trusts the server; "
+        'pyspire\'s agent never does (SPIRE\'s "never"); set it to "never" or remove it',
+        harmless=("never",),
+    ),
     "rebootstrap_delay": _IGNORE,
     "log_selectors": _IGNORE,
-    "authorized_delegates": _REFUSE,
+    "authorized_delegates": Rule(
+        Verdict.REFUSE,
+        "names the workloads allowed to use the DelegatedIdentity API, which pyspire's agent does not serve; remove it",
+    ),
     "experimental.admin_named_pipe_name": _no_pipes("admin_named_pipe_name", "admin_socket_path"),
     "experimental.jwt_svid_cache_hit_timeout": _IGNORE,
-    "experimental.ratelimit": _REFUSE,
-    "experimental.broker": _REFUSE,
+    "experimental.ratelimit": Rule(
+        Verdict.REFUSE,
+        "limits each workload's Workload API and SDS calls; pyspire's agent has no such limits, so "
+        "workloads could call as often as they like; remove it",
+    ),
+    "experimental.broker": Rule(
+        Verdict.REFUSE,
+        "serves the SPIFFE Broker API, which pyspire's agent does not implement; remove it",
+    ),
 }
 
 
@@ -147,13 +207,7 @@ def apply_support_table(
         if any(type(value) is type(harmless) and value == harmless for harmless in rule.harmless):
             continue
         if rule.verdict is Verdict.REFUSE:
-            raise ConfigError(
-                source,
-                shown,
-                rule.reason
-                or "is a SPIRE setting pyspire does not support yet; remove it "
-                "(ignoring it could change who gets an identity)",
-            )
+            raise ConfigError(source, shown, rule.reason)
         reason = rule.reason or "is a SPIRE setting pyspire does not implement; it is ignored"
         warnings.append(f'{source}: "{shown}" {reason}')
     return warnings

@@ -93,6 +93,10 @@ class RuntimeCgroup:
                 if own.exists() and not own.read_text().strip():
                     own.write_text((parent / name).read_text())
 
+    def directories(self) -> list[Path]:
+        """The container's cgroup directory in each hierarchy."""
+        return [hierarchy.own_dir / self.path for hierarchy in self._hierarchies]
+
     def add(self, pid: int) -> None:
         """Move process ``pid`` into the container's cgroup in every hierarchy."""
         for hierarchy in self._hierarchies:

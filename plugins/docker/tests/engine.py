@@ -138,7 +138,7 @@ class Engine:
 
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self._server = _Server(str(self.socket_path), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def version(self) -> dict[str, Any]:

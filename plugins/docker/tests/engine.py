@@ -133,6 +133,9 @@ class Engine:
                 self.send_header("Api-Version", engine.api_version)
                 self.send_header("Content-Type", "text/plain" if text is not None else "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                # One request per connection: no idle connection outlives the engine's stop().
+                self.send_header("Connection", "close")
+                self.close_connection = True
                 self.end_headers()
                 self.wfile.write(data)
 

@@ -52,10 +52,20 @@ def spawn() -> Iterator[Any]:
         process.wait()
 
 
-def load(tmp_path: Path, **plugin_data: Any) -> WorkloadAttestor:
-    handle = load_plugin("agent", "WorkloadAttestor", "docker", plugin_data, make_core_config(tmp_path / "d"))
-    assert isinstance(handle, WorkloadAttestor)
-    return handle
+@pytest.fixture
+def load(tmp_path: Path) -> Iterator[Any]:
+    """Load the plugin with the given ``plugin_data``; every handle is closed after the test."""
+    handles: list[WorkloadAttestor] = []
+
+    def configured(**plugin_data: Any) -> WorkloadAttestor:
+        handle = load_plugin("agent", "WorkloadAttestor", "docker", plugin_data, make_core_config(tmp_path / "d"))
+        assert isinstance(handle, WorkloadAttestor)
+        handles.append(handle)
+        return handle
+
+    yield configured
+    for handle in handles:
+        handle.close()
 
 
 def selectors(handle: WorkloadAttestor, pid: int) -> set[str]:
@@ -89,32 +99,34 @@ NODE = container_id()
     ],
 )
 def test_a_process_in_a_container_gets_the_containers_selectors(
-    engine: Engine, spawn: Any, tmp_path: Path, layout: str, hierarchies: Any
+    engine: Engine, spawn: Any, tmp_path: Path, layout: str, hierarchies: Any, load: Any
 ) -> None:
     container = engine.add(Container())
     engine.add(Container(labels={"com.example.name": "other"}))
     process = spawn()
     with RuntimeCgroup(layout.format(id=container.id), hierarchies) as cgroup:
         cgroup.add(process.pid)
-        found = selectors(load(tmp_path, docker_socket_path=engine.url), process.pid)
+        found = selectors(load(docker_socket_path=engine.url), process.pid)
     assert found == expected(container)
     assert engine.container_requests() == [f"/v1.47/containers/{container.id}/json"]
 
 
-def test_a_process_outside_any_container_has_no_docker_selectors(engine: Engine, spawn: Any, tmp_path: Path) -> None:
+def test_a_process_outside_any_container_has_no_docker_selectors(
+    engine: Engine, spawn: Any, tmp_path: Path, load: Any
+) -> None:
     process = spawn()
-    assert selectors(load(tmp_path, docker_socket_path=engine.url), process.pid) == set()
+    assert selectors(load(docker_socket_path=engine.url), process.pid) == set()
     assert engine.requests == []  # not even the version negotiation
 
 
-def test_cgroups_naming_two_containers_fail_attestation(engine: Engine, spawn: Any, tmp_path: Path) -> None:
+def test_cgroups_naming_two_containers_fail_attestation(engine: Engine, spawn: Any, tmp_path: Path, load: Any) -> None:
     first, second = engine.add(Container()), engine.add(Container())
     process = spawn()
     with RuntimeCgroup(f"docker/{first.id}", "v1") as v1, RuntimeCgroup(f"docker/{second.id}", "v2") as v2:
         v1.add(process.pid)
         v2.add(process.pid)
         with pytest.raises(FailedPrecondition, match=f"multiple container IDs found \\('{first.id}', '{second.id}'\\)"):
-            load(tmp_path, docker_socket_path=engine.url).attest(process.pid)
+            load(docker_socket_path=engine.url).attest(process.pid)
     assert engine.container_requests() == []
 
 
@@ -129,23 +141,23 @@ def in_container(spawn: Any) -> Iterator[tuple[int, str]]:
 
 
 def test_a_container_the_engine_does_not_know_fails_after_spires_retries(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, load: Any
 ) -> None:
     pid, cid = in_container
     started = time.monotonic()
     with pytest.raises(
         NotFound, match=f"container {cid} is unknown to the engine at {engine.url}: 404 No such container"
     ):
-        load(tmp_path, docker_socket_path=engine.url).attest(pid)
+        load(docker_socket_path=engine.url).attest(pid)
     assert len(engine.container_requests()) == 4
     assert time.monotonic() - started >= 0.7  # 0.1 + 0.2 + 0.4 s between the tries
 
 
 def test_a_container_the_engine_lists_late_is_found_on_a_retry(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, load: Any
 ) -> None:
     pid, cid = in_container
-    handle = load(tmp_path, docker_socket_path=engine.url)
+    handle = load(docker_socket_path=engine.url)
     engine.failure = (500, "container is being created")
 
     def recover() -> None:
@@ -164,17 +176,17 @@ def test_a_container_the_engine_lists_late_is_found_on_a_retry(
 
 @pytest.mark.usefixtures("quick_retries")
 def test_an_engine_error_or_no_engine_fails_attestation_with_the_reason(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, load: Any
 ) -> None:
     pid, cid = in_container
     engine.add(Container(id=cid))
     engine.failure = (500, "error while inspecting: database is locked")
-    handle = load(tmp_path, docker_socket_path=engine.url)
+    handle = load(docker_socket_path=engine.url)
     with pytest.raises(Unavailable, match=f"cannot inspect container {cid} at {engine.url}: 500 .*database is locked"):
         handle.attest(pid)
     absent = tmp_path / "absent.sock"
     with pytest.raises(Unavailable, match=f"cannot reach the container engine at unix://{absent}"):
-        load(tmp_path, docker_socket_path=f"unix://{absent}").attest(pid)
+        load(docker_socket_path=f"unix://{absent}").attest(pid)
     engine.stop()  # the engine goes away after the client negotiated with it
     with pytest.raises(Unavailable, match=f"cannot inspect container {cid}"):
         handle.attest(pid)
@@ -182,26 +194,24 @@ def test_an_engine_error_or_no_engine_fails_attestation_with_the_reason(
 
 @pytest.mark.usefixtures("quick_retries")
 def test_docker_version_pins_the_api_version_without_negotiating(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, load: Any
 ) -> None:
     pid, cid = in_container
     engine.add(Container(id=cid))
-    assert "docker:env:ENVIRONMENT=prod" in selectors(
-        load(tmp_path, docker_socket_path=engine.url, docker_version="1.44"), pid
-    )
+    assert "docker:env:ENVIRONMENT=prod" in selectors(load(docker_socket_path=engine.url, docker_version="1.44"), pid)
     assert engine.requests == [("GET", f"/v1.44/containers/{cid}/json")]
     # A version newer than the engine speaks is the engine's to refuse, and attestation fails.
     with pytest.raises(Unavailable, match=r"400 .*client version 1\.99 is too new"):
-        load(tmp_path, docker_socket_path=engine.url, docker_version="1.99").attest(pid)
+        load(docker_socket_path=engine.url, docker_version="1.99").attest(pid)
 
 
 def test_without_docker_version_the_version_is_negotiated_once(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, load: Any
 ) -> None:
     pid, cid = in_container
     engine.add(Container(id=cid))
     engine.api_version = "1.45"
-    handle = load(tmp_path, docker_socket_path=engine.url)
+    handle = load(docker_socket_path=engine.url)
     assert engine.requests == []  # configuring does not touch the engine
     selectors(handle, pid)
     selectors(handle, pid)
@@ -219,7 +229,7 @@ def test_without_docker_version_the_version_is_negotiated_once(
     ],
 )
 def test_podman_containers_are_asked_of_podman(
-    engine: Engine, spawn: Any, tmp_path: Path, layout: str, socket: str
+    engine: Engine, spawn: Any, tmp_path: Path, layout: str, socket: str, load: Any
 ) -> None:
     podman = Engine(tmp_path / socket).start()
     try:
@@ -228,7 +238,6 @@ def test_podman_containers_are_asked_of_podman(
         with RuntimeCgroup(layout.format(id=container.id), "v2") as cgroup:
             cgroup.add(process.pid)
             handle = load(
-                tmp_path,
                 docker_socket_path=engine.url,
                 podman_socket_path=f"unix://{tmp_path}/rootful/podman.sock",
                 podman_socket_path_template=f"unix://{tmp_path}/user/%d/podman.sock",
@@ -240,20 +249,18 @@ def test_podman_containers_are_asked_of_podman(
     assert engine.requests == []
 
 
-def test_legacy_matchers_locate_the_container(engine: Engine, spawn: Any, tmp_path: Path) -> None:
+def test_legacy_matchers_locate_the_container(engine: Engine, spawn: Any, tmp_path: Path, load: Any) -> None:
     container = engine.add(Container())
     process = spawn()
     with RuntimeCgroup(f"my.slice/app/{container.id}/init") as cgroup:
         cgroup.add(process.pid)
         legacy = load(
-            tmp_path,
             docker_socket_path=engine.url,
             use_new_container_locator=False,
             container_id_cgroup_matchers=["/my.slice/*/<id>/*", "/docker/<id>"],
         )
         assert selectors(legacy, process.pid) == expected(container)
         nothing = load(
-            tmp_path,
             docker_socket_path=engine.url,
             use_new_container_locator=False,
             container_id_cgroup_matchers=["/docker/<id>"],
@@ -262,14 +269,14 @@ def test_legacy_matchers_locate_the_container(engine: Engine, spawn: Any, tmp_pa
 
 
 def test_verbose_container_locator_logs_list_the_cgroups(
-    engine: Engine, in_container: tuple[int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    engine: Engine, in_container: tuple[int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture, load: Any
 ) -> None:
     pid, cid = in_container
     engine.add(Container(id=cid))
     caplog.set_level(logging.DEBUG, logger="pyspire.plugins")
-    selectors(load(tmp_path, docker_socket_path=engine.url), pid)
+    selectors(load(docker_socket_path=engine.url), pid)
     assert "PID cgroup enumerated" not in caplog.text
-    selectors(load(tmp_path, docker_socket_path=engine.url, verbose_container_locator_logs=True), pid)
+    selectors(load(docker_socket_path=engine.url, verbose_container_locator_logs=True), pid)
     paths = [record.__dict__["path"] for record in caplog.records if record.getMessage() == "PID cgroup enumerated"]
     assert len(paths) == len(Path(f"/proc/{pid}/cgroup").read_text().splitlines())
     assert all(path.endswith(f"/system.slice/docker-{cid}.scope") for path in paths)
@@ -277,7 +284,7 @@ def test_verbose_container_locator_logs_list_the_cgroups(
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is needed")
 def test_a_mount_table_naming_a_container_does_not_make_a_process_that_container(
-    engine: Engine, spawn: Any, tmp_path: Path
+    engine: Engine, spawn: Any, tmp_path: Path, load: Any
 ) -> None:
     """An unprivileged process bind-mounts a container's cgroup directory in its own user and
     mount namespaces, so its mountinfo names that container (SPIRE would then attest it as the
@@ -297,7 +304,7 @@ def test_a_mount_table_naming_a_container_does_not_make_a_process_that_container
             assert process.poll() is None, "unshare failed: unprivileged user namespaces are needed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        assert selectors(load(tmp_path, docker_socket_path=engine.url), process.pid) == set()
+        assert selectors(load(docker_socket_path=engine.url), process.pid) == set()
     assert engine.requests == []
 
 
@@ -334,9 +341,9 @@ def _mountinfo(pid: int) -> str:
         ({"experimental": {}}, 'key "experimental"'),
     ],
 )
-def test_bad_configuration_names_the_key(tmp_path: Path, data: dict[str, Any], message: str) -> None:
+def test_bad_configuration_names_the_key(tmp_path: Path, data: dict[str, Any], message: str, load: Any) -> None:
     with pytest.raises(CatalogError, match=message):
-        load(tmp_path, **data)
+        load(**data)
 
 
 def test_the_container_id_names_the_cgroup(tmp_path: Path) -> None:

@@ -1,0 +1,73 @@
+"""moto's standalone server as a child process: real HTTP on loopback, reached by real boto3.
+
+One per test session is enough: :meth:`MotoServer.reset` empties every service between tests.
+A plugin whose tests need behaviour moto lacks passes ``launcher``, a script that adds it to
+moto and then runs moto's own server (the script says which AWS behaviour it adds and why).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.free_port import free_port
+
+ACCOUNT = "123456789012"
+"""moto's default account."""
+
+__all__ = ["ACCOUNT", "MotoServer"]
+
+
+class MotoServer:
+    """moto's server on ``127.0.0.1:<port>``; :meth:`environment` points boto3 at it."""
+
+    def __init__(self, port: int | None = None, launcher: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        if launcher is not None:
+            command = [sys.executable, str(launcher)]
+        else:
+            executable = Path(sys.executable).parent / "moto_server"
+            command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
+        self._process = subprocess.Popen(
+            [*command, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+
+    def reset(self) -> None:
+        """Forget every resource of every service."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def environment(self) -> dict[str, str]:
+        """What a process needs for boto3 to talk to this server (and never to real AWS)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-west-2",
+        }
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it does not stop within 10 s)."""
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -161,11 +161,13 @@ def server_config(
     datastore: tuple[str, str] | None = None,
     join_token_data: str = "plugin_data {}",
     blocks: str = "",
+    key_manager: str = "",
 ) -> tuple[str, Path, int]:
     """A server config under ``directory``: (text, socket path, TCP port).
 
     The datastore is SQLite in ``directory`` unless ``datastore`` gives (database_type,
     connection_string). ``blocks`` are top-level blocks (``telemetry``, ``health_checks``).
+    ``key_manager`` replaces the ``disk`` KeyManager with another declaration.
     """
     port = port or free_port()
     socket_path = directory / "sock" / "api.sock"
@@ -189,11 +191,7 @@ plugins {{
             connection_string = "{connection_string}"
         }}
     }}
-    KeyManager "disk" {{
-        plugin_data {{
-            keys_path = "{directory / "data" / "keys.json"}"
-        }}
-    }}
+    {key_manager or _disk_key_manager(directory)}
     NodeAttestor "join_token" {{
         {join_token_data}
     }}
@@ -202,6 +200,10 @@ plugins {{
 {blocks}
 """
     return text, socket_path, port
+
+
+def _disk_key_manager(directory: Path) -> str:
+    return f'KeyManager "disk" {{\n plugin_data {{\n  keys_path = "{directory / "data" / "keys.json"}"\n }}\n}}'
 
 
 def start_server(directory: Path, env: Mapping[str, str] | None = None, **kwargs: object) -> ServerDaemon:

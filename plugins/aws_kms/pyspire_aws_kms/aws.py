@@ -46,7 +46,9 @@ def aws_error(action: str, err: Exception) -> PluginError:
         detail = err.response.get("Error", {})
         return Internal(f"{action}: {detail.get('Code', 'error')}: {detail.get('Message', err)}")
     if isinstance(err, NoCredentialsError):
-        return Internal(f"{action}: no AWS credentials (set access_key_id and secret_access_key, or give the server a role)")
+        return Internal(
+            f"{action}: no AWS credentials (set access_key_id and secret_access_key, or give the server a role)"
+        )
     if isinstance(err, EndpointConnectionError):
         return Unavailable(f"{action}: cannot reach AWS: {err}")
     return Unavailable(f"{action}: {err}")

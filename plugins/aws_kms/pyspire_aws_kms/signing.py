@@ -32,7 +32,9 @@ _DIGEST_BITS = {HashAlgorithm.SHA256: "256", HashAlgorithm.SHA384: "384", HashAl
 _EC_DIGEST_BYTES = {KeyType.EC_P256: 32, KeyType.EC_P384: 48}
 
 
-def kms_signing_request(key_type: KeyType, data: bytes, hash_algorithm: HashAlgorithm, rsa_pss: bool) -> tuple[bytes, str]:
+def kms_signing_request(
+    key_type: KeyType, data: bytes, hash_algorithm: HashAlgorithm, rsa_pss: bool
+) -> tuple[bytes, str]:
     """The digest to send and the ``SigningAlgorithm`` to name for signing ``data``."""
     digest = hashlib.new(hash_algorithm.value, data).digest()
     bits = _DIGEST_BITS[hash_algorithm]

@@ -1,4 +1,4 @@
-"""moto's server with the three KMS behaviours the plugin relies on that moto 5 lacks.
+"""moto's server with the KMS behaviours the plugin relies on that moto 5 lacks.
 
 Run as a script (``python moto_kms.py -H 127.0.0.1 -p PORT``): it adds to moto, after the KMS
 API reference, then starts moto's own server unchanged otherwise.
@@ -10,6 +10,7 @@ API reference, then starts moto's own server unchanged otherwise.
 - ``RSASSA_PSS_*`` signatures use a salt as long as the digest (moto uses the longest salt).
 - ``ListAliases`` returns each alias's ``CreationDate`` and ``LastUpdatedDate``, and
   ``UpdateAlias`` moves ``LastUpdatedDate``: SPIRE's disposal of stale aliases reads it.
+- ``ScheduleKeyDeletion`` takes a key ARN as well as a key ID (moto fails on an ARN).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ _original_create_alias = KmsBackend.create_alias
 _original_update_alias = KmsBackend.update_alias
 _original_delete_alias = KmsBackend.delete_alias
 _original_list_aliases = KmsResponse.list_aliases
+_original_schedule_key_deletion = KmsBackend.schedule_key_deletion
+
+
+def _schedule_key_deletion(self: KmsBackend, key_id: str, pending_window_in_days: int) -> float:
+    return _original_schedule_key_deletion(self, self.get_key_id(key_id), pending_window_in_days)
 
 
 def _create_alias(self: KmsBackend, target_key_id: str, alias_name: str) -> Any:
@@ -104,6 +110,7 @@ KmsResponse.list_aliases = _list_aliases  # type: ignore[method-assign]
 KmsBackend.create_alias = _create_alias  # type: ignore[method-assign]
 KmsBackend.update_alias = _update_alias  # type: ignore[method-assign]
 KmsBackend.delete_alias = _delete_alias  # type: ignore[method-assign]
+KmsBackend.schedule_key_deletion = _schedule_key_deletion  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -19,7 +19,14 @@ import pytest
 from tests.support.daemons import console_script
 from tests.support.free_port import free_port
 
-PLUGIN_PACKAGES = ("pyspire_aws_iid", "pyspire_gcp_iit", "pyspire_k8s_psat", "pyspire_vault_upstream")
+PLUGIN_PACKAGES = (
+    "pyspire_aws_iid",
+    "pyspire_gcp_iit",
+    "pyspire_k8s_psat",
+    "pyspire_vault_upstream",
+    "pyspire_aws_kms",
+    "pyspire_awssecret",
+)
 SERVER_CLIENTS = ("boto3", "botocore", "kubernetes", "google.auth", "requests", "hvac")
 
 

@@ -133,8 +133,8 @@ class Upkeep:
                     due[index] = now + period
                     try:
                         task()
-                    except (BotoCoreError, ClientError) as err:
-                        self._log.error("KMS upkeep failed", extra={"reason": str(err)})
+                    except Exception as err:  # a malformed answer must not end the upkeep: the next round still comes
+                        self._log.error("KMS upkeep failed", extra={"reason": f"{type(err).__name__}: {err}"})
 
     def refresh_aliases(self) -> None:
         """Touch every alias of this server that still names the key this server uses."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from plugins.aws_iid.tests.fakes import ImdsServer, MotoServer, RegionSigner
+from plugins.aws_iid.tests.fakes import ImdsServer, RegionSigner
+from tests.support.moto import MotoServer
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@
 - :class:`ImdsServer` is the documented IMDS surface the agent uses: ``PUT /latest/api/token``
   and ``GET /latest/dynamic/instance-identity/{document,signature,rsa2048}``, with switches
   for IMDSv1-only and IMDSv2-only services.
-- :class:`MotoServer` runs moto's standalone server (EC2, IAM, STS, Organizations) on a free
-  loopback port; boto3 reaches it through ``AWS_ENDPOINT_URL``.
+- moto's server (EC2, IAM, STS, Organizations) is :class:`tests.support.moto.MotoServer`;
+  :func:`launch_instance` runs an instance in it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,10 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from tests.support import http_fakes
-from tests.support.free_port import free_port
-
-ACCOUNT = "123456789012"
-"""moto's default account."""
+from tests.support.moto import ACCOUNT
 
 
 class RegionSigner:
@@ -182,52 +174,6 @@ class ImdsServer:
 
     def stop(self) -> None:
         http_fakes.stop(self._server)
-
-
-class MotoServer:
-    """moto's standalone server as a child process."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        executable = Path(sys.executable).parent / "moto_server"
-        command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
-        self._process = subprocess.Popen(
-            [*command, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
-                return
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
-
-    def environment(self) -> dict[str, str]:
-        """What a process needs for boto3 to talk to this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-west-2",
-        }
-
-    def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,13 @@ import pytest
 from pyspire.plugin.testing import NodeAttestorContract
 
 from plugins.aws_iid.tests.fakes import (
-    ACCOUNT,
     ImdsServer,
     Instance,
-    MotoServer,
     RegionSigner,
     identity_document,
     launch_instance,
 )
+from tests.support.moto import ACCOUNT, MotoServer
 
 
 class TestAwsIidContract(NodeAttestorContract):

@@ -19,16 +19,15 @@ from pathlib import Path
 import pytest
 
 from plugins.aws_iid.tests.fakes import (
-    ACCOUNT,
     GENUINE,
     ImdsServer,
-    MotoServer,
     RegionSigner,
     identity_document,
     launch_instance,
 )
 from tests.support.daemons import start_agent, start_server
 from tests.support.free_port import free_port
+from tests.support.moto import ACCOUNT, MotoServer
 from tests.support.waiting import eventually
 from tests.support.workloads import fetched_spiffe_id, register_this_process, x509_context
 

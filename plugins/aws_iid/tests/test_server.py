@@ -27,15 +27,14 @@ from pyspire_aws_iid.document import RegionCertificates, verify_payload
 from pyspire_aws_iid.signature import SignatureError, decode_signature, verified_content
 
 from plugins.aws_iid.tests.fakes import (
-    ACCOUNT,
     GENUINE,
-    MotoServer,
     RegionSigner,
     identity_document,
     launch_instance,
     payload,
 )
 from tests.support import http_fakes
+from tests.support.moto import ACCOUNT, MotoServer
 
 SHIPPED_REGIONS = sorted(
     json.loads(resources.files("pyspire_aws_iid").joinpath("region_certificates.json").read_text())

@@ -20,4 +20,7 @@ def publish_bundle(bundle: Bundle) -> None:
     arrives many times: publishing must be idempotent, and a plugin may skip writing a bundle
     equal to the one it last published. Raise a plugin error when publishing failed; the
     server logs it as an error and calls again at the next change or interval.
+
+    :class:`pyspire.plugin.bundle_format.BundleFormat` writes the bundle in the formats SPIRE's
+    publishers offer under their ``format`` key (``spiffe``, ``jwks``, ``pem``).
     """

@@ -3,7 +3,7 @@
 An entry created with ``-storeSVID`` is not served on the Workload API. The agent mints its
 X509-SVID like any other and hands it to the SVIDStore plugin named by the entry's selector
 type: an entry with selectors ``aws_secretsmanager:secretname:db`` and
-``aws_secretsmanager:region:eu-west-1`` goes to the plugin declared as
+``aws_secretsmanager:kmskeyid:alias/svids`` goes to the plugin declared as
 ``SVIDStore "aws_secretsmanager"``, and the selector values are the ``metadata`` that say
 where (the server requires one selector type per such entry). The plugin parses its metadata
 (``key:value`` strings) and may refuse malformed metadata with

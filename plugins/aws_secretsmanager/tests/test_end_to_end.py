@@ -10,6 +10,7 @@ whose plugin configuration is wrong does not start.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,13 +110,16 @@ def test_a_secret_the_agent_did_not_create_is_left_alone(
     assert secrets_manager().get_secret_value(SecretId="payroll-db-password")["SecretString"] == "hunter2"
 
 
-def test_an_agent_with_a_store_it_cannot_configure_does_not_start(
-    tmp_path: Path, server: ServerDaemon, aws: MotoServer
-) -> None:
+def test_an_agent_with_a_store_it_cannot_configure_does_not_start(tmp_path: Path, agent: AgentDaemon) -> None:
+    """The running agent's configuration with a store missing its region, in a directory of its own."""
+    shutil.copy(agent.directory / "bootstrap.pem", tmp_path / "bootstrap.pem")
     store = 'SVIDStore "aws_secretsmanager" {\n        plugin_data { access_key_id = "AKIDEXAMPLE" }\n    }'
-    refused = stored_agent(tmp_path / "agent", server, aws, store)
+    text = agent.config_text.replace(str(agent.directory), str(tmp_path)).replace(STORE, store)
+    refused = AgentDaemon("pyspire-agent", tmp_path, tmp_path / "public" / "api.sock", text, env=agent.env)
     refused.start(wait=False)
     assert refused.process is not None
     assert refused.process.wait(30) != 0
-    assert 'SVIDStore "aws_secretsmanager": plugin_data: key "region": region is required' in refused.log()
-    assert refused.alias not in server.cli("agent", "list").stdout  # type: ignore[attr-defined]
+    expected = 'SVIDStore "aws_secretsmanager": plugin_data: key "region": region is required'
+    assert refused.log().splitlines()[-1] == f"Error: pyspire-agent.conf: plugins: {expected}"
+    assert not (tmp_path / "public" / "api.sock").exists()
+    assert not (tmp_path / "data" / "agent-data.json").exists(), "no SVID was ever obtained"

@@ -1,8 +1,8 @@
-"""moto's standalone server as a child process: the AWS APIs the plugins' tests talk to.
+"""moto's standalone server as a child process: real HTTP on loopback, reached by real boto3.
 
-Every AWS plugin's tests run one per test session (a session fixture in the plugin's
-``conftest.py``), reset it between tests, and reach it through boto3's own
-``AWS_ENDPOINT_URL``, so the plugin code under test is the code that talks to AWS.
+One per test session is enough: :meth:`MotoServer.reset` empties every service between tests.
+A plugin whose tests need behaviour moto lacks passes ``launcher``, a script that adds it to
+moto and then runs moto's own server (the script says which AWS behaviour it adds and why).
 """
 
 from __future__ import annotations
@@ -16,20 +16,23 @@ from pathlib import Path
 
 from tests.support.free_port import free_port
 
-__all__ = ["ACCOUNT", "MotoServer"]
-
 ACCOUNT = "123456789012"
 """moto's default account."""
 
+__all__ = ["ACCOUNT", "MotoServer"]
+
 
 class MotoServer:
-    """moto's standalone server on a loopback port (a free one unless ``port`` is given)."""
+    """moto's server on ``127.0.0.1:<port>``; :meth:`environment` points boto3 at it."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, launcher: Path | None = None) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        executable = Path(sys.executable).parent / "moto_server"
-        command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
+        if launcher is not None:
+            command = [sys.executable, str(launcher)]
+        else:
+            executable = Path(sys.executable).parent / "moto_server"
+            command = [str(executable)] if executable.exists() else [shutil.which("moto_server") or "moto_server"]
         self._process = subprocess.Popen(
             [*command, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
@@ -43,16 +46,16 @@ class MotoServer:
             except OSError:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("moto_server did not start") from None
+                    raise RuntimeError("moto's server did not start") from None
                 time.sleep(0.1)
 
     def reset(self) -> None:
-        """Forget every resource (buckets, secrets, instances...) of every account."""
+        """Forget every resource of every service."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=10).close()
 
     def environment(self) -> dict[str, str]:
-        """What a process needs for boto3 to talk to this server."""
+        """What a process needs for boto3 to talk to this server (and never to real AWS)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -61,6 +64,7 @@ class MotoServer:
         }
 
     def stop(self) -> None:
+        """Terminate the server (kill it if it does not stop within 10 s)."""
         self._process.terminate()
         try:
             self._process.wait(10)

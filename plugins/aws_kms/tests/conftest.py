@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 
 LAUNCHER = Path(__file__).with_name("moto_kms.py")
 

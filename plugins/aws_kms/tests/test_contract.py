@@ -10,7 +10,7 @@ import pytest
 from pyspire.plugin import KeyType
 from pyspire.plugin.testing import PersistentKeyManagerContract
 
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 
 
 class TestAwsKmsContract(PersistentKeyManagerContract):

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support.daemons import ServerDaemon, server_config, start_server
 from tests.support.free_port import free_port
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 

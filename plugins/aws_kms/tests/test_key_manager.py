@@ -25,7 +25,7 @@ from pyspire_aws_kms.naming import KeyNames
 from pyspire_aws_kms.upkeep import KeyEntry, Upkeep
 
 from tests.support.free_port import free_port
-from tests.support.moto_server import ACCOUNT, MotoServer
+from tests.support.moto import ACCOUNT, MotoServer
 
 REGION = "us-west-2"
 SERVER_A = KeyNames("example.org", "server-a")

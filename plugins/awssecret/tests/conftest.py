@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from plugins.awssecret.tests.upstream_ca import UpstreamSecrets, pem, put_secret
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 from tests.support.pki import make_ca
 
 

@@ -14,7 +14,7 @@ from pyspire.plugin.testing import TEST_TRUST_DOMAIN, load_plugin, make_core_con
 
 from plugins.awssecret.tests.upstream_ca import REGION, UpstreamSecrets, pem, put_secret
 from tests.support.free_port import free_port
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 from tests.support.pki import make_ca
 
 

@@ -19,7 +19,7 @@ from pyspire.spiffe.workloadapi import WorkloadApiClient
 
 from plugins.awssecret.tests.upstream_ca import UpstreamSecrets
 from tests.support.daemons import AgentDaemon, ServerDaemon, server_config, start_agent, start_server
-from tests.support.moto_server import MotoServer
+from tests.support.moto import MotoServer
 from tests.support.openssl import openssl_verify
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 

@@ -81,11 +81,13 @@ def test_what_a_config_selects_is_marked(tmp_path: Path) -> None:
 
 
 def test_a_selected_plugin_that_is_not_installed_fails_the_command(tmp_path: Path) -> None:
-    listed = plugins("agent", "-config", agent_conf(tmp_path, 'WorkloadAttestor "docker" {}'))
+    # A name no distribution provides (docker, the example this test used, is installed now).
+    listed = plugins("agent", "-config", agent_conf(tmp_path, 'WorkloadAttestor "not_a_plugin" {}'))
     assert listed.returncode == 1
-    (docker,) = [line.split() for line in listed.stdout.splitlines() if " docker " in line]
-    assert docker == ["*", "docker", "(not", "installed)"]
-    assert 'Error: WorkloadAttestor "docker": no WorkloadAttestor plugin named "docker" is installed' in listed.stderr
+    (missing,) = [line.split() for line in listed.stdout.splitlines() if " not_a_plugin " in line]
+    assert missing == ["*", "not_a_plugin", "(not", "installed)"]
+    expected = 'Error: WorkloadAttestor "not_a_plugin": no WorkloadAttestor plugin named "not_a_plugin" is installed'
+    assert expected in listed.stderr
     assert "Traceback" not in listed.stderr
 
 

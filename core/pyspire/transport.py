@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from pyspire.listening import ListeningSocket, listen_backlog, tcp_listener, unix_listener
 from pyspire.spiffe import MatchError, SpiffeId
 from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.tls import load_identity
@@ -291,15 +292,17 @@ class GrpcServer(grpclib.server.Server):
     async def start_unix(self, path: str, mode: int, **kwargs: Any) -> None:
         """Listen on a Unix socket at ``path`` that has ``mode`` before its first connection.
 
-        The socket is bound, given its mode, and only then listened on: binding creates the
-        file with whatever the umask leaves, and a connection accepted before a later chmod
-        would have reached a socket its mode should have kept the caller from.
+        ``kwargs`` go to grpclib's ``start``; the backlog is :func:`~pyspire.listening.listen_backlog`'s.
         """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await self._start_on(unix_listener(path, mode), kwargs)
+
+    async def start_tcp(self, host: str | None, port: int, **kwargs: Any) -> None:
+        """Listen on ``host:port`` as Go's ``net.Listen`` would (:func:`~pyspire.listening.tcp_listener`)."""
+        await self._start_on(tcp_listener(host, port), kwargs)
+
+    async def _start_on(self, sock: ListeningSocket, kwargs: dict[str, Any]) -> None:
         try:
-            sock.bind(path)
-            os.chmod(path, mode)
-            await self.start(sock=sock, **kwargs)
+            await self.start(sock=sock, **{"backlog": listen_backlog(), **kwargs})
         except BaseException:
             sock.close()
             raise

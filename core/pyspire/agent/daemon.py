@@ -32,7 +32,7 @@ from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.backoff import Backoff, attestation_backoff, transient_status
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
-from pyspire.listening import AcceptExhaustionLog, listen_backlog
+from pyspire.listening import AcceptExhaustionLog
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.reconfigure import report_plugin_data_changes
@@ -350,7 +350,7 @@ class AgentDaemon:
         server = GrpcServer(instrument(services, metrics, connections=True), pin_callers=True)
         try:
             # SPIRE's mode: any local process may ask; attestation decides what it gets.
-            await server.start_unix(str(path), 0o777, backlog=listen_backlog())
+            await server.start_unix(str(path), 0o777)
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._server = server  # only a started server is closed by stop()
@@ -371,7 +371,7 @@ class AgentDaemon:
         )
         try:
             # SPIRE's mode for admin sockets: owner and group.
-            await admin.start_unix(str(path), 0o770, backlog=listen_backlog())
+            await admin.start_unix(str(path), 0o770)
         except OSError as err:
             raise StartupError(f"cannot listen on {path}: {err.strerror or err}") from None
         self._admin = admin

@@ -14,7 +14,6 @@ from typing import Any
 
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
-from pyspire.listening import listen_backlog
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService
 from pyspire.server.api.debug import DebugService
@@ -62,13 +61,7 @@ class Endpoints:
         metrics = self._ctx.metrics
         tcp = GrpcServer(instrument(self._public_services(), metrics), status_details_codec=codec)
         try:
-            await tcp.start(
-                config.bind_address,
-                config.bind_port,
-                ssl=self._tls.listener,
-                reuse_address=True,
-                backlog=listen_backlog(),
-            )
+            await tcp.start_tcp(config.bind_address, config.bind_port, ssl=self._tls.listener)
         except OSError as err:
             address = f"{config.bind_address}:{config.bind_port}"
             raise ListenError(f"cannot listen on {address}: {err.strerror or err}") from None
@@ -93,7 +86,7 @@ class Endpoints:
         )
         try:
             # SPIRE's mode: the group may administer.
-            await local.start_unix(str(self._socket_path), 0o770, backlog=listen_backlog())
+            await local.start_unix(str(self._socket_path), 0o770)
         except OSError as err:
             raise ListenError(f"cannot listen on {self._socket_path}: {err.strerror or err}") from None
         self._socket_bound = True

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from pyspire.listening import listen_backlog
+from pyspire.listening import start_stream_server
 
 __all__ = ["HttpListener", "Response"]
 
@@ -47,9 +47,7 @@ class HttpListener:
 
     async def start(self) -> None:
         """Start listening (OSError when the address cannot be bound)."""
-        self._server = await asyncio.start_server(
-            self._handle, self.address, self.port, reuse_address=True, backlog=listen_backlog()
-        )
+        self._server = await start_stream_server(self._handle, self.address, self.port)
         if self.port == 0:
             self.port = self._server.sockets[0].getsockname()[1]
 

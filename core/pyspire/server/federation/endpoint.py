@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from pyspire.listening import listen_backlog
+from pyspire.listening import start_stream_server
 from pyspire.spiffe import Bundle
 from pyspire.spiffe.pem import pem_certificates
 from pyspire.transport import ServerTlsContexts
@@ -67,14 +67,13 @@ class BundleEndpointServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
+        self._server = await start_stream_server(
             self._handle,
             self._address,
             self._port,
             ssl=self._tls.listener,
             ssl_handshake_timeout=REQUEST_TIMEOUT,
             limit=MAX_HEADER_BYTES,
-            backlog=listen_backlog(),
         )
         _log.info("Serving the bundle endpoint", extra={"address": f"{self._address}:{self.port}"})
 

@@ -155,3 +155,23 @@ def test_a_server_imports_its_node_attestors_server_half_only(
     assert f"{package}.workload" not in modules
     assert {name for name in modules if name in PLUGIN_PACKAGES} == {package}
     assert "pyspire_unix_workload" not in modules
+
+
+def test_an_admin_command_of_the_server_imports_no_sql_machinery(tmp_path: Path) -> None:
+    """``bundle show``, ``entry create``, ``token generate`` only talk to the admin socket: they must
+    not pay for SQLAlchemy and Alembic (half a second each), which only ``migrate-from-spire`` needs."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    result = subprocess.run(
+        [console_script("pyspire-server"), "bundle", "show", "-socketPath", str(tmp_path / "nobody.sock")],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site"), "MODULES_FILE": str(tmp_path / "modules")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr  # nobody listens on that socket
+    (dump,) = tmp_path.glob("modules.*")
+    modules = set(dump.read_text().split())
+    assert "pyspire.server.cli.migrate" in modules  # the observation works: every verb is registered
+    assert not [name for name in modules if name.split(".")[0] in ("sqlalchemy", "alembic")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pyspire.command_line import CliError
 from pyspire.config import ConfigError, load_server_config
@@ -20,8 +20,9 @@ from pyspire.plugin.catalog import CatalogError, load_single_plugin
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import DataStore
-from pyspire.server.migration.importer import MigrationError, import_snapshot
-from pyspire.server.migration.spire_datastore import DatabaseType, SpireDatastoreError, read_spire_datastore
+
+if TYPE_CHECKING:
+    from pyspire.server.migration.spire_datastore import DatabaseType
 
 __all__ = ["register"]
 
@@ -47,7 +48,7 @@ def _checked(database_type: Any, connection_string: Any, where: str) -> tuple[Da
         raise ConfigError(where, "database_type", f"must be one of {', '.join(_TYPES)}, got {database_type!r}")
     if not isinstance(connection_string, str) or not connection_string:
         raise ConfigError(where, "connection_string", "is required")
-    return cast(DatabaseType, database_type), connection_string
+    return cast("DatabaseType", database_type), connection_string
 
 
 def _sqlite_path(connection_string: object) -> Path:
@@ -64,6 +65,14 @@ def _same_database(pyspire: Mapping[str, Any], spire: tuple[str, str]) -> bool:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    # Imported here: they pull in SQLAlchemy and Alembic, half a second of start-up that every
+    # other pyspire-server command (bundle show, entry create, ...) would pay for.
+    from pyspire.server.migration.importer import MigrationError, import_snapshot  # noqa: PLC0415
+    from pyspire.server.migration.spire_datastore import (  # noqa: PLC0415
+        SpireDatastoreError,
+        read_spire_datastore,
+    )
+
     try:
         config = load_server_config(Path(args.config), expand_env=args.expand_env)
         spire = _spire_database(args)

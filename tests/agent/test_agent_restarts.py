@@ -82,17 +82,23 @@ def _saved_not_after(agent: AgentDaemon) -> datetime:
     return x509.load_der_x509_certificate(b64decode(saved["svid"][0])).not_valid_after_utc
 
 
-def _killed_and_restarted(agent: AgentDaemon, *, after_expiry: bool = False) -> str:
-    """SIGKILL, optionally wait until the saved SVID has expired, start again: the new log."""
-    assert agent.process is not None
-    agent.process.kill()
-    agent.process.wait()
-    agent.process = None
+def _killed_and_restarted(*agents: AgentDaemon, after_expiry: bool = False) -> list[str]:
+    """SIGKILL each, optionally wait until every saved SVID has expired, start each again: the new logs.
+
+    The agents are killed together, so their saved SVIDs expire during one wait, not one after another.
+    """
+    for agent in agents:
+        assert agent.process is not None
+        agent.process.kill()
+        agent.process.wait()
+        agent.process = None
     if after_expiry:
-        time.sleep(max(0.0, (_saved_not_after(agent) - datetime.now(UTC)).total_seconds() + 1))
-    mark = len(agent.log())
-    agent.start(wait=False)
-    return _log_since(agent, mark)
+        last = max(_saved_not_after(agent) for agent in agents)
+        time.sleep(max(0.0, (last - datetime.now(UTC)).total_seconds() + 1))
+    marks = [len(agent.log()) for agent in agents]
+    for agent in agents:
+        agent.start(wait=False)
+    return [_log_since(agent, mark) for agent, mark in zip(agents, marks, strict=True)]
 
 
 def _log_since(agent: AgentDaemon, mark: int) -> str:
@@ -116,7 +122,7 @@ def test_a_killed_agent_with_its_saved_svid_comes_back_without_attesting(
     try:
         _entry(server, parent, f"spiffe://example.org/restart-a-{kind}", f"unix:uid:{UID}")
         eventually(lambda: x509_context(agent).svids, timeout=30)
-        log = _killed_and_restarted(agent)
+        (log,) = _killed_and_restarted(agent)
         assert "Loaded the saved agent SVID" in log
         if kind == "join_token":  # its one-time evidence is not spent again (x509pop may renew by attesting)
             assert "Node attestation was successful" not in log
@@ -141,10 +147,8 @@ def test_a_killed_agent_that_lost_its_svid_attests_again_only_if_it_can(
             agent.start()
             _entry(server, parent, f"spiffe://example.org/restart-{case}-{kind}", f"unix:uid:{UID}")
             eventually(lambda agent=agent: x509_context(agent).svids, timeout=30)
-        logs = {
-            kind: _killed_and_restarted(agent, after_expiry=case == "expired-svid")
-            for kind, (agent, _) in agents.items()
-        }
+        restarted = _killed_and_restarted(*(agent for agent, _ in agents.values()), after_expiry=case == "expired-svid")
+        logs = dict(zip(agents, restarted, strict=True))
 
         reattesting, _ = agents["x509pop"]
         assert "Node attestation was successful" in logs["x509pop"]

@@ -107,6 +107,9 @@ def test_a_failure_after_the_challenge_is_retried_with_its_reason(tmp_path: Path
 
 @pytest.mark.slow
 def test_misconfigured_trust_is_named_and_the_agent_gives_up_after_a_minute(tmp_path: Path) -> None:
+    # About 41 s of real time, on purpose: the give-up after a minute of retries is the behaviour
+    # under test, and SPIRE has no setting that shortens its window or its 5 s first wait (pyspire
+    # adds none). The three misconfigured agents run side by side, so the wait is paid once.
     server = start_server(tmp_path / "server")
     try:
         other_ca = make_ca(name="some other CA")

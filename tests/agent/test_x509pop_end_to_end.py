@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.plugin.test_x509pop import key_pem, node_certificate, pem
 from tests.support.daemons import start_agent, start_server
 from tests.support.pki import Issued, make_ca
+from tests.support.waiting import eventually
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
 
@@ -52,8 +53,7 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
         # A re-attestable node renews by attesting again (the server refuses RenewAgent): the
         # 30 s SVID (40 s with the 10 s backdate) is renewed about 10 s after it was issued.
         attested = agent.log().count("Node attestation was successful")
-        time.sleep(13)
-        assert agent.log().count("Node attestation was successful") > attested
+        eventually(lambda: agent.log().count("Node attestation was successful") > attested, timeout=30)
         assert agent.process.poll() is None
 
         # Losing the saved SVID is no problem for a re-attestable node.
@@ -167,9 +167,18 @@ def test_purge_deletes_only_agents_that_can_attest_again(tmp_path: Path) -> None
             f' private_key_path = "{tmp_path / "node.key"}"\n certificate_path = "{tmp_path / "node.pem"}"\n'
             " }\n }"
         )
-        start_agent(tmp_path / "pop-agent", server, node_attestor=attestor).stop()
         token = server.join_token()
-        start_agent(tmp_path / "token-agent", server, token).stop()
+        # Started together: each attests, and nothing in one depends on the other.
+        agents = [
+            start_agent(tmp_path / "pop-agent", server, node_attestor=attestor, wait=False),
+            start_agent(tmp_path / "token-agent", server, token, wait=False),
+        ]
+        try:
+            for agent in agents:
+                agent.wait_ready()
+        finally:
+            for agent in agents:
+                agent.stop()
         fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
         pop_id = f"spiffe://example.org/spire/agent/x509pop/{fingerprint}"
         token_id = f"spiffe://example.org/spire/agent/join_token/{token}"

@@ -10,6 +10,7 @@ other's bundle and they complete mutual TLS verifying each other's SPIFFE IDs; w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -111,16 +112,33 @@ def mutual_tls(server_side: X509Context, client_side: X509Context, directory: Pa
     return seen["by_server"], seen["by_client"]
 
 
+@contextlib.contextmanager
+def _started_domains(directory: Path) -> Iterator[tuple[ServerDaemon, ServerDaemon]]:
+    """``a.org``'s server (federating with ``b.org`` from its config) and ``b.org``'s, neither seeded."""
+    port_a, port_b = free_port(), free_port()
+    server_b = start_server(directory / "b", trust_domain="b.org", extra=federation_block(port_b))
+    try:
+        server_a = start_server(directory / "a", trust_domain="a.org", extra=federation_block(port_a, port_b))
+        try:
+            yield server_a, server_b
+        finally:
+            server_a.stop()
+    finally:
+        server_b.stop()
+
+
 @pytest.fixture
 def two_domains(tmp_path: Path) -> Iterator[tuple[ServerDaemon, ServerDaemon]]:
-    port_a, port_b = free_port(), free_port()
-    server_b = start_server(tmp_path / "b", trust_domain="b.org", extra=federation_block(port_b))
-    server_a = start_server(tmp_path / "a", trust_domain="a.org", extra=federation_block(port_a, port_b))
-    try:
-        yield server_a, server_b
-    finally:
-        server_a.stop()
-        server_b.stop()
+    """A pair of its own for a test that seeds, federates and stops them."""
+    with _started_domains(tmp_path) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def untouched_domains(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerDaemon, ServerDaemon]]:
+    """One pair shared by the tests that only ask for refreshes that fail (they change nothing)."""
+    with _started_domains(tmp_path_factory.mktemp("untouched")) as servers:
+        yield servers
 
 
 def test_workloads_in_two_trust_domains_trust_each_other(
@@ -198,15 +216,19 @@ def federation_port(server: ServerDaemon) -> int:
     return int(server.config_text.split("bundle_endpoint {", 1)[1].split("port = ", 1)[1].split()[0])
 
 
-def test_refresh_of_an_unknown_relationship_is_not_found(two_domains: tuple[ServerDaemon, ServerDaemon]) -> None:
-    server_a, _ = two_domains
+def test_refresh_of_an_unknown_relationship_is_not_found(
+    untouched_domains: tuple[ServerDaemon, ServerDaemon],
+) -> None:
+    server_a, _ = untouched_domains
     result = server_a.cli("federation", "refresh", "-id", "nowhere.org", check=False)
     assert result.returncode == 1
     assert "NOT_FOUND" in result.stderr
 
 
-def test_https_spiffe_refresh_without_a_seed_bundle_says_so(two_domains: tuple[ServerDaemon, ServerDaemon]) -> None:
-    server_a, _ = two_domains
+def test_https_spiffe_refresh_without_a_seed_bundle_says_so(
+    untouched_domains: tuple[ServerDaemon, ServerDaemon],
+) -> None:
+    server_a, _ = untouched_domains
     result = server_a.cli("federation", "refresh", "-id", "b.org", check=False)
     assert result.returncode == 1
     assert "no bundle for b.org" in result.stderr

@@ -26,7 +26,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
-from pyspire.spiffe import SpiffeId, TrustDomain, verify_x509_svid
+from pyspire.spiffe import SpiffeId, TrustDomain, X509Svid, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
@@ -379,9 +379,14 @@ def test_agent_svid_is_renewed_at_half_life_and_workloads_keep_rotating(tmp_path
         # Past half of the 20 s lifetimes (30 s with the 10 s backdate, so about 5 s after
         # issuance, with jitter): the agent SVID renewed through RenewAgent, the workload SVID
         # re-issued, and both keep working.
-        time.sleep(9)
-        assert "Agent SVID renewed" in agent.log()
-        second = eventually(lambda: x509_context(agent)).default_svid
+        renewed_by = time.monotonic() + 9  # renewal is due about 5 s after issuance: both within 9 s
+        eventually(lambda: "Agent SVID renewed" in agent.log(), timeout=9)
+
+        def reissued() -> X509Svid | None:
+            svid = x509_context(agent).default_svid
+            return svid if svid.leaf.serial_number != first.leaf.serial_number else None
+
+        second = eventually(reissued, timeout=max(0.5, renewed_by - time.monotonic()))
         assert second.leaf.serial_number != first.leaf.serial_number
         assert agent.process is not None
         assert agent.process.poll() is None

@@ -138,29 +138,35 @@ async def serve(config: ProviderConfig) -> int:
     tasks: list[asyncio.Task[None]] = []
     health: web.AppRunner | None = None
     listening = False
-    with handle_signals() as stop:
-        try:
-            await _listen(config, runner, certificate)
-            listening = True
-            health = await _health_runner(config, source)
+    try:
+        # Everything that can refuse to start happens before the signal handlers are installed:
+        # a refusal ends the process with its message, and leaves a caller's handlers as they were.
+        await _listen(config, runner, certificate)
+        listening = True
+        health = await _health_runner(config, source)
+        with handle_signals() as stop:
             tasks.append(asyncio.create_task(source.run(), name="poll keys"))
             if certificate is not None:
                 assert config.serving_cert_file is not None
                 interval = config.serving_cert_file.sync_interval.total_seconds()
                 tasks.append(asyncio.create_task(certificate.watch(interval), name="watch certificate"))
             await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if not tasks:
-                await source.close()
-            if health is not None:
-                await health.cleanup()
-            await runner.cleanup()
-            if listening and config.listen_socket_path:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(config.listen_socket_path).unlink()
-    return stop.exit_code
+        return stop.exit_code
+    finally:
+        await _stop(tasks)
+        if not tasks:
+            await source.close()
+        if health is not None:
+            await health.cleanup()
+        await runner.cleanup()
+        if listening and config.listen_socket_path:
+            with contextlib.suppress(FileNotFoundError):
+                Path(config.listen_socket_path).unlink()
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

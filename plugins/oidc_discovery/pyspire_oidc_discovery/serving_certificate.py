@@ -58,14 +58,14 @@ class ServingCertificate:
         context.set_alpn_protocols(["http/1.1"])
         try:
             context.load_cert_chain(self.cert_file, self.key_file)
+        except ssl.SSLError as err:  # before OSError: it is one
+            raise CertificateError(
+                f"failed to load certificate: {self.cert_file} and {self.key_file} are not a PEM certificate "
+                f"and its private key ({err.reason or err})"
+            ) from None
         except OSError as err:
             where = err.filename or self.cert_file
             raise CertificateError(f"failed to load certificate: {where}: {err.strerror}") from None
-        except ssl.SSLError as err:
-            raise CertificateError(
-                f"failed to load certificate: {self.cert_file} and {self.key_file} are not a PEM certificate "
-                f"and its private key: {err.reason or err}"
-            ) from None
         return context
 
     def _choose(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:

@@ -9,44 +9,17 @@ gives this test process (and the providers it starts, which run as the same user
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from pyspire.spiffe.workloadapi import WorkloadApiClient
 
-from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
+from plugins.oidc_discovery.tests.deployment import NODE_ID, WORKLOAD_ID, Deployment, Tls
+from tests.support.daemons import start_agent, start_server
 from tests.support.free_port import free_port
-from tests.support.pki import Issued, make_ca, make_tls_certificate, write_pem
+from tests.support.pki import make_ca, make_tls_certificate, write_pem
 from tests.support.workloads import fetched_spiffe_id, register_this_process
-
-WORKLOAD_ID = "spiffe://example.org/oidc"
-NODE_ID = "spiffe://example.org/node"
-
-
-@dataclass
-class Deployment:
-    """The running server and agent, and the issuer the server writes into JWT-SVIDs."""
-
-    server: ServerDaemon
-    agent: AgentDaemon
-    issuer_port: int
-
-    @property
-    def issuer(self) -> str:
-        return f"https://localhost:{self.issuer_port}"
-
-    def mint(self, audience: str) -> str:
-        """A JWT-SVID for this process from the agent, for ``audience``."""
-
-        async def fetch() -> str:
-            async with WorkloadApiClient(self.agent.address, timeout=10) as client:
-                return (await client.fetch_jwt_svids([audience]))[0].token
-
-        return asyncio.run(fetch())
 
 
 @pytest.fixture(scope="session")
@@ -64,22 +37,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if agent is not None:
             agent.stop()
         server.stop()
-
-
-@dataclass
-class Tls:
-    """A CA and a ``localhost`` serving certificate signed by it, as files."""
-
-    ca: Issued
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-    def reissue(self) -> Issued:
-        """Write a new ``localhost`` certificate and key over the files; the new pair."""
-        issued = make_tls_certificate(self.ca, "localhost")
-        write_pem(issued, self.cert_file, self.key_file)
-        return issued
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ request for a host outside ``domains`` is refused as SPIRE refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import socket
 import ssl
@@ -16,13 +17,19 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from grpclib.client import Channel
+from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc, localauthority_pb2
 
-from plugins.oidc_discovery.tests.conftest import WORKLOAD_ID, Deployment, Tls
+from plugins.oidc_discovery.tests.deployment import WORKLOAD_ID, Deployment, Tls, https_provider
 from plugins.oidc_discovery.tests.provider import Provider
 from tests.support.free_port import free_port
 from tests.support.waiting import eventually
+
+# Real daemons and providers: seconds each.
+pytestmark = pytest.mark.slow
 
 
 def _verified_subject(token: str, discovery: dict[str, object], audience: str, ca_file: Path | None) -> str:
@@ -44,26 +51,6 @@ def _keys(client: httpx.Client, **headers: str) -> httpx.Response | None:
     """The JWKS answer once there is one (200), else None."""
     answer = client.get("/keys", headers=headers)
     return answer if answer.status_code == 200 else None
-
-
-def https_provider(directory: Path, deployment: Deployment, tls: Tls, extra: str = "") -> Provider:
-    """A provider serving HTTPS on the issuer's address with the server API's keys."""
-    config = f"""
-log_level = "debug"
-domains = ["localhost"]
-serving_cert_file {{
-    cert_file_path = "{tls.cert_file}"
-    key_file_path = "{tls.key_file}"
-    addr = "127.0.0.1:{deployment.issuer_port}"
-    file_sync_interval = "100ms"
-}}
-server_api {{
-    address = "unix://{deployment.server.socket_path}"
-    poll_interval = "200ms"
-}}
-{extra}
-"""
-    return Provider(directory, config, ("127.0.0.1", deployment.issuer_port)).start()
 
 
 def test_a_jwt_svid_verifies_through_the_discovery_document_over_https(
@@ -191,9 +178,27 @@ def _kids(provider: Provider) -> list[str]:
     return [key["kid"] for key in answer.json()["keys"]] if answer.status_code == 200 else []
 
 
-def _authority_id(deployment: Deployment, verb: str, label: str) -> str:
-    output = deployment.server.cli("localauthority", "jwt", verb).stdout
-    return output.split(f"{label} JWT authority:", 1)[1].split("Authority ID: ", 1)[1].split()[0]
+def _local_authority(deployment: Deployment, method: str, authority_id: str = "") -> str:
+    """Call ``<method>JWTAuthority`` (or ``GetJWTAuthorityState``) on the admin socket; the authority ID it names."""
+
+    async def call() -> str:
+        channel = Channel(path=str(deployment.server.socket_path))
+        try:
+            stub = localauthority_grpc.LocalAuthorityStub(channel)
+            if method == "Get":
+                state = await stub.GetJWTAuthorityState(localauthority_pb2.GetJWTAuthorityStateRequest())
+                return state.active.authority_id
+            if method == "Prepare":
+                prepared = await stub.PrepareJWTAuthority(localauthority_pb2.PrepareJWTAuthorityRequest())
+                return prepared.prepared_authority.authority_id
+            activated = await stub.ActivateJWTAuthority(
+                localauthority_pb2.ActivateJWTAuthorityRequest(authority_id=authority_id)
+            )
+            return activated.activated_authority.authority_id
+        finally:
+            channel.close()
+
+    return asyncio.run(call())
 
 
 def test_a_rotated_jwt_key_is_served_before_it_signs_and_verifies_after(
@@ -215,13 +220,13 @@ workload_api {{
     ).start()
     from_server_api = https_provider(tmp_path / "server", deployment, tls)
     try:
-        active = _authority_id(deployment, "show", "Active")
+        active = _local_authority(deployment, "Get")
         eventually(lambda: active in _kids(from_workload_api))
         with from_server_api.client(tls.ca_file) as client:
             before = eventually(lambda: _keys(client))
             discovery = client.get("/.well-known/openid-configuration").json()
 
-            prepared = _authority_id(deployment, "prepare", "Prepared")
+            prepared = _local_authority(deployment, "Prepare")
             # Published before it signs anything: both sources serve it next to the active key.
             eventually(lambda: prepared in [key["kid"] for key in client.get("/keys").json()["keys"]])
             eventually(lambda: {active, prepared} <= set(_kids(from_workload_api)))
@@ -229,7 +234,7 @@ workload_api {{
             assert after.status_code == 200
             assert time.time() - 60 < _http_time(after.headers["Last-Modified"])
 
-            deployment.server.cli("localauthority", "jwt", "activate", "-authorityID", prepared)
+            assert _local_authority(deployment, "Activate", prepared) == prepared
             token = eventually(lambda: _signed_by(deployment, prepared))
             assert _verified_subject(token, discovery, "after-rotation", tls.ca_file) == WORKLOAD_ID
     finally:

@@ -25,10 +25,10 @@ from tests.support.free_port import free_port
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
-UNITS = ("pyspire-server.service", "pyspire-agent.service")
+UNITS = ("pyspire-server.service", "pyspire-agent.service", "pyspire-oidc-discovery.service")
 HOST_UNITS = next((p for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")) if p.is_dir()), None)
 # The exposure `systemd-analyze security` gives each unit must not get worse than this.
-MAX_EXPOSURE = {"pyspire-server.service": 2.0, "pyspire-agent.service": 3.0}
+MAX_EXPOSURE = {"pyspire-server.service": 2.0, "pyspire-agent.service": 3.0, "pyspire-oidc-discovery.service": 2.0}
 
 
 def _tool(name: str) -> str:

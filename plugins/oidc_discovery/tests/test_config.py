@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import typing
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pyspire.config import ConfigError
 from pyspire.config.reader import parse_config_text
+from pyspire.config.schema import config_key
 from pyspire_oidc_discovery.cli import main
 from pyspire_oidc_discovery.config import ProviderConfig, parse_config
 from pyspire_oidc_discovery.daemon import StartupError, serve
@@ -260,3 +263,25 @@ def test_expand_env_replaces_variables_before_parsing(
     assert 'domain "Upper.test" must already be punycode encoded' in capsys.readouterr().err
     assert main(["-config", str(config), "-expandEnv=false"]) == 1
     assert 'domain "${OIDC_DOMAIN}" is not a valid domain name' in capsys.readouterr().err
+
+
+def test_the_readme_documents_every_key() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sections: list[type] = [ProviderConfig]
+    documented = []
+    while sections:
+        section = sections.pop()
+        for field in dataclasses.fields(section):  # type: ignore[arg-type]
+            if not field.init:
+                continue
+            documented.append(config_key(field))
+            nested = [
+                arg
+                for arg in typing.get_args(typing.get_type_hints(section)[field.name])
+                if dataclasses.is_dataclass(arg)
+            ]
+            hint = typing.get_type_hints(section)[field.name]
+            sections.extend([*nested, *([hint] if dataclasses.is_dataclass(hint) else [])])
+    assert {"cert_file_path", "socket_path", "trust_domain", "bind_port", "named_pipe_name"} <= set(documented)
+    for key in [*documented, "acme"]:
+        assert f"`{key}`" in readme, key

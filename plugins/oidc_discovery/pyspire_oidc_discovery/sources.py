@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +52,11 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class KeySet:
-    """The keys a source last fetched, and when they last changed (seconds since the epoch)."""
+    """The keys a source last fetched, and when they last changed (seconds since the epoch).
+
+    Each change is at least a second after the one before, so that ``Last-Modified`` (in whole
+    seconds) moves with every change.
+    """
 
     keys: tuple[JwtKey, ...]
     modified: float
@@ -105,7 +110,12 @@ class KeySource(abc.ABC):
             _log.warning(self.failure, extra={"error": str(err)})
             return
         if self._key_set is None or not _same_keys(self._key_set.keys, keys):
-            self._key_set = KeySet(tuple(keys), time.time())
+            modified = time.time()
+            if self._key_set is not None:
+                # Last-Modified has whole seconds: a change within the second of the one before
+                # would answer If-Modified-Since with 304, and a relying party would miss a new key.
+                modified = max(modified, math.floor(self._key_set.modified) + 1)
+            self._key_set = KeySet(tuple(keys), modified)
             _log.info("JWT keys updated", extra={"key_ids": ",".join(key.key_id for key in keys)})
         self._last_success = time.monotonic()
 

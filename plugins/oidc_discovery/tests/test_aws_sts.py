@@ -18,9 +18,9 @@ import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plugins.aws_iid.tests.fakes import MotoServer
 from plugins.oidc_discovery.tests.deployment import WORKLOAD_ID, Deployment, Tls, https_provider
 from plugins.oidc_discovery.tests.sts_fake import StsFake
+from tests.support.moto import MotoServer
 
 AUDIENCE = "sts.amazonaws.com"
 

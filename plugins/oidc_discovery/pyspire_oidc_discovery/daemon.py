@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import socket
 import stat
 from pathlib import Path
 
 from aiohttp import web
-from pyspire.listening import listen_backlog
+from pyspire.listening import AcceptExhaustionLog, listen_backlog, tcp_listener, unix_listener
 from pyspire.signals import handle_signals
 
 from pyspire_oidc_discovery.config import ProviderConfig
@@ -66,33 +66,30 @@ def _prepare_socket(path: Path) -> None:
 async def _listen(
     config: ProviderConfig, runner: web.AppRunner, certificate: ServingCertificate | None
 ) -> web.BaseSite:
-    site: web.BaseSite
+    context = None
     if config.insecure_address is not None:
-        address = config.insecure_address
-        site = web.TCPSite(runner, address.host or None, address.port, backlog=listen_backlog())
         where = f"insecure_addr {config.insecure_addr}"
     elif config.listen_socket_path:
-        path = Path(config.listen_socket_path)
-        _prepare_socket(path)
-        site = web.UnixSite(runner, path, backlog=listen_backlog())
-        where = f"listen_socket_path {path}"
+        where = f"listen_socket_path {config.listen_socket_path}"
     else:
         # The config requires one listener; this is the last.
         assert config.serving_cert_file is not None
         assert certificate is not None
-        address = config.serving_cert_file.address
-        site = web.TCPSite(
-            runner, address.host or None, address.port, ssl_context=certificate.context, backlog=listen_backlog()
-        )
+        context = certificate.context
         where = f"serving_cert_file addr {config.serving_cert_file.addr}"
+    try:
+        sock = _listening_socket(config)
+    except OSError as err:
+        raise StartupError(f"cannot listen on {where}: {err.strerror or err}") from None
+    site = web.SockSite(runner, sock, ssl_context=context, backlog=listen_backlog())
     try:
         await site.start()
     except OSError as err:
+        sock.close()
         raise StartupError(f"cannot listen on {where}: {err.strerror or err}") from None
     if config.insecure_address is not None:
         _log.warning("Serving HTTP (insecure)", extra={"address": config.insecure_addr})
     elif config.listen_socket_path:
-        os.chmod(config.listen_socket_path, 0o777)  # noqa: S103 - the proxy in front runs as another user, as in SPIRE
         _log.info("Serving HTTP", extra={"network": "unix", "address": config.listen_socket_path})
     else:
         assert config.serving_cert_file is not None
@@ -103,14 +100,31 @@ async def _listen(
     return site
 
 
+def _listening_socket(config: ProviderConfig) -> socket.socket:
+    if config.insecure_address is not None:
+        return tcp_listener(config.insecure_address.host, config.insecure_address.port)
+    if config.listen_socket_path:
+        path = Path(config.listen_socket_path)
+        _prepare_socket(path)
+        # The proxy in front runs as another user, as in SPIRE; the mode is set before it listens.
+        return unix_listener(str(path), 0o777)
+    assert config.serving_cert_file is not None
+    return tcp_listener(config.serving_cert_file.address.host, config.serving_cert_file.address.port)
+
+
 async def _health_runner(config: ProviderConfig, source: KeySource) -> web.AppRunner | None:
     if config.health_checks is None:
         return None
     runner = web.AppRunner(HealthChecks(config.health_checks, source).application(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, None, config.health_checks.bind_port, backlog=listen_backlog())
     try:
-        await site.start()
+        sock = tcp_listener(None, config.health_checks.bind_port)
+        site = web.SockSite(runner, sock, backlog=listen_backlog())
+        try:
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
     except OSError as err:
         await runner.cleanup()
         raise StartupError(
@@ -123,6 +137,7 @@ async def _health_runner(config: ProviderConfig, source: KeySource) -> web.AppRu
 async def serve(config: ProviderConfig) -> int:
     """Run until a stop signal; the exit code. StartupError when it cannot start."""
     _warn_about(config)
+    AcceptExhaustionLog().install(asyncio.get_running_loop())
     certificate = None
     if config.serving_cert_file is not None:
         try:

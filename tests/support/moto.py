@@ -7,6 +7,7 @@ moto and then runs moto's own server (the script says which AWS behaviour it add
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,28 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.free_port import free_port
 
 ACCOUNT = "123456789012"
 """moto's default account."""
 
-__all__ = ["ACCOUNT", "MotoServer"]
+NO_AWS_FILES = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+"""Environment that keeps boto3 from reading the machine's AWS config and credentials files."""
+
+__all__ = ["ACCOUNT", "NO_AWS_FILES", "MotoServer", "aws_environment"]
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """What a process needs for boto3 to talk to ``endpoint`` with test credentials, and never to real AWS."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        **NO_AWS_FILES,
+    }
 
 
 class MotoServer:
@@ -56,12 +73,16 @@ class MotoServer:
 
     def environment(self) -> dict[str, str]:
         """What a process needs for boto3 to talk to this server (and never to real AWS)."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-west-2",
-        }
+        return aws_environment(self.endpoint)
+
+    def use_here(self, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+        """This server, emptied, and boto3 in this test's process pointed at it for the test."""
+        self.reset()
+        for name, value in self.environment().items():
+            monkeypatch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        return self
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not stop within 10 s)."""

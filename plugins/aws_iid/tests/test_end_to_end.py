@@ -11,7 +11,6 @@ signed passes the server's signature check with the certificate the plugin ships
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from plugins.aws_iid.tests.fakes import (
 )
 from tests.support.daemons import start_agent, start_server
 from tests.support.free_port import free_port
-from tests.support.moto import ACCOUNT, MotoServer
+from tests.support.moto import ACCOUNT, MotoServer, aws_environment
 from tests.support.waiting import eventually
 from tests.support.workloads import fetched_spiffe_id, register_this_process, x509_context
 
@@ -43,14 +42,7 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
     tmp_path: Path, us_west_2: RegionSigner, imds: ImdsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
-    aws_env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
+    aws_env = aws_environment(f"http://127.0.0.1:{port}")
     certificate = us_west_2.write(tmp_path)
     server = start_server(
         tmp_path / "server",

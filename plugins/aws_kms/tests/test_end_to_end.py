@@ -8,7 +8,6 @@ not start, and says why in one line.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,20 +20,9 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.support.daemons import ServerDaemon, server_config, start_server
 from tests.support.free_port import free_port
-from tests.support.moto import MotoServer
+from tests.support.moto import MotoServer, aws_environment
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-
-
-def environment(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
 
 
 def kms_key_manager(directory: Path) -> str:
@@ -76,7 +64,7 @@ def openssl_verify(directory: Path) -> None:
 
 @pytest.mark.slow
 def test_a_restarted_server_signs_with_the_same_kms_keys(aws: MotoServer, tmp_path: Path) -> None:
-    server = start_server(tmp_path / "server", env=environment(aws.endpoint), key_manager=kms_key_manager(tmp_path))
+    server = start_server(tmp_path / "server", env=aws.environment(), key_manager=kms_key_manager(tmp_path))
     try:
         prefix = f"alias/SPIRE_SERVER/example_org/{(tmp_path / 'server_id').read_text()}/"
         first = mint(server, tmp_path / "first")
@@ -101,7 +89,7 @@ def test_a_restarted_server_signs_with_the_same_kms_keys(aws: MotoServer, tmp_pa
 def test_a_server_that_cannot_reach_kms_does_not_start_and_says_why(aws: MotoServer, tmp_path: Path) -> None:
     text, socket_path, _ = server_config(tmp_path / "server", key_manager=kms_key_manager(tmp_path))
     server = ServerDaemon(
-        "pyspire-server", tmp_path / "server", socket_path, text, env=environment(f"http://127.0.0.1:{free_port()}")
+        "pyspire-server", tmp_path / "server", socket_path, text, env=aws_environment(f"http://127.0.0.1:{free_port()}")
     )
     with pytest.raises(RuntimeError, match="exited with"):
         server.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
@@ -20,15 +19,8 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 @pytest.fixture
-def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MotoServer:
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """A clean moto with the bucket, and boto3 in this process pointed at it (never at real AWS)."""
-    moto_server.reset()
-    for name, value in moto_server.environment().items():
-        monkeypatch.setenv(name, value)
-    empty = tmp_path / "aws-config"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    moto_server.use_here(monkeypatch)
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
     return moto_server

@@ -10,7 +10,6 @@ cannot use stops the server before it serves anything.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from plugins.aws_s3.tests.bucket import BUCKET, REGION, read_object
 from tests.support.daemons import ServerDaemon, server_config, start_server
-from tests.support.moto import MotoServer
+from tests.support.moto import NO_AWS_FILES, MotoServer
 from tests.support.waiting import eventually
 
 
@@ -36,11 +35,6 @@ def publisher_block(moto: MotoServer, **changes: str) -> str:
     }
     lines = "\n".join(f'            {key} = "{value}"' for key, value in settings.items())
     return f'BundlePublisher "aws_s3" {{\n        plugin_data {{\n{lines}\n        }}\n    }}'
-
-
-def without_aws_environment() -> dict[str, str]:
-    """The server's environment names no AWS endpoint or credentials: only plugin_data does."""
-    return {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 
 
 def shown(server: ServerDaemon) -> Any:
@@ -60,10 +54,9 @@ def published() -> Any:
 def test_the_object_follows_the_bundle_through_a_ca_rotation(
     tmp_path: Path, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    moto_server.reset()
-    for name, value in moto_server.environment().items():
-        monkeypatch.setenv(name, value)  # this process reads the bucket back through moto
-    server = start_server(tmp_path / "server", env=without_aws_environment(), plugins=publisher_block(moto_server))
+    moto_server.use_here(monkeypatch)  # this process reads the bucket back through moto
+    # The server's environment names no AWS endpoint or credentials: only plugin_data does.
+    server = start_server(tmp_path / "server", env=NO_AWS_FILES, plugins=publisher_block(moto_server))
     try:
         eventually(lambda: "Failed to publish bundle" in server.log(), timeout=20)
         assert f"failed to put object s3://{BUCKET}/example.org/bundle.json: NoSuchBucket" in server.log()
@@ -85,7 +78,7 @@ def test_the_object_follows_the_bundle_through_a_ca_rotation(
 
 def test_a_configuration_the_plugin_refuses_stops_the_server(tmp_path: Path, moto_server: MotoServer) -> None:
     text, socket_path, _ = server_config(tmp_path, plugins=publisher_block(moto_server, format="der"))
-    server = ServerDaemon("pyspire-server", tmp_path, socket_path, text, env=without_aws_environment())
+    server = ServerDaemon("pyspire-server", tmp_path, socket_path, text, env=NO_AWS_FILES)
     server.start(wait=False)
     assert server.process is not None
     assert server.process.wait(30) != 0

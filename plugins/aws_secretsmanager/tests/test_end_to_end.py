@@ -9,7 +9,6 @@ whose plugin configuration is wrong does not start.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ def stored_agent(directory: Path, server: ServerDaemon, moto: MotoServer, store:
     text, socket_path = agent_config(directory, server)
     text = text.replace("plugins {", f"plugins {{\n    {store}", 1)
     alias = f"spiffe://example.org/node/{uuid.uuid4()}"
-    env = {**moto.environment(), "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env = moto.environment()
     agent = AgentDaemon(
         "pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token(alias)], env=env
     )

@@ -8,7 +8,6 @@ secret cannot be read does not start, and names the secret.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 
@@ -24,10 +23,6 @@ from tests.support.openssl import openssl_verify
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-
-
-def environment(aws: MotoServer) -> dict[str, str]:
-    return {**aws.environment(), "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 
 
 def awssecret_plugin(plugin_data: dict[str, str]) -> str:
@@ -48,7 +43,9 @@ def svid_chain(agent: AgentDaemon) -> list[x509.Certificate]:
 def test_a_workload_svid_chains_to_the_secrets_root(
     aws: MotoServer, secrets_ca: UpstreamSecrets, tmp_path: Path
 ) -> None:
-    server = start_server(tmp_path / "server", env=environment(aws), plugins=awssecret_plugin(secrets_ca.plugin_data()))
+    server = start_server(
+        tmp_path / "server", env=aws.environment(), plugins=awssecret_plugin(secrets_ca.plugin_data())
+    )
     agent = None
     try:
         agent = start_agent(tmp_path / "agent", server, server.join_token("spiffe://example.org/node"))
@@ -72,7 +69,7 @@ def test_a_server_whose_secret_is_missing_does_not_start_and_names_it(
     plugin = awssecret_plugin({**secrets_ca.plugin_data(), "key_file_arn": missing})
     text, socket_path, _ = server_config(tmp_path / "server", plugins=plugin)
     (tmp_path / "server").mkdir()
-    server = ServerDaemon("pyspire-server", tmp_path / "server", socket_path, text, env=environment(aws))
+    server = ServerDaemon("pyspire-server", tmp_path / "server", socket_path, text, env=aws.environment())
     server.start(wait=False)
     assert server.process is not None
     assert server.process.wait(60) == 1

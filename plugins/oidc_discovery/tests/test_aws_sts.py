@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plugins.oidc_discovery.tests.deployment import WORKLOAD_ID, Deployment, Tls, https_provider
 from plugins.oidc_discovery.tests.sts_fake import StsFake
-from tests.support.moto import MotoServer
+from tests.support.moto import NO_AWS_FILES, MotoServer
 
 AUDIENCE = "sts.amazonaws.com"
 
@@ -71,8 +71,8 @@ def _refusal(sts: object, role_arn: str, token: str) -> tuple[str, str]:
 def test_sts_exchanges_a_jwt_svid_for_aws_credentials_and_refuses_what_aws_refuses(
     tmp_path: Path, deployment: Deployment, tls: Tls, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.setenv(name, str(tmp_path / "no-aws-config"))
+    for name, value in NO_AWS_FILES.items():
+        monkeypatch.setenv(name, value)
     moto.reset()
     iam = _client("iam", moto.endpoint)
     provider_url = deployment.issuer.removeprefix("https://")

@@ -63,6 +63,14 @@ def test_intermediate_upstream_needs_its_roots_and_is_chained(tmp_path: Path) ->
     assert minted.upstream_roots == (root.certificate,)
 
 
+def test_an_upstream_ca_that_does_not_chain_to_the_bundle_is_refused(tmp_path: Path) -> None:
+    """Regression: the disk plugin took any bundle_file_path, and the server then published
+    roots its own CA did not chain to (every SVID failed verification). awssecret refused it."""
+    intermediate = make_ca(issuer=make_ca(name="root"), name="intermediate")
+    with pytest.raises(CatalogError, match="could not be validated with the provided bundle"):
+        load(tmp_path, write_ca(tmp_path, intermediate, bundle=make_ca(name="another root")))
+
+
 def test_key_that_does_not_match_is_refused(tmp_path: Path) -> None:
     data = write_ca(tmp_path, make_ca())
     (tmp_path / "upstream.key").write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))

@@ -40,6 +40,7 @@ from pyspire.plugin.markers import hookimpl, hookspec
 from pyspire.plugin.plugin_data import parse_plugin_data
 from pyspire.plugin.selectors import Selector, SelectorError
 from pyspire.plugin.upstream import JwtKey, UpstreamTrust, UpstreamX509Ca
+from pyspire.plugin.upstream_ca import PemSource, PemUpstreamCa, load_pem_upstream_ca
 
 __all__ = [
     "AlreadyExists",
@@ -54,6 +55,8 @@ __all__ = [
     "JwtKey",
     "KeyType",
     "NotFound",
+    "PemSource",
+    "PemUpstreamCa",
     "PermissionDenied",
     "PluginConfigError",
     "PluginError",
@@ -67,5 +70,6 @@ __all__ = [
     "UpstreamX509Ca",
     "hookimpl",
     "hookspec",
+    "load_pem_upstream_ca",
     "parse_plugin_data",
 ]

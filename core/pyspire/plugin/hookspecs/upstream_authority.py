@@ -20,6 +20,9 @@ def mint_x509_ca(csr: bytes, preferred_ttl: timedelta) -> UpstreamX509Ca:
     of the CSR and its subject; the certificate must have CA=true, keyCertSign and cRLSign,
     and the trust domain's SPIFFE ID as its URI SAN. ``preferred_ttl`` is the server's
     ``ca_ttl``; the upstream may issue a shorter one (the server then rotates sooner).
+    An upstream CA whose key the plugin holds as PEM (read from a file, a secret store)
+    need not be checked and signed by hand: :func:`~pyspire.plugin.load_pem_upstream_ca`
+    checks it as SPIRE does and its ``sign`` does this, as ``disk`` and ``awssecret`` use it.
 
     Raise :class:`~pyspire.plugin.Unavailable` when the upstream cannot be reached: the
     server keeps its current CA and asks again.

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pyspire.plugin.testing import WorkloadAttestorContract
 
-from plugins.docker.tests.cgroups import RuntimeCgroup
 from plugins.docker.tests.engine import Container, Engine
+from tests.support.cgroups import Cgroup
 
 
 class TestDockerContract(WorkloadAttestorContract):
@@ -34,7 +34,7 @@ class TestDockerContract(WorkloadAttestorContract):
         (container,) = engine.containers
         process = subprocess.Popen(["sleep", "60"])
         try:
-            with RuntimeCgroup(f"system.slice/docker-{container}.scope") as cgroup:
+            with Cgroup(f"system.slice/docker-{container}.scope") as cgroup:
                 cgroup.add(process.pid)
                 yield process
         finally:

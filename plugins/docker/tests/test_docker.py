@@ -18,10 +18,10 @@ import pytest
 from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.errors import FailedPrecondition, NotFound, Unavailable
 from pyspire.plugin.facades import WorkloadAttestor
-from pyspire.plugin.testing import load_plugin, make_core_config
 
-from plugins.docker.tests.cgroups import RuntimeCgroup
 from plugins.docker.tests.engine import Container, Engine, container_id
+from tests.support.cgroups import Cgroup
+from tests.support.workload_attestors import loaded_attestors, spawned_processes
 
 
 @pytest.fixture
@@ -39,33 +39,13 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def spawn() -> Iterator[Any]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(argv: list[str] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(argv or ["sleep", "60"], **kwargs)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
+    yield from spawned_processes()
 
 
 @pytest.fixture
 def load(tmp_path: Path) -> Iterator[Any]:
     """Load the plugin with the given ``plugin_data``; every handle is closed after the test."""
-    handles: list[WorkloadAttestor] = []
-
-    def configured(**plugin_data: Any) -> WorkloadAttestor:
-        handle = load_plugin("agent", "WorkloadAttestor", "docker", plugin_data, make_core_config(tmp_path / "d"))
-        assert isinstance(handle, WorkloadAttestor)
-        handles.append(handle)
-        return handle
-
-    yield configured
-    for handle in handles:
-        handle.close()
+    yield from loaded_attestors("docker", tmp_path / "d")
 
 
 def selectors(handle: WorkloadAttestor, pid: int) -> set[str]:
@@ -104,7 +84,7 @@ def test_a_process_in_a_container_gets_the_containers_selectors(
     container = engine.add(Container())
     engine.add(Container(labels={"com.example.name": "other"}))
     process = spawn()
-    with RuntimeCgroup(layout.format(id=container.id), hierarchies) as cgroup:
+    with Cgroup(layout.format(id=container.id), hierarchies) as cgroup:
         cgroup.add(process.pid)
         found = selectors(load(docker_socket_path=engine.url), process.pid)
     assert found == expected(container)
@@ -122,7 +102,7 @@ def test_a_process_outside_any_container_has_no_docker_selectors(
 def test_cgroups_naming_two_containers_fail_attestation(engine: Engine, spawn: Any, tmp_path: Path, load: Any) -> None:
     first, second = engine.add(Container()), engine.add(Container())
     process = spawn()
-    with RuntimeCgroup(f"docker/{first.id}", "v1") as v1, RuntimeCgroup(f"docker/{second.id}", "v2") as v2:
+    with Cgroup(f"docker/{first.id}", "v1") as v1, Cgroup(f"docker/{second.id}", "v2") as v2:
         v1.add(process.pid)
         v2.add(process.pid)
         with pytest.raises(FailedPrecondition, match=f"multiple container IDs found \\('{first.id}', '{second.id}'\\)"):
@@ -135,7 +115,7 @@ def in_container(spawn: Any) -> Iterator[tuple[int, str]]:
     """A real process in the cgroups of a Docker container (systemd driver) the engine may not know."""
     process = spawn()
     cid = container_id()
-    with RuntimeCgroup(f"system.slice/docker-{cid}.scope") as cgroup:
+    with Cgroup(f"system.slice/docker-{cid}.scope") as cgroup:
         cgroup.add(process.pid)
         yield process.pid, cid
 
@@ -235,7 +215,7 @@ def test_podman_containers_are_asked_of_podman(
     try:
         container = podman.add(Container(image="quay.io/podman/hello:latest"))
         process = spawn()
-        with RuntimeCgroup(layout.format(id=container.id), "v2") as cgroup:
+        with Cgroup(layout.format(id=container.id), "v2") as cgroup:
             cgroup.add(process.pid)
             handle = load(
                 docker_socket_path=engine.url,
@@ -252,7 +232,7 @@ def test_podman_containers_are_asked_of_podman(
 def test_legacy_matchers_locate_the_container(engine: Engine, spawn: Any, tmp_path: Path, load: Any) -> None:
     container = engine.add(Container())
     process = spawn()
-    with RuntimeCgroup(f"my.slice/app/{container.id}/init") as cgroup:
+    with Cgroup(f"my.slice/app/{container.id}/init") as cgroup:
         cgroup.add(process.pid)
         legacy = load(
             docker_socket_path=engine.url,
@@ -291,7 +271,7 @@ def test_a_mount_table_naming_a_container_does_not_make_a_process_that_container
     container); its cgroups name none, and it gets no docker selectors."""
     victim = engine.add(Container(labels={"com.example.name": "payments"}))
     nobody = pwd.getpwnam("nobody")
-    with RuntimeCgroup(f"docker/{victim.id}", "v1") as cgroup:
+    with Cgroup(f"docker/{victim.id}", "v1") as cgroup:
         target = next(path for path in cgroup.directories() if "pids" in str(path) or "systemd" in str(path))
         mount_point = Path("/tmp")  # a directory every user namespace may mount over in its own mount table
         process = spawn(
@@ -351,7 +331,7 @@ def test_the_container_id_names_the_cgroup(tmp_path: Path) -> None:
     cid = str(uuid.uuid4().hex * 2)
     process = subprocess.Popen(["sleep", "60"])
     try:
-        with RuntimeCgroup(f"docker/{cid}") as cgroup:
+        with Cgroup(f"docker/{cid}") as cgroup:
             cgroup.add(process.pid)
             lines = Path(f"/proc/{process.pid}/cgroup").read_text().splitlines()
             assert lines

@@ -1,21 +1,19 @@
-"""A real ``dbus-daemon`` on a private socket, the systemd stand-in on it, and unit cgroups.
+"""A real ``dbus-daemon`` on a private socket, and the systemd stand-in on it.
 
 ``SystemBus`` runs Debian's ``dbus-daemon`` with a system-bus-like policy (only root may own
-``org.freedesktop.systemd1``); ``FakeSystemd`` runs ``fake_systemd.py`` on it. ``UnitCgroup``
-puts real processes in a unit's cgroup (``system.slice/web.service``) in the cgroup v2 tree,
-below the test's own cgroup, which is where systemd would have them and where the stand-in
-looks.
+``org.freedesktop.systemd1``); ``FakeSystemd`` runs ``fake_systemd.py`` on it. The tests put
+real processes in a unit's cgroup (``system.slice/web.service``) with
+:class:`tests.support.cgroups.Cgroup`, in the cgroup v2 tree where systemd would have them
+and where the stand-in looks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from pyspire.plugin.testing import service_unavailable
 
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -103,55 +101,3 @@ def _close_pipes(process: subprocess.Popen[str]) -> None:
     for pipe in (process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()
-
-
-def _own_v2_cgroup() -> Path | None:
-    """The test process's directory in the cgroup v2 tree, if one is mounted."""
-    own = next(
-        (line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")), None
-    )
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split(" ")
-        if own is not None and fields[fields.index("-") + 1] == "cgroup2" and own.startswith(fields[3]):
-            return Path(fields[4]) / own[len(fields[3]) :].lstrip("/")
-    return None
-
-
-class UnitCgroup:
-    """The cgroup of unit ``path`` (``system.slice/web.service``); real processes can be put in it."""
-
-    def __init__(self, path: str) -> None:
-        base = _own_v2_cgroup()
-        if base is None:
-            pytest.skip("no cgroup v2 tree is mounted")
-        self._base = base
-        self.directory = base / path
-        self._made: list[Path] = []
-        self._pids: list[int] = []
-
-    def __enter__(self) -> UnitCgroup:
-        directory = self._base
-        for part in self.directory.relative_to(self._base).parts:
-            directory = directory / part
-            try:
-                directory.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as err:
-                self.__exit__()
-                pytest.skip(f"cannot make unit cgroups (root and a writable cgroup v2 tree needed): {err}")
-            self._made.append(directory)
-        return self
-
-    def add(self, pid: int) -> None:
-        (self.directory / "cgroup.procs").write_text(str(pid))
-        self._pids.append(pid)
-
-    def __exit__(self, *exc: object) -> None:
-        for pid in self._pids:
-            with contextlib.suppress(OSError):
-                (self._base / "cgroup.procs").write_text(str(pid))
-        for directory in reversed(self._made):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        self._made.clear()

@@ -13,40 +13,21 @@ import pytest
 from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.errors import NotFound, Unavailable
 from pyspire.plugin.facades import WorkloadAttestor
-from pyspire.plugin.testing import load_plugin, make_core_config
 
-from plugins.systemd.tests.bus import FakeSystemd, SystemBus, UnitCgroup
+from plugins.systemd.tests.bus import FakeSystemd, SystemBus
+from tests.support.cgroups import Cgroup
+from tests.support.workload_attestors import loaded_attestors, spawned_processes
 
 
 @pytest.fixture
 def spawn() -> Iterator[Any]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(["sleep", "60"])
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
+    yield from spawned_processes()
 
 
 @pytest.fixture
 def load(tmp_path: Path) -> Iterator[Any]:
     """Load the plugin with the given ``plugin_data``; every handle is closed after the test."""
-    handles: list[WorkloadAttestor] = []
-
-    def configured(**plugin_data: Any) -> WorkloadAttestor:
-        handle = load_plugin("agent", "WorkloadAttestor", "systemd", plugin_data, make_core_config(tmp_path / "d"))
-        assert isinstance(handle, WorkloadAttestor)
-        handles.append(handle)
-        return handle
-
-    yield configured
-    for handle in handles:
-        handle.close()
+    yield from loaded_attestors("systemd", tmp_path / "d")
 
 
 def selectors(handle: WorkloadAttestor, pid: int) -> set[str]:
@@ -59,7 +40,7 @@ def web(systemd: FakeSystemd, spawn: Any) -> Iterator[tuple[int, Path]]:
     unit_file = systemd.units / "web.service"
     unit_file.write_text("[Service]\nExecStart=/bin/sleep 60\n")
     process = spawn()
-    with UnitCgroup("system.slice/web.service") as cgroup:
+    with Cgroup("system.slice/web.service", "v2") as cgroup:
         cgroup.add(process.pid)
         yield process.pid, unit_file
 
@@ -83,7 +64,7 @@ def test_units_without_a_file_and_with_escaped_names(
     spawn: Any, tmp_path: Path, cgroup: str, unit: str, load: Any
 ) -> None:
     process = spawn()
-    with UnitCgroup(cgroup) as unit_cgroup:
+    with Cgroup(cgroup, "v2") as unit_cgroup:
         unit_cgroup.add(process.pid)
         assert selectors(load(), process.pid) == {f"systemd:id:{unit}", "systemd:fragment_path:"}
 

@@ -1,11 +1,12 @@
-"""Real cgroups shaped like a container runtime's, for real processes to be put in.
+"""Real cgroups shaped like a container runtime's or systemd's, for real processes to be put in.
 
 A container runtime makes one cgroup per container in every hierarchy it manages (each cgroup
-v1 controller, v1 ``name=systemd``, the v2 tree) at a path that names the container; the
-kernel then lists those paths in ``/proc/<pid>/cgroup``. ``RuntimeCgroup`` makes such a cgroup
-below the test's own cgroup in each hierarchy (so resource limits on the test still apply) and
-moves processes into it; leaving puts them back and removes the directories. It needs root and
-writable cgroup mounts; without them the test skips and says why.
+v1 controller, v1 ``name=systemd``, the v2 tree) at a path that names the container; systemd
+one per unit (``system.slice/web.service``). The kernel then lists those paths in
+``/proc/<pid>/cgroup``, where workload attestors look. ``Cgroup`` makes such a cgroup below
+the test's own cgroup in each hierarchy (so resource limits on the test still apply) and
+moves processes into it; leaving puts them back and removes the directories. It needs root
+and writable cgroup mounts; without them the test skips and says why.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def _hierarchies() -> list[_Hierarchy]:
     return found
 
 
-class RuntimeCgroup:
-    """The cgroup of one container at ``path`` (``docker/<id>``, ``system.slice/docker-<id>.scope``)."""
+class Cgroup:
+    """The cgroup at ``path`` (``docker/<id>``, ``system.slice/docker-<id>.scope``, ``system.slice/web.service``)."""
 
     def __init__(self, path: str, hierarchies: Hierarchies = "all") -> None:
         self.path = path
@@ -68,7 +69,7 @@ class RuntimeCgroup:
         self._pids: list[int] = []
         self._made: list[Path] = []
 
-    def __enter__(self) -> RuntimeCgroup:
+    def __enter__(self) -> Cgroup:
         if not self._hierarchies:
             pytest.skip("no cgroup hierarchy of this process could be found in /proc/self/mountinfo")
         try:
@@ -76,7 +77,7 @@ class RuntimeCgroup:
                 self._make(hierarchy.own_dir, self.path)
         except OSError as err:
             self.__exit__()
-            pytest.skip(f"cannot make container cgroups (root and writable cgroup mounts needed): {err}")
+            pytest.skip(f"cannot make cgroups (root and writable cgroup mounts needed): {err}")
         return self
 
     def _make(self, base: Path, path: str) -> None:
@@ -94,11 +95,11 @@ class RuntimeCgroup:
                     own.write_text((parent / name).read_text())
 
     def directories(self) -> list[Path]:
-        """The container's cgroup directory in each hierarchy."""
+        """The cgroup's directory in each hierarchy."""
         return [hierarchy.own_dir / self.path for hierarchy in self._hierarchies]
 
     def add(self, pid: int) -> None:
-        """Move process ``pid`` into the container's cgroup in every hierarchy."""
+        """Move process ``pid`` into the cgroup in every hierarchy."""
         for hierarchy in self._hierarchies:
             (hierarchy.own_dir / self.path / "cgroup.procs").write_text(str(pid))
         self._pids.append(pid)

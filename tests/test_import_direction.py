@@ -3,7 +3,8 @@
 ``crypto`` (keys, signing, certificate templates) and ``proto`` (wire contracts and their
 stubs) are leaves: they import no other pyspire package. ``spiffe`` (the standards as a
 library) may use ``proto``'s Workload API stubs and nothing else: no server, agent or plugin
-code. Read from the source, every import counted (inside functions and ``TYPE_CHECKING``
+code. ``telemetry`` serves both daemons, so it imports neither (what it needs of one, such as
+the server's rate-limited RPCs, its caller passes). Read from the source, every import counted (inside functions and ``TYPE_CHECKING``
 blocks too), so a cycle cannot come back unnoticed.
 """
 
@@ -20,6 +21,7 @@ ALLOWED = {
     "crypto": {"crypto"},
     "proto": {"proto"},
     "spiffe": {"spiffe", "proto"},
+    "telemetry": {"telemetry", "proto", "plugin", "config", "listening", "__version__"},
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from pyspire.config.schema import config_key
 from pyspire.config.sections import AgentSection, HealthChecks, ServerSection, Telemetry
 from pyspire.config.support import AGENT_UNSUPPORTED, SERVER_UNSUPPORTED, Verdict
+from pyspire.server.api.ratelimit import LIMITED_METHODS
 from pyspire.telemetry import catalog
 
 __all__ = ["cli_markdown", "config_markdown", "documents", "main"]
@@ -248,7 +249,7 @@ def cli_markdown() -> str:
 
 def documents() -> dict[str, str]:
     """File name -> content, for every generated reference."""
-    return {"config.md": config_markdown(), "cli.md": cli_markdown(), "metrics.md": catalog.markdown()}
+    return {"config.md": config_markdown(), "cli.md": cli_markdown(), "metrics.md": catalog.markdown(LIMITED_METHODS)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

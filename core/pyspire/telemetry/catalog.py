@@ -200,23 +200,21 @@ def _plugin_metrics(daemon: Daemon) -> list[MetricInfo]:
     return sorted(found.values(), key=lambda info: info.key)
 
 
-def catalog(daemon: Daemon) -> list[MetricInfo]:
-    """Every metric key ``daemon`` emits, RPCs first."""
+def catalog(daemon: Daemon, rate_limited: Iterable[str] = ()) -> list[MetricInfo]:
+    """Every metric key ``daemon`` emits, RPCs first; ``rate_limited``: the RPCs its rate limits count.
+
+    The rate-limited RPCs are the server's policy (``pyspire.server.api.ratelimit``): its
+    caller passes them, so telemetry, below the daemons, imports neither.
+    """
     rpcs = [
         MetricInfo(rpc_metric_key(path), "call counter", f"Calls of {path}")
         for path in sorted(served_paths(daemon), key=rpc_metric_key)
     ]
     own = _SERVER if daemon == "server" else _AGENT
-    limits = []
-    if daemon == "server":
-        from pyspire.server.api.ratelimit import LIMITED_METHODS  # noqa: PLC0415 - the server's own table
-
-        limits = [
-            MetricInfo(
-                ("rateLimit", *rpc_metric_key(path)[1:]), "call counter", f"Rate limiting of {path} (TCP callers)"
-            )
-            for path in sorted(LIMITED_METHODS)
-        ]
+    limits = [
+        MetricInfo(("rateLimit", *rpc_metric_key(path)[1:]), "call counter", f"Rate limiting of {path} (TCP callers)")
+        for path in sorted(rate_limited)
+    ]
     return [*rpcs, *limits, *_plugin_metrics(daemon), *sorted((*own, *_COMMON), key=lambda info: info.key)]
 
 
@@ -244,8 +242,8 @@ def _table(infos: Iterable[MetricInfo]) -> list[str]:
     return rows
 
 
-def markdown() -> str:
-    """docs/metrics.md."""
+def markdown(server_rate_limited: Iterable[str]) -> str:
+    """docs/metrics.md; ``server_rate_limited``: the RPCs the server rate-limits."""
     lines = [
         "# Metrics reference",
         "",
@@ -262,9 +260,8 @@ def markdown() -> str:
         "`NotFound`...). Prometheus also exports client_golang's `process_*` families.",
         "",
     ]
-    daemons: tuple[Daemon, ...] = ("server", "agent")
-    for daemon in daemons:
-        lines += [f"## {daemon.capitalize()}", "", *_table(catalog(daemon)), ""]
+    lines += ["## Server", "", *_table(catalog("server", server_rate_limited)), ""]
+    lines += ["## Agent", "", *_table(catalog("agent")), ""]
     lines += ["## SPIRE metrics pyspire does not emit", "", "| Keys | Why |", "|---|---|"]
     lines += [f"| `{keys}` | {why} |" for keys, why in SPIRE_NOT_EMITTED]
     return "\n".join(lines) + "\n"

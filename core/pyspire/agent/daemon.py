@@ -32,11 +32,12 @@ from pyspire.agent.workload_api import WorkloadApiService
 from pyspire.backoff import Backoff, attestation_backoff, transient_status
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.files import ensure_private_dir
+from pyspire.lifecycle import serve_until_stopped
 from pyspire.listening import AcceptExhaustionLog
 from pyspire.plugin.catalog import AgentCatalog, load_agent_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.reconfigure import report_plugin_data_changes
-from pyspire.signals import StopRequest, handle_signals
+from pyspire.signals import handle_signals
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
 from pyspire.telemetry.metrics import NO_METRICS
@@ -426,38 +427,14 @@ class AgentDaemon:
 async def _serve(config: AgentConfig) -> int:
     daemon = AgentDaemon(config)
     with handle_signals(daemon.reconfigure) as stop:
-        return await _serve_until(daemon, stop)
-
-
-async def _serve_until(daemon: AgentDaemon, stop: StopRequest) -> int:
-    starting = asyncio.create_task(daemon.start())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
-        await daemon.stop()
-        return stop.exit_code
-    try:
-        starting.result()
-    except (StartupError, AgentStopped, OSError, TelemetryError) as err:
-        _log.error("Agent failed to start: %s", err)
-        stopping.cancel()
-        await daemon.stop()
-        return 1
-    assert daemon.sync_task is not None
-    await asyncio.wait({daemon.sync_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    code = stop.exit_code
-    if daemon.sync_task.done() and not daemon.sync_task.cancelled():
-        error = daemon.sync_task.exception()
-        _log.error("Agent stopping: %s", error)
-        code = 1
-    else:
-        _log.info("Stopping the agent")
-    stopping.cancel()
-    await daemon.stop()
-    return code
+        return await serve_until_stopped(
+            daemon,
+            stop,
+            name="Agent",
+            log=_log,
+            refusals=(StartupError, AgentStopped, OSError, TelemetryError),
+            failure=lambda: daemon.sync_task,
+        )
 
 
 def run_agent(config: AgentConfig) -> int:

@@ -22,6 +22,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from pyspire.config import ServerConfig
+from pyspire.lifecycle import serve_until_stopped
 from pyspire.listening import AcceptExhaustionLog
 from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
 from pyspire.plugin.core_config import CoreConfig
@@ -44,7 +45,7 @@ from pyspire.server.datastore_health import DatastoreHealth
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
-from pyspire.signals import StopRequest, handle_signals
+from pyspire.signals import handle_signals
 from pyspire.spiffe import SpiffeId
 from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
 from pyspire.telemetry.plugins import PluginObserver
@@ -352,37 +353,11 @@ def settle_heap() -> None:
 async def _serve(config: ServerConfig) -> int:
     daemon = ServerDaemon(config)
     with handle_signals(daemon.reconfigure) as stop:
-        return await _serve_until(daemon, stop)
-
-
-async def _serve_until(daemon: ServerDaemon, stop: StopRequest) -> int:
-    starting = asyncio.create_task(daemon.start())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        # Stopped while starting (an upstream CA slow to answer, say): what started stops again.
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
-        await daemon.stop()
-        return stop.exit_code
-    try:
-        starting.result()
-    except (ListenError, OSError, PluginError, TelemetryError) as err:
-        # A plugin that cannot do its part at start (an upstream CA out of reach, say)
-        # is an operator's problem to fix, reported in its own words, not a crash.
-        _log.error("Server failed to start: %s", err)
-        stopping.cancel()
-        await daemon.stop()
-        return 1
-    except BaseException:
-        stopping.cancel()
-        await daemon.stop()
-        raise
-    await stopping
-    _log.info("Stopping the server")
-    await daemon.stop()
-    return stop.exit_code
+        # A plugin that cannot do its part at start (an upstream CA out of reach, say) is an
+        # operator's problem to fix, reported in its own words, not a crash.
+        return await serve_until_stopped(
+            daemon, stop, name="Server", log=_log, refusals=(ListenError, OSError, PluginError, TelemetryError)
+        )
 
 
 def run_server(config: ServerConfig) -> int:

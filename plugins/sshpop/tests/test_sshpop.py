@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from pyspire.plugin.errors import CatalogError, ErrorCode, PluginError
 from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
 from pyspire.plugin.testing import load_plugin, make_core_config
+from pyspire_sshpop.agent import AgentSshPopConfig
+from pyspire_sshpop.server import ServerSshPopConfig
 
 from plugins.sshpop.tests.conftest import fingerprint_of
 from plugins.sshpop.tests.keygen import KeyPair, certify, new_key, ssh_keygen
@@ -381,3 +384,26 @@ def test_the_agent_defaults_are_openssh_host_rsa_files(tmp_path: Path) -> None:
         'key "host_key_path": cannot read /etc/ssh/ssh_host_rsa_key:' in message
         or 'key "host_cert_path": cannot read /etc/ssh/ssh_host_rsa_key-cert.pub:' in message
     ), message
+
+
+def test_the_answer_is_spires(agent_for: Callable, host_key: KeyPair, host_cert: Path) -> None:
+    """A SPIRE server reads Go's encoding of ``ssh.Signature``: exactly these names."""
+    agent = agent_for(host_key, host_cert)
+    agent.payload()
+    answer = json.loads(agent.answer_challenge(json.dumps({"Nonce": base64.b64encode(bytes(32)).decode()}).encode()))
+    assert set(answer) == {"Nonce", "Signature"}
+    assert len(base64.b64decode(answer["Nonce"])) == 32
+    assert answer["Signature"]["Format"] == "rsa-sha2-256"
+    assert answer["Signature"]["Rest"] is None
+    assert len(base64.b64decode(answer["Signature"]["Blob"])) == 256
+
+
+@pytest.mark.parametrize(("section", "config_class"), [("Agent", AgentSshPopConfig), ("Server", ServerSshPopConfig)])
+def test_the_readme_documents_every_key_with_its_default(section: str, config_class: type) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split(f"## {section} configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1]: line for line in table.splitlines() if line.startswith("| `")}
+    assert set(rows) == {f.name for f in dataclasses.fields(config_class)}
+    for name, default in [(f.name, f.default) for f in dataclasses.fields(config_class)]:
+        if isinstance(default, str) and default:
+            assert f"`{default}`" in rows[name], name

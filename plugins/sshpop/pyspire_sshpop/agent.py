@@ -60,9 +60,13 @@ def _private_key(path: str) -> handshake.PrivateKey:
         raise PluginConfigError("host_key_path", f"{path} is encrypted: host keys have no passphrase") from None
     except (ValueError, UnsupportedAlgorithm) as err:
         raise PluginConfigError("host_key_path", f"{path} is not a readable private key: {err}") from None
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise PluginConfigError("host_key_path", f"{path}: {type(key).__name__} keys are not supported")
-    return key
+    if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in handshake.EC_CURVES
+    ):
+        return key
+    raise PluginConfigError(
+        "host_key_path", f"{path}: only RSA, ECDSA (P-256, P-384, P-521) and Ed25519 host keys are supported"
+    )
 
 
 class AgentSshPop:

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -65,11 +66,8 @@ class HostCertificate:
 
     certificate: SSHCertificate
     wire: bytes
-
-    @property
-    def principals(self) -> list[str]:
-        """The valid principals, decoded (a principal that is not UTF-8 is refused when parsed)."""
-        return [p.decode() for p in self.certificate.valid_principals]
+    kind: SSHCertificateType
+    principals: tuple[str, ...]
 
 
 def _key_type(blob: bytes) -> bytes:
@@ -82,7 +80,7 @@ def _key_type(blob: bytes) -> bytes:
     return blob[4 : 4 + length]
 
 
-def _supported(key: SSHPublicKeyTypes | object) -> bool:
+def _supported(key: object) -> TypeGuard[SigningKey]:
     return isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey) or (
         isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1)
     )
@@ -103,12 +101,15 @@ def certificate_from_wire(wire: bytes) -> HostCertificate:
         raise ValueError(str(err) or type(err).__name__) from None
     if not isinstance(certificate, SSHCertificate):
         raise ValueError("not a certificate")
-    parsed = HostCertificate(certificate, wire)
     try:
-        parsed.principals  # noqa: B018 - decoding is the check
+        kind = certificate.type
+    except ValueError:
+        raise ValueError("the certificate is neither a user nor a host certificate") from None
+    try:
+        principals = tuple(p.decode() for p in certificate.valid_principals)
     except UnicodeDecodeError:
         raise ValueError("a principal is not UTF-8") from None
-    return parsed
+    return HostCertificate(certificate, wire, kind, principals)
 
 
 def read_host_certificate(text: bytes) -> HostCertificate:
@@ -164,7 +165,7 @@ def _key_from_fields(line: str) -> SigningKey:
         raise ValueError(f"the key cannot be read: {err}") from None
     if not _supported(key):
         raise ValueError(f'key type "{fields[0]}" is not supported')
-    return key  # type: ignore[return-value]
+    return key
 
 
 def parse_authorized_key(line: str) -> SigningKey:
@@ -193,14 +194,11 @@ class TrustedAuthorities:
     def __init__(self, keys: list[SigningKey]) -> None:
         self._keys = {_canonical(key) for key in keys}
 
-    def check(self, host: HostCertificate, now: float | None = None) -> None:
+    def check(self, host: HostCertificate) -> None:
         """Raise :class:`CertificateRefused` unless ``host`` is a host certificate a trusted CA issued, valid now."""
         certificate = host.certificate
-        if certificate.type != SSHCertificateType.HOST:
-            kind = "a user certificate" if certificate.type == SSHCertificateType.USER else "not a host certificate"
-            raise CertificateRefused(
-                f"the certificate is {kind} (type {certificate.type.value}), not a host certificate"
-            )
+        if host.kind != SSHCertificateType.HOST:
+            raise CertificateRefused("the certificate is a user certificate, not a host certificate")
         principals = host.principals
         if not principals:
             raise CertificateRefused("the certificate has no valid principals")
@@ -217,7 +215,7 @@ class TrustedAuthorities:
                 raise CertificateRefused(
                     f'the certificate has the unsupported critical option "{option.decode(errors="replace")}"'
                 )
-        unix_now = int(time.time() if now is None else now)
+        unix_now = int(time.time())
         if certificate.valid_after >= 2**63 or unix_now < certificate.valid_after:
             raise CertificateRefused(f"the certificate is not valid yet (valid after {certificate.valid_after})")
         if certificate.valid_before != FOREVER and (

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from pyspire.plugin.errors import Internal, InvalidArgument
 
 __all__ = [
+    "EC_CURVES",
     "NONCE_BYTES",
     "PrivateKey",
     "Signature",
@@ -65,6 +66,7 @@ _EC_ALGORITHMS: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     "secp384r1": ("ecdsa-sha2-nistp384", hashes.SHA384()),
     "secp521r1": ("ecdsa-sha2-nistp521", hashes.SHA512()),
 }
+EC_CURVES = frozenset(_EC_ALGORITHMS)
 
 
 def _b64(data: bytes) -> str:

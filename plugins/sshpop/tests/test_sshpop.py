@@ -134,10 +134,13 @@ def test_cas_from_a_file_join_the_listed_ones(
     other = new_key(keys / "other-ca")
     listed = tmp_path / "cas.pub"
     listed.write_text(f"# the fleet's CAs\n\n{other.public_line}\n")
-    agent = agent_for(host_key, host_cert)
+    agent = agent_for(host_key, host_cert)  # certified by the listed CA
+    from_file = agent_for(host_key, certify(other, host_key, "node1"))  # by the CA in the file
     server = server_for(cert_authorities_path=str(listed))
-    assert server.attest(agent.payload(), agent.answer_challenge).agent_path.startswith("/sshpop/")
+    for node in (agent, from_file):
+        assert server.attest(node.payload(), node.answer_challenge).agent_path.startswith("/sshpop/")
     only_file = server_for(cert_authorities=[], cert_authorities_path=str(listed))
+    assert only_file.attest(from_file.payload(), from_file.answer_challenge).can_reattest
     assert "not signed by a trusted CA" in str(refusal(only_file, agent))
 
 

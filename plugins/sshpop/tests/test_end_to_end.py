@@ -21,7 +21,7 @@ def _attestor(key: KeyPair, certificate: Path) -> str:
 
 
 @pytest.mark.slow
-def test_an_agent_attests_with_its_host_certificate_and_a_user_certificate_is_refused(
+def test_an_agent_attests_and_re_attests_with_its_host_certificate_and_a_user_certificate_is_refused(
     tmp_path: Path, ca: KeyPair, host_key: KeyPair, host_cert: Path
 ) -> None:
     authorities = tmp_path / "ssh_cert_authorities.pub"
@@ -44,6 +44,11 @@ def test_an_agent_attests_with_its_host_certificate_and_a_user_certificate_is_re
 
         register_this_process(server, agent_id, "spiffe://example.org/web")
         assert fetched_spiffe_id(agent) == "spiffe://example.org/web"
+
+        # Re-attestation is allowed: the same host (a reinstalled agent) attests again as itself.
+        again = start_agent(tmp_path / "again", server, node_attestor=_attestor(host_key, host_cert))
+        again.stop()
+        assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
 
         # The same key certified as a user: the server refuses it, and the agent says why.
         user_cert = certify(ca, host_key, "node2.example.com", host=False)

@@ -10,6 +10,7 @@ agent's host; proxy variables are not used (see the README).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -54,7 +55,11 @@ def fetch_challenge(hostname: str, port: int, path: str, timeout: float) -> byte
         response = connection.getresponse()
         if response.status in _REDIRECTS and response.getheader("Location") is not None:
             raise FetchError(f"GET {where}: HTTP {response.status}: http redirects are disabled")
-        return response.read(MAX_BODY_BYTES)
+        body = response.read(MAX_BODY_BYTES)
+        if expired.is_set():
+            # The shutdown can end a read as a clean end of the stream: what came is cut short.
+            raise TimeoutError
+        return body
     except (OSError, http.client.HTTPException) as err:
         if expired.is_set() or isinstance(err, TimeoutError):
             raise FetchError(f"GET {where}: no complete response within {timeout:g} s") from None
@@ -88,7 +93,5 @@ def _connect(addresses: list[tuple[Any, ...]], deadline: float, where: str) -> s
 
 def _expire(sock: socket.socket, expired: threading.Event) -> None:
     expired.set()
-    try:
+    with contextlib.suppress(OSError):  # already closed: the fetch finished as the deadline came
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: the fetch finished as the deadline came

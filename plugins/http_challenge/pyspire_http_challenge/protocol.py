@@ -26,12 +26,12 @@ __all__ = [
     "ANSWER",
     "PLUGIN_NAME",
     "AttestationData",
+    "agent_name_problem",
     "challenge_path",
     "decode_challenge",
     "decode_payload",
     "encode_challenge",
     "hostname_problem",
-    "agent_name_problem",
     "new_nonce",
 ]
 
@@ -122,7 +122,7 @@ def encode_challenge(nonce: str) -> bytes:
 
 def decode_challenge(challenge: bytes) -> str:
     """The nonce in the server's challenge; :class:`InvalidArgument` when it is not a challenge."""
-    nonce = _field(_json_object(challenge, "challenge"), "nonce", str, "")
+    nonce: str = _field(_json_object(challenge, "challenge"), "nonce", str, "")
     if _NONCE.fullmatch(nonce) is None:
         raise InvalidArgument("the challenge's nonce is not 1 to 64 characters of URL-safe base64")
     return nonce
@@ -148,5 +148,5 @@ def _field(document: dict[str, Any], name: str, kind: type, default: Any) -> Any
         return default  # JSON null leaves the field unset, as in SPIRE's decoding
     # bool is an int in Python; a JSON true is no port.
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise InvalidArgument(f'failed to unmarshal {name}: expected a JSON {"string" if kind is str else "integer"}')
+        raise InvalidArgument(f"failed to unmarshal {name}: expected a JSON {'string' if kind is str else 'integer'}")
     return value

@@ -128,7 +128,9 @@ class ServerHttpChallenge:
         challenge(encode_challenge(nonce))  # the answer carries nothing: the proof is the fetch
         path = challenge_path(data.agent_name)
         if self._logger is not None:
-            self._logger.debug("Verifying challenge", extra={"hostname": data.hostname, "port": data.port, "path": path})
+            self._logger.debug(
+                "Verifying challenge", extra={"hostname": data.hostname, "port": data.port, "path": path}
+            )
         try:
             body = fetch_challenge(data.hostname, data.port, path, self.fetch_timeout)
         except FetchError as err:

@@ -253,6 +253,7 @@ def test_an_agent_that_hangs_up_on_the_challenge_is_refused(tmp_path: Path, peer
     [
         ({"allowed_dns_patterns": ["*"]}, "allowed_dns_patterns", 'cannot compile "*"'),
         ({"allowed_dns_patterns": [r"ok\.example", "(unclosed"]}, "allowed_dns_patterns", 'cannot compile "(unclosed"'),
+        ({"allowed_dns_patterns": [r"\pL+"]}, "allowed_dns_patterns", "bad escape"),  # RE2 syntax, not Python's
         ({"allowed_dns_patterns": "one"}, "allowed_dns_patterns", ""),
         ({"required_port": 0}, "required_port", "0 is not a port"),
         ({"required_port": 65536}, "required_port", "65536 is not a port"),

@@ -66,6 +66,7 @@ def fetch_challenge(hostname: str, port: int, path: str, timeout: float) -> byte
         raise FetchError(f"GET {where}: {type(err).__name__}: {err}") from None
     finally:
         watchdog.cancel()
+        watchdog.join()  # a shutdown under way ends before the descriptor is released
         sock.close()
 
 

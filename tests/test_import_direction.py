@@ -21,7 +21,7 @@ ALLOWED = {
     "crypto": {"crypto"},
     "proto": {"proto"},
     "spiffe": {"spiffe", "proto"},
-    "telemetry": {"telemetry", "proto", "plugin", "config", "listening", "__version__"},
+    "telemetry": {"telemetry", "proto", "plugin", "config", "listening", "http_listener", "__version__"},
 }
 
 

@@ -27,7 +27,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.health.v1.health_grpc import HealthBase
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from pyspire.telemetry.http import HttpListener, Response
+from pyspire.http_listener import HttpListener, Response
 
 __all__ = ["STEADY_INTERVAL", "CheckResult", "GrpcHealth", "HealthChecker", "HealthListener"]
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pyspire.telemetry.http import HttpListener, Response
+from pyspire.http_listener import HttpListener, Response
 from pyspire.telemetry.metrics import Key, Labels
 
 __all__ = ["PrometheusSink", "prometheus_name", "serve_prometheus"]

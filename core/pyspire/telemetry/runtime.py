@@ -16,7 +16,7 @@ from typing import Literal
 
 from pyspire import __version__
 from pyspire.config.sections import Telemetry
-from pyspire.telemetry.http import HttpListener
+from pyspire.http_listener import HttpListener
 from pyspire.telemetry.inmem import InmemSink
 from pyspire.telemetry.metrics import Metrics, Sink
 from pyspire.telemetry.prometheus import PrometheusSink, serve_prometheus

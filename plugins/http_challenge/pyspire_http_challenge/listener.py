@@ -1,6 +1,6 @@
 """The agent's HTTP listener for the challenge: opened for one attestation, closed after it.
 
-The listener is the daemons' own (:class:`pyspire.telemetry.http.HttpListener` on
+The listener is the daemons' own (:class:`pyspire.http_listener.HttpListener` on
 :func:`pyspire.listening.tcp_listener`: every address of both families, the kernel's full
 backlog, calm when descriptors run out), run on an event loop of the plugin's own in a
 thread, because the hooks that open and feed it are called from the agent's worker threads.
@@ -19,8 +19,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
+from pyspire.http_listener import HttpListener, Response
 from pyspire.listening import AcceptExhaustionLog
-from pyspire.telemetry.http import HttpListener, Response
 
 __all__ = ["SERVE_SECONDS", "ChallengeListener"]
 

@@ -1,7 +1,7 @@
-"""A minimal HTTP/1.1 listener on the daemon's event loop, for the metrics and health endpoints.
+"""A minimal HTTP/1.1 listener on an event loop: the metrics and health endpoints, http_challenge's.
 
-Both endpoints answer GET (and HEAD) with a small body; nothing here needs more than one
-request per connection. Requests are read with a deadline and a size bound, so a slow or
+Each answers GET (and HEAD) with a small body; nothing here needs more than one request per
+connection. Requests are read with a deadline and a size bound, so a slow or
 hostile client cannot hold the daemon's loop or memory.
 """
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -30,6 +30,8 @@ from pyspire.plugin import FailedPrecondition, Internal, PermissionDenied, Plugi
 from pyspire_vault_upstream.config import AppRoleAuth, CertAuth, K8sAuth, TokenAuth, VaultSettings
 
 __all__ = ["Lease", "VaultSession"]
+
+_T = TypeVar("_T")
 
 _log = logging.getLogger("pyspire.upstreamauthority.vault")
 
@@ -89,28 +91,38 @@ class VaultSession:
         """``POST /v1/<pki mount>/root/sign-intermediate``; Vault's ``data`` object."""
         mount = self._settings.pki_mount_point
         action = f"signing the intermediate CA at {mount}/root/sign-intermediate"
+        response = self.call(
+            action,
+            lambda client: client.secrets.pki.sign_intermediate(
+                csr=payload["csr"],
+                common_name=payload["common_name"],
+                extra_params={k: v for k, v in payload.items() if k not in ("csr", "common_name")},
+                mount_point=mount,
+            ),
+        )
+        if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
+            raise Internal(f"{action}: the response has no data object")
+        _log_warnings(action, response)
+        return response["data"]
+
+    def call(self, action: str, request: Callable[[hvac.Client], _T]) -> _T:
+        """Run ``request`` with the logged-in client; its failures become plugin errors naming ``action``.
+
+        A refusal (403) makes the session log in again and retry once: the token may have been
+        revoked or outlived its lease. Other plugins on Vault (the ``hashicorp_vault`` key
+        manager) make their calls through here so that they log in and renew the same way.
+        """
         with self._lock:
             for attempt in (1, 2):
                 client = self._logged_in()
                 try:
                     with _vault_errors(action, self._settings.vault_addr):
-                        response = client.secrets.pki.sign_intermediate(
-                            csr=payload["csr"],
-                            common_name=payload["common_name"],
-                            extra_params={k: v for k, v in payload.items() if k not in ("csr", "common_name")},
-                            mount_point=mount,
-                        )
+                        return request(client)
                 except PermissionDenied:
                     if attempt == 2:
                         raise
-                    # The token was revoked or outlived its lease: log in again, once.
                     _log.info("Vault refused the token; logging in again")
                     self._forget_login()
-                    continue
-                if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
-                    raise Internal(f"{action}: the response has no data object")
-                _log_warnings(action, response)
-                return response["data"]
         raise AssertionError("unreachable")
 
     def close(self) -> None:

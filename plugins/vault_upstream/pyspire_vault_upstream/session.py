@@ -302,7 +302,8 @@ def _vault_errors(action: str, address: str) -> Iterator[None]:
 def _errors(err: hvac.exceptions.VaultError) -> str:
     errors = getattr(err, "errors", None)
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)
+        # Vault wraps some refusals as "1 error occurred:\n\t* permission denied\n\n": one line.
+        return "; ".join(" ".join(str(e).split()) for e in errors)
     return str(err) or type(err).__name__
 
 

@@ -1,0 +1,116 @@
+"""``plugin_data`` of ``KeyManager "hashicorp_vault"``: SPIRE's keys, checked at configure time.
+
+The Vault connection keys (``vault_addr``, ``namespace``, ``ca_cert_path``,
+``insecure_skip_verify`` and the four auth blocks) and their environment fallbacks are the
+vault UpstreamAuthority's, read by its :func:`~pyspire_vault_upstream.config.load_settings`.
+This key manager adds where its keys live (``transit_engine_path``, or
+``VAULT_TRANSIT_ENGINE_PATH``, or ``transit``) and whose keys they are: the server ID of
+``key_identifier_value``, or the UUID kept in ``key_identifier_file``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspire.files import atomic_write
+from pyspire.plugin import PluginConfigError, parse_plugin_data
+from pyspire_vault_upstream.config import AppRoleAuth, CertAuth, K8sAuth, TokenAuth, VaultSettings, load_settings
+
+__all__ = ["KeyManagerSettings", "load_key_manager_settings", "read_server_id", "server_id"]
+
+DEFAULT_TRANSIT_ENGINE_PATH = "transit"
+_OWN_KEYS = ("key_identifier_file", "key_identifier_value", "transit_engine_path")
+VAULT_NAME = re.compile(r"\w[\w.-]*")
+"""What Vault accepts as the start of a transit key name (its names are word characters, '.' and '-')."""
+
+
+@dataclass(frozen=True)
+class _PluginData:
+    """Every key ``plugin_data`` may hold (unknown ones are refused by name)."""
+
+    key_identifier_file: str = ""
+    key_identifier_value: str = ""
+    transit_engine_path: str = ""
+    vault_addr: str = ""
+    namespace: str = ""
+    ca_cert_path: str = ""
+    insecure_skip_verify: bool = False
+    token_auth: TokenAuth | None = None
+    cert_auth: CertAuth | None = None
+    approle_auth: AppRoleAuth | None = None
+    k8s_auth: K8sAuth | None = None
+
+
+@dataclass(frozen=True)
+class KeyManagerSettings:
+    vault: VaultSettings
+    transit_engine_path: str
+    key_identifier_file: str
+    key_identifier_value: str
+
+
+def load_key_manager_settings(
+    plugin_data: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> KeyManagerSettings:
+    """Parse and check ``plugin_data``; raise :class:`PluginConfigError` naming the key at fault."""
+    env = os.environ if environ is None else environ
+    data = parse_plugin_data(_PluginData, plugin_data)
+    if data.key_identifier_file and data.key_identifier_value:
+        raise PluginConfigError(
+            "key_identifier_value", "only one of key_identifier_file or key_identifier_value may be set"
+        )
+    if not (data.key_identifier_file or data.key_identifier_value):
+        raise PluginConfigError("key_identifier_file", "one of key_identifier_file or key_identifier_value is required")
+    if data.key_identifier_value and not VAULT_NAME.fullmatch(data.key_identifier_value):
+        raise PluginConfigError(
+            "key_identifier_value",
+            f'"{data.key_identifier_value}" cannot start a Vault key name: use letters, digits, '
+            "'_', '.' and '-', starting with a letter, digit or '_'",
+        )
+    transit = data.transit_engine_path or env.get("VAULT_TRANSIT_ENGINE_PATH", "") or DEFAULT_TRANSIT_ENGINE_PATH
+    transit = transit.strip("/")
+    if not transit:
+        raise PluginConfigError("transit_engine_path", "must not be empty")
+    vault = load_settings({k: v for k, v in plugin_data.items() if k not in _OWN_KEYS}, env)
+    return KeyManagerSettings(vault, transit, data.key_identifier_file, data.key_identifier_value)
+
+
+def read_server_id(path: str) -> str | None:
+    """The server ID kept in ``key_identifier_file`` (None when the file does not exist yet).
+
+    Anything but a UUID is refused rather than replaced: a new ID would orphan every key the
+    old one names.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PluginConfigError("key_identifier_file", f"cannot read {path}: {err}") from None
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise PluginConfigError("key_identifier_file", f"{path} does not hold a server ID (a UUID)") from None
+
+
+def server_id(settings: KeyManagerSettings) -> str:
+    """``key_identifier_value``, or the file's UUID, made and kept (mode 0600) on first start."""
+    if settings.key_identifier_value:
+        return settings.key_identifier_value
+    existing = read_server_id(settings.key_identifier_file)
+    if existing is not None:
+        return existing
+    made = str(uuid.uuid4())
+    try:
+        atomic_write(Path(settings.key_identifier_file), made.encode())
+    except OSError as err:
+        raise PluginConfigError(
+            "key_identifier_file", f"cannot write {settings.key_identifier_file}: {err.strerror}"
+        ) from None
+    return made

@@ -24,6 +24,7 @@ PLUGIN_PACKAGES = (
     "pyspire_gcp_iit",
     "pyspire_k8s_psat",
     "pyspire_vault_upstream",
+    "pyspire_vault_keymanager",
     "pyspire_aws_kms",
     "pyspire_awssecret",
 )

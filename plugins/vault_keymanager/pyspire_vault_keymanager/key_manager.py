@@ -107,7 +107,7 @@ class HashicorpVaultKeyManager:
             return self._session.call(action, request)
         except PermissionDenied as err:
             raise PermissionDenied(
-                f'{err} (the token\'s policy must allow list on "{self._transit}/keys", create, read, update, '
+                f"{err} (the token's policy must allow create, read, update, "
                 f'delete and list on "{self._transit}/keys/*" and update on "{self._transit}/sign/*": '
                 "see the plugin's README)"
             ) from None

@@ -97,7 +97,11 @@ class HashicorpVaultKeyManager:
         self._names = KeyNames(identifier)
         self._session = VaultSession(settings.vault)
         self._deleter = Deleter(self._delete, logger)
-        self._keys = self._fetch_keys()
+        try:
+            self._keys = self._fetch_keys()
+        except BaseException:
+            self.close()  # a refused start leaves no worker thread or Vault connection behind
+            raise
 
     # --- Vault calls -----------------------------------------------------------------------
 
@@ -145,7 +149,7 @@ class HashicorpVaultKeyManager:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             problem = f"{type(err).__name__}: {err}"
             raise Internal(f"{action}: the answer does not describe a signing key ({problem})") from None
-        key_type = _KEY_TYPES.get(transit_type)
+        key_type = _KEY_TYPES.get(transit_type) if isinstance(transit_type, str) else None
         if key_type is None:
             raise Internal(f'{action}: unsupported key type "{transit_type}"')
         return _Key(name, version, created, PublicKey(key_id, key_type, der))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,6 +190,21 @@ def test_a_token_without_transit_permissions_is_refused_at_start(transit: Transi
     assert "permission denied" in message
     assert f'"{transit.mount}/sign/*"' in message
     assert "\n" not in message
+
+
+def test_a_refused_start_leaves_no_deletion_worker_running(transit: Transit, tmp_path: Path) -> None:
+    transit.admin().sys.create_or_update_policy(
+        f"lookup-{transit.name}", 'path "auth/token/lookup-self" { capabilities = ["read"] }'
+    )
+    data = transit.plugin_data(tmp_path, token_auth={"token": transit.token([f"lookup-{transit.name}"])})
+
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "hashicorp_vault-deletion"}
+
+    before = workers()
+    with pytest.raises(CatalogError):
+        load_plugin("server", "KeyManager", "hashicorp_vault", data, make_core_config(tmp_path / "data"))
+    assert workers() <= before
 
 
 def test_unreachable_vault_is_one_clear_error(transit: Transit, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from grpclib.server import Server
 from pyspire.proto.generate import check
 from pyspire.proto.spiffe.workload import service
 from pyspire.proto.spiffe.workload import workload_pb2 as ours
+from pyspire.proto.spire.api.agent.delegatedidentity.v1 import delegatedidentity_pb2 as delegated_pb2
 from pyspire.proto.spire.api.server.agent.v1 import agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_pb2
 from pyspire.proto.spire.api.server.entry.v1 import entry_pb2
@@ -188,6 +189,19 @@ FIELD_NUMBERS = [
     (types_pb2.PermissionDeniedDetails, "reason", 1),
     (types_pb2.Logger, "current_level", 1),
     (types_pb2.Logger, "launch_level", 2),
+    # spire-api-sdk proto/spire/api/agent/delegatedidentity/v1
+    (delegated_pb2.X509SVIDWithKey, "x509_svid", 1),
+    (delegated_pb2.X509SVIDWithKey, "x509_svid_key", 2),
+    (delegated_pb2.SubscribeToX509SVIDsRequest, "selectors", 1),
+    (delegated_pb2.SubscribeToX509SVIDsRequest, "pid", 2),
+    (delegated_pb2.SubscribeToX509SVIDsResponse, "x509_svids", 1),
+    (delegated_pb2.SubscribeToX509SVIDsResponse, "federates_with", 2),
+    (delegated_pb2.SubscribeToX509BundlesResponse, "ca_certificates", 1),
+    (delegated_pb2.FetchJWTSVIDsRequest, "audience", 1),
+    (delegated_pb2.FetchJWTSVIDsRequest, "selectors", 2),
+    (delegated_pb2.FetchJWTSVIDsRequest, "pid", 3),
+    (delegated_pb2.FetchJWTSVIDsResponse, "svids", 1),
+    (delegated_pb2.SubscribeToJWTBundlesResponse, "bundles", 1),
     (ours.X509SVIDResponse, "svids", 1),
     (ours.X509SVIDResponse, "crl", 2),
     (ours.X509SVIDResponse, "federated_bundles", 3),
@@ -275,6 +289,12 @@ RPCS = {
         ],
         (False, False),
     ),
+    "spire.api.agent.delegatedidentity.v1.DelegatedIdentity": {
+        "SubscribeToX509SVIDs": (False, True),
+        "SubscribeToX509Bundles": (False, True),
+        "FetchJWTSVIDs": (False, False),
+        "SubscribeToJWTBundles": (False, True),
+    },
     "spire.api.server.svid.v1.SVID": dict.fromkeys(
         [
             "MintX509SVID",
@@ -292,9 +312,13 @@ RPCS = {
 
 @pytest.mark.parametrize("service_name", sorted(RPCS))
 def test_services_have_spires_rpcs(service_name: str) -> None:
-    module = {"Agent": agent_pb2, "Entry": entry_pb2, "Bundle": bundle_pb2, "SVID": svid_pb2}[
-        service_name.rsplit(".", 1)[1]
-    ]
+    module = {
+        "Agent": agent_pb2,
+        "Entry": entry_pb2,
+        "Bundle": bundle_pb2,
+        "SVID": svid_pb2,
+        "DelegatedIdentity": delegated_pb2,
+    }[service_name.rsplit(".", 1)[1]]
     descriptor = module.DESCRIPTOR.services_by_name[service_name.rsplit(".", 1)[1]]
     assert descriptor.full_name == service_name
     found = {m.name: (m.client_streaming, m.server_streaming) for m in descriptor.methods}

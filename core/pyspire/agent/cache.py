@@ -39,6 +39,8 @@ class WorkloadEntry:
     created_at: int
     store_svid: bool = False
     """The entry's SVID goes to an SVIDStore plugin, never to a workload."""
+    admin: bool = False
+    downstream: bool = False
 
     def matches(self, selectors: frozenset[Selector]) -> bool:
         """A workload gets this entry when every selector of the entry is one of its own."""

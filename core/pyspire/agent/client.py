@@ -116,6 +116,8 @@ def _entry(proto: types_pb2.Entry) -> WorkloadEntry:
             revision=proto.revision_number,
             created_at=proto.created_at,
             store_svid=proto.store_svid,
+            admin=proto.admin,
+            downstream=proto.downstream,
         )
     except SpiffeIdError as err:
         raise UnusableAnswer(f"entry {proto.id}: {err}") from None

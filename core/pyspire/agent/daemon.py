@@ -23,6 +23,8 @@ from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
 from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust_bundle
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable, UnusableAnswer
+from pyspire.agent.delegated_identity import DelegatedIdentityService
+from pyspire.agent.jwt_svids import JwtSvidIssuer
 from pyspire.agent.manager import AgentStopped, SyncManager
 from pyspire.agent.node import NodeError, NodeIdentityManager
 from pyspire.agent.sds import SecretDiscoveryService
@@ -146,10 +148,14 @@ class AgentDaemon:
         await self._first_sync(manager)
         self.sync_task = asyncio.create_task(manager.run(synced=True), name="pyspire-agent-sync")
         self._store_task = asyncio.create_task(stored.run(), name="pyspire-agent-svid-store")
+        self._streams = OpenStreams(cache)
+        caller = CallerAttestor(catalog.workload_attestors, metrics)
+        issuer = JwtSvidIssuer(cache, client)
         if not (section.disable_workload_api and section.disable_sds_api):
-            await self._serve_workload_api(catalog, client, cache)
+            await self._serve_workload_api(caller, issuer)
         if section.admin_socket_path is not None:
-            await self._serve_admin_api(Path(section.admin_socket_path), node, cache, manager)
+            delegated = DelegatedIdentityService(self._streams, caller, issuer, section.authorized_delegate_ids)
+            await self._serve_admin_api(Path(section.admin_socket_path), node, cache, manager, delegated)
         self.started = True
         _log.info("Agent started", extra={"trust_domain": section.trust_domain.name})
 
@@ -324,7 +330,7 @@ class AgentDaemon:
             node.set_roots(bundle.x509_authorities)
             return
 
-    async def _serve_workload_api(self, catalog: AgentCatalog, client: ServerClient, cache: WorkloadCache) -> None:
+    async def _serve_workload_api(self, caller: CallerAttestor, issuer: JwtSvidIssuer) -> None:
         path = Path(self.config.agent.socket_path)
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         if unix_socket_in_use(path):
@@ -332,16 +338,16 @@ class AgentDaemon:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         section = self.config.agent
-        self._streams = streams = OpenStreams(cache)
+        streams = self._streams
+        assert streams is not None
         metrics = self.telemetry.metrics if self.telemetry is not None else NO_METRICS
-        caller = CallerAttestor(catalog.workload_attestors, metrics)
         services: list[Any] = [self.grpc_health]
         if not section.disable_workload_api:
             services.append(
                 WorkloadApiService(
                     streams,
                     caller,
-                    client,
+                    issuer,
                     section.allowed_foreign_jwt_claims,
                     allow_unauthenticated_verifiers=section.allow_unauthenticated_verifiers,
                 )
@@ -359,7 +365,12 @@ class AgentDaemon:
         _log.info("Starting Workload and SDS APIs", extra={"address": str(path), "network": "unix"})
 
     async def _serve_admin_api(
-        self, path: Path, node: NodeIdentityManager, cache: WorkloadCache, manager: SyncManager
+        self,
+        path: Path,
+        node: NodeIdentityManager,
+        cache: WorkloadCache,
+        manager: SyncManager,
+        delegated: DelegatedIdentityService,
     ) -> None:
         path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         if unix_socket_in_use(path):
@@ -368,7 +379,10 @@ class AgentDaemon:
             path.unlink()
         metrics = self.telemetry.metrics if self.telemetry is not None else NO_METRICS
         admin = GrpcServer(
-            instrument([AgentDebugService(node, cache, manager), AgentLoggerService(), self.grpc_health], metrics)
+            instrument(
+                [AgentDebugService(node, cache, manager), AgentLoggerService(), delegated, self.grpc_health], metrics
+            ),
+            pin_callers=True,
         )
         try:
             # SPIRE's mode for admin sockets: owner and group.

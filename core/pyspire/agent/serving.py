@@ -29,7 +29,7 @@ from pyspire.plugin.facades import WorkloadAttestor
 from pyspire.plugin.selectors import Selector
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
 from pyspire.telemetry.tracing import tracer
-from pyspire.transport import PinnedCaller, pinned_caller
+from pyspire.transport import pinned_caller
 
 __all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header", "log_matched_entries"]
 
@@ -69,7 +69,9 @@ class CallerAttestor:
             self._metrics.call("workload_api", "workload_attestation"),
             tracer.start_as_current_span("agent.workload_attestation", attributes={"pyspire.pid": process.pid}),
         ):
-            selectors = await self._attest(process)
+            selectors = await self.attest_pid(process.pid)
+        if not process.alive():
+            raise _replaced()
         self._metrics.add_sample(("workload_api", "discovered_selectors"), len(selectors))
         _log.debug(
             "PID attested to have selectors",
@@ -81,21 +83,22 @@ class CallerAttestor:
         )
         return selectors
 
-    async def _attest(self, process: PinnedCaller) -> frozenset[Selector]:
+    async def attest_pid(self, pid: int) -> frozenset[Selector]:
+        """The selectors of process ``pid`` from every attestor; GRPCError UNAVAILABLE if one fails.
+
+        Whether ``pid`` is still the process meant is the caller's to check (the Workload API
+        pins it to the socket's peer; a delegate naming a PID vouches for it, as in SPIRE).
+        """
         selectors: set[Selector] = set()
         for attestor in self._attestors:
             try:
                 with self._metrics.call("workload_api", "workload_attestor", labels=(("attestor", attestor.name),)):
-                    selectors.update(await asyncio.to_thread(attestor.attest, process.pid))
+                    selectors.update(await asyncio.to_thread(attestor.attest, pid))
             except PluginError as err:
-                _log.error(
-                    "Workload attestor failed", extra={"attestor": attestor.name, "pid": process.pid, "error": str(err)}
-                )
+                _log.error("Workload attestor failed", extra={"attestor": attestor.name, "pid": pid, "error": str(err)})
                 raise GRPCError(
                     Status.UNAVAILABLE, f"workload attestor {attestor.name!r} failed: {err.message}"
                 ) from None
-        if not process.alive():
-            raise _replaced()
         return frozenset(selectors)
 
 

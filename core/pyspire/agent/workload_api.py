@@ -22,8 +22,8 @@ from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire.agent.cache import WorkloadEntry, WorkloadIdentity
-from pyspire.agent.client import ServerClient, ServerUnavailable
+from pyspire.agent.cache import WorkloadIdentity
+from pyspire.agent.jwt_svids import JwtSvidIssuer
 from pyspire.agent.serving import (
     SECURITY_HEADER,
     CallerAttestor,
@@ -80,12 +80,12 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         self,
         streams: OpenStreams,
         caller: CallerAttestor,
-        client: ServerClient,
+        issuer: JwtSvidIssuer,
         allowed_foreign_claims: Iterable[str] = (),
         *,
         allow_unauthenticated_verifiers: bool = False,
     ) -> None:
-        """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs are minted through ``client``.
+        """Serve ``streams.cache`` to callers attested by ``caller``; JWT-SVIDs come from ``issuer``.
 
         ``allowed_foreign_claims`` (``allowed_foreign_jwt_claims``) are the claims, beyond
         ``sub``, ``aud`` and ``exp``, that ValidateJWTSVID returns for a foreign token.
@@ -97,7 +97,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         self._streams = streams
         self._cache = streams.cache
         self._caller = caller
-        self._client = client
+        self._jwt = issuer
         self._allowed_foreign_claims = frozenset(allowed_foreign_claims)
         self._unauthenticated_verifiers = allow_unauthenticated_verifiers
 
@@ -227,7 +227,8 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
                 if entry.hint in hints:
                     continue
                 hints.add(entry.hint)
-            token, expires_at = await self._jwt_svid(entry, audience)
+            svid = await self._jwt.issue(entry, audience)
+            token, expires_at = svid.token, svid.expires_at
             response.svids.append(pb.JWTSVID(spiffe_id=str(entry.spiffe_id), svid=token, hint=entry.hint))
             _log.debug(
                 "Fetched JWT SVID",
@@ -238,19 +239,6 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
                 },
             )
         await stream.send_message(response)
-
-    async def _jwt_svid(self, entry: WorkloadEntry, audience: tuple[str, ...]) -> tuple[str, datetime]:
-        cached = self._cache.cached_jwt(entry.spiffe_id, audience)
-        if cached is not None:
-            return cached.token, cached.expires_at
-        try:
-            svid = await self._client.new_jwt_svid(entry.id, audience)
-        except ServerUnavailable as err:
-            raise GRPCError(Status.UNAVAILABLE, f"could not mint a JWT-SVID: {err}") from None
-        except GRPCError as err:
-            raise GRPCError(err.status, f"could not mint a JWT-SVID: {err.message}") from None
-        self._cache.put_jwt(entry.spiffe_id, audience, svid)
-        return svid.token, svid.expires_at
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         request = await stream.recv_message()

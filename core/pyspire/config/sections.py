@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from pyspire import spire_ids
-from pyspire.spiffe import SpiffeId, TrustDomain
+from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = [
     "AgentExperimental",
@@ -309,6 +309,8 @@ class AgentSection:
     server_port: int = 8081
     socket_path: Path = Path("/tmp/spire-agent/public/api.sock")  # noqa: S108 - SPIRE's default
     admin_socket_path: Path | None = None
+    authorized_delegates: tuple[str, ...] = ()
+    """SPIFFE IDs of workloads that may use the DelegatedIdentity API (on the admin socket)."""
     data_dir: Path = Path(".")
     trust_bundle_path: Path | None = None
     trust_bundle_url: str | None = None
@@ -347,6 +349,29 @@ class AgentSection:
         if not 0 < self.server_port < 65536:
             raise ValueError(f'key "server_port": {self.server_port} is not a TCP port')
         _ = self.servers  # refuse a malformed list now, not when the agent first connects
+        _ = self.authorized_delegate_ids
+        if self.authorized_delegates and self.admin_socket_path is None:
+            raise ValueError(
+                'key "authorized_delegates": the DelegatedIdentity API is served on the admin socket: '
+                "set admin_socket_path too"
+            )
+
+    @property
+    def authorized_delegate_ids(self) -> tuple[SpiffeId, ...]:
+        """``authorized_delegates`` parsed: as SPIRE, each must be a workload of this trust domain."""
+        found = []
+        for value in self.authorized_delegates:
+            try:
+                delegate = SpiffeId.parse(value)
+            except SpiffeIdError as err:
+                raise ValueError(f'key "authorized_delegates": "{value}" is not a SPIFFE ID: {err}') from None
+            if delegate.trust_domain != self.trust_domain or not delegate.path:
+                raise ValueError(
+                    f'key "authorized_delegates": "{value}" is not a workload of trust domain '
+                    f'"{self.trust_domain.name}"'
+                )
+            found.append(delegate)
+        return tuple(found)
 
     @property
     def servers(self) -> tuple[tuple[str, int], ...]:

@@ -160,10 +160,6 @@ AGENT_UNSUPPORTED: Final[Mapping[str, Rule]] = {
     ),
     "rebootstrap_delay": _IGNORE,
     "log_selectors": _IGNORE,
-    "authorized_delegates": Rule(
-        Verdict.REFUSE,
-        "names the workloads allowed to use the DelegatedIdentity API, which pyspire's agent does not serve; remove it",
-    ),
     "experimental.admin_named_pipe_name": _no_pipes("admin_named_pipe_name", "admin_socket_path"),
     "experimental.jwt_svid_cache_hit_timeout": _IGNORE,
     "experimental.ratelimit": Rule(

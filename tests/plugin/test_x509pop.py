@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 from pyspire.plugin.agent_path import AgentPathTemplate
 from pyspire.plugin.catalog import CatalogError
@@ -74,7 +75,7 @@ def pem(*certificates: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
 
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: Any) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -241,11 +242,13 @@ def test_stolen_certificate_without_its_key_is_refused(pki: Pki) -> None:
     ).encode()
 
     def thief_answer(challenge: bytes) -> bytes:
-        nonce = base64.b64decode(json.loads(challenge)["nonce"])
+        nonce = base64.b64decode(json.loads(challenge)["ecdsa_signature"]["nonce"])
         own = b"\x01" * 32
-        signature = thief_key.sign(b"pyspire x509pop challenge v1\x00" + nonce + own, ec.ECDSA(hashes.SHA256()))
+        digest = hashlib.sha256(nonce + own).digest()
+        r, s = decode_dss_signature(thief_key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256()))))
+        answer = {"nonce": own, "r": r.to_bytes(32, "big"), "s": s.to_bytes(32, "big")}
         return json.dumps(
-            {"signature": base64.b64encode(signature).decode(), "client_nonce": base64.b64encode(own).decode()}
+            {"rsa_signature": None, "ecdsa_signature": {k: base64.b64encode(v).decode() for k, v in answer.items()}}
         ).encode()
 
     with pytest.raises(PermissionDenied, match="signature does not match"):
@@ -267,6 +270,49 @@ def test_stolen_certificate_without_its_key_is_refused(pki: Pki) -> None:
 def test_malformed_payloads_are_invalid_argument(pki: Pki, payload: bytes, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         pki.server().attest(payload, lambda _c: b"")
+
+
+def test_the_challenge_and_answer_are_spires_wire_format(pki: Pki) -> None:
+    """As SPIRE's x509pop: a keyed challenge, the agent's own nonce, a signature of SHA-256 of both nonces."""
+    node = node_certificate(pki.intermediate)
+    agent = pki.agent(node)
+    server_nonce = b"\x07" * 32
+    sent = json.dumps({"rsa_signature": None, "ecdsa_signature": {"nonce": base64.b64encode(server_nonce).decode()}})
+    answer = json.loads(agent.answer_challenge(sent.encode()))
+    assert answer["rsa_signature"] is None
+    assert set(answer["ecdsa_signature"]) == {"nonce", "r", "s"}
+    agent_nonce = base64.b64decode(answer["ecdsa_signature"]["nonce"])
+    assert len(agent_nonce) == 32
+    assert agent_nonce != server_nonce
+    r, s = (int.from_bytes(base64.b64decode(answer["ecdsa_signature"][k]), "big") for k in ("r", "s"))
+    digest = hashlib.sha256(server_nonce + agent_nonce).digest()
+    node.key.public_key().verify(encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    with pytest.raises(InvalidArgument, match="expecting ECDSA challenge"):
+        agent.answer_challenge(
+            json.dumps({"rsa_signature": {"nonce": base64.b64encode(server_nonce).decode()}}).encode()
+        )
+
+
+def test_rsa_nodes_answer_with_pss_signatures(pki: Pki) -> None:
+    node = node_certificate(pki.intermediate, common_name="rsa-node", key=rsa.generate_private_key(65537, 2048))
+    agent = pki.agent(node)
+    seen: list[dict[str, Any]] = []
+
+    def relay(challenge: bytes) -> bytes:
+        seen.append(json.loads(challenge))
+        return agent.answer_challenge(challenge)
+
+    result = pki.server().attest(agent.payload(), relay)
+    assert "subject:cn:rsa-node" in result.selector_values
+    assert seen[0]["ecdsa_signature"] is None
+    assert len(base64.b64decode(seen[0]["rsa_signature"]["nonce"])) == 32
+
+
+def test_keys_spire_cannot_challenge_are_refused(pki: Pki) -> None:
+    node = node_certificate(pki.intermediate, key=ed25519.Ed25519PrivateKey.generate())
+    agent = pki.agent(node)
+    with pytest.raises(PermissionDenied, match="unsupported key type"):
+        pki.server().attest(agent.payload(), agent.answer_challenge)
 
 
 def test_garbage_challenge_answer_is_invalid_argument(pki: Pki) -> None:

@@ -15,8 +15,12 @@ address among the leaf's IP SANs, and the selectors and template values are SPIR
 (``serialnumber:<even-length hex>``, ``san:<key>:<value>`` from URI SANs
 ``x509pop://<trust domain>/<key>/<value>``, ``.URISanSelectors.<key>``).
 
-The signed message is a fixed context string, the server's nonce and a nonce of the agent's
-own, so a node key is never made to sign bytes chosen by someone else (SPIRE's 0.6.2 fix).
+The challenge and its answer are SPIRE's, so pyspire's and SPIRE's agents and servers attest
+to each other: the server sends a 32-byte nonce as ``{"ecdsa_signature": {"nonce"}}`` or
+``{"rsa_signature": {"nonce"}}`` (by the leaf's key type), the agent adds a 32-byte nonce of
+its own and signs SHA-256(server nonce || agent nonce) — ECDSA answered as ``r`` and ``s``,
+RSA as a PSS signature — so a node key never signs bytes chosen by someone else alone
+(SPIRE's 0.6.2 fix). Other key types are refused, as SPIRE refuses them.
 
 Only ``mode = "external_pki"`` is offered; SPIRE's ``spiffe`` mode (exchanging an SVID of the
 server's own trust domain) is refused at configuration.
@@ -42,8 +46,9 @@ from urllib.parse import unquote, urlsplit
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
@@ -65,7 +70,10 @@ DEFAULT_MAX_INTERMEDIATES = 4
 DEFAULT_MAX_RSA_KEY_SIZE = 8192
 MAX_CERTIFICATE_BYTES = 64 * 1024
 NONCE_BYTES = 32
-_CONTEXT = b"pyspire x509pop challenge v1\x00"
+_ECDSA, _RSA = "ecdsa_signature", "rsa_signature"
+_PSS_SIGN = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
+_PSS_VERIFY = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+_PREHASHED = Prehashed(hashes.SHA256())
 
 _EXTENSION_NAMES = {
     ExtensionOID.BASIC_CONSTRAINTS.dotted_string: "basicConstraints",
@@ -80,33 +88,47 @@ _EXTENSION_NAMES = {
 _OID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 
 
-def _signed_message(server_nonce: bytes, client_nonce: bytes) -> bytes:
-    return _CONTEXT + server_nonce + client_nonce
+def _combined(server_nonce: bytes, agent_nonce: bytes) -> bytes:
+    """What the node signs: the digest of both nonces (SPIRE's ``combineNonces``)."""
+    return hashlib.sha256(server_nonce + agent_nonce).digest()
 
 
-def _sign(private_key: PrivateKeyTypes, message: bytes) -> bytes:
+def _kind(key: PrivateKeyTypes | PublicKeyTypes) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return _ECDSA
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return _RSA
+    raise PermissionDenied(f"unsupported key type {type(key).__name__} (RSA and ECDSA keys are accepted)")
+
+
+def _expecting(kind: str, what: str) -> str:
+    return f"expecting {'ECDSA' if kind == _ECDSA else 'RSA'} {what}"
+
+
+def _big_endian(value: int) -> bytes:
+    """An integer as Go's ``big.Int.Bytes()`` writes it: minimal big-endian, empty for zero."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _sign(private_key: PrivateKeyTypes, digest: bytes, agent_nonce: bytes) -> dict[str, str]:
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return private_key.sign(message, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(private_key.sign(digest, ec.ECDSA(_PREHASHED)))
+        return {"nonce": _b64(agent_nonce), "r": _b64(_big_endian(r)), "s": _b64(_big_endian(s))}
     if isinstance(private_key, rsa.RSAPrivateKey):
-        return private_key.sign(
-            message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
-        )
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        return private_key.sign(message)
+        return {"nonce": _b64(agent_nonce), "signature": _b64(private_key.sign(digest, _PSS_SIGN, _PREHASHED))}
     raise Internal(f"unsupported private key type {type(private_key).__name__}")
 
 
-def _verify(public_key: PublicKeyTypes, signature: bytes, message: bytes) -> None:
+def _verify(public_key: PublicKeyTypes, answer: Mapping[str, Any], digest: bytes) -> None:
+    """Raises InvalidSignature unless ``answer`` signs ``digest`` with ``public_key``."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        r = int.from_bytes(_unb64(answer.get("r"), "r"), "big")
+        s = int.from_bytes(_unb64(answer.get("s"), "s"), "big")
+        public_key.verify(encode_dss_signature(r, s), digest, ec.ECDSA(_PREHASHED))
     elif isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(
-            signature, message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
-        )
-    elif isinstance(public_key, ed25519.Ed25519PublicKey):
-        public_key.verify(signature, message)
+        public_key.verify(_unb64(answer.get("signature"), "signature"), digest, _PSS_VERIFY, _PREHASHED)
     else:
-        raise PermissionDenied(f"unsupported certificate key type {type(public_key).__name__}")
+        raise PermissionDenied(f"unsupported key type {type(public_key).__name__}")
 
 
 def _load_pem_certificates(path: str, key: str) -> list[x509.Certificate]:
@@ -300,15 +322,19 @@ class ServerX509Pop:
         if self._verify_client_ip:
             self._check_client_ip(leaf, client_ip)
 
+        public_key = leaf.public_key()
+        kind = _kind(public_key)
         nonce = os.urandom(NONCE_BYTES)
-        answer = _json_object(challenge(json.dumps({"nonce": _b64(nonce)}).encode()), "challenge response")
-        signature = _unb64(answer.get("signature"), "signature")
-        client_nonce = _unb64(answer.get("client_nonce"), "client_nonce")
-        if len(client_nonce) != NONCE_BYTES:
-            raise InvalidArgument(f"the client nonce must be {NONCE_BYTES} bytes")
+        sent = {_RSA: None, _ECDSA: None, kind: {"nonce": _b64(nonce)}}
+        answer = _json_object(challenge(json.dumps(sent).encode()), "challenge response").get(kind)
+        if not isinstance(answer, dict):
+            raise InvalidArgument(_expecting(kind, "response"))
+        agent_nonce = _unb64(answer.get("nonce"), "response nonce")
+        if len(agent_nonce) != NONCE_BYTES:
+            raise InvalidArgument(f"the response nonce must be {NONCE_BYTES} bytes")
         try:
-            _verify(leaf.public_key(), signature, _signed_message(nonce, client_nonce))
-        except InvalidSignature:
+            _verify(public_key, answer, _combined(nonce, agent_nonce))
+        except (InvalidSignature, ValueError):
             raise PermissionDenied(
                 "challenge response verification failed: the signature does not match the certificate's key"
             ) from None
@@ -434,12 +460,15 @@ class AgentX509Pop:
 
     @hookimpl
     def answer_challenge(self, challenge: bytes) -> bytes:
-        document = _json_object(challenge, "challenge")
-        nonce = _unb64(document.get("nonce"), "nonce")
+        private_key, _ = self._current()
+        kind = _kind(private_key)
+        asked = _json_object(challenge, "challenge").get(kind)
+        if not isinstance(asked, dict):
+            raise InvalidArgument(_expecting(kind, "challenge"))
+        nonce = _unb64(asked.get("nonce"), "nonce")
         if len(nonce) != NONCE_BYTES:
             raise InvalidArgument(f"the nonce must be {NONCE_BYTES} bytes")
-        private_key, _ = self._current()
         # Our own nonce in what we sign: the server cannot choose the whole message.
-        client_nonce = os.urandom(NONCE_BYTES)
-        signature = _sign(private_key, _signed_message(nonce, client_nonce))
-        return json.dumps({"signature": _b64(signature), "client_nonce": _b64(client_nonce)}).encode()
+        agent_nonce = os.urandom(NONCE_BYTES)
+        answer = {_RSA: None, _ECDSA: None, kind: _sign(private_key, _combined(nonce, agent_nonce), agent_nonce)}
+        return json.dumps(answer).encode()

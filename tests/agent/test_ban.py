@@ -8,7 +8,9 @@ x509pop node attests again. Another agent of the same server serves its workload
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -85,11 +87,16 @@ def test_a_banned_agent_stops_cannot_mint_or_come_back_until_evicted(tmp_path: P
         server.cli("agent", "ban", "-spiffeID", agent_id)
         server.cli("agent", "ban", "-spiffeID", held_id)
 
-        # The real agent stops at its next sync and deletes its SVID.
+        # The real agent stops at its next sync and deletes its SVID; as SPIRE's agent, it keeps
+        # the server's bundle, so a restart still trusts only the server it knew.
         assert banned.process is not None
         assert banned.process.wait(30) == 1
         assert "banned" in banned.log()
-        assert not (tmp_path / "banned" / "data" / "agent-data.json").exists()
+        saved = json.loads((tmp_path / "banned" / "data" / "agent-data.json").read_text())
+        assert saved["svid"] is None
+        assert [base64.b64decode(c) for c in saved["bundle"]] == [
+            c.public_bytes(serialization.Encoding.DER) for c in roots(server)
+        ]
 
         # The held SVID mints nothing and renews nothing, and the same evidence cannot attest.
         assert _new_svid_status(runner, client, held_entry) == f'PERMISSION_DENIED: agent "{held_id}" is banned'

@@ -7,6 +7,7 @@ Unix socket with three independent clients: pyspire's own, py-spiffe, and the CL
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from cryptography import x509
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
-from pyspire.spiffe import SpiffeId, TrustDomain, X509Svid, verify_x509_svid
+from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
@@ -306,7 +308,13 @@ def test_banned_agent_deletes_its_svid_and_stops(server: ServerDaemon, tmp_path:
     assert agent.process is not None
     assert agent.process.wait(30) == 1
     assert "banned" in agent.log()
-    assert not (tmp_path / "agent" / "data" / "agent-data.json").exists()
+    # As SPIRE's agent: the SVID is gone, the server's bundle stays (a restart trusts the server it knew).
+    saved = json.loads((tmp_path / "agent" / "data" / "agent-data.json").read_text())
+    assert saved["svid"] is None
+    roots = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in saved["bundle"]]
+    assert roots == list(
+        Bundle.parse_x509(TrustDomain.parse("example.org"), server.bundle_pem().encode()).x509_authorities
+    )
 
 
 def test_evicted_join_token_agent_stops_with_a_clear_message(server: ServerDaemon, tmp_path: Path) -> None:

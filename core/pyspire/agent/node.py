@@ -95,12 +95,19 @@ class NodeIdentityManager:
     # --- persistence ----------------------------------------------------------------
 
     def load(self) -> bool:
-        """Reload a saved identity and bundle; False when there is none that can be used."""
+        """Reload a saved identity and bundle; False when there is no identity that can be used.
+
+        The bundle is reloaded even without an identity (a banned or evicted agent keeps it, as
+        SPIRE's does): an agent restarted with new attestation data still trusts the server it
+        knew, not whatever its bootstrap settings would accept now.
+        """
         try:
             data = json.loads(self._state_path.read_text())
-            chain = tuple(der_certificate(base64.b64decode(c)) for c in data["svid"])
             roots = tuple(der_certificate(base64.b64decode(c)) for c in data["bundle"])
-            identity = AgentIdentity(chain, str(data["key_id"]), bool(data["reattestable"]))
+            identity = None
+            if data.get("svid"):
+                chain = tuple(der_certificate(base64.b64decode(c)) for c in data["svid"])
+                identity = AgentIdentity(chain, str(data["key_id"]), bool(data["reattestable"]))
         except FileNotFoundError:
             return False
         except (ValueError, KeyError, TypeError) as err:
@@ -108,6 +115,8 @@ class NodeIdentityManager:
             return False
         if roots:
             self.roots = roots
+        if identity is None:
+            return False
         if identity.not_after <= datetime.now(UTC):
             _log.info("Saved agent SVID has expired; attesting again", extra={"expired_at": str(identity.not_after)})
             return False
@@ -130,15 +139,16 @@ class NodeIdentityManager:
         return True
 
     def save(self) -> bool:
-        """Write the identity and bundle (0600, atomically); False (logged) when it cannot be written."""
-        if self.identity is None:
+        """Write the identity (if any) and bundle (0600, atomically); False (logged) when it cannot be written."""
+        data: dict[str, Any] = {"svid": None, "bundle": [_b64(c) for c in self.roots]}
+        if self.identity is not None:
+            data.update(
+                svid=[_b64(c) for c in self.identity.chain],
+                key_id=self.identity.key_id,
+                reattestable=self.identity.reattestable,
+            )
+        elif not self.roots:
             return True
-        data: dict[str, Any] = {
-            "svid": [_b64(c) for c in self.identity.chain],
-            "key_id": self.identity.key_id,
-            "reattestable": self.identity.reattestable,
-            "bundle": [_b64(c) for c in self.roots],
-        }
         try:
             atomic_write(self._state_path, json.dumps(data, indent=1).encode())
         except OSError as err:
@@ -154,10 +164,11 @@ class NodeIdentityManager:
         return True
 
     def forget(self) -> None:
-        """Delete the saved SVID (a banned agent must not keep it)."""
+        """Delete the saved SVID (a banned agent must not keep it); the server's bundle stays, as in SPIRE."""
         self.identity = None
-        self._state_path.unlink(missing_ok=True)
         self._client.set_identity((), None)
+        if not self.roots or not self.save():
+            self._state_path.unlink(missing_ok=True)  # whatever happens, the SVID is not left behind
 
     def set_roots(self, roots: tuple[x509.Certificate, ...]) -> None:
         """Trust ``roots`` for the server from now on (the latest bundle from the server)."""

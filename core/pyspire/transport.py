@@ -14,7 +14,8 @@ Everything that depends on grpclib's or OpenSSL's internals lives here and nowhe
   issued and a resumed session carries no identity, so no call skips verification against
   the current bundle;
 - :class:`SpiffeChannel`: the client side, a grpclib channel that checks the server's SPIFFE
-  ID right after the TLS handshake, before any request is sent.
+  ID right after the TLS handshake, before any request is sent, and that keeps a response a
+  grpc-go server completed and then reset (:func:`keep_completed_responses`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from h2.errors import ErrorCodes
+from h2.events import StreamReset
 
 from pyspire.listening import ListeningSocket, listen_backlog, tcp_listener, unix_listener
 from pyspire.spiffe import MatchError, SpiffeId
@@ -57,6 +60,7 @@ __all__ = [
     "ServerTlsContexts",
     "SpiffeChannel",
     "client_tls_context",
+    "keep_completed_responses",
     "peer_address",
     "peer_certificate",
     "peer_credentials",
@@ -455,6 +459,35 @@ class ServerIdentityError(ConnectionError):
     """The server's certificate does not carry the SPIFFE ID the client expects."""
 
 
+def keep_completed_responses(protocol: Any) -> None:
+    """Make a grpclib client connection take RST_STREAM(NO_ERROR) after a complete response as the end.
+
+    A grpc-go server (SPIRE's) that has sent a stream's trailers while the client has not yet
+    closed its side resets the stream with NO_ERROR, as HTTP/2 lets it: "stop sending, the
+    answer is complete". grpclib takes any reset as a failure and throws away what it had
+    received, so a bidirectional call (AttestAgent, SyncAuthorizedEntries) lost its last
+    message; the agent then retried attestation with a spent join token. Such a reset now
+    closes the stream as if the client had ended its side (its ``end()`` has nothing left to
+    send); any other reset still fails the call. Call once the connection is made (grpclib
+    builds its events processor in ``connection_made``).
+    """
+    processor = protocol.processor
+    terminate = processor.processors[StreamReset]
+
+    async def already_ended() -> None:
+        return None
+
+    def process_stream_reset(event: StreamReset) -> None:
+        stream = processor.streams.get(event.stream_id)
+        completed = stream is not None and stream.trailers is not None
+        if event.remote_reset and event.error_code == ErrorCodes.NO_ERROR and completed:
+            stream.end = already_ended
+            return
+        terminate(event)
+
+    processor.processors[StreamReset] = process_stream_reset
+
+
 class SpiffeChannel(grpclib.client.Channel):
     """A grpclib channel over TLS that accepts only a server with the expected SPIFFE ID.
 
@@ -491,6 +524,7 @@ class SpiffeChannel(grpclib.client.Channel):
                 transport.close()
                 return
             original(transport)
+            keep_completed_responses(protocol)
 
         protocol.connection_made = connection_made  # type: ignore[method-assign]
         return protocol

@@ -39,7 +39,7 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
         listed = server.cli("agent", "show", "-spiffeID", agent_id).stdout
         assert "Attestation type  : x509pop" in listed
         assert "Can re-attest     : true" in listed
-        assert "Selector          : x509pop:subject:cn:host-1" in listed
+        assert "Selectors         : x509pop:subject:cn:host-1" in listed
 
         server.cli("agent", "evict", "-spiffeID", agent_id)
         deadline = time.monotonic() + 20

@@ -50,7 +50,8 @@ def _id_text(proto: types_pb2.SPIFFEID) -> str:
 
 
 def _timestamp(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """As Go prints a ``time.Time`` (SPIRE's CLI): local time, offset and zone name."""
+    return datetime.fromtimestamp(seconds, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %z %Z")
 
 
 # --- token ----------------------------------------------------------------------------
@@ -193,14 +194,15 @@ async def _bundle_delete(args: argparse.Namespace, channel: Channel) -> int:
 
 
 def _print_agent(agent: types_pb2.Agent) -> None:
+    """SPIRE's layout: a banned agent (it has no serial any more) shows ``Banned`` instead."""
     print(f"SPIFFE ID         : {_id_text(agent.id)}")
     print(f"Attestation type  : {agent.attestation_type}")
     print(f"Expiration time   : {_timestamp(agent.x509svid_expires_at)}")
-    print(f"Serial number     : {agent.x509svid_serial_number}")
+    if agent.banned:
+        print("Banned            : true")
+    else:
+        print(f"Serial number     : {agent.x509svid_serial_number}")
     print(f"Can re-attest     : {str(agent.can_reattest).lower()}")
-    print(f"Banned            : {str(agent.banned).lower()}")
-    for selector in agent.selectors:
-        print(f"Selector          : {selector.type}:{selector.value}")
     print()
 
 
@@ -235,6 +237,8 @@ async def _agent_show(args: argparse.Namespace, channel: Channel) -> int:
         return 0
     print("Found an attested agent given its SPIFFE ID\n")
     _print_agent(agent)
+    for selector in agent.selectors:  # show lists them, list does not (as SPIRE)
+        print(f"Selectors         : {selector.type}:{selector.value}")
     return 0
 
 

@@ -57,11 +57,17 @@ class Daemon:
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     """Added to the test process's environment (for example AWS_ENDPOINT_URL)."""
+    executable: str | None = None
+    """The program to run (default: the console script named ``command``; SPIRE's binaries for peers)."""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_path = self.directory / f"{self.command}.log"
+
+    @property
+    def program(self) -> str:
+        return self.executable or console_script(self.command)
 
     @property
     def config_path(self) -> Path:
@@ -72,7 +78,7 @@ class Daemon:
         self.config_path.write_text(self.config_text)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [console_script(self.command), "run", "-config", str(self.config_path), *self.extra_args],
+            [self.program, "run", "-config", str(self.config_path), *self.extra_args],
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -140,7 +146,7 @@ class Daemon:
 
     def cli(self, *args: str, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``<command> <verb...> -socketPath <this daemon's socket>``."""
-        argv = [console_script(self.command), *args, "-socketPath", str(self.socket_path)]
+        argv = [self.program, *args, "-socketPath", str(self.socket_path)]
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=60, input=stdin.decode() if stdin else None, check=False
         )
@@ -206,9 +212,15 @@ def _disk_key_manager(directory: Path) -> str:
     return f'KeyManager "disk" {{\n plugin_data {{\n  keys_path = "{directory / "data" / "keys.json"}"\n }}\n}}'
 
 
-def start_server(directory: Path, env: Mapping[str, str] | None = None, **kwargs: object) -> ServerDaemon:
+def start_server(
+    directory: Path, env: Mapping[str, str] | None = None, *, executable: Path | None = None, **kwargs: object
+) -> ServerDaemon:
+    """A pyspire-server (or, given ``executable``, SPIRE's spire-server: it reads the same config)."""
     text, socket_path, port = server_config(directory, **kwargs)  # type: ignore[arg-type]
-    server = ServerDaemon("pyspire-server", directory, socket_path, text, env=env or {})
+    command = executable.name if executable else "pyspire-server"
+    server = ServerDaemon(
+        command, directory, socket_path, text, env=env or {}, executable=str(executable) if executable else None
+    )
     server.port = port
     return server.start()  # type: ignore[return-value]
 
@@ -305,9 +317,20 @@ def start_agent(
     *,
     wait: bool = True,
     env: Mapping[str, str] | None = None,
+    executable: Path | None = None,
     **kwargs: object,
 ) -> AgentDaemon:
+    """A pyspire-agent of ``server`` (or, given ``executable``, SPIRE's spire-agent with the same config)."""
     text, socket_path = agent_config(directory, server, **kwargs)  # type: ignore[arg-type]
     extra_args = ["-joinToken", join_token] if join_token else []
-    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, extra_args, env=env or {})
+    command = executable.name if executable else "pyspire-agent"
+    agent = AgentDaemon(
+        command,
+        directory,
+        socket_path,
+        text,
+        extra_args,
+        env=env or {},
+        executable=str(executable) if executable else None,
+    )
     return agent.start(wait=wait)  # type: ignore[return-value]

@@ -135,8 +135,8 @@ def test_spire_selectors_formats_and_limits_through_the_daemons(tmp_path: Path) 
         )
         try:
             shown = server.cli("agent", "show", "-spiffeID", "spiffe://example.org/spire/agent/x509pop/web-7").stdout
-            assert "Selector          : x509pop:san:host:web-7" in shown
-            assert "Selector          : x509pop:serialnumber:0abc" in shown
+            assert "Selectors         : x509pop:san:host:web-7" in shown
+            assert "Selectors         : x509pop:serialnumber:0abc" in shown
             assert fetched_spiffe_id(agent) == "spiffe://example.org/web"
         finally:
             agent.stop()

@@ -48,8 +48,6 @@ def node_certificate(
         .not_valid_before(start)
         .not_valid_after(start + lifetime)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
-        # SPIRE's x509pop challenges only a leaf meant for signatures
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
     )
     if digital_signature is not None:
         builder = builder.add_extension(

@@ -80,8 +80,8 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
         shown = server.cli("agent", "show", "-spiffeID", agent_id).stdout
         assert "Attestation type  : aws_iid" in shown
         assert "Can re-attest     : false" in shown
-        assert "Selector          : aws_iid:tag:role:frontend" in shown
-        assert "Selector          : aws_iid:tag:spare:\n" in shown
+        assert "Selectors         : aws_iid:tag:role:frontend" in shown
+        assert "Selectors         : aws_iid:tag:spare:\n" in shown
 
         server.cli(
             "entry", "create", "-node", "-spiffeID", "spiffe://example.org/node/spare",

@@ -45,8 +45,8 @@ def test_agent_attests_with_gcp_iit_and_a_second_attestation_is_refused(tmp_path
         agent_id = f"spiffe://example.org/spire/agent/gcp_iit/project-123/{google.instance.instance_id}"
         shown = server.cli("agent", "show", "-spiffeID", agent_id).stdout
         assert "Attestation type  : gcp_iit" in shown
-        assert "Selector          : gcp_iit:label:env:prod" in shown
-        assert "Selector          : gcp_iit:tag:http-server" in shown
+        assert "Selectors         : gcp_iit:label:env:prod" in shown
+        assert "Selectors         : gcp_iit:tag:http-server" in shown
 
         register_this_process(server, agent_id, "spiffe://example.org/blog")
         assert fetched_spiffe_id(agent) == "spiffe://example.org/blog"

@@ -40,7 +40,7 @@ def test_an_agent_attests_by_http_challenge_and_the_same_host_cannot_attest_agai
         shown = server.cli("agent", "show", "-spiffeID", AGENT_ID).stdout
         assert "Attestation type  : http_challenge" in shown
         assert "Can re-attest     : false" in shown
-        assert "Selector          : http_challenge:hostname:127.0.0.1" in shown
+        assert "Selectors         : http_challenge:hostname:127.0.0.1" in shown
         assert "Verifying challenge" in server.log()
 
         register_this_process(server, AGENT_ID, "spiffe://example.org/web")

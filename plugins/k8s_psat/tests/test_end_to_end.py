@@ -32,7 +32,7 @@ def test_agent_in_a_pod_attests_with_k8s_psat(tmp_path: Path, kube: KubeApiServe
         agent_id = f"spiffe://example.org/spire/agent/k8s_psat/prod/{kube.nodes['node-1'].uid}"
         shown = server.cli("agent", "show", "-spiffeID", agent_id).stdout
         assert "Can re-attest     : true" in shown
-        assert "Selector          : k8s_psat:agent_pod_label:app:spire-agent" in shown
+        assert "Selectors         : k8s_psat:agent_pod_label:app:spire-agent" in shown
 
         register_this_process(server, agent_id, "spiffe://example.org/in-cluster")
         assert fetched_spiffe_id(agent) == "spiffe://example.org/in-cluster"

@@ -89,6 +89,14 @@ def test_workloads_of_federated_spire_and_pyspire_trust_domains_complete_mtls(
                 executable=spire_agent_bin if side == "spire" else None,
                 trust_domain=td,
             )
+            # An entry may federate only with a trust domain whose bundle the server has (both
+            # implementations refuse it before): over https_web that takes the first refresh.
+            eventually(
+                lambda s=servers[side], td=other_td: (
+                    s.cli("bundle", "list", "-id", f"spiffe://{td}", check=False).returncode == 0
+                ),
+                timeout=60,
+            )
             servers[side].cli(
                 "entry", "create", "-parentID", alias, "-spiffeID", f"spiffe://{td}/workload",
                 "-selector", f"unix:uid:{os.getuid()}", "-federatesWith", f"spiffe://{other_td}",

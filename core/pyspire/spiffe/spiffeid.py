@@ -46,6 +46,11 @@ _MESSAGES: Final = {
     "no_leading_slash": "path must have a leading slash",
     "too_long": "is too long",
 }
+_GO_SPIFFE_WORDS: Final = {
+    "wrong_scheme": "scheme is missing or invalid",
+    "dot_segment": "path cannot contain dot segments",
+}
+"""Where go-spiffe's error (what SPIRE's API answers) is shorter than ours."""
 
 
 class SpiffeIdError(ValueError):
@@ -54,12 +59,14 @@ class SpiffeIdError(ValueError):
     ``code`` is a stable name for the broken rule (``empty``, ``wrong_scheme``,
     ``missing_trust_domain``, ``bad_trust_domain_char``, ``bad_path_segment_char``,
     ``dot_segment``, ``empty_segment``, ``trailing_slash``, ``no_leading_slash``,
-    ``too_long``), for callers that branch on it; the message is for people.
+    ``too_long``), for callers that branch on it; the message is for people. ``reason`` is
+    the broken rule alone, in go-spiffe's words (what SPIRE's API answers, without the input).
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason or message
 
 
 def _quote(text: str, limit: int = 80) -> str:
@@ -71,7 +78,7 @@ def _error(code: str, what: str, text: str, detail: str = "") -> SpiffeIdError:
     message = f"invalid {what} {_quote(text)}: {_MESSAGES[code]}"
     if detail:
         message += f" ({detail})"
-    return SpiffeIdError(code, message)
+    return SpiffeIdError(code, message, _GO_SPIFFE_WORDS.get(code, _MESSAGES[code]))
 
 
 def _char_detail(text: str, index: int) -> str:

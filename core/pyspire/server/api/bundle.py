@@ -49,6 +49,19 @@ def _mask(request: Any) -> types_pb2.BundleMask | None:
     return request.output_mask if request.HasField("output_mask") else None
 
 
+def _masked(existing: BundleRecord, update: BundleRecord, mask: types_pb2.BundleMask | None) -> BundleRecord:
+    """``existing`` with the fields ``mask`` names taken from ``update`` (every field without a mask)."""
+    if mask is None:
+        return update
+    return replace(
+        existing,
+        x509_authorities=update.x509_authorities if mask.x509_authorities else existing.x509_authorities,
+        jwt_authorities=update.jwt_authorities if mask.jwt_authorities else existing.jwt_authorities,
+        refresh_hint=update.refresh_hint if mask.refresh_hint else existing.refresh_hint,
+        sequence_number=update.sequence_number if mask.sequence_number else existing.sequence_number,
+    )
+
+
 class BundleService(bundle_grpc.BundleBase):
     """The Bundle service (``spire.api.server.bundle.v1.Bundle``)."""
 
@@ -56,13 +69,16 @@ class BundleService(bundle_grpc.BundleBase):
         """Serve with the server's shared parts."""
         self.ctx = ctx
 
-    def _federated_domain(self, name: str) -> TrustDomain:
+    def _federated_domain(self, name: str, verb: str) -> TrustDomain:
+        """A federated trust domain named in a request; SPIRE's refusals, ``verb`` saying what was asked."""
         try:
             trust_domain = TrustDomain.parse(name)
         except SpiffeIdError as err:
-            raise _invalid(f"malformed trust domain: {err}") from None
+            raise _invalid(f"trust domain argument is not valid: {err.reason}") from None
         if trust_domain == self.ctx.trust_domain:
-            raise _invalid(f'"{trust_domain}" is the server trust domain, not a federated one')
+            if verb == "removing":
+                raise _invalid("removing the bundle for the server trust domain is not allowed")
+            raise _invalid(f"{verb} a federated bundle for the server's own trust domain is not allowed")
         return trust_domain
 
     @rpc(_SERVICE + "GetBundle")
@@ -160,9 +176,8 @@ class BundleService(bundle_grpc.BundleBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
-        if request.page_size < 0:
-            raise _invalid("page_size cannot be negative")
-        size = min(request.page_size or MAX_PAGE, MAX_PAGE)
+        # As SPIRE: a page size of zero or less lists every bundle.
+        size = min(request.page_size, MAX_PAGE) if request.page_size > 0 else len(self.ctx.bundles.all())
         federated = [b for b in self.ctx.bundles.all() if b.trust_domain != self.ctx.trust_domain]
         start = 0
         if request.page_token:
@@ -182,7 +197,7 @@ class BundleService(bundle_grpc.BundleBase):
         self, stream: ApiStream[bundle_pb2.GetFederatedBundleRequest, types_pb2.Bundle], caller: Caller
     ) -> None:
         request = await stream.request()
-        trust_domain = self._federated_domain(request.trust_domain)
+        trust_domain = self._federated_domain(request.trust_domain, "getting")
         if caller.agent is not None and not caller.admin and not caller.local:
             # An agent may read the bundles its authorized entries federate with.
             authorized = self.ctx.entries.authorized(
@@ -197,21 +212,23 @@ class BundleService(bundle_grpc.BundleBase):
             raise GRPCError(Status.NOT_FOUND, "bundle not found")
         await stream.send_message(bundle_to_proto(bundle, _mask(request)))
 
-    async def _batch(self, bundles: Any, operation: str) -> list[tuple[types_pb2.Status, BundleRecord | None]]:
+    async def _batch(
+        self, bundles: Any, operation: str, input_mask: types_pb2.BundleMask | None = None
+    ) -> list[tuple[types_pb2.Status, BundleRecord | None]]:
+        """Each bundle's outcome, as SPIRE answers it: one bad bundle fails only itself."""
+        verb = {"create": "creating", "update": "updating", "set": "setting"}[operation]
         outcomes: list[tuple[types_pb2.Status, BundleRecord | None]] = []
         for proto in bundles:
             try:
+                self._federated_domain(proto.trust_domain, verb)
                 record = bundle_from_proto(proto)
-                self._federated_domain(record.trust_domain.name)
                 if operation == "create":
                     stored = await self.ctx.call(self.ctx.datastore.create_bundle, record)
                 elif operation == "update":
-                    if (
-                        self.ctx.bundles.get(record.trust_domain) is None
-                        and await self.ctx.call(self.ctx.datastore.fetch_bundle, record.trust_domain) is None
-                    ):
-                        raise NotFound(f'no bundle for "{record.trust_domain}"')
-                    stored = await self.ctx.call(self.ctx.datastore.set_bundle, record)
+                    existing = await self.ctx.call(self.ctx.datastore.fetch_bundle, record.trust_domain)
+                    if existing is None:
+                        raise NotFound("bundle not found")
+                    stored = await self.ctx.call(self.ctx.datastore.set_bundle, _masked(existing, record, input_mask))
                 else:
                     stored = await self.ctx.call(self.ctx.datastore.set_bundle, record)
                 outcomes.append((status_message(Status.OK, "OK"), stored))
@@ -221,8 +238,8 @@ class BundleService(bundle_grpc.BundleBase):
                 outcomes.append((status_message(err.status, str(err.message)), None))
             except AlreadyExists:
                 outcomes.append((status_message(Status.ALREADY_EXISTS, "bundle already exists"), None))
-            except NotFound as err:
-                outcomes.append((status_message(Status.NOT_FOUND, err.message), None))
+            except NotFound:
+                outcomes.append((status_message(Status.NOT_FOUND, "bundle not found"), None))
         if any(stored is not None for _, stored in outcomes):
             await self.ctx.wrote()
         return outcomes
@@ -246,7 +263,8 @@ class BundleService(bundle_grpc.BundleBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
-        outcomes = await self._batch(request.bundle, "update")
+        input_mask = request.input_mask if request.HasField("input_mask") else None
+        outcomes = await self._batch(request.bundle, "update", input_mask)
         Result = bundle_pb2.BatchUpdateFederatedBundleResponse.Result
         results = [Result(status=s, bundle=bundle_to_proto(b, _mask(request)) if b else None) for s, b in outcomes]
         await stream.send_message(bundle_pb2.BatchUpdateFederatedBundleResponse(results=results))
@@ -278,13 +296,13 @@ class BundleService(bundle_grpc.BundleBase):
         results = []
         for name in request.trust_domains:
             try:
-                trust_domain = self._federated_domain(name)
+                trust_domain = self._federated_domain(name, "removing")
                 await self.ctx.call(self.ctx.datastore.delete_bundle, trust_domain, mode)
                 results.append(Result(status=status_message(Status.OK, "OK"), trust_domain=name))
             except GRPCError as err:
                 results.append(Result(status=status_message(err.status, str(err.message)), trust_domain=name))
             except NotFound:
-                results.append(Result(status=status_message(Status.NOT_FOUND, "no such bundle"), trust_domain=name))
+                results.append(Result(status=status_message(Status.NOT_FOUND, "bundle not found"), trust_domain=name))
             except FailedPrecondition as err:
                 results.append(
                     Result(status=status_message(Status.FAILED_PRECONDITION, err.message), trust_domain=name)

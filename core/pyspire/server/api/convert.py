@@ -50,7 +50,19 @@ _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 class InvalidInput(ValueError):
-    """A request field breaks a rule; the message names the field."""
+    """A request field breaks a rule; the message names the field.
+
+    ``reason`` is the rule alone, without the field's name (SPIRE's filter errors name the
+    filter instead).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class InvalidRecord(InvalidInput):
+    """An entry SPIRE's datastore refuses rather than its API (its messages say so)."""
 
 
 def id_to_proto(spiffe_id: SpiffeId) -> types_pb2.SPIFFEID:
@@ -61,19 +73,21 @@ def id_to_proto(spiffe_id: SpiffeId) -> types_pb2.SPIFFEID:
 def id_from_proto(proto: types_pb2.SPIFFEID | None, what: str = "SPIFFE ID") -> SpiffeId:
     """Parse an API SPIFFE ID strictly."""
     if proto is None or (not proto.trust_domain and not proto.path):
-        raise InvalidInput(f"invalid {what}: request must specify SPIFFE ID")
+        raise InvalidInput(f"invalid {what}: request must specify SPIFFE ID", "request must specify SPIFFE ID")
     try:
         trust_domain = TrustDomain.parse(proto.trust_domain)
         return SpiffeId.from_path(trust_domain, proto.path)
     except SpiffeIdError as err:
-        raise InvalidInput(f"invalid {what}: {err}") from None
+        raise InvalidInput(f"invalid {what}: {err.reason}", err.reason) from None
 
 
 def _member(spiffe_id: SpiffeId, trust_domain: TrustDomain, what: str, kind: str = "a member of") -> None:
     if not spiffe_id.member_of(trust_domain):
-        raise InvalidInput(f'invalid {what}: "{spiffe_id}" is not a member of trust domain "{trust_domain}"')
+        reason = f'"{spiffe_id}" is not a member of trust domain "{trust_domain}"'
+        raise InvalidInput(f"invalid {what}: {reason}", reason)
     if not spiffe_id.path:
-        raise InvalidInput(f'invalid {what}: "{spiffe_id}" is not {kind} trust domain "{trust_domain}"; path is empty')
+        reason = f'"{spiffe_id}" is not {kind} trust domain "{trust_domain}"; path is empty'
+        raise InvalidInput(f"invalid {what}: {reason}", reason)
 
 
 def workload_id_from_proto(
@@ -83,10 +97,8 @@ def workload_id_from_proto(
     spiffe_id = id_from_proto(proto, what)
     _member(spiffe_id, trust_domain, what, "a workload in")
     if is_reserved(spiffe_id):
-        raise InvalidInput(
-            f'invalid {what}: "{spiffe_id}" is not a workload in trust domain "{trust_domain}"; '
-            "path is in the reserved namespace"
-        )
+        reason = f'"{spiffe_id}" is not a workload in trust domain "{trust_domain}"; path is in the reserved namespace'
+        raise InvalidInput(f"invalid {what}: {reason}", reason)
     return spiffe_id
 
 
@@ -114,11 +126,11 @@ def selectors_from_proto(selectors: Iterable[types_pb2.Selector]) -> tuple[Selec
     found = []
     for selector in selectors:
         if not selector.type:
-            raise InvalidInput("invalid selector: missing selector type")
+            raise InvalidInput("missing selector type")
         if ":" in selector.type:
-            raise InvalidInput(f'invalid selector: selector type "{selector.type}" contains ":"')
+            raise InvalidInput("selector type contains ':'")
         if not selector.value:
-            raise InvalidInput(f'invalid selector: missing selector value for type "{selector.type}"')
+            raise InvalidInput("missing selector value")
         found.append(Selector(selector.type, selector.value))
     return tuple(found)
 
@@ -144,8 +156,10 @@ def validate_dns_name(name: str) -> str:
     return name
 
 
-def _ttl(value: int, what: str) -> int:
-    if value < 0 or value > TTL_MAX_SECONDS:
+def _ttl(value: int, what: str, name: str) -> int:
+    if value < 0:
+        raise InvalidRecord(f"datastore-validation: invalid registration entry: {name} is not set")
+    if value > TTL_MAX_SECONDS:
         raise InvalidInput(f"invalid {what}: {value} is out of range (0 means the server default)")
     return value
 
@@ -157,30 +171,32 @@ def entry_from_proto(proto: types_pb2.Entry, trust_domain: TrustDomain) -> Regis
     )
     spiffe_id = workload_id_from_proto(proto.spiffe_id if proto.HasField("spiffe_id") else None, trust_domain)
     if not proto.selectors:
-        raise InvalidInput("invalid selectors: selector list is empty")
+        raise InvalidInput("selector list is empty")
     federates: list[TrustDomain] = []
     for name in proto.federates_with:
         try:
             federates.append(TrustDomain.parse(name))
         except SpiffeIdError as err:
-            raise InvalidInput(f"invalid federated trust domain: {err}") from None
+            raise InvalidInput(f"invalid federated trust domain: {err.reason}") from None
     if len(proto.hint) > HINT_MAX_LENGTH:
         raise InvalidInput(f"hint is too long, max length is {HINT_MAX_LENGTH} characters")
     if proto.expires_at < 0:
         raise InvalidInput(f"invalid expires_at: {proto.expires_at} is negative")
+    selectors = selectors_from_proto(proto.selectors)
+    dns_names = tuple(validate_dns_name(name) for name in proto.dns_names)
     attributes = proto.additional_attributes if proto.HasField("additional_attributes") else None
     return RegistrationEntry(
         id=proto.id,
         spiffe_id=spiffe_id,
         parent_id=parent_id,
-        selectors=selectors_from_proto(proto.selectors),
-        x509_svid_ttl=_ttl(proto.x509_svid_ttl, "x509_svid_ttl"),
-        jwt_svid_ttl=_ttl(proto.jwt_svid_ttl, "jwt_svid_ttl"),
+        selectors=selectors,
+        x509_svid_ttl=_ttl(proto.x509_svid_ttl, "x509_svid_ttl", "X509SvidTtl"),
+        jwt_svid_ttl=_ttl(proto.jwt_svid_ttl, "jwt_svid_ttl", "JwtSvidTtl"),
         federates_with=tuple(federates),
         admin=proto.admin,
         downstream=proto.downstream,
         expires_at=proto.expires_at,
-        dns_names=tuple(validate_dns_name(name) for name in proto.dns_names),
+        dns_names=dns_names,
         store_svid=proto.store_svid,
         hint=proto.hint,
         disable_x509_svid_prefetch=bool(attributes and attributes.disable_x509_svid_prefetch),
@@ -356,12 +372,12 @@ def bundle_from_proto(proto: types_pb2.Bundle) -> BundleRecord:
 def x509_authorities_from_proto(certificates: Iterable[types_pb2.X509Certificate]) -> tuple[X509Authority, ...]:
     """X.509 authorities from a request; each must be a DER certificate."""
     found = []
-    for index, certificate in enumerate(certificates):
+    for certificate in certificates:
         try:
             # Parseable, and with a key a SPIFFE bundle (JWK x5c) can carry: it is served as one.
             public_key_to_jwk(der_certificate(certificate.asn1).public_key())
         except ValueError as err:  # BundleError included
-            raise InvalidInput(f"invalid X.509 authority {index}: {err}") from None
+            raise InvalidInput(f"unable to parse X.509 authority: {err}") from None
         found.append(X509Authority(certificate.asn1, certificate.tainted))
     return tuple(found)
 
@@ -371,11 +387,11 @@ def jwt_authorities_from_proto(keys: Iterable[types_pb2.JWTKey]) -> tuple[JwtAut
     found = []
     for key in keys:
         if not key.key_id:
-            raise InvalidInput("invalid JWT authority: missing key ID")
+            raise InvalidInput("unable to parse JWT authority: missing key ID")
         try:
             public_key_to_jwk(serialization.load_der_public_key(key.public_key))
         except (ValueError, UnsupportedAlgorithm) as err:  # BundleError included
-            raise InvalidInput(f'invalid JWT authority "{key.key_id}": {err}') from None
+            raise InvalidInput(f"unable to parse JWT authority: {err}") from None
         found.append(JwtAuthority(key.key_id, key.public_key, key.expires_at, key.tainted))
     return tuple(found)
 
@@ -391,19 +407,22 @@ def x509_svid_to_proto(chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, h
 
 
 def relationship_to_proto(
-    relationship: FederationRelationship, bundle: BundleRecord | None
+    relationship: FederationRelationship,
+    bundle: BundleRecord | None,
+    mask: types_pb2.FederationRelationshipMask | None = None,
 ) -> types_pb2.FederationRelationship:
-    """A federation relationship as the API returns it."""
-    out = types_pb2.FederationRelationship(
-        trust_domain=relationship.trust_domain.name, bundle_endpoint_url=relationship.bundle_endpoint_url
-    )
-    if relationship.profile == "https_spiffe":
-        out.https_spiffe.CopyFrom(
-            types_pb2.HTTPSSPIFFEProfile(endpoint_spiffe_id=str(relationship.endpoint_spiffe_id or ""))
-        )
-    else:
-        out.https_web.CopyFrom(types_pb2.HTTPSWebProfile())
-    if bundle is not None:
+    """A federation relationship as the API returns it: its trust domain and what ``mask`` asks for (all: no mask)."""
+    out = types_pb2.FederationRelationship(trust_domain=relationship.trust_domain.name)
+    if mask is None or mask.bundle_endpoint_url:
+        out.bundle_endpoint_url = relationship.bundle_endpoint_url
+    if mask is None or mask.bundle_endpoint_profile:
+        if relationship.profile == "https_spiffe":
+            out.https_spiffe.CopyFrom(
+                types_pb2.HTTPSSPIFFEProfile(endpoint_spiffe_id=str(relationship.endpoint_spiffe_id or ""))
+            )
+        else:
+            out.https_web.CopyFrom(types_pb2.HTTPSWebProfile())
+    if bundle is not None and (mask is None or mask.trust_domain_bundle):
         out.trust_domain_bundle.CopyFrom(bundle_to_proto(bundle))
     return out
 
@@ -413,16 +432,17 @@ def relationship_from_proto(proto: types_pb2.FederationRelationship) -> Federati
     try:
         trust_domain = TrustDomain.parse(proto.trust_domain)
     except SpiffeIdError as err:
-        raise InvalidInput(f"invalid trust domain: {err}") from None
+        raise InvalidInput(f"failed to parse trust domain: {err.reason}") from None
     if not proto.bundle_endpoint_url.startswith("https://"):
-        raise InvalidInput(f'invalid bundle endpoint URL "{proto.bundle_endpoint_url}": it must be an https:// URL')
+        raise InvalidInput("bundle endpoint URL must use the https scheme")
     profile = proto.WhichOneof("bundle_endpoint_profile")
     if profile == "https_spiffe":
         try:
             endpoint_id = SpiffeId.parse(proto.https_spiffe.endpoint_spiffe_id)
         except SpiffeIdError as err:
-            raise InvalidInput(f"invalid endpoint SPIFFE ID: {err}") from None
+            raise InvalidInput(f"failed to parse endpoint SPIFFE ID: {err.reason}") from None
         return FederationRelationship(trust_domain, proto.bundle_endpoint_url, "https_spiffe", endpoint_id)
     if profile == "https_web":
         return FederationRelationship(trust_domain, proto.bundle_endpoint_url, "https_web")
-    raise InvalidInput("invalid bundle endpoint profile: https_web or https_spiffe is required")
+    # SPIRE's words (Go's name for the missing profile); https_web or https_spiffe is required.
+    raise InvalidInput("unsupported bundle endpoint profile type: <nil>")

@@ -16,18 +16,20 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound
-from pyspire.plugin.records import EntryFilter, Page, RegistrationEntry
+from pyspire.plugin.records import CreatedEntry, EntryFilter, MatchBehavior, Page, RegistrationEntry
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import (
     InvalidInput,
+    InvalidRecord,
     entry_from_proto,
     entry_to_proto,
     entry_update_from_proto,
-    id_from_proto,
     match_from_proto,
+    member_id_from_proto,
     selectors_from_proto,
+    workload_id_from_proto,
 )
 from pyspire.server.api.entry_rules import entry_problem
 from pyspire.server.api.errors import status_message
@@ -47,28 +49,87 @@ def _invalid(err: object) -> GRPCError:
     return GRPCError(Status.INVALID_ARGUMENT, str(err))
 
 
-def _entry_filter(proto: entry_pb2.ListEntriesRequest.Filter | entry_pb2.CountEntriesRequest.Filter) -> EntryFilter:
+def _entry_filter(
+    proto: entry_pb2.ListEntriesRequest.Filter | entry_pb2.CountEntriesRequest.Filter, trust_domain: TrustDomain
+) -> EntryFilter:
+    """A list or count filter, refused as SPIRE refuses it (the message names the filter)."""
+    by_spiffe_id = by_parent_id = None
     try:
-        by_selectors = None
-        if proto.HasField("by_selectors"):
-            by_selectors = (
-                selectors_from_proto(proto.by_selectors.selectors),
-                match_from_proto(proto.by_selectors.match),
-            )
-        by_federates = None
-        if proto.HasField("by_federates_with"):
+        if proto.HasField("by_parent_id"):
+            by_parent_id = member_id_from_proto(proto.by_parent_id, trust_domain, "parent ID")
+    except InvalidInput as err:
+        raise _invalid(f"malformed parent ID filter: {err.reason}") from None
+    try:
+        if proto.HasField("by_spiffe_id"):
+            by_spiffe_id = workload_id_from_proto(proto.by_spiffe_id, trust_domain)
+    except InvalidInput as err:
+        raise _invalid(f"malformed SPIFFE ID filter: {err.reason}") from None
+    by_selectors = None
+    if proto.HasField("by_selectors"):
+        try:
+            selectors = selectors_from_proto(proto.by_selectors.selectors)
+        except InvalidInput as err:
+            raise _invalid(f"malformed selectors filter: {err}") from None
+        if not selectors:
+            raise _invalid("malformed selectors filter: empty selector set")
+        by_selectors = (selectors, _match(proto.by_selectors.match))
+    by_federates = None
+    if proto.HasField("by_federates_with"):
+        try:
             domains = tuple(TrustDomain.parse(name) for name in proto.by_federates_with.trust_domains)
-            by_federates = (domains, match_from_proto(proto.by_federates_with.match))
-        return EntryFilter(
-            by_spiffe_id=id_from_proto(proto.by_spiffe_id, "by_spiffe_id") if proto.HasField("by_spiffe_id") else None,
-            by_parent_id=id_from_proto(proto.by_parent_id, "by_parent_id") if proto.HasField("by_parent_id") else None,
-            by_selectors=by_selectors,
-            by_federates_with=by_federates,
-            by_hint=proto.by_hint.value if proto.HasField("by_hint") else None,
-            by_downstream=proto.by_downstream.value if proto.HasField("by_downstream") else None,
-        )
-    except (InvalidInput, SpiffeIdError) as err:
+        except SpiffeIdError as err:
+            raise _invalid(f"malformed federates with filter: {err.reason}") from None
+        if not domains:
+            raise _invalid("malformed federates with filter: empty trust domain set")
+        by_federates = (domains, _match(proto.by_federates_with.match))
+    return EntryFilter(
+        by_spiffe_id=by_spiffe_id,
+        by_parent_id=by_parent_id,
+        by_selectors=by_selectors,
+        by_federates_with=by_federates,
+        # An empty hint filters nothing in SPIRE (its datastore ignores an empty string).
+        by_hint=proto.by_hint.value or None,
+        # Likewise by_downstream false: SPIRE lists downstream entries and the others then.
+        by_downstream=True if proto.by_downstream.value else None,
+    )
+
+
+def _match(value: int) -> MatchBehavior:
+    try:
+        return match_from_proto(value)
+    except InvalidInput as err:
         raise _invalid(f"malformed filter: {err}") from None
+
+
+def _create_result(code: Status, message: str) -> entry_pb2.BatchCreateEntryResponse.Result:
+    return entry_pb2.BatchCreateEntryResponse.Result(status=status_message(code, message))
+
+
+def _created_result(
+    wanted: RegistrationEntry, outcome: CreatedEntry | FailedPrecondition, mask: types_pb2.EntryMask | None
+) -> entry_pb2.BatchCreateEntryResponse.Result:
+    """One entry's result as SPIRE gives it: created, similar to one that exists, or refused."""
+    if isinstance(outcome, FailedPrecondition):
+        # SPIRE reports a missing federated bundle as an internal error of its datastore.
+        return _create_result(Status.INTERNAL, f"failed to create entry: {outcome.message}")
+    if not outcome.created and not _similar(wanted, outcome.entry):
+        # Only the ID is shared: that is a conflict, not the entry the caller asked for.
+        return _create_result(Status.ALREADY_EXISTS, f'failed to create entry: entry ID "{wanted.id}" is taken')
+    code, message = (Status.OK, "OK") if outcome.created else (Status.ALREADY_EXISTS, "similar entry already exists")
+    answered = entry_to_proto(outcome.entry, mask)
+    # SPIRE's create answer lists the DNS names sorted (it stores and serves them as given).
+    answered.dns_names.sort()
+    return entry_pb2.BatchCreateEntryResponse.Result(status=status_message(code, message), entry=answered)
+
+
+def _similar(wanted: RegistrationEntry, existing: RegistrationEntry) -> bool:
+    """SPIRE's "similar entry": the same SPIFFE ID, parent ID and selectors."""
+    ours = wanted.normalized()
+    return (ours.spiffe_id, ours.parent_id, ours.selectors) == (
+        existing.spiffe_id,
+        existing.parent_id,
+        existing.normalized().selectors,
+    )
 
 
 @dataclass
@@ -169,7 +230,9 @@ class EntryService(entry_grpc.EntryBase):
         self, stream: ApiStream[entry_pb2.CountEntriesRequest, entry_pb2.CountEntriesResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        count = await self.ctx.call(self.ctx.datastore.count_registration_entries, _entry_filter(request.filter))
+        count = await self.ctx.call(
+            self.ctx.datastore.count_registration_entries, _entry_filter(request.filter, self.ctx.trust_domain)
+        )
         await stream.send_message(entry_pb2.CountEntriesResponse(count=count))
 
     @rpc(_SERVICE + "ListEntries")
@@ -177,11 +240,10 @@ class EntryService(entry_grpc.EntryBase):
         self, stream: ApiStream[entry_pb2.ListEntriesRequest, entry_pb2.ListEntriesResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        if request.page_size < 0:
-            raise _invalid("page_size cannot be negative")
-        size = min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE)
+        # As SPIRE: a page size of zero or less asks for every entry, and the token is ignored.
+        page = Page(min(request.page_size, MAX_LIST_PAGE), request.page_token) if request.page_size > 0 else Page()
         entries, token = await self.ctx.call(
-            self.ctx.datastore.list_registration_entries, _entry_filter(request.filter), Page(size, request.page_token)
+            self.ctx.datastore.list_registration_entries, _entry_filter(request.filter, self.ctx.trust_domain), page
         )
         mask = request.output_mask if request.HasField("output_mask") else None
         await stream.send_message(
@@ -211,38 +273,45 @@ class EntryService(entry_grpc.EntryBase):
         for index, proto in enumerate(request.entries):
             try:
                 entry = entry_from_proto(proto, self.ctx.trust_domain)
+            except InvalidRecord as err:
+                results[index] = _create_result(Status.INVALID_ARGUMENT, f"failed to create entry: {err}")
+                continue
             except InvalidInput as err:
-                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
-                    status=status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}")
-                )
+                results[index] = _create_result(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}")
                 continue
             problem = entry_problem(entry, new=True)
             if problem is not None:
-                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
-                    status=status_message(Status.INVALID_ARGUMENT, f"failed to create entry: {problem}")
-                )
+                results[index] = _create_result(Status.INVALID_ARGUMENT, f"failed to create entry: {problem}")
                 continue
             valid.append((index, entry))
-        if valid:
-            try:
-                created = await self.ctx.call(self.ctx.datastore.create_registration_entries, [e for _, e in valid])
-            except FailedPrecondition as err:
-                # A missing federated bundle fails the batch; say so for each entry.
-                for index, _ in valid:
-                    results[index] = entry_pb2.BatchCreateEntryResponse.Result(
-                        status=status_message(Status.INVALID_ARGUMENT, f"failed to create entry: {err.message}")
-                    )
-                created = []
-            for (index, _), outcome in zip(valid, created, strict=False):
-                code, message = (
-                    (Status.OK, "OK") if outcome.created else (Status.ALREADY_EXISTS, "similar entry already exists")
-                )
-                results[index] = entry_pb2.BatchCreateEntryResponse.Result(
-                    status=status_message(code, message), entry=entry_to_proto(outcome.entry, mask)
-                )
-            if created:
-                await self.ctx.wrote()
+        outcomes = await self._create(valid)
+        for (index, entry), outcome in zip(valid, outcomes, strict=True):
+            results[index] = _created_result(entry, outcome, mask)
+        if any(isinstance(outcome, CreatedEntry) and outcome.created for outcome in outcomes):
+            await self.ctx.wrote()
         await stream.send_message(entry_pb2.BatchCreateEntryResponse(results=[r for r in results if r is not None]))
+
+    async def _create(self, valid: list[tuple[int, RegistrationEntry]]) -> list[CreatedEntry | FailedPrecondition]:
+        """Each entry's outcome: in one datastore write, or one by one when the batch is refused.
+
+        The datastore refuses a whole batch when an entry federates with a trust domain it
+        holds no bundle for; SPIRE answers each entry on its own, so the others still go in.
+        """
+        entries = [entry for _, entry in valid]
+        if not entries:
+            return []
+        try:
+            return list(await self.ctx.call(self.ctx.datastore.create_registration_entries, entries))
+        except FailedPrecondition:
+            if len(entries) == 1:
+                raise
+        outcomes: list[CreatedEntry | FailedPrecondition] = []
+        for entry in entries:
+            try:
+                outcomes.extend(await self.ctx.call(self.ctx.datastore.create_registration_entries, [entry]))
+            except FailedPrecondition as err:
+                outcomes.append(err)
+        return outcomes
 
     @rpc(_SERVICE + "BatchUpdateEntry")
     async def BatchUpdateEntry(
@@ -256,11 +325,12 @@ class EntryService(entry_grpc.EntryBase):
         for proto in request.entries:
             result = entry_pb2.BatchUpdateEntryResponse.Result()
             try:
-                if not proto.id:
-                    raise InvalidInput("missing entry ID")
-                existing = await self.ctx.call(self.ctx.datastore.fetch_registration_entry, proto.id)
+                existing = None
+                if proto.id:
+                    existing = await self.ctx.call(self.ctx.datastore.fetch_registration_entry, proto.id)
                 if existing is None:
-                    result.status.CopyFrom(status_message(Status.NOT_FOUND, f'entry "{proto.id}" not found'))
+                    # SPIRE's words for a missing and for an empty ID alike.
+                    result.status.CopyFrom(status_message(Status.NOT_FOUND, "failed to update entry"))
                 else:
                     merged = entry_update_from_proto(existing, proto, input_mask, self.ctx.trust_domain)
                     problem = entry_problem(merged, new=False)
@@ -273,6 +343,8 @@ class EntryService(entry_grpc.EntryBase):
                         changed = True
                         result.status.CopyFrom(status_message(Status.OK, "OK"))
                         result.entry.CopyFrom(entry_to_proto(updated, output_mask))
+            except InvalidRecord as err:
+                result.status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"failed to update entry: {err}"))
             except InvalidInput as err:
                 result.status.CopyFrom(status_message(Status.INVALID_ARGUMENT, f"failed to convert entry: {err}"))
             except AlreadyExists as err:

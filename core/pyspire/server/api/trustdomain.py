@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -9,7 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.plugin.errors import AlreadyExists, NotFound
-from pyspire.plugin.records import Page
+from pyspire.plugin.records import BundleRecord, FederationRelationship, Page
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc, trustdomain_pb2
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.server.api.auth import Caller, rpc
@@ -31,6 +32,23 @@ def _invalid(message: object) -> GRPCError:
     return GRPCError(Status.INVALID_ARGUMENT, str(message))
 
 
+def _mask(request: Any, name: str) -> types_pb2.FederationRelationshipMask | None:
+    return getattr(request, name) if request.HasField(name) else None
+
+
+def _updated(
+    existing: FederationRelationship, update: FederationRelationship, mask: types_pb2.FederationRelationshipMask | None
+) -> FederationRelationship:
+    """``existing`` with the fields ``mask`` names taken from ``update`` (every field without a mask)."""
+    if mask is None:
+        return update
+    if mask.bundle_endpoint_url:
+        existing = replace(existing, bundle_endpoint_url=update.bundle_endpoint_url)
+    if mask.bundle_endpoint_profile:
+        existing = replace(existing, profile=update.profile, endpoint_spiffe_id=update.endpoint_spiffe_id)
+    return existing
+
+
 class TrustDomainService(trustdomain_grpc.TrustDomainBase):
     """The TrustDomain service (``spire.api.server.trustdomain.v1.TrustDomain``)."""
 
@@ -40,12 +58,12 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
 
     def _domain(self, name: str) -> TrustDomain:
         try:
-            trust_domain = TrustDomain.parse(name)
+            return TrustDomain.parse(name)
         except SpiffeIdError as err:
-            raise _invalid(f"malformed trust domain: {err}") from None
-        if trust_domain == self.ctx.trust_domain:
-            raise _invalid("a federation relationship with the server's own trust domain is not possible")
-        return trust_domain
+            raise _invalid(f"failed to parse trust domain: {err.reason}") from None
+
+    async def _bundle(self, trust_domain: TrustDomain) -> BundleRecord | None:
+        return await self.ctx.call(self.ctx.datastore.fetch_bundle, trust_domain)
 
     @rpc(_SERVICE + "ListFederationRelationships")
     async def ListFederationRelationships(
@@ -56,11 +74,11 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
-        size = min(max(request.page_size, 0) or MAX_PAGE, MAX_PAGE)
-        found, token = await self.ctx.call(
-            self.ctx.datastore.list_federation_relationships, Page(size, request.page_token)
-        )
-        protos = [relationship_to_proto(r, self.ctx.bundles.get(r.trust_domain)) for r in found]
+        # As SPIRE: a page size of zero or less lists every relationship.
+        page = Page(min(request.page_size, MAX_PAGE), request.page_token) if request.page_size > 0 else Page()
+        found, token = await self.ctx.call(self.ctx.datastore.list_federation_relationships, page)
+        mask = _mask(request, "output_mask")
+        protos = [relationship_to_proto(r, self.ctx.bundles.get(r.trust_domain), mask) for r in found]
         await stream.send_message(
             trustdomain_pb2.ListFederationRelationshipsResponse(federation_relationships=protos, next_page_token=token)
         )
@@ -76,16 +94,35 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         found = await self.ctx.call(self.ctx.datastore.fetch_federation_relationship, trust_domain)
         if found is None:
             raise GRPCError(Status.NOT_FOUND, "federation relationship does not exist")
-        await stream.send_message(relationship_to_proto(found, self.ctx.bundles.get(trust_domain)))
+        await stream.send_message(
+            relationship_to_proto(found, self.ctx.bundles.get(trust_domain), _mask(request, "output_mask"))
+        )
 
-    async def _apply(self, proto: Any, create: bool) -> tuple[Any, Any]:
+    async def _apply(self, proto: Any, request: Any, create: bool) -> tuple[Any, Any]:
+        """One relationship of a batch: created, or updated with the fields the input mask names."""
+        input_mask = None if create else _mask(request, "input_mask")
         try:
             relationship = relationship_from_proto(proto)
-            self._domain(relationship.trust_domain.name)
-            if proto.HasField("trust_domain_bundle") and proto.trust_domain_bundle.trust_domain:
+            if create and relationship.trust_domain == self.ctx.trust_domain:
+                raise GRPCError(
+                    Status.INVALID_ARGUMENT, "unable to create federation relationship for server trust domain"
+                )
+            if not create:
+                existing = await self.ctx.call(
+                    self.ctx.datastore.fetch_federation_relationship, relationship.trust_domain
+                )
+                if existing is None:
+                    raise NotFound("federation relationship does not exist")
+                relationship = _updated(existing, relationship, input_mask)
+            if (input_mask is None or input_mask.trust_domain_bundle) and (
+                proto.HasField("trust_domain_bundle") and proto.trust_domain_bundle.trust_domain
+            ):
                 bundle = bundle_from_proto(proto.trust_domain_bundle)
                 if bundle.trust_domain != relationship.trust_domain:
-                    raise InvalidInput("trust_domain_bundle is for another trust domain")
+                    raise InvalidInput(
+                        f'trust domain bundle ("{bundle.trust_domain}") must match the trust domain of the '
+                        f'federation relationship ("{relationship.trust_domain}")'
+                    )
                 await self.ctx.call(self.ctx.datastore.set_bundle, bundle)
             write = (
                 self.ctx.datastore.create_federation_relationship
@@ -93,7 +130,10 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
                 else self.ctx.datastore.update_federation_relationship
             )
             stored = await self.ctx.call(write, relationship)
-            return status_message(Status.OK, "OK"), relationship_to_proto(stored, None)
+            answer = relationship_to_proto(
+                stored, await self._bundle(stored.trust_domain), _mask(request, "output_mask")
+            )
+            return status_message(Status.OK, "OK"), answer
         except InvalidInput as err:
             return status_message(Status.INVALID_ARGUMENT, f"failed to convert federation relationship: {err}"), None
         except GRPCError as err:
@@ -116,7 +156,7 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         Result = trustdomain_pb2.BatchCreateFederationRelationshipResponse.Result
         results = []
         for proto in request.federation_relationships:
-            status, stored = await self._apply(proto, create=True)
+            status, stored = await self._apply(proto, request, create=True)
             results.append(Result(status=status, federation_relationship=stored))
         await self.ctx.wrote()
         await stream.send_message(trustdomain_pb2.BatchCreateFederationRelationshipResponse(results=results))
@@ -134,7 +174,7 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         Result = trustdomain_pb2.BatchUpdateFederationRelationshipResponse.Result
         results = []
         for proto in request.federation_relationships:
-            status, stored = await self._apply(proto, create=False)
+            status, stored = await self._apply(proto, request, create=False)
             results.append(Result(status=status, federation_relationship=stored))
         await self.ctx.wrote()
         await stream.send_message(trustdomain_pb2.BatchUpdateFederationRelationshipResponse(results=results))
@@ -153,6 +193,8 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         results = []
         for name in request.trust_domains:
             try:
+                if not name:
+                    raise _invalid("missing trust domain")
                 await self.ctx.call(self.ctx.datastore.delete_federation_relationship, self._domain(name))
                 results.append(Result(status=status_message(Status.OK, "OK"), trust_domain=name))
             except GRPCError as err:
@@ -160,7 +202,7 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
             except NotFound:
                 results.append(
                     Result(
-                        status=status_message(Status.NOT_FOUND, "federation relationship does not exist"),
+                        status=status_message(Status.NOT_FOUND, "federation relationship not found"),
                         trust_domain=name,
                     )
                 )
@@ -178,7 +220,7 @@ class TrustDomainService(trustdomain_grpc.TrustDomainBase):
         try:
             await self.ctx.refresher.refresh(trust_domain)
         except UnknownRelationship:
-            raise GRPCError(Status.NOT_FOUND, f"no relationship with trust domain {trust_domain}") from None
+            raise GRPCError(Status.NOT_FOUND, f'no relationship with trust domain "{trust_domain}"') from None
         except FetchError as err:
             raise GRPCError(Status.UNAVAILABLE, f"failed to refresh the bundle of {trust_domain}: {err}") from None
         await stream.send_message(empty_pb2.Empty())

@@ -376,9 +376,7 @@ class SqlDataStore:
             )
         missing = [name for name in wanted if name not in present]
         if missing:
-            raise FailedPrecondition(
-                f'no bundle for federated trust domain "{missing[0]}": create the federated bundle first'
-            )
+            raise FailedPrecondition(f'unable to find federated bundle "spiffe://{missing[0]}"')
 
     def _insert_entry_index(self, connection: Connection, entries: Sequence[RegistrationEntry]) -> None:
         selector_rows = [

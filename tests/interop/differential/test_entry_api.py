@@ -407,7 +407,7 @@ async def list_with_invalid_filters(side: Side) -> None:
         await side.call(
             stub(side).ListEntries,
             entry_pb2.ListEntriesRequest(filter=entry_pb2.ListEntriesRequest.Filter(**fields)),
-            documented="Unknown match behaviours",
+            documented="Filters SPIRE's datastore fails on",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -42,15 +43,25 @@ def _invalid(err: InvalidInput | str) -> GRPCError:
     return GRPCError(Status.INVALID_ARGUMENT, str(err))
 
 
+_GO_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ([+-]\d{4}) [+-]\d\d")
+"""Go's ``2006-01-02 15:04:05 -0700 -07``: the layout SPIRE parses by_expires_before with."""
+
+
 def _expires_before(text: str) -> int | None:
+    """A by_expires_before time: SPIRE's layout, RFC 3339, or Unix seconds; refused otherwise."""
     if not text:
         return None
     if text.isdigit():
         return int(text)
+    go_time = _GO_TIME.fullmatch(text)
     try:
+        if go_time:
+            return int(datetime.strptime(" ".join(go_time.groups()), "%Y-%m-%d %H:%M:%S %z").timestamp())
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
     except ValueError:
-        raise _invalid(f'invalid by_expires_before "{text}": use RFC 3339 or Unix seconds') from None
+        raise _invalid(
+            f'invalid by_expires_before "{text}": use "2006-01-02 15:04:05 -0700 -07", RFC 3339 or Unix seconds'
+        ) from None
 
 
 def _node_filter(proto: agent_pb2.ListAgentsRequest.Filter | agent_pb2.CountAgentsRequest.Filter) -> NodeFilter:
@@ -60,7 +71,10 @@ def _node_filter(proto: agent_pb2.ListAgentsRequest.Filter | agent_pb2.CountAgen
             selectors = selectors_from_proto(proto.by_selector_match.selectors)
             by_selectors = (selectors, match_from_proto(proto.by_selector_match.match))
         except InvalidInput as err:
-            raise _invalid(err) from None
+            raise _invalid(f"failed to parse selectors: {err}") from None
+        if not selectors:
+            # SPIRE's datastore fails on it (INTERNAL); it is the caller's mistake.
+            raise _invalid("failed to parse selectors: empty selector set")
     return NodeFilter(
         by_attestation_type=proto.by_attestation_type or None,
         by_selectors=by_selectors,
@@ -82,7 +96,9 @@ class AgentService(agent_grpc.AgentBase):
         """Serve with the server's shared parts."""
         self.ctx = ctx
 
-    def _agent_id(self, proto: types_pb2.SPIFFEID) -> SpiffeId:
+    def _agent_id(self, request: Any) -> SpiffeId:
+        """The agent a Get, Delete or Ban request names (an unset ID is not an empty one)."""
+        proto = request.id if request.HasField("id") else None
         try:
             return agent_id_from_proto(proto, self.ctx.trust_domain)
         except InvalidInput as err:
@@ -150,11 +166,12 @@ class AgentService(agent_grpc.AgentBase):
         self, stream: ApiStream[agent_pb2.ListAgentsRequest, agent_pb2.ListAgentsResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        if request.page_size < 0:
-            raise _invalid("page_size cannot be negative")
-        size = min(request.page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        # As SPIRE: a page size of zero or less lists every agent.
+        size = min(request.page_size, MAX_PAGE_SIZE) if request.page_size > 0 else 0
         nodes, token = await self.ctx.call(
-            self.ctx.datastore.list_attested_nodes, _node_filter(request.filter), Page(size, request.page_token)
+            self.ctx.datastore.list_attested_nodes,
+            _node_filter(request.filter),
+            Page(size, request.page_token if size else ""),
         )
         mask = request.output_mask if request.HasField("output_mask") else None
         await stream.send_message(
@@ -164,10 +181,10 @@ class AgentService(agent_grpc.AgentBase):
     @rpc(_SERVICE + "GetAgent")
     async def GetAgent(self, stream: ApiStream[agent_pb2.GetAgentRequest, types_pb2.Agent], caller: Caller) -> None:
         request = await stream.request()
-        agent_id = self._agent_id(request.id)
+        agent_id = self._agent_id(request)
         node = await self.ctx.call(self.ctx.datastore.fetch_attested_node, agent_id)
         if node is None:
-            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+            raise GRPCError(Status.NOT_FOUND, "agent not found")
         mask = request.output_mask if request.HasField("output_mask") else None
         await stream.send_message(agent_to_proto(node, mask))
 
@@ -176,10 +193,10 @@ class AgentService(agent_grpc.AgentBase):
         self, stream: ApiStream[agent_pb2.DeleteAgentRequest, empty_pb2.Empty], caller: Caller
     ) -> None:
         request = await stream.request()
-        agent_id = self._agent_id(request.id)
+        agent_id = self._agent_id(request)
         deleted = await self.ctx.call(self.ctx.datastore.delete_attested_node, agent_id)
         if deleted is None:
-            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+            raise GRPCError(Status.NOT_FOUND, "agent not found")
         self.ctx.nodes.remove(agent_id)
         # A join-token agent's alias entry goes with it, as in SPIRE.
         marker = Selector("spiffe_id", str(agent_id))
@@ -192,14 +209,14 @@ class AgentService(agent_grpc.AgentBase):
     @rpc(_SERVICE + "BanAgent")
     async def BanAgent(self, stream: ApiStream[agent_pb2.BanAgentRequest, empty_pb2.Empty], caller: Caller) -> None:
         request = await stream.request()
-        agent_id = self._agent_id(request.id)
+        agent_id = self._agent_id(request)
 
         def ban(current: AttestedNode) -> AttestedNode:
             return replace(current, cert_serial_number="", new_cert_serial_number="")
 
         node = await self.ctx.call(self.ctx.datastore.fetch_attested_node, agent_id)
         if node is None:
-            raise GRPCError(Status.NOT_FOUND, f'agent "{agent_id}" not found')
+            raise GRPCError(Status.NOT_FOUND, "agent not found")
         banned = await self.ctx.call(self.ctx.datastore.modify_attested_node, agent_id, ban)
         self.ctx.nodes.put(banned)
         await self.ctx.wrote()

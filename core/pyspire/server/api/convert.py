@@ -72,7 +72,7 @@ def id_to_proto(spiffe_id: SpiffeId) -> types_pb2.SPIFFEID:
 
 def id_from_proto(proto: types_pb2.SPIFFEID | None, what: str = "SPIFFE ID") -> SpiffeId:
     """Parse an API SPIFFE ID strictly."""
-    if proto is None or (not proto.trust_domain and not proto.path):
+    if proto is None:
         raise InvalidInput(f"invalid {what}: request must specify SPIFFE ID", "request must specify SPIFFE ID")
     try:
         trust_domain = TrustDomain.parse(proto.trust_domain)

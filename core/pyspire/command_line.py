@@ -49,6 +49,11 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+"""What Go's strconv.ParseBool reads as true and as false (a bool flag's ``-flag=value``)."""
+
+
 class CliError(Exception):
     """A command failed; the message (naming the flag, file or server) is printed as ``Error: <message>``."""
 
@@ -60,12 +65,39 @@ class CliParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         """Parse as argparse does, after checking every argument can be sent on as text."""
-        for arg in sys.argv[1:] if args is None else args:
+        arguments = list(sys.argv[1:] if args is None else args)
+        for arg in arguments:
             try:
                 arg.encode("utf-8")
             except UnicodeEncodeError:
                 self.error(f"argument {arg.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8")
-        return super().parse_known_args(args, namespace)
+        return super().parse_known_args(self._go_flags(arguments), namespace)
+
+    def _go_flags(self, arguments: list[str]) -> list[str]:
+        """Go's flag syntax for this parser's own flags: ``--flag`` as ``-flag``, ``-bool=true|false``.
+
+        SPIRE's commands are Go programs: an operator's ``--spiffeID x`` or ``-admin=false``
+        works there. Only flags this (sub)parser defines are rewritten; the arguments after
+        ``--`` are left as they are.
+        """
+        rewritten: list[str] = []
+        for index, arg in enumerate(arguments):
+            if arg == "--":
+                return rewritten + arguments[index:]
+            name, equals, value = arg.partition("=")
+            if name.startswith("--") and name[1:] in self._option_string_actions:
+                name = name[1:]
+            action = self._option_string_actions.get(name)
+            if action is None or not name.startswith("-"):
+                rewritten.append(arg)
+            elif equals and action.nargs == 0 and name not in ("-h", "--help"):
+                if value in _GO_TRUE:
+                    rewritten.append(name)
+                elif value not in _GO_FALSE:
+                    self.error(f'invalid boolean value "{value}" for {name}: parse error')
+            else:
+                rewritten.append(name + equals + value)
+        return rewritten
 
     def error(self, message: str) -> NoReturn:
         """Print the usage and the problem; exit 1 (127 when the command itself is missing or unknown)."""

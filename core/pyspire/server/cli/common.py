@@ -73,9 +73,18 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def print_json(message: Message | dict[str, Any] | list[Any]) -> None:
-    """Print a message (or plain data) as JSON."""
-    data = MessageToDict(message, preserving_proto_field_name=True) if isinstance(message, Message) else message
-    print(json.dumps(data, indent=2))
+    """Print a message (or plain data) as SPIRE's ``-output json`` does.
+
+    SPIRE prints protojson with the proto field names and every field, default values
+    included (``"status":{"code":0,...}``, ``"next_page_token":""``), re-encoded by Go's
+    encoding/json: one line, keys sorted.
+    """
+    data = (
+        MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        if isinstance(message, Message)
+        else message
+    )
+    print(json.dumps(data, sort_keys=True, separators=(",", ":")))
 
 
 def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from typing import Any
 
 import pytest
@@ -26,6 +27,11 @@ COMMANDS = [
     "entry count -output json",
     "agent list -output json",
     "agent count -output json",
+    "agent list -attestationType join_token -banned false -canReattest true"
+    " -expiresBefore '2030-01-01 00:00:00 +0000 +00' -selector a:b -matchSelectorsOn any -output json",
+    "agent count -banned=x -canReattest maybe -selector a:b -selector c:d -output json",
+    "agent count -expiresBefore 2030-01-01",
+    "agent list -matchSelectorsOn sometimes -selector a:b",
     "federation list -output json",
     "bundle count -output json",
     "bundle list -output json",
@@ -49,7 +55,7 @@ def _normalized(value: Any, key: str = "") -> Any:
 
 
 def _answer(server: ServerDaemon, command: str) -> dict[str, Any]:
-    result = server.cli(*command.split(), check=False)
+    result = server.cli(*shlex.split(command), check=False)
     answer: dict[str, Any] = {"exit code": result.returncode}
     if "-output json" in command and result.returncode == 0:
         lines = result.stdout.splitlines()

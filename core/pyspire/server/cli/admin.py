@@ -206,12 +206,86 @@ def _print_agent(agent: types_pb2.Agent) -> None:
     print()
 
 
+_AGENT_MATCH = {
+    "exact": types_pb2.SelectorMatch.MATCH_EXACT,
+    "subset": types_pb2.SelectorMatch.MATCH_SUBSET,
+    "superset": types_pb2.SelectorMatch.MATCH_SUPERSET,
+    "any": types_pb2.SelectorMatch.MATCH_ANY,
+}
+_GO_TIME_LAYOUT = "%Y-%m-%d %H:%M:%S %z"
+
+
+def _add_agent_filters(parser: argparse.ArgumentParser) -> None:
+    """SPIRE's ``agent list`` and ``agent count`` filters."""
+    parser.add_argument("-attestationType", default="", help="Filter by attestation type, like join_token or x509pop")
+    parser.add_argument(
+        "-banned", default="", help="'true': banned agents, 'false': not banned agents, other value will return all"
+    )
+    parser.add_argument(
+        "-canReattest",
+        default="",
+        help="'true': agents that can reattest, 'false': agents that can't reattest, other value will return all",
+    )
+    parser.add_argument(
+        "-expiresBefore", default="", help='Filter by expiration time (format: "2006-01-02 15:04:05 -0700 -07")'
+    )
+    parser.add_argument(
+        "-selector", action="append", default=[], help="A colon-delimited type:value selector (repeatable)"
+    )
+    parser.add_argument(
+        "-matchSelectorsOn",
+        choices=tuple(_AGENT_MATCH),
+        default="superset",
+        help="The match mode used when filtering by selectors",
+    )
+
+
+def _tristate(text: str) -> wrappers_pb2.BoolValue | None:
+    """SPIRE's -banned and -canReattest: 'true', 'false', or anything else for no filter."""
+    return wrappers_pb2.BoolValue(value=text == "true") if text in ("true", "false") else None
+
+
+def _agent_filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The ListAgents/CountAgents filter the flags ask for, checked as SPIRE's CLI checks them."""
+    fields: dict[str, Any] = {"by_attestation_type": args.attestationType}
+    for field, text in (("by_banned", args.banned), ("by_can_reattest", args.canReattest)):
+        if (value := _tristate(text)) is not None:
+            fields[field] = value
+    if args.expiresBefore:
+        text = args.expiresBefore
+        # Go's layout ends with the zone's hours again ("-07"): datetime reads all but that.
+        head, _, zone_hours = text.rpartition(" ")
+        try:
+            datetime.strptime(head, _GO_TIME_LAYOUT)
+            if not (len(zone_hours) == 3 and zone_hours[0] in "+-" and zone_hours[1:].isdigit()):
+                raise ValueError(zone_hours)
+        except ValueError:
+            raise CliError(
+                f'date is not valid: "{text}" is not in the format "2006-01-02 15:04:05 -0700 -07"'
+            ) from None
+        fields["by_expires_before"] = text
+    if args.selector:
+        selectors = []
+        for value in args.selector:
+            kind, sep, rest = value.partition(":")
+            if not sep or not kind or not rest:
+                raise CliError(f'selector "{value}" must be formatted as type:value')
+            selectors.append(types_pb2.Selector(type=kind, value=rest))
+        fields["by_selector_match"] = types_pb2.SelectorMatch(
+            selectors=selectors, match=_AGENT_MATCH[args.matchSelectorsOn]
+        )
+    return fields
+
+
 async def _agent_list(args: argparse.Namespace, channel: Channel) -> int:
     stub = agent_grpc.AgentStub(channel)
     agents: list[types_pb2.Agent] = []
     token = ""
+    wanted = agent_pb2.ListAgentsRequest.Filter(**_agent_filter(args))
     while True:
-        reply = await call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=1000, page_token=token))
+        reply = await call(
+            stub.ListAgents, agent_pb2.ListAgentsRequest(filter=wanted, page_size=1000, page_token=token)
+        )
         agents.extend(reply.agents)
         token = reply.next_page_token
         if not token:
@@ -243,7 +317,8 @@ async def _agent_show(args: argparse.Namespace, channel: Channel) -> int:
 
 
 async def _agent_count(args: argparse.Namespace, channel: Channel) -> int:
-    reply = await call(agent_grpc.AgentStub(channel).CountAgents, agent_pb2.CountAgentsRequest())
+    wanted = agent_pb2.CountAgentsRequest.Filter(**_agent_filter(args))
+    reply = await call(agent_grpc.AgentStub(channel).CountAgents, agent_pb2.CountAgentsRequest(filter=wanted))
     if args.output == "json":
         print_json(reply)
     else:
@@ -408,8 +483,8 @@ def register(commands: Any) -> None:
     delete.add_argument("-mode", choices=tuple(_DELETE_MODES), default="restrict", help="Deletion mode")
 
     agent = add_group(commands, "agent", "Manage agents")
-    add_command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list)
-    add_command(agent, "count", "Count attested agents", _agent_count)
+    _add_agent_filters(add_command(agent, "list", "Lists attested agents and their SPIFFE IDs", _agent_list))
+    _add_agent_filters(add_command(agent, "count", "Count attested agents", _agent_count))
     purge = add_command(agent, "purge", "Purge re-attestable agents whose SVID expired a while ago", _agent_purge)
     purge.add_argument("-expiredFor", default="720h", help="Purge agents whose SVID expired longer ago than this")
     purge.add_argument("-dryRun", action="store_true", help="Show what would be purged without purging")

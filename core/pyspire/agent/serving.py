@@ -70,8 +70,8 @@ class CallerAttestor:
             tracer.start_as_current_span("agent.workload_attestation", attributes={"pyspire.pid": process.pid}),
         ):
             selectors = await self.attest_pid(process.pid)
-        if not process.alive():
-            raise _replaced()
+            if not process.alive():
+                raise _replaced()
         self._metrics.add_sample(("workload_api", "discovered_selectors"), len(selectors))
         _log.debug(
             "PID attested to have selectors",

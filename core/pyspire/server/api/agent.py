@@ -96,7 +96,9 @@ class AgentService(agent_grpc.AgentBase):
         """Serve with the server's shared parts."""
         self.ctx = ctx
 
-    def _agent_id(self, request: Any) -> SpiffeId:
+    def _agent_id(
+        self, request: agent_pb2.GetAgentRequest | agent_pb2.DeleteAgentRequest | agent_pb2.BanAgentRequest
+    ) -> SpiffeId:
         """The agent a Get, Delete or Ban request names (an unset ID is not an empty one)."""
         proto = request.id if request.HasField("id") else None
         try:

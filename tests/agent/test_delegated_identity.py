@@ -128,7 +128,13 @@ def test_a_stream_ends_when_the_delegate_loses_its_entry(tmp_path: Path) -> None
             "-selector",
             delegated.WORKLOAD,
         )
-        eventually(lambda: delegated.x509_svids(admin, delegated.WORKLOAD).responses[0].x509_svids)
+
+        def served() -> bool:
+            # Refused (no responses) until the agent's next sync brings it the delegate's entry.
+            outcome = delegated.x509_svids(admin, delegated.WORKLOAD)
+            return outcome.status == "OK" and bool(outcome.responses[0].x509_svids)
+
+        eventually(served)
 
         async def follow() -> tuple[int, GRPCError]:
             channel = Channel(path=str(admin))

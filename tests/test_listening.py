@@ -103,6 +103,18 @@ def test_an_empty_host_listens_on_both_families() -> None:
         sock.close()
 
 
+def test_an_empty_host_whose_port_is_taken_is_refused_not_narrowed_to_ipv4() -> None:
+    taken = socket.socket(socket.AF_INET6)
+    try:
+        taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        taken.bind(("::", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            tcp_listener("", taken.getsockname()[1])
+    finally:
+        taken.close()
+
+
 def test_a_host_name_listens_on_one_address_ipv4_first() -> None:
     sock = tcp_listener("localhost", 0)
     try:

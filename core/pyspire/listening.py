@@ -116,9 +116,9 @@ def tcp_listener(host: str | None, port: int) -> ListeningSocket:
     if host in (None, "", "::"):
         try:
             return _bound(socket.AF_INET6, ("::", port), dual_stack=True)
-        except OSError:
-            if host == "::":
-                raise
+        except OSError as err:
+            if host == "::" or err.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise  # a port in use is in use for IPv4 too
             return _bound(socket.AF_INET, ("0.0.0.0", port), dual_stack=False)  # noqa: S104 - asked for every address
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     found.sort(key=lambda info: info[0] != socket.AF_INET)

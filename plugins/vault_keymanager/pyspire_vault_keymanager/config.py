@@ -20,7 +20,7 @@ from typing import Any
 
 from pyspire.files import atomic_write
 from pyspire.plugin import PluginConfigError, parse_plugin_data
-from pyspire_vault_upstream.config import AppRoleAuth, CertAuth, K8sAuth, TokenAuth, VaultSettings, load_settings
+from pyspire_vault_upstream.config import VaultConnectionData, VaultSettings, load_settings
 
 __all__ = ["KeyManagerSettings", "load_key_manager_settings", "read_server_id", "server_id"]
 
@@ -31,20 +31,12 @@ VAULT_NAME = re.compile(r"\w[\w.-]*")
 
 
 @dataclass(frozen=True)
-class _PluginData:
+class _PluginData(VaultConnectionData):
     """Every key ``plugin_data`` may hold (unknown ones are refused by name)."""
 
     key_identifier_file: str = ""
     key_identifier_value: str = ""
     transit_engine_path: str = ""
-    vault_addr: str = ""
-    namespace: str = ""
-    ca_cert_path: str = ""
-    insecure_skip_verify: bool = False
-    token_auth: TokenAuth | None = None
-    cert_auth: CertAuth | None = None
-    approle_auth: AppRoleAuth | None = None
-    k8s_auth: K8sAuth | None = None
 
 
 @dataclass(frozen=True)

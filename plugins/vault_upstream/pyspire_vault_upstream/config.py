@@ -26,6 +26,7 @@ __all__ = [
     "K8sAuth",
     "TokenAuth",
     "VaultAuth",
+    "VaultConnectionData",
     "VaultSettings",
     "load_settings",
 ]
@@ -70,18 +71,25 @@ VaultAuth = TokenAuth | CertAuth | AppRoleAuth | K8sAuth
 
 
 @dataclass(frozen=True)
-class VaultPluginData:
-    """The keys exactly as they appear in ``plugin_data``."""
+class VaultConnectionData:
+    """The keys of the Vault connection and its login, as in ``plugin_data``: SPIRE's Vault
+    plugins (this UpstreamAuthority, the hashicorp_vault KeyManager) share them."""
 
     vault_addr: str = ""
     namespace: str = ""
-    pki_mount_point: str = "pki"
     ca_cert_path: str = ""
     insecure_skip_verify: bool = False
     token_auth: TokenAuth | None = None
     cert_auth: CertAuth | None = None
     approle_auth: AppRoleAuth | None = None
     k8s_auth: K8sAuth | None = None
+
+
+@dataclass(frozen=True)
+class VaultPluginData(VaultConnectionData):
+    """The keys exactly as they appear in ``plugin_data``."""
+
+    pki_mount_point: str = "pki"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -208,6 +209,8 @@ AGENT_NAMES = [
     "spire_agent_lru_cache_entry_add",
     "spire_agent_sync_entries_total",
     "spire_agent_sync_bundles_total",
+    "spire_agent_store_store_svid_updates",
+    "spire_agent_bootstraped",
     "spire_agent_started",
     "spire_agent_uptime_in_ms",
 ]
@@ -250,6 +253,9 @@ def test_the_agent_exports_spire_metric_names_with_spire_labels(deployment: Depl
     assert series(text, "spire_agent_lru_cache_record_map_size")[0][1] == 2.0
     assert series(text, "spire_agent_sync_entries_total")[0][1] == 2.0
     assert series(text, "spire_agent_workload_api_connections")[0][1] == 0.0  # every stream has ended
+    assert series(text, "spire_agent_bootstraped") == [({"host": HOST}, 1.0)]
+    # The series of the attempts (mode "bootstrap") stays beside it, as in SPIRE's Prometheus sink.
+    assert ({"host": HOST, "mode": "rebootstrap"}, 0.0) in series(text, "spire_agent_bootstrap_attempts")
     for _, value in series(text, "process_resident_memory_bytes"):
         assert value > 1e6
 
@@ -308,9 +314,9 @@ def test_health_checks_answer_with_spire_checks_and_details(deployment: Deployme
     assert missing.value.code == 404
 
 
-def test_an_agent_still_attesting_is_live_but_not_ready(tmp_path: Path) -> None:
+def test_an_agent_still_attesting_is_live_but_not_ready_and_counts_its_attempts(tmp_path: Path) -> None:
     """SPIRE's meaning: live while starting, ready only once the Workload API answers."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     unreachable = ServerDaemon("pyspire-server", tmp_path / "none", tmp_path / "none.sock", "")
     unreachable.port = free_port()
     (tmp_path / "none").mkdir()
@@ -343,6 +349,12 @@ health_checks {{
     bind_address = "127.0.0.1"
     bind_port = "{port}"
 }}
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {metrics_port}
+    }}
+}}
 """,
         ["-joinToken", "never-used"],
     )
@@ -351,6 +363,16 @@ health_checks {{
         ready = eventually(lambda: _answered(port, "/ready"))
         assert ready == (500, {"agent": {"make_new_x509_err": "workload api is unavailable"}, "agent_svid_saved": {}})
         assert http_get(port, "/live") == (200, {"agent": {}, "agent_svid_saved": {}})
+        # SPIRE's bootstrap gauges: not bootstrapped, since when, and the attempts climbing.
+        attempts = eventually(
+            lambda: [v for _, v in series(scrape(metrics_port), "spire_agent_bootstrap_attempts") if v >= 2]
+        )
+        assert attempts
+        text = scrape(metrics_port)
+        assert series(text, "spire_agent_bootstraped") == [({"host": HOST}, 0.0)]
+        [(labels, started)] = series(text, "spire_agent_bootstrap_seconds")
+        assert labels == {"host": HOST, "mode": "bootstrap"}
+        assert abs(started - time.time()) < 120
     finally:
         agent.stop()
 

@@ -9,6 +9,7 @@ the workload socket, and a ``trust_bundle_path`` that holds a readable bundle.
 from __future__ import annotations
 
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from cryptography import x509
 from pyspire.config.sections import AgentSection
 from pyspire.daemon_cli import StartupRefusal
 from pyspire.spiffe import Bundle, BundleError
+from pyspire.telemetry.metrics import Metrics
 
-__all__ = ["TRUST_BUNDLE_URL_TIMEOUT", "StartupError", "check_before_start", "read_trust_bundle"]
+__all__ = ["TRUST_BUNDLE_URL_TIMEOUT", "BootstrapGauges", "StartupError", "check_before_start", "read_trust_bundle"]
 
 TRUST_BUNDLE_URL_TIMEOUT = 30.0
 
@@ -76,3 +78,37 @@ def _parse(section: AgentSection, data: bytes, where: str) -> tuple[x509.Certifi
     if not bundle.x509_authorities:
         raise StartupError(f"the trust bundle from {where} holds no X.509 authority")
     return bundle.x509_authorities
+
+
+class BootstrapGauges:
+    """SPIRE's bootstrap gauges: whether the agent got its first SVID, since when it tries, how often.
+
+    SPIRE labels them ``mode="bootstrap"`` while the agent attests without an SVID and
+    ``mode="rebootstrap"`` once it has one, so an alert on ``bootstraped == 0`` or on a growing
+    ``bootstrap_attempts`` written for SPIRE's agent works here. Once bootstrapped, SPIRE's
+    ``bootstrap_seconds`` holds Go's zero time; here it holds 0, which reads the same to a
+    rule that compares it with the current time.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._started: float | None = None
+        self._attempts = 0
+
+    def attempting(self) -> None:
+        """One more attestation attempt, the first one starting the clock."""
+        if self._started is None:
+            self._started = time.time()
+        self._attempts += 1
+        self._report(bootstrapped=False, mode="bootstrap")
+
+    def bootstrapped(self) -> None:
+        """The agent holds an SVID (attested now, or kept from before a restart)."""
+        self._started, self._attempts = None, 0
+        self._report(bootstrapped=True, mode="rebootstrap")
+
+    def _report(self, *, bootstrapped: bool, mode: str) -> None:
+        labels = (("mode", mode),)
+        self._metrics.set_gauge(("bootstraped",), 1.0 if bootstrapped else 0.0)
+        self._metrics.set_gauge(("bootstrap_seconds",), float(int(self._started or 0)), labels)
+        self._metrics.set_gauge(("bootstrap_attempts",), float(self._attempts), labels)

@@ -20,7 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.agent.admin_api import AgentDebugService, AgentLoggerService
-from pyspire.agent.bootstrap import StartupError, check_before_start, read_trust_bundle
+from pyspire.agent.bootstrap import BootstrapGauges, StartupError, check_before_start, read_trust_bundle
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.client import ServerClient, ServerNotTrusted, ServerUnavailable, UnusableAnswer
 from pyspire.agent.delegated_identity import DelegatedIdentityService
@@ -123,8 +123,10 @@ class AgentDaemon:
             node.roots = roots
             client.set_roots(roots, verify=verify)
             self._bootstrapped = True
+        gauges = BootstrapGauges(metrics)
         if not has_identity:
-            await self._attest_with_retries(node)
+            await self._attest_with_retries(node, gauges)
+        gauges.bootstrapped()
         if not node.roots:
             await self._pin_bundle(client, node)
 
@@ -134,7 +136,7 @@ class AgentDaemon:
             section.jwt_svid_cache_max_size,
             section.availability_target,
         )
-        stored = StoredSvids(section.trust_domain, catalog.svid_stores, section.availability_target)
+        stored = StoredSvids(section.trust_domain, catalog.svid_stores, section.availability_target, metrics)
         self.manager = manager = SyncManager(
             node,
             client,
@@ -219,7 +221,7 @@ class AgentDaemon:
             return False, f"unable to fetch X.509 context from Workload API: {err}"
         return True, ""
 
-    async def _attest_with_retries(self, node: NodeIdentityManager) -> None:
+    async def _attest_with_retries(self, node: NodeIdentityManager, gauges: BootstrapGauges) -> None:
         """Attest, retrying as SPIRE does while the failure may pass (for about a minute).
 
         An unreachable server, a server that fails internally (its cloud API is down, say), a
@@ -231,6 +233,7 @@ class AgentDaemon:
         """
         backoff = attestation_backoff()
         while True:
+            gauges.attempting()
             try:
                 await node.attest()
                 return

@@ -23,6 +23,7 @@ from pyspire.agent.cache import IssuedSvid, WorkloadEntry
 from pyspire.plugin.errors import InvalidArgument, PluginError
 from pyspire.plugin.facades import SvidStore
 from pyspire.spiffe import Bundle, TrustDomain, X509Svid
+from pyspire.telemetry.metrics import NO_METRICS, Metrics
 
 __all__ = ["ROUND_INTERVAL", "StoredSvids"]
 
@@ -53,10 +54,15 @@ class StoredSvids:
     """The agent's stored entries, their SVIDs, and the rounds that keep the stores current."""
 
     def __init__(
-        self, trust_domain: TrustDomain, stores: Sequence[SvidStore], availability_target: timedelta | None = None
+        self,
+        trust_domain: TrustDomain,
+        stores: Sequence[SvidStore],
+        availability_target: timedelta | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """Push SVIDs of ``trust_domain``'s stored entries to ``stores`` (by plugin name)."""
         self._trust_domain = trust_domain
+        self._metrics = metrics
         self._stores = {store.name: store for store in stores}
         self._availability_target = availability_target
         self._records: dict[str, _Record] = {}
@@ -139,7 +145,11 @@ class StoredSvids:
                 await asyncio.wait_for(self._changed.wait(), timeout=ROUND_INTERVAL)
 
     async def process(self) -> None:
-        """One round: delete and put what is ahead of the stores."""
+        """One round: delete and put what is ahead of the stores (timed as SPIRE times its rounds)."""
+        with self._metrics.call("store", "store_svid_updates"):
+            await self._process()
+
+    async def _process(self) -> None:
         for entry_id in sorted(self._records):
             record = self._records[entry_id]
             if record.revision <= record.handled:

@@ -76,6 +76,15 @@ _AGENT = (
     _m("node.attestor.new_svid", "call counter", "The agent attests its node to get its first SVID."),
     _m("node.attest", "call counter", "The agent attests again to renew its SVID (re-attestable attestors)."),
     _m("agent_svid.rotate", "call counter", "The agent renews its SVID (RenewAgent)."),
+    _m("bootstraped", "gauge", "1 once the agent holds an SVID (attested, or kept from before a restart), else 0."),
+    _m(
+        "bootstrap_seconds",
+        "gauge",
+        "When (Unix seconds) the agent began its first attestation attempts; 0 once bootstrapped.",
+        ("mode",),
+    ),
+    _m("bootstrap_attempts", "gauge", "Attestation attempts since the agent began; 0 once bootstrapped.", ("mode",)),
+    _m("store.store_svid_updates", "call counter", "The agent pushes what changed to its SVIDStore plugins (a round)."),
     _m("manager.sync.fetch_entries_updates", "call counter", "The agent syncs its entries and bundles."),
     _m("manager.sync.fetch_svids_updates", "call counter", "The agent asks for a batch of workload X509-SVIDs."),
     _m("sync_entries_total", "gauge", "Entries the last sync left in the cache."),
@@ -126,8 +135,6 @@ SPIRE_NOT_EMITTED: tuple[tuple[str, str], ...] = (
     ),
     ("delegated_identity_api.subscribe_x509_svids.first_update", "a delegate's wait for its first update is not timed"),
     ("agent_key_manager.*_private_key", "not implemented by pyspire"),
-    ("store.store_svid_updates", "the agent runs SVIDStore plugins but does not time its rounds under this key"),
-    ("bootstraped, bootstrap_seconds, bootstrap_attempts", "SPIRE's rebootstrapping (rebootstrap_mode is refused)"),
     ("runtime.* (go-metrics runtime metrics), go_* (Go's collector)", "they describe the Go runtime"),
 )
 """SPIRE metrics pyspire does not emit, and why."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from grpclib.exceptions import StreamTerminatedError
 
 from pyspire import command_line
 from pyspire.command_line import CliError, write_output
@@ -174,8 +173,8 @@ async def _guarded(args: argparse.Namespace, answer: Awaitable[T], *, timeout: f
         raise CliError(f"rpc error: {err}") from None
     except TimeoutError:
         raise CliError(f"no answer from the agent at {args.socket_path} within {args.timeout:g} s") from None
-    except (OSError, StreamTerminatedError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
         raise CliError(f"cannot reach the agent at {args.socket_path}: {reason}") from None
 
 

@@ -22,8 +22,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final, Generic, TypeVar
 
-from grpclib.exceptions import ProtocolError, StreamTerminatedError
-
 from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 
 __all__ = [
@@ -43,9 +41,10 @@ log = logging.getLogger("pyspire.spiffe")
 PERMANENT_STATUSES: Final = frozenset({"INVALID_ARGUMENT"})
 """Answers after which retrying cannot help (go-spiffe stops on the same one)."""
 
-RETRYABLE: Final = (WorkloadApiError, OSError, StreamTerminatedError, ProtocolError, ValueError)
-"""What a watch survives: refusals, an unreachable or restarting agent, a malformed answer (a
-document that does not parse is a ValueError: X509SvidError, BundleError...)."""
+RETRYABLE: Final = (WorkloadApiError, OSError, ValueError)
+"""What a watch survives: refusals and lost connections (WorkloadApiError), an unreachable agent
+(OSError), a malformed answer (a document that does not parse is a ValueError: X509SvidError,
+BundleError...)."""
 
 
 class SourceTimeoutError(WorkloadApiError, TimeoutError):

@@ -8,15 +8,15 @@ requires. Fetches return parsed, checked documents (:class:`X509Context`, :class
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from grpclib.client import Channel
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
@@ -47,8 +47,20 @@ class WorkloadApiError(Exception):
         self.status = status
 
 
-def _refused(err: GRPCError) -> WorkloadApiError:
-    return WorkloadApiError(f"{err.status.name}: {err.message}", err.status.name)
+@contextmanager
+def _agent_errors() -> Iterator[None]:
+    """The agent's refusals and a lost connection as WorkloadApiError, grpclib's own types kept inside.
+
+    A connection the agent drops mid-call (it restarts, or runs short of descriptors) is
+    UNAVAILABLE, as gRPC's own clients (go-spiffe's, java-spiffe's) report it: one error type
+    and one status for callers to retry on.
+    """
+    try:
+        yield
+    except GRPCError as err:
+        raise WorkloadApiError(f"{err.status.name}: {err.message}", err.status.name) from err
+    except (StreamTerminatedError, ProtocolError) as err:
+        raise WorkloadApiError(f"UNAVAILABLE: the connection to the agent was lost: {err}", "UNAVAILABLE") from err
 
 
 @dataclass(frozen=True)
@@ -140,23 +152,19 @@ class WorkloadApiClient:
 
     async def watch_x509_contexts(self) -> AsyncGenerator[X509Context, None]:
         """Every X.509 context the agent pushes, as it pushes them."""
-        try:
+        with _agent_errors():
             async with self._stub.FetchX509SVID.open(metadata=HEADER) as stream:
                 await stream.send_message(pb.X509SVIDRequest(), end=True)
                 async for response in stream:
                     yield _x509_context(response)
-        except GRPCError as err:
-            raise _refused(err) from err
 
     async def fetch_x509_bundles(self) -> BundleSet:
         """The X.509 bundles the workload may trust."""
-        try:
+        with _agent_errors():
             async with self._stub.FetchX509Bundles.open(metadata=HEADER) as stream:
                 await stream.send_message(pb.X509BundlesRequest(), end=True)
                 response = await stream.recv_message()
                 await stream.cancel()
-        except GRPCError as err:
-            raise _refused(err) from err
         if response is None:
             raise WorkloadApiError("the agent closed the bundle stream without an answer")
         return BundleSet(Bundle.parse_x509_der(_trust_domain(td), der) for td, der in response.bundles.items())
@@ -167,28 +175,22 @@ class WorkloadApiClient:
 
     async def watch_jwt_bundles(self) -> AsyncGenerator[BundleSet, None]:
         """The JWT bundles, again each time the agent pushes a change (a new or revoked key)."""
-        try:
+        with _agent_errors():
             async with self._stub.FetchJWTBundles.open(metadata=HEADER) as stream:
                 await stream.send_message(pb.JWTBundlesRequest(), end=True)
                 async for response in stream:
                     yield BundleSet(Bundle.parse_jwks(_trust_domain(td), jwks) for td, jwks in response.bundles.items())
-        except GRPCError as err:
-            raise _refused(err) from err
 
     async def fetch_jwt_svids(self, audience: Sequence[str], spiffe_id: str = "") -> list[JwtSvid]:
         """JWT-SVIDs for ``audience`` (only ``spiffe_id``'s when given); parsed, not validated."""
         request = pb.JWTSVIDRequest(audience=list(audience), spiffe_id=spiffe_id)
-        try:
+        with _agent_errors():
             response = await self._stub.FetchJWTSVID(request, metadata=HEADER, timeout=self._timeout)
-        except GRPCError as err:
-            raise _refused(err) from err
         return [JwtSvid.parse_insecure(item.svid, list(audience), hint=item.hint) for item in response.svids]
 
     async def validate_jwt_svid(self, token: str, audience: str) -> tuple[SpiffeId, dict[str, object]]:
         """Have the agent validate ``token`` for ``audience``: the SPIFFE ID and claims."""
         request = pb.ValidateJWTSVIDRequest(svid=token, audience=audience)
-        try:
+        with _agent_errors():
             response = await self._stub.ValidateJWTSVID(request, metadata=HEADER, timeout=self._timeout)
-        except GRPCError as err:
-            raise _refused(err) from err
         return SpiffeId.parse(response.spiffe_id), _integral(MessageToDict(response.claims))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -158,6 +159,28 @@ def spire(version: str = SPIRE_VERSION) -> BuiltPeer:
         shutil.rmtree(module)
 
     return cached_build("spire", version, SPIRE_COMMANDS, build)
+
+
+def spire_source(version: str = SPIRE_VERSION) -> Path:
+    """SPIRE's module source of ``version`` (read-only, in the Go module cache): its config corpus.
+
+    ``conf/`` and ``test/integration/`` hold the server and agent configs SPIRE ships and tests
+    with; the validate corpus reads them where Go keeps them instead of copying them here.
+    """
+    try:
+        found = subprocess.run(
+            ["go", "mod", "download", "-json", f"github.com/spiffe/spire@{version}"],
+            capture_output=True,
+            text=True,
+            env=_go_env(Path(tempfile.gettempdir())),
+            timeout=600,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise PeerBuildError(f"cannot download SPIRE {version}'s source: {err}") from None
+    if found.returncode != 0:
+        raise PeerBuildError(f"cannot download SPIRE {version}'s source: {found.stderr.strip() or found.stdout}")
+    return Path(json.loads(found.stdout)["Dir"])
 
 
 def _sources_key(directory: Path, *extra: str) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ ACCOUNT = "123456789012"
 NO_AWS_FILES = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 """Environment that keeps boto3 from reading the machine's AWS config and credentials files."""
 
-__all__ = ["ACCOUNT", "NO_AWS_FILES", "MotoServer", "aws_environment"]
+__all__ = ["ACCOUNT", "NO_AWS_FILES", "MotoServer", "aws", "aws_environment", "moto_server"]
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -92,3 +93,17 @@ class MotoServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server for the test session (a plugin's conftest imports this fixture, or its own)."""
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A clean moto, and boto3 in this process pointed at it (never at real AWS)."""
+    return moto_server.use_here(monkeypatch)

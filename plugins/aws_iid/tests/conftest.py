@@ -7,20 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from plugins.aws_iid.tests.fakes import ImdsServer, RegionSigner
-from tests.support.moto import MotoServer
+from tests.support import moto
 
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """A clean moto, and boto3 in this process pointed at it (never at real AWS)."""
-    return moto_server.use_here(monkeypatch)
+aws = moto.aws
+moto_server = moto.moto_server
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,9 @@ from pyspire.plugin import (
     hookimpl,
     parse_plugin_data,
 )
+from pyspire_aws_common import aws_error
 
-from pyspire_aws_kms.aws import aws_error, new_clients
+from pyspire_aws_kms.aws import new_clients
 from pyspire_aws_kms.config import AwsKmsConfig, read_server_id
 from pyspire_aws_kms.naming import KeyNames
 from pyspire_aws_kms.signing import KEY_SPECS, KEY_TYPES, kms_signing_request

@@ -28,8 +28,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pyspire.plugin import PluginLogger
+from pyspire_aws_common import error_code
 
-from pyspire_aws_kms.aws import error_code
 from pyspire_aws_kms.naming import KeyNames
 
 __all__ = ["KeyEntry", "Upkeep"]

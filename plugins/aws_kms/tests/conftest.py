@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import moto
 from tests.support.moto import MotoServer
+
+aws = moto.aws
 
 LAUNCHER = Path(__file__).with_name("moto_kms.py")
 
@@ -17,9 +20,3 @@ def moto_server() -> Iterator[MotoServer]:
     server = MotoServer(launcher=LAUNCHER)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """A clean moto, and boto3 in this process pointed at it (never at real AWS)."""
-    return moto_server.use_here(monkeypatch)

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import boto3
 import pytest
 
 from plugins.aws_s3.tests.bucket import BUCKET, REGION
+from tests.support import moto
 from tests.support.moto import MotoServer
 
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    yield server
-    server.stop()
+moto_server = moto.moto_server
 
 
 @pytest.fixture

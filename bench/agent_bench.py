@@ -99,7 +99,7 @@ async def _watch(stub: SpiffeWorkloadAPIStub, stop: asyncio.Event) -> None:
         await stream.cancel()
 
 
-async def _first_messages(path: str, count: int, interval: float = 0.0, watch: bool = False) -> list[float]:
+async def first_messages(path: str, count: int, interval: float = 0.0, watch: bool = False) -> list[float]:
     """Each call opens a stream on a warm connection and waits for its first message.
 
     With ``interval`` the calls start on a fixed schedule (a random phase first), the way
@@ -134,7 +134,7 @@ async def _first_messages(path: str, count: int, interval: float = 0.0, watch: b
 
 def _client_process(path: str, count: int, interval: float, barrier: Any, out: Any) -> None:
     barrier.wait()
-    out.put(asyncio.run(_first_messages(path, count, interval, watch=bool(interval))))
+    out.put(asyncio.run(first_messages(path, count, interval, watch=bool(interval))))
 
 
 def concurrent_first_messages(path: str, clients: int, count: int, interval: float) -> list[float]:
@@ -214,7 +214,7 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                asyncio.run(_first_messages(socket_path, 1))
+                asyncio.run(first_messages(socket_path, 1))
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -222,7 +222,7 @@ def main() -> None:
                 time.sleep(0.2)
 
         bare = asyncio.run(_bare_calls(health_path, 2000))
-        single = asyncio.run(_first_messages(socket_path, 1000))
+        single = asyncio.run(first_messages(socket_path, 1000))
         paced = concurrent_first_messages(socket_path, args.clients, CALLS_PER_CLIENT, PACED_INTERVAL)
         saturated = concurrent_first_messages(socket_path, args.clients, 10, 0.0)
 

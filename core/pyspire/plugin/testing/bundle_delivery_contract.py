@@ -28,15 +28,17 @@ from pyspire.spiffe import Bundle
 __all__ = ["BundlePublisherContract", "NotifierContract"]
 
 
-def _same_authorities(delivered: Bundle | None, handed: Bundle) -> None:
-    assert delivered is not None, "nothing was delivered"
-    assert delivered.trust_domain == handed.trust_domain
-    assert set(delivered.x509_authorities) == set(handed.x509_authorities), "X.509 authorities differ"
-    assert set(delivered.jwt_authorities) == set(handed.jwt_authorities), "JWT authorities differ"
-
-
 class _BundleDeliveryContract(PluginContract):
     role: ClassVar[Role] = "server"
+    delivers_jwt_authorities: ClassVar[bool] = True
+    """False for a plugin whose destination holds only the X.509 roots (PEM), as SPIRE's ``k8sbundle``."""
+
+    def _same_authorities(self, delivered: Bundle | None, handed: Bundle) -> None:
+        assert delivered is not None, "nothing was delivered"
+        assert delivered.trust_domain == handed.trust_domain
+        assert set(delivered.x509_authorities) == set(handed.x509_authorities), "X.509 authorities differ"
+        if self.delivers_jwt_authorities:
+            assert set(delivered.jwt_authorities) == set(handed.jwt_authorities), "JWT authorities differ"
 
     def deliver(self, handle: PluginHandle, bundle: Bundle) -> None:
         raise NotImplementedError
@@ -71,7 +73,7 @@ class _BundleDeliveryContract(PluginContract):
     ) -> None:
         bundle = ca.bundle()
         self.deliver(handle, bundle)
-        _same_authorities(self.delivered_bundle(plugin_data), bundle)
+        self._same_authorities(self.delivered_bundle(plugin_data), bundle)
 
     def test_a_newer_bundle_replaces_the_delivered_one(
         self, handle: PluginHandle, plugin_data: Mapping[str, Any], ca: TestCa
@@ -79,7 +81,7 @@ class _BundleDeliveryContract(PluginContract):
         self.deliver(handle, ca.bundle())
         rotated = ca.bundle(TestCa.create(TEST_TRUST_DOMAIN).certificate)
         self.deliver(handle, rotated)
-        _same_authorities(self.delivered_bundle(plugin_data), rotated)
+        self._same_authorities(self.delivered_bundle(plugin_data), rotated)
 
     def test_handing_the_same_bundle_over_again_is_harmless(
         self, handle: PluginHandle, plugin_data: Mapping[str, Any], ca: TestCa
@@ -87,7 +89,7 @@ class _BundleDeliveryContract(PluginContract):
         bundle = ca.bundle()
         self.deliver(handle, bundle)
         self.deliver(handle, bundle)
-        _same_authorities(self.delivered_bundle(plugin_data), bundle)
+        self._same_authorities(self.delivered_bundle(plugin_data), bundle)
 
     def test_an_unreachable_destination_is_a_deliberate_error(
         self, unreachable_plugin_data: Mapping[str, Any], core_config: CoreConfig, ca: TestCa
@@ -127,7 +129,7 @@ class NotifierContract(_BundleDeliveryContract):
                 handle.notify_bundle_loaded(bundle)
             return
         handle.notify_bundle_loaded(bundle)
-        _same_authorities(self.delivered_bundle(plugin_data), bundle)
+        self._same_authorities(self.delivered_bundle(plugin_data), bundle)
 
     def test_an_unreachable_destination_at_start_is_a_deliberate_error(
         self, unreachable_plugin_data: Mapping[str, Any], core_config: CoreConfig, ca: TestCa

@@ -1,0 +1,25 @@
+"""Fixtures for the k8sbundle tests: an HTTPS Kubernetes API server holding the bundle ConfigMap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kube_api import KubeApiServer
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeApiServer]:
+    directory = tmp_path / "kube"
+    directory.mkdir()
+    server = KubeApiServer().start(directory)
+    server.put("configmaps", {"metadata": {"name": "spire-bundle", "namespace": "spire"}})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kubeconfig(kube: KubeApiServer, tmp_path: Path) -> Path:
+    return kube.kubeconfig(tmp_path / "kube")

@@ -50,13 +50,14 @@ def test_server_plugins_are_listed_by_type_with_distribution_and_version() -> No
     lines = listed.stdout.splitlines()
     assert lines[0] == "Installed server plugins:"
     headings = [line for line in lines if line and not line.startswith(" ")][1:]
-    assert headings == ["DataStore", "KeyManager", "NodeAttestor", "UpstreamAuthority", "BundlePublisher"]
+    assert headings == ["DataStore", "KeyManager", "NodeAttestor", "UpstreamAuthority", "Notifier", "BundlePublisher"]
     rows = {line.split()[0]: line for line in lines if line.startswith("    ")}
     assert rows["sql"].split()[1:3] == ["pyspire", "0.1.0"]
     assert rows["aws_iid"].split()[1:3] == ["pyspire-aws-iid", "0.1.0"]
     assert "pyspire_aws_iid.server:ServerAwsIid" in rows["aws_iid"]
     assert "[entry point UpstreamAuthority.disk]" in listed.stdout
     assert rows["aws_s3"].split()[1:3] == ["pyspire-aws-s3", "0.1.0"]
+    assert rows["k8sbundle"].split()[1:3] == ["pyspire-k8sbundle", "0.1.0"]
 
 
 def test_what_a_config_selects_is_marked(tmp_path: Path) -> None:

@@ -19,10 +19,18 @@ def parse_plugin_data(config_class: type[T], plugin_data: Mapping[str, Any]) -> 
     Field types drive conversion (str, int, bool, durations, lists, nested dataclasses,
     ``Literal`` choices, trust domains...) and dataclass defaults make keys optional. An
     unknown key, a wrong type or a missing required key raises
-    :class:`~pyspire.plugin.PluginConfigError` naming the key; the catalog adds the plugin
-    and the file.
+    :class:`~pyspire.plugin.PluginConfigError` naming the key, with the blocks it is in
+    (``clusters.c1.format``); the catalog adds the plugin and the file.
     """
     try:
         return load_section(config_class, plugin_data, where="plugin_data")
     except ConfigError as err:
-        raise PluginConfigError(err.key, err.reason) from err
+        raise PluginConfigError(_nested_key(err), err.reason) from err
+
+
+def _nested_key(err: ConfigError) -> str | None:
+    """The key with the blocks it is in (``clusters.c1.format``, ``clusters[0].namespace``)."""
+    inside = err.where.removeprefix("plugin_data").removeprefix(": ")
+    if not inside:
+        return err.key
+    return f"{inside}.{err.key}" if err.key else inside

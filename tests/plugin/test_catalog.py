@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,33 @@ def test_plugin_data_errors_name_file_plugin_and_key(core: CoreConfig, tmp_path:
     message = str(raised.value)
     assert message.startswith('server.conf: plugins: NodeAttestor "strict": plugin_data: key "ca_bundle": unknown key')
     assert "ca_bundle_path" in message  # the known keys are listed
+
+
+@dataclass(frozen=True)
+class _Cluster:
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    clusters: dict[str, _Cluster] = field(default_factory=dict)
+    remote: list[_Cluster] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    ("plugin_data", "key"),
+    [
+        ({"clusters": {"east": {"namespace": 1}}}, "clusters.east.namespace"),
+        ({"clusters": {"east": {"name_space": "x"}}}, "clusters.east.name_space"),
+        ({"remote": [{}, {"namespace": ["x"]}]}, "remote[1].namespace"),
+        ({"remote": "x"}, "remote"),
+    ],
+)
+def test_a_plugin_data_error_inside_a_block_names_the_blocks(plugin_data: dict[str, Any], key: str) -> None:
+    """A mistake in one of several clusters names that cluster, not just the key all of them have."""
+    with pytest.raises(PluginConfigError) as raised:
+        parse_plugin_data(_Clusters, plugin_data)
+    assert str(raised.value).startswith(f'key "{key}": ')
 
 
 def test_missing_required_plugin_data_key(core: CoreConfig, datastore: PluginDeclaration) -> None:

@@ -194,7 +194,7 @@ class CertManagerAuthority:
         except KubeError as err:
             raise Internal(str(err)) from None
         name = created["metadata"]["name"]
-        where = {"namespace": requests.namespace, "name": name}
+        where = {"namespace": requests.namespace, "certificate_request": name}
         logger.info("Waiting for certificaterequest to be signed", extra=where)
         for _ in range(POLL_ATTEMPTS):
             time.sleep(POLL_INTERVAL_SECONDS)
@@ -225,11 +225,14 @@ class CertManagerAuthority:
         logger.debug("Optimistically cleaning-up stale CertificateRequests")
         try:
             for name, ended in requests.finished(self._trust_domain):
-                logger.debug("Deleting stale CertificateRequest", extra={"name": name, "type": ended.get("type")})
+                logger.debug(
+                    "Deleting stale CertificateRequest", extra={"certificate_request": name, "type": ended.get("type")}
+                )
                 requests.delete(name)
         except KubeError as err:
             logger.error("Failed to optimistically clean-up stale CertificateRequests", extra={"error": str(err)})
 
 
 def _why(found: Mapping[str, Any]) -> dict[str, str]:
-    return {"reason": str(found.get("reason", "")), "message": str(found.get("message", ""))}
+    # "condition_message": "message" is a field every log record has.
+    return {"reason": str(found.get("reason", "")), "condition_message": str(found.get("message", ""))}

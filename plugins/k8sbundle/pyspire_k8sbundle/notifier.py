@@ -190,6 +190,6 @@ class K8sBundleNotifier:
                     try:
                         for namespace, name in target.names():
                             if self._update(target, namespace, name):
-                                self._logger.debug("Set bundle for object", extra={"name": name})
+                                self._logger.debug("Set bundle for object", extra={"object": name})
                     except ApiError as err:
                         self._logger.error("Unable to set bundle for object", extra={"error": str(err)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -177,8 +178,13 @@ def ca_bundles(kube: KubeApiServer, plural: str, name: str) -> list[str]:
 
 
 def test_labelled_webhooks_and_api_services_get_the_bundle_and_others_do_not(
-    kube: KubeApiServer, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube: KubeApiServer,
+    kubeconfig: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # the poller's debug line is written too (a reserved field once killed it)
     monkeypatch.setattr(pyspire_k8sbundle.notifier, "LABELLED_POLL_SECONDS", 0.2)
     labelled = {"spiffe.io/webhook": "true", "spiffe.io/api_service": "true"}
     for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
@@ -211,6 +217,7 @@ def test_labelled_webhooks_and_api_services_get_the_bundle_and_others_do_not(
         written = len(patches(kube))
         kube.put("validatingwebhookconfigurations", webhook_configuration("later", labelled))
         assert eventually(lambda: ca_bundles(kube, "validatingwebhookconfigurations", "later") == [encoded] * 2)
+        assert eventually(lambda: "Set bundle for object" in caplog.text)
         kube.requests.clear()
         assert eventually(lambda: len([r for r in kube.requests if "apiservices?" in r]) >= 2)
         assert len(patches(kube)) == 0, "objects already holding the bundle were patched again"

@@ -59,6 +59,7 @@ def test_server_plugins_are_listed_by_type_with_distribution_and_version() -> No
     assert rows["aws_s3"].split()[1:3] == ["pyspire-aws-s3", "0.1.0"]
     assert rows["k8sbundle"].split()[1:3] == ["pyspire-k8sbundle", "0.1.0"]
     assert rows["k8s_configmap"].split()[1:3] == ["pyspire-k8s-configmap", "0.1.0"]
+    assert rows["cert-manager"].split()[1:3] == ["pyspire-cert-manager", "0.1.0"]
 
 
 def test_what_a_config_selects_is_marked(tmp_path: Path) -> None:

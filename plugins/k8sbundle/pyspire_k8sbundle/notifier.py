@@ -191,5 +191,5 @@ class K8sBundleNotifier:
                         for namespace, name in target.names():
                             if self._update(target, namespace, name):
                                 self._logger.debug("Set bundle for object", extra={"object": name})
-                    except ApiError as err:
+                    except Exception as err:  # one bad answer (an API error, an odd object) must not end the loop
                         self._logger.error("Unable to set bundle for object", extra={"error": str(err)})

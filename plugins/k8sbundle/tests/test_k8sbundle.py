@@ -254,3 +254,32 @@ def test_a_second_cluster_missing_its_kubeconfig_is_refused_even_with_a_root_clu
     plugin_data = {"kube_config_file_path": str(kubeconfig), "clusters": [{"kube_config_file_path": ""}]}
     with pytest.raises(CatalogError, match=r'key "clusters\[0\].kube_config_file_path"'):
         notifier(tmp_path, plugin_data)
+
+
+def test_the_labelled_poller_outlives_an_object_it_cannot_handle(
+    kube: KubeApiServer,
+    kubeconfig: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(pyspire_k8sbundle.notifier, "LABELLED_POLL_SECONDS", 0.2)
+    labelled = {"spiffe.io/webhook": "true", "spiffe.io/api_service": "true"}
+    handle = notifier(
+        tmp_path,
+        {
+            "kube_config_file_path": str(kubeconfig),
+            "webhook_label": "spiffe.io/webhook",
+            "api_service_label": "spiffe.io/api_service",
+        },
+    )
+    try:
+        bundle = two_root_bundle()
+        handle.notify_bundle_loaded(bundle)
+        kube.put("apiservices", {"metadata": {"name": "v1.odd", "labels": labelled}})  # no spec at all
+        assert eventually(lambda: "Unable to set bundle for object" in caplog.text)
+        kube.put("mutatingwebhookconfigurations", webhook_configuration("later", labelled))
+        encoded = base64.b64encode(bundle.marshal_x509_pem()).decode()
+        assert eventually(lambda: ca_bundles(kube, "mutatingwebhookconfigurations", "later") == [encoded] * 2)
+    finally:
+        handle.close()

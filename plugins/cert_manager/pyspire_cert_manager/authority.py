@@ -9,8 +9,8 @@ as the chain and ``status.ca`` as the upstream roots. Afterwards, whatever happe
 this trust domain's requests that are finished (denied, signed or failed), as SPIRE does.
 
 Before the server gets it, the answer is checked (a step SPIRE leaves to the server): the
-certificate is for the CSR's key, and chains through the returned intermediates to the
-returned CA. An issuer that answers anything else issues nothing here.
+certificate is for the CSR's key, is a CA allowed to sign certificates, and chains through
+the returned intermediates to the returned CA. An issuer that answers anything else issues nothing here.
 """
 
 from __future__ import annotations
@@ -79,6 +79,15 @@ def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def _signs_certificates(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.ca and usage.key_cert_sign
+
+
 def _pem_field(request: Mapping[str, Any], name: str) -> list[x509.Certificate]:
     """``status.<name>``: base64 of PEM certificates; [] when absent."""
     value = (request.get("status") or {}).get(name)
@@ -109,6 +118,8 @@ def _checked(
         raise Internal("the issuer returned no certificate but its CA")
     if _public_der(chain[0]) != _public_der(request):
         raise Internal("the signed certificate is not for the key in the request")
+    if not _signs_certificates(chain[0]):
+        raise Internal("the signed certificate is not a CA that may sign certificates (isCA, cert sign)")
     for child, parent in itertools.pairwise(chain):
         if not _issued_by(child, parent):
             raise Internal(f"the returned chain is broken: {child.subject.rfc4514_string()} is not issued by the next")

@@ -7,7 +7,7 @@ key and SANs, ``isCA`` and ``usages`` as requested, and lasts ``spec.duration``.
 ``status.certificate`` is the certificate followed by the issuer's own (an intermediate under
 a root), ``status.ca`` the root. A CSR whose signature does not verify fails the request
 (``Ready=False``, reason ``Failed``), as cert-manager's does. ``mode`` makes it deny, fail,
-never answer, leave out the CA, or sign another key, for the plugin's checks.
+never answer, leave out the CA, sign another key or a non-CA, for the plugin's checks.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pyspire.config.duration import parse_duration
 from tests.support.kube_api import KubeApiServer
 from tests.support.pki import Issued, make_ca
 
-Mode = Literal["sign", "deny", "fail", "ignore", "no-ca", "other-key", "unchained"]
+Mode = Literal["sign", "deny", "fail", "ignore", "no-ca", "other-key", "unchained", "not-ca"]
 
 
 def _now() -> str:
@@ -115,7 +115,10 @@ class FakeIssuer:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(start + parse_duration(spec.get("duration") or "2160h"))
-            .add_extension(x509.BasicConstraints(ca=bool(spec.get("isCA")), path_length=None), critical=True)
+            .add_extension(
+                x509.BasicConstraints(ca=bool(spec.get("isCA")) and self.mode != "not-ca", path_length=None),
+                critical=True,
+            )
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=usages.get("digital_signature", False),

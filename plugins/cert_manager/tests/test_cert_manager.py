@@ -101,6 +101,7 @@ def test_a_denied_request_is_refused_and_deleted(
         ("no-ca", "no upstream CA root returned from request"),
         ("other-key", "the signed certificate is not for the key in the request"),
         ("unchained", "the returned chain is broken"),
+        ("not-ca", "the signed certificate is not a CA"),
     ],
 )
 def test_an_issuer_answer_that_does_not_check_out_issues_nothing(

@@ -10,8 +10,8 @@ server-side apply refuses to take a field another field manager owns unless forc
 client's concurrency handling is exercised for real. Callers must present the bearer token
 of the kubeconfig it writes.
 
-``on_create`` callbacks see each created object (cert-manager's issuer is one:
-:mod:`tests.support.cert_manager_issuer`); ``before_write`` callbacks run before each write,
+``on_create`` callbacks see each created object (the cert-manager tests' issuer is one:
+``plugins/cert_manager/tests/issuer.py``); ``before_write`` callbacks run before each write,
 so a test can play another writer changing the object in between.
 """
 

@@ -4,14 +4,14 @@ Every test here is marked ``interop`` (select them with ``-m interop``, leave th
 ``-m "not interop"``). The peers are built once per machine (tests/support/peers.py) when
 collection finds an interop test to run: before any test starts, so a cold build is not
 counted against a test's timeout. A build that fails fails these tests under CI=true and
-skips them elsewhere, naming the build log. The terminal summary reports the interop tests'
-time apart from the rest, and what building the peers cost.
+skips them elsewhere, naming the build log. The terminal summary (tests/conftest.py, which the
+xdist controller loads where it never loads this one) reports the interop tests' time apart
+from the rest, and what building the peers cost.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +27,6 @@ BUILDS: dict[str, Callable[[], peers.BuiltPeer]] = {
     "java-peer": peers.java_peer,
 }
 _built: dict[str, peers.BuiltPeer | peers.PeerBuildError] = {}
-_interop_seconds: list[float] = []
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects on the marker
@@ -81,25 +80,3 @@ def workload_clients() -> dict[str, PeerWorkload]:
         "java-spiffe": built_peer("java-spiffe", built("java-peer").path("java-peer")),
         "py-spiffe": py_peer(),
     }
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "interop" in report.keywords:
-        _interop_seconds.append(report.duration)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _interop_seconds:
-        return
-    terminalreporter.section("interop")
-    terminalreporter.write_line(f"interop tests: {sum(_interop_seconds):.1f} s (setup, call and teardown added up)")
-    for name in BUILDS:
-        directory = peers.cache_root()
-        for candidate in sorted(directory.glob(f"{name}-*/build-seconds")):
-            state = "built in this run" if candidate.stat().st_mtime >= _session_started else "cached"
-            terminalreporter.write_line(
-                f"peer {candidate.parent.name}: {state}; its build took {float(candidate.read_text()):.0f} s"
-            )
-
-
-_session_started = time.time()

@@ -144,6 +144,9 @@ CASES = {
     # The server: unreachable, or refusing.
     "no server": _server("entry", "show", "-socketPath", "{files}/none.sock", message="cannot reach the server at"),
     "refused": _server("entry", "show", "-entryID", "nope", message="rpc error: code = NOT_FOUND", live=True),
+    "logger level unknown": _server("logger", "set", "-level", "loud", message='the value "loud" is not a valid'),
+    "logger level missing": _server("logger", "set", message="a value (-level) must be set"),
+    "logger no server": _server("logger", "get", message="cannot reach the server at {files}/absent.sock"),
     # The agent's command line.
     "timeout nan": _agent("api", "fetch", "x509", "-timeout", "nan", message='-timeout: invalid value "nan"'),
     "timeout negative": _agent("api", "fetch", "x509", "-timeout", "-1", message="-timeout: invalid value"),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pyspire import command_line
 from pyspire.config import load_server_config
 from pyspire.plugin import cli as plugins_cli
-from pyspire.server.cli import admin, entry, federation, localauthority, migrate, run
+from pyspire.server.cli import admin, entry, federation, localauthority, logger, migrate, run
 
 __all__ = ["main"]
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(commands)
     localauthority.register(commands)
     federation.register(commands)
+    logger.register(commands)
     plugins_cli.register(commands, "server", lambda path, expand: load_server_config(path, expand_env=expand))
     migrate.register(commands)
     return parser

@@ -103,6 +103,8 @@ CASES = {
         "other.org",
         "-bundleEndpointURL",
         "https://127.0.0.1:1",
+        "-bundleEndpointProfile",
+        "https_spiffe",
         "-endpointSpiffeID",
         "spiffe://other.org/server",
         "-trustDomainBundlePath",
@@ -130,6 +132,89 @@ CASES = {
         "{files}/a-file/t",
         message="-write: cannot write {files}/a-file/t",
         live=True,
+    ),
+    "federation data unknown key": _server(
+        "federation",
+        "create",
+        "-data",
+        "-",
+        message='-data: relationship 0: unknown key "bundleEndpoint"',
+        stdin=b'{"federationRelationships": [{"trustDomain": "a.org", "bundleEndpoint": "https://a.org"}]}',
+    ),
+    "federation data not a string": _server(
+        "federation",
+        "update",
+        "-data",
+        "-",
+        message='-data: relationship 0: "trustDomain" must be a string',
+        stdin=b'{"federationRelationships": [{"trustDomain": 7}]}',
+    ),
+    "federation data pem not a string": _server(
+        "federation",
+        "create",
+        "-data",
+        "-",
+        message="trustDomainBundle in the pem format must be a string",
+        stdin=json.dumps(
+            {
+                "federationRelationships": [
+                    {
+                        "trustDomain": "a.org",
+                        "bundleEndpointURL": "https://a.org",
+                        "bundleEndpointProfile": "https_web",
+                        "trustDomainBundleFormat": "pem",
+                        "trustDomainBundle": {"keys": []},
+                    }
+                ]
+            }
+        ).encode(),
+    ),
+    "federation data bad bundle": _server(
+        "federation",
+        "create",
+        "-data",
+        "-",
+        message="-data: relationship 0 trustDomainBundle: cannot read the bundle",
+        stdin=json.dumps(
+            {
+                "federationRelationships": [
+                    {
+                        "trustDomain": "a.org",
+                        "bundleEndpointURL": "https://a.org",
+                        "bundleEndpointProfile": "https_web",
+                        "trustDomainBundleFormat": "spiffe",
+                        "trustDomainBundle": {"nokeys": []},
+                    }
+                ]
+            }
+        ).encode(),
+    ),
+    "federation data not a list": _server(
+        "federation",
+        "create",
+        "-data",
+        "-",
+        message="federationRelationships must be a list",
+        stdin=b'{"federationRelationships": 1}',
+    ),
+    "federation data and flags": _server(
+        "federation",
+        "create",
+        "-data",
+        "-",
+        "-bundleEndpointProfile",
+        "https_web",
+        message="cannot use other flags to specify relationship fields when 'data' flag is set",
+        stdin=b"{}",
+    ),
+    "federation profile missing": _server(
+        "federation",
+        "create",
+        "-trustDomain",
+        "a.org",
+        "-bundleEndpointURL",
+        "https://a.org",
+        message='unknown bundle endpoint profile type: ""',
     ),
     # Flags and commands.
     "non-UTF-8 argument": _server("entry", "create", *ENTRY, "-hint", "\udcff", message="is not valid UTF-8"),

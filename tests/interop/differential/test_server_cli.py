@@ -48,7 +48,9 @@ def _normalized(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: _normalized(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_normalized(v) for v in value]
+        items = [_normalized(v) for v in value]
+        # Listing order is not part of the API (SPIRE: creation order; pyspire: entry ID order).
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True)) if key == "entries" else items
     if key in _CHOSEN and value not in ("", "0", 0):
         return "<chosen>"
     return _UUID.sub("<uuid>", value) if isinstance(value, str) else value

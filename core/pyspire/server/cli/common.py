@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire.command_line import CliError
@@ -29,6 +30,7 @@ __all__ = [
     "add_output",
     "add_socket",
     "call",
+    "go_code_name",
     "print_json",
     "run_async",
 ]
@@ -85,6 +87,18 @@ def print_json(message: Message | dict[str, Any] | list[Any]) -> None:
         else message
     )
     print(json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+_GO_CODE_NAMES = {"OK": "OK", "CANCELLED": "Canceled"}
+
+
+def go_code_name(code: int) -> str:
+    """A gRPC status code as Go's ``codes.Code`` prints it (``InvalidArgument``), which SPIRE's CLI shows."""
+    try:
+        name = Status(code).name
+    except ValueError:
+        return f"Code({code})"
+    return _GO_CODE_NAMES.get(name) or "".join(word.capitalize() for word in name.split("_"))
 
 
 def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
@@ -19,7 +19,7 @@ from grpclib.client import Channel
 from pyspire.command_line import CliError, integer, read_text
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.types import types_pb2
-from pyspire.server.cli.common import add_output, add_socket, call, print_json, run_async
+from pyspire.server.cli.common import add_output, add_socket, call, go_code_name, print_json, run_async
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
 from pyspire.spire_ids import SERVER_PATH
 
@@ -148,12 +148,12 @@ def _entries_from_data(source: str) -> list[types_pb2.Entry]:
     return entries
 
 
-def _print_entry(entry: types_pb2.Entry) -> None:
+def _print_entry(entry: types_pb2.Entry, file: TextIO | None = None) -> None:
     def ttl(value: int) -> str:
         return str(value) if value else "default"
 
     rows = [
-        ("Entry ID", entry.id),
+        ("Entry ID", entry.id or "(none)"),
         ("SPIFFE ID", f"spiffe://{entry.spiffe_id.trust_domain}{entry.spiffe_id.path}"),
         ("Parent ID", f"spiffe://{entry.parent_id.trust_domain}{entry.parent_id.path}"),
         ("Revision", str(entry.revision_number)),
@@ -172,9 +172,10 @@ def _print_entry(entry: types_pb2.Entry) -> None:
         rows.append(("StoreSvid", "true"))
     if entry.hint:
         rows.append(("Hint", entry.hint))
+    out = file or sys.stdout
     for label, value in rows:
-        print(f"{label:<17}: {value}")
-    print()
+        print(f"{label:<17}: {value}", file=out)
+    print(file=out)
 
 
 def _expiry(seconds: int) -> str:
@@ -266,26 +267,38 @@ def _creation_flags(parser: argparse.ArgumentParser, *, update: bool) -> None:
     add_output(parser)
 
 
+def _status(status: types_pb2.Status) -> str:
+    """A refused item's status as SPIRE's CLI shows it: ``code: NotFound, msg: "..."``."""
+    return f"code: {go_code_name(status.code)}, msg: {json.dumps(status.message, ensure_ascii=False)}"
+
+
+def _print_batch(
+    reply: entry_pb2.BatchCreateEntryResponse | entry_pb2.BatchUpdateEntryResponse, output: str, verb: str
+) -> int:
+    """The answer to ``entry create|update``: as JSON (exit 0 whatever the items' fate, as SPIRE),
+    or the entries done on stdout and each refused one on stderr, failing the command."""
+    if output == "json":
+        print_json(reply)
+        return 0
+    for result in reply.results:
+        if result.status.code == 0:
+            _print_entry(result.entry)
+    failed = [result for result in reply.results if result.status.code != 0]
+    for result in failed:
+        print(f"Failed to {verb} the following entry ({_status(result.status)}):", file=sys.stderr)
+        if result.HasField("entry"):
+            _print_entry(result.entry, sys.stderr)
+    if failed:
+        raise CliError(f"failed to {verb} one or more entries")
+    return 0
+
+
 async def _create(args: argparse.Namespace, channel: Channel) -> int:
     entries = _entries_from_data(args.data) if args.data else [_entry_from_flags(args, None)]
     reply = await call(
         entry_grpc.EntryStub(channel).BatchCreateEntry, entry_pb2.BatchCreateEntryRequest(entries=entries)
     )
-    failed = [r for r in reply.results if r.status.code != 0]
-    if args.output == "json":
-        print_json(reply)
-    else:
-        for result in reply.results:
-            if result.status.code == 0:
-                _print_entry(result.entry)
-        for result in failed:
-            print(
-                f"Failed to create the following entry (code: {result.status.code}, msg: {result.status.message!r}):",
-                file=sys.stderr,
-            )
-            if result.entry.id:
-                _print_entry(result.entry)
-    return 1 if failed else 0
+    return _print_batch(reply, args.output, "create")
 
 
 async def _update(args: argparse.Namespace, channel: Channel) -> int:
@@ -295,20 +308,7 @@ async def _update(args: argparse.Namespace, channel: Channel) -> int:
     reply = await call(
         entry_grpc.EntryStub(channel).BatchUpdateEntry, entry_pb2.BatchUpdateEntryRequest(entries=entries)
     )
-    failed = [r for r in reply.results if r.status.code != 0]
-    if args.output == "json":
-        print_json(reply)
-    else:
-        for result in reply.results:
-            if result.status.code == 0:
-                _print_entry(result.entry)
-            else:
-                print(
-                    "Failed to update the following entry "
-                    f"(code: {result.status.code}, msg: {result.status.message!r})",
-                    file=sys.stderr,
-                )
-    return 1 if failed else 0
+    return _print_batch(reply, args.output, "update")
 
 
 def _filter(args: argparse.Namespace) -> entry_pb2.ListEntriesRequest.Filter:
@@ -425,20 +425,26 @@ async def _delete(args: argparse.Namespace, channel: Channel) -> int:
     if not ids:
         raise CliError("an entry ID is required (-entryID)")
     reply = await call(entry_grpc.EntryStub(channel).BatchDeleteEntry, entry_pb2.BatchDeleteEntryRequest(ids=ids))
-    failed = [r for r in reply.results if r.status.code != 0]
     if args.output == "json":
         print_json(reply)
-    else:
-        for result in reply.results:
-            if result.status.code == 0:
-                print(f"Deleted entry with ID: {result.id}")
-            else:
-                print(
-                    f"Failed to delete entry with ID {result.id} "
-                    f"(code: {result.status.code}, msg: {result.status.message!r})",
-                    file=sys.stderr,
-                )
-    return 1 if failed else 0
+        return 0
+    succeeded = [result for result in reply.results if result.status.code == 0]
+    failed = [result for result in reply.results if result.status.code != 0]
+    for result in succeeded:
+        print(f"Deleted entry with ID: {result.id}")
+    if succeeded:
+        print("\n")
+    for result in failed:
+        print(f"Failed to delete entry with ID {result.id} ({_status(result.status)})", file=sys.stderr)
+    if failed:
+        print("\n")
+        if succeeded:
+            print(f"Deleted {len(succeeded)} entries successfully, but failed to delete {len(failed)} entries", end="")
+        else:
+            print(f"Failed to delete {len(failed)} entries", end="")
+        raise CliError("failed to delete one or more entries")
+    print(f"Deleted {len(succeeded)} entries successfully", end="")
+    return 0
 
 
 def register(commands: Any) -> None:

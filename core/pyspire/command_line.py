@@ -32,6 +32,7 @@ __all__ = [
     "CliError",
     "CliParser",
     "duration_seconds",
+    "go_bool",
     "integer",
     "read_input",
     "read_text",
@@ -105,6 +106,18 @@ class CliParser(argparse.ArgumentParser):
         print(f"Error: {message}", file=sys.stderr)
         top_level = self._subparsers is not None and self.prog == self.prog.split()[0]
         sys.exit(EXIT_UNKNOWN_COMMAND if top_level and "<command>" in message else EXIT_ERROR)
+
+
+def go_bool(text: str) -> bool:
+    """A flag type for a bool flag whose ``=false`` must be seen (``-retryBootstrap=false``): Go's ParseBool.
+
+    Declared with ``nargs="?", const=True, default=None``: absent is None, ``-flag`` is True.
+    """
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f'invalid boolean value "{text}": parse error')
 
 
 def integer(bits: int = 32) -> Callable[[str], int]:

@@ -41,6 +41,12 @@ def check_before_start(section: AgentSection, *, read_bundle_file: bool) -> None
         raise StartupError(str(err)) from None
     if section.admin_socket_path is not None and Path(section.admin_socket_path) == Path(section.socket_path):
         raise StartupError("admin_socket_path must differ from socket_path: workloads must not reach the admin API")
+    if section.join_token_file is not None:
+        # SPIRE reads the file when it loads the config, so a missing one stops run and validate.
+        try:
+            Path(section.join_token_file).read_bytes()
+        except OSError as err:
+            raise StartupError(f"cannot read join_token_file {section.join_token_file}: {err.strerror}") from None
     if read_bundle_file and section.trust_bundle_path is not None:
         read_trust_bundle(section)
 

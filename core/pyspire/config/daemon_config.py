@@ -89,9 +89,10 @@ def _load(  # noqa: PLR0917 - one private call site per daemon
     for key in document:
         if key not in known:
             raise ConfigError(source, key, f"unknown top-level block (known: {', '.join(known)})")
+    # A flag is judged as the same key in the file would be (refused, ignored with a warning...).
+    _block(document, section, source).update({key: value for key, value in overrides.items() if value is not None})
     warnings = apply_support_table(document, section, table, source)
     raw_section = dict(_block(document, section, source))
-    raw_section.update({key: value for key, value in overrides.items() if value is not None})
     typed = load_section(section_class, raw_section, where=f"{source}: {section}")
     health = load_section(HealthChecks, _block(document, "health_checks", source), where=f"{source}: health_checks")
     telemetry = load_section(Telemetry, _block(document, "telemetry", source), where=f"{source}: telemetry")

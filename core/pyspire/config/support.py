@@ -159,6 +159,13 @@ AGENT_UNSUPPORTED: Final[Mapping[str, Rule]] = {
         harmless=("never",),
     ),
     "rebootstrap_delay": _IGNORE,
+    "retry_bootstrap": Rule(
+        Verdict.REFUSE,
+        "false makes the agent give up at the first failed bootstrap; pyspire's agent always "
+        "retries with back-off (SPIRE's default; the key is deprecated in SPIRE 1.13); set it to "
+        "true or remove it",
+        harmless=(True,),
+    ),
     "log_selectors": _IGNORE,
     "experimental.admin_named_pipe_name": _no_pipes("admin_named_pipe_name", "admin_socket_path"),
     "experimental.jwt_svid_cache_hit_timeout": _IGNORE,

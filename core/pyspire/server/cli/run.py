@@ -34,6 +34,13 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-logFile", dest="log_file", help="File to write logs to")
     parser.add_argument("-logFormat", dest="log_format", help="'text' or 'json'")
     parser.add_argument("-logLevel", dest="log_level", help="'debug', 'info', 'warn', or 'error'")
+    parser.add_argument(
+        "-logSourceLocation",
+        dest="log_source_location",
+        action="store_const",
+        const=True,
+        help="Include source file, line number and function name in log lines (ignored, with a warning)",
+    )
 
 
 _OVERRIDES = (
@@ -45,6 +52,7 @@ _OVERRIDES = (
     "log_file",
     "log_format",
     "log_level",
+    "log_source_location",
 )
 
 

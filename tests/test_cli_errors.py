@@ -240,7 +240,8 @@ CASES = {
         "api", "fetch", "x509", "-socketPath", "{files}/none.sock", message="cannot reach the agent at {files}/none"
     ),
     "jwt without audience": _agent("api", "fetch", "jwt", message="audience must be specified"),
-    "validate without svid": _agent("api", "validate", "jwt", message="-audience and -svid must be specified"),
+    "validate without audience": _agent("api", "validate", "jwt", message="audience must be specified"),
+    "validate without svid": _agent("api", "validate", "jwt", "-audience", "a", message="svid must be specified"),
     "agent unknown command": _agent("bogus", message="invalid choice: 'bogus'", code=127),
     "agent group without verb": _agent("api", message="required: <command>"),
     "agent config missing": _agent("validate", "-config", "{files}/missing", message="cannot read the config file"),

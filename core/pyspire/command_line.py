@@ -13,6 +13,7 @@ that message and code.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -20,6 +21,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from grpclib.const import Status
 
 from pyspire import __version__
 from pyspire.config.duration import parse_duration
@@ -33,7 +38,10 @@ __all__ = [
     "CliParser",
     "duration_seconds",
     "go_bool",
+    "go_code_name",
     "integer",
+    "json_text",
+    "print_json",
     "read_input",
     "read_text",
     "run",
@@ -118,6 +126,44 @@ def go_bool(text: str) -> bool:
     if text in _GO_FALSE:
         return False
     raise argparse.ArgumentTypeError(f'invalid boolean value "{text}": parse error')
+
+
+_GO_CODE_NAMES = {"OK": "OK", "CANCELLED": "Canceled"}
+
+
+def go_code_name(code: int) -> str:
+    """A gRPC status code as Go's ``codes.Code`` prints it (``InvalidArgument``), which SPIRE's CLI shows."""
+    try:
+        name = Status(code).name
+    except ValueError:
+        return f"Code({code})"
+    return _GO_CODE_NAMES.get(name) or "".join(word.capitalize() for word in name.split("_"))
+
+
+def json_text(value: Message | dict[str, Any] | list[Any]) -> str:
+    """A message (or plain data holding messages) as SPIRE's ``-output json`` prints it.
+
+    SPIRE prints protojson with the proto field names and every field, default values
+    included (``"status":{"code":0,...}``, ``"next_page_token":""``), re-encoded by Go's
+    encoding/json: one line, keys sorted. Several messages are a JSON list.
+    """
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, Message):
+            item = MessageToDict(item, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        if isinstance(item, dict):
+            return {key: plain(element) for key, element in item.items()}
+        if isinstance(item, list):
+            return [plain(element) for element in item]
+        # protojson prints a whole double (a Struct's numbers: JWT claims) without a fraction.
+        return int(item) if isinstance(item, float) and item.is_integer() else item
+
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"))
+
+
+def print_json(value: Message | dict[str, Any] | list[Any]) -> None:
+    """Print :func:`json_text` of ``value``."""
+    print(json_text(value))
 
 
 def integer(bits: int = 32) -> Callable[[str], int]:

@@ -79,7 +79,7 @@ def test_a_foreign_token_validates_only_for_callers_federating_with_its_trust_do
         assert claims["groups"] == ["admins"]
         # The caller's own tokens keep every claim.
         minted = agent.cli("api", "fetch", "jwt", "-audience", "billing", "-output", "json").stdout
-        own = _validate(agent, json.loads(minted)[0]["svid"])
+        own = _validate(agent, json.loads(minted)[0]["svids"][0]["svid"])
         assert {"sub", "aud", "exp", "iat"} <= own.keys()
         assert own["aud"] == ["billing"]
 

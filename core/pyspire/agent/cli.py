@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
+from google.protobuf.message import Message
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire import command_line
 from pyspire.command_line import CliError, write_output
@@ -23,8 +28,13 @@ from pyspire.config import load_agent_config
 from pyspire.config.daemon_config import AgentConfig
 from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.plugin import cli as plugins_cli
-from pyspire.spiffe import Bundle, X509Svid
-from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError, X509Context
+from pyspire.proto.spiffe.workload import workload_pb2
+from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
+from pyspire.spiffe import Bundle, BundleError, SpiffeIdError, TrustDomain, X509Svid
+from pyspire.spiffe.bundleset import BundleSet
+from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError, X509Context
+from pyspire.spiffe.x509svid import X509SvidError
+from pyspire.spiffe.x509svid import verify as verify_x509_svid
 
 __all__ = ["main"]
 
@@ -193,113 +203,203 @@ def _healthcheck(args: argparse.Namespace) -> int:
 # --- api ------------------------------------------------------------------------------
 
 
-def _pem(context: X509Context) -> list[dict[str, Any]]:
-    out = []
-    for svid in context.svids:
-        chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.chain)
-        key = svid.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        bundle = context.bundles.get(svid.spiffe_id.trust_domain)
-        roots = bundle.marshal_x509_pem() if bundle else b""
-        out.append(
-            {
-                "spiffe_id": str(svid.spiffe_id),
-                "svid": chain.decode(),
-                "key": key.decode(),
-                "bundle": roots.decode(),
-                "federated_bundles": {
-                    b.trust_domain.id_string(): b.marshal_x509_pem().decode() for b in _federated(context, svid)
-                },
-                "hint": svid.hint,
-            }
-        )
-    return out
+def _go_time(moment: datetime) -> str:
+    """A certificate time as Go prints a UTC ``time.Time`` (``2026-01-02 15:04:05 +0000 UTC``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
-def _federated(context: X509Context, svid: X509Svid) -> list[Bundle]:
-    """The bundles of other trust domains that came with ``svid``, in trust-domain order."""
-    others = [b for b in context.bundles if b.trust_domain != svid.spiffe_id.trust_domain]
-    return sorted(others, key=lambda b: b.trust_domain.name)
+def _go_duration(seconds: float) -> str:
+    """An elapsed time as Go's ``time.Duration`` prints one under a minute (``5.526637ms``, ``1.2s``)."""
+    nanoseconds = round(seconds * 1e9)
+    for unit, size in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
+        if nanoseconds >= size:
+            whole, fraction = divmod(nanoseconds, size)
+            digits = f"{fraction:0{len(str(size)) - 1}d}".rstrip("0")
+            return f"{whole}.{digits}{unit}" if digits else f"{whole}{unit}"
+    return f"{nanoseconds}ns"
 
 
-async def _guarded(args: argparse.Namespace, answer: Awaitable[T], *, timeout: float | None = None) -> T:
-    """The agent's answer; an agent that cannot be reached, refuses or is silent is a :class:`CliError`."""
+@dataclass(frozen=True)
+class _FetchedX509:
+    """One SVID of an X509SVIDResponse, parsed and verified against its own trust domain's bundle."""
+
+    svid: X509Svid
+    bundle: Bundle
+    federated: dict[str, Bundle]
+
+
+def _parsed_x509(response: workload_pb2.X509SVIDResponse) -> list[_FetchedX509]:
+    """The response's SVIDs, each checked as SPIRE's CLI checks them (parses, chains to its bundle)."""
+    if not response.svids:
+        raise CliError("workload response contains no svids")
     try:
-        return await asyncio.wait_for(answer, timeout)
-    except WorkloadApiError as err:
-        raise CliError(f"rpc error: {err}") from None
+        federated = {
+            name: Bundle.parse_x509_der(TrustDomain.parse(name.removeprefix("spiffe://")), der)
+            for name, der in sorted(response.federated_bundles.items())
+        }
+    except (BundleError, SpiffeIdError) as err:
+        raise CliError(f"failed to parse a federated bundle: {err}") from None
+    fetched = []
+    for index, item in enumerate(response.svids):
+        try:
+            svid = X509Svid.parse_raw(item.x509_svid, item.x509_svid_key, item.hint)
+            bundle = Bundle.parse_x509_der(svid.spiffe_id.trust_domain, item.bundle)
+        except (X509SvidError, BundleError) as err:
+            raise CliError(f'failed to parse svid entry {index} for spiffe id "{item.spiffe_id}": {err}') from None
+        try:
+            verify_x509_svid(svid.chain, BundleSet([bundle]))
+        except X509SvidError as err:
+            raise CliError(f'"{item.spiffe_id}" SVID failed verification against bundle: {err}') from None
+        fetched.append(_FetchedX509(svid, bundle, federated))
+    return fetched
+
+
+def _print_x509(fetched: list[_FetchedX509], elapsed: float) -> None:
+    print(f"Received {len(fetched)} svid{'' if len(fetched) == 1 else 's'} after {_go_duration(elapsed)}")
+    for item in fetched:
+        print()
+        print(f"SPIFFE ID:\t\t{item.svid.spiffe_id}")
+        if item.svid.hint:
+            print(f"Hint:\t\t\t{item.svid.hint}")
+        print(f"SVID Valid After:\t{_go_time(item.svid.leaf.not_valid_before_utc)}")
+        print(f"SVID Valid Until:\t{_go_time(item.svid.leaf.not_valid_after_utc)}")
+        for number, certificate in enumerate(item.svid.chain[1:], start=1):
+            print(f"Intermediate #{number} Valid After:\t{_go_time(certificate.not_valid_before_utc)}")
+            print(f"Intermediate #{number} Valid Until:\t{_go_time(certificate.not_valid_after_utc)}")
+        for number, certificate in enumerate(item.bundle.x509_authorities, start=1):
+            print(f"CA #{number} Valid After:\t{_go_time(certificate.not_valid_before_utc)}")
+            print(f"CA #{number} Valid Until:\t{_go_time(certificate.not_valid_after_utc)}")
+        for name, federated in item.federated.items():
+            for number, certificate in enumerate(federated.x509_authorities, start=1):
+                print(f"[{name}] CA #{number} Valid After:\t{_go_time(certificate.not_valid_before_utc)}")
+                print(f"[{name}] CA #{number} Valid Until:\t{_go_time(certificate.not_valid_after_utc)}")
+    print()
+
+
+def _write_x509(fetched: list[_FetchedX509], directory: Path) -> None:
+    """``-write``: each SVID's chain, key and bundle, and the federated bundles, saying each file as SPIRE does."""
+    pem = serialization.Encoding.PEM
+    for index, item in enumerate(fetched):
+        key = item.svid.private_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        files = [
+            (f"SVID #{index}", f"svid.{index}.pem", b"".join(c.public_bytes(pem) for c in item.svid.chain), 0o644),
+            (f"key #{index}", f"svid.{index}.key", key, 0o600),
+            (f"bundle #{index}", f"bundle.{index}.pem", item.bundle.marshal_x509_pem(), 0o644),
+        ]
+        files += [
+            (f"federated bundle #{number} for trust domain {name}", f"federated_bundle.{index}.{number}.pem",
+             federated.marshal_x509_pem(), 0o644)
+            for number, (name, federated) in enumerate(item.federated.items())
+        ]  # fmt: skip
+        for label, name, data, mode in files:
+            print(f"Writing {label} to file {directory / name}.")
+            write_output(directory / name, data, mode, "-write")
+
+
+async def _call(args: argparse.Namespace, call: Callable[[SpiffeWorkloadAPIStub], Awaitable[T]]) -> T:
+    """One Workload API call within ``-timeout``; what goes wrong is a :class:`CliError` naming it."""
+    channel = Channel(path=args.socket_path)
+    try:
+        return await asyncio.wait_for(call(SpiffeWorkloadAPIStub(channel)), args.timeout)
+    except GRPCError as err:
+        raise CliError(
+            f"rpc error: code = {command_line.go_code_name(err.status.value)} desc = {err.message}"
+        ) from None
     except TimeoutError:
         raise CliError(f"no answer from the agent at {args.socket_path} within {args.timeout:g} s") from None
-    except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
+    except (OSError, StreamTerminatedError) as err:  # the raw stub: grpclib's own error for a dropped connection
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
         raise CliError(f"cannot reach the agent at {args.socket_path}: {reason}") from None
+    finally:
+        channel.close()
 
 
-async def _ask(args: argparse.Namespace, request: Callable[[WorkloadApiClient], Awaitable[T]]) -> T:
-    """One Workload API request, within ``-timeout``."""
-    async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        return await _guarded(args, request(client), timeout=args.timeout)
+async def _first(method: Any, request: Message, what: str) -> Any:
+    """The first message of a Workload API stream (the current state), the stream then closed."""
+    async with method.open(metadata=HEADER) as stream:
+        await stream.send_message(request, end=True)
+        response = await stream.recv_message()
+        await stream.cancel()
+    if response is None:
+        raise CliError(f"the agent closed the {what} stream without an answer")
+    return response
 
 
 async def _fetch_x509(args: argparse.Namespace) -> int:
-    context = await _ask(args, lambda client: client.fetch_x509_context())
-    if args.write:
-        directory = Path(args.write)
-        for index, item in enumerate(_pem(context)):
-            write_output(directory / f"svid.{index}.pem", item["svid"].encode(), 0o644, "-write")
-            write_output(directory / f"svid.{index}.key", item["key"].encode(), 0o600, "-write")
-            write_output(directory / f"bundle.{index}.pem", item["bundle"].encode(), 0o644, "-write")
-            for number, federated in enumerate(item["federated_bundles"].values()):
-                write_output(directory / f"federated_bundle.{index}.{number}.pem", federated.encode(), 0o644, "-write")
-    if args.silent:
-        return 0
+    started = time.monotonic()
+    response: workload_pb2.X509SVIDResponse = await _call(
+        args, lambda stub: _first(stub.FetchX509SVID, workload_pb2.X509SVIDRequest(), "X.509")
+    )
+    elapsed = time.monotonic() - started
     if args.output == "json":
-        print(json.dumps([{k: v for k, v in item.items() if k != "key"} for item in _pem(context)], indent=2))
+        command_line.print_json(response)
         return 0
-    for index, svid in enumerate(context.svids):
-        print(f"SPIFFE ID:\t\t{svid.spiffe_id}")
-        print(f"SVID Valid After:\t{svid.leaf.not_valid_before_utc}")
-        print(f"SVID Valid Until:\t{svid.expires_at}")
-        if svid.hint:
-            print(f"Hint:\t\t\t{svid.hint}")
-        for depth, certificate in enumerate(svid.chain[1:]):
-            print(f"Intermediate #{depth + 1} Valid Until:\t{certificate.not_valid_after_utc}")
-        bundle = context.bundles.get(svid.spiffe_id.trust_domain)
-        for depth, certificate in enumerate(bundle.x509_authorities if bundle else ()):
-            print(f"CA #{depth + 1} Valid After:\t{certificate.not_valid_before_utc}")
-            print(f"CA #{depth + 1} Valid Until:\t{certificate.not_valid_after_utc}")
-        for federated in _federated(context, svid):
-            name = federated.trust_domain.id_string()
-            for depth, certificate in enumerate(federated.x509_authorities):
-                print(f"[{name}] CA #{depth + 1} Valid After:\t{certificate.not_valid_before_utc}")
-                print(f"[{name}] CA #{depth + 1} Valid Until:\t{certificate.not_valid_after_utc}")
-        if args.write:
-            print(f"Writing SVID #{index} to file {Path(args.write) / f'svid.{index}.pem'}.")
-        print()
+    fetched = _parsed_x509(response)
+    if not args.silent:
+        _print_x509(fetched, elapsed)
+    if args.write:
+        _write_x509(fetched, Path(args.write))
     return 0
 
 
+def _audiences(value: str | None) -> list[str]:
+    """``-audience a,b``: SPIRE's comma-separated list (a second ``-audience`` replaces the first, as there)."""
+    return value.split(",") if value else []
+
+
 async def _fetch_jwt(args: argparse.Namespace) -> int:
-    if not args.audience:
+    audience = _audiences(args.audience)
+    if not audience:
         raise CliError("audience must be specified")
-    svids = await _ask(args, lambda client: client.fetch_jwt_svids(args.audience, args.spiffeID))
-    if args.output == "json":
-        print(json.dumps([{"spiffe_id": str(s.spiffe_id), "svid": s.token} for s in svids], indent=2))
+    bundles: workload_pb2.JWTBundlesResponse = await _call(
+        args, lambda stub: _first(stub.FetchJWTBundles, workload_pb2.JWTBundlesRequest(), "JWT bundle")
+    )
+    request = workload_pb2.JWTSVIDRequest(audience=audience, spiffe_id=args.spiffeID)
+    svids: workload_pb2.JWTSVIDResponse = await _call(args, lambda stub: stub.FetchJWTSVID(request, metadata=HEADER))
+    if (args.format or args.output) == "json":
+        command_line.print_json([svids, bundles])
         return 0
-    for svid in svids:
-        print(f"token({svid.spiffe_id}):\n\t{svid.token}\n")
+    for svid in svids.svids:
+        print(f"token({svid.spiffe_id}):\n\t{svid.svid}")
+        if svid.hint:
+            print(f"hint({svid.spiffe_id}):\n\t{svid.hint}")
+    for trust_domain, jwks in sorted(bundles.bundles.items()):
+        print(f"bundle({trust_domain}):\n\t{jwks.decode(errors='replace')}")
     return 0
 
 
 async def _validate_jwt(args: argparse.Namespace) -> int:
-    if not args.audience or not args.svid:
-        raise CliError("-audience and -svid must be specified")
-    spiffe_id, claims = await _ask(args, lambda client: client.validate_jwt_svid(args.svid, args.audience[0]))
+    if not args.audience:
+        raise CliError("audience must be specified")
+    if not args.svid:
+        raise CliError("svid must be specified")
+    request = workload_pb2.ValidateJWTSVIDRequest(audience=args.audience, svid=args.svid)
+    try:
+        response: workload_pb2.ValidateJWTSVIDResponse = await _call(
+            args, lambda stub: stub.ValidateJWTSVID(request, metadata=HEADER)
+        )
+    except CliError as err:
+        if "code = InvalidArgument desc = " in str(err):
+            raise CliError(f"SVID is not valid: {str(err).split(' desc = ', 1)[1]}") from None
+        raise
+    if args.output == "json":
+        command_line.print_json(response)
+        return 0
     print("SVID is valid.")
-    print(f"SPIFFE ID : {spiffe_id}")
-    print(f"Claims    : {json.dumps(claims, sort_keys=True)}")
+    print(f"SPIFFE ID : {response.spiffe_id}")
+    print(f"Claims    : {command_line.json_text(response.claims)}")
     return 0
+
+
+async def _guarded(args: argparse.Namespace, answer: Awaitable[T]) -> T:
+    """The next update of a watch; an agent that cannot be reached or refuses is a :class:`CliError`."""
+    try:
+        return await answer
+    except WorkloadApiError as err:
+        raise CliError(f"rpc error: {err}") from None
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise CliError(f"cannot reach the agent at {args.socket_path}: {reason}") from None
 
 
 async def _watch(args: argparse.Namespace) -> int:
@@ -355,21 +455,24 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="Calls the Workload API").add_subparsers(
         dest="api_command", metavar="<command>", required=True
     )
-    fetch = api.add_parser("fetch", help="Fetches SVIDs").add_subparsers(
-        dest="fetch_command", metavar="<kind>", required=True
-    )
-    x509 = _api_command(fetch, "x509", "Fetches X509-SVIDs from the Workload API", _fetch_x509)
-    x509.add_argument("-write", default="", help="Write the SVIDs, keys and bundles to this directory")
-    x509.add_argument("-silent", action="store_true", help="Suppress stdout")
-    jwt = _api_command(fetch, "jwt", "Fetches JWT-SVIDs from the Workload API", _fetch_jwt)
-    jwt.add_argument("-audience", action="append", default=[], help="Comma separated list of audience values")
+    # "api fetch" alone is "api fetch x509", as in SPIRE.
+    fetch_group = _api_command(api, "fetch", "Fetches X509 SVIDs from the Workload API", _fetch_x509)
+    fetch = fetch_group.add_subparsers(dest="fetch_command", metavar="<kind>", required=False)
+    for x509 in (fetch_group, _api_command(fetch, "x509", "Fetches X509 SVIDs from the Workload API", _fetch_x509)):
+        x509.add_argument(
+            "-write", default="", help="Write SVID data to the specified path (only for the pretty output format)"
+        )
+        x509.add_argument("-silent", action="store_true", help="Suppress stdout")
+    jwt = _api_command(fetch, "jwt", "Fetches a JWT SVID from the Workload API", _fetch_jwt)
+    jwt.add_argument("-audience", default=None, help="comma separated list of audience values")
     jwt.add_argument("-spiffeID", default="", help="SPIFFE ID subject (optional)")
+    jwt.add_argument("-format", choices=("pretty", "json"), default=None, help="deprecated; use -output")
     validate_api = api.add_parser("validate", help="Validates SVIDs").add_subparsers(
         dest="validate_command", metavar="<kind>", required=True
     )
-    validate_jwt = _api_command(validate_api, "jwt", "Validates a JWT-SVID", _validate_jwt)
-    validate_jwt.add_argument("-audience", action="append", default=[], help="Audience value")
-    validate_jwt.add_argument("-svid", default="", help="JWT-SVID to validate")
+    validate_jwt = _api_command(validate_api, "jwt", "Validates a JWT SVID", _validate_jwt)
+    validate_jwt.add_argument("-audience", default="", help="expected audience value")
+    validate_jwt.add_argument("-svid", default="", help="JWT SVID")
     _api_command(api, "watch", "Attaches to the Workload API and prints updates", _watch)
     plugins_cli.register(commands, "agent", lambda path, expand: load_agent_config(path, expand_env=expand))
     return parser

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpclib.client import Channel
-from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from pyspire.command_line import CliError
+from pyspire.command_line import CliError, go_code_name, print_json
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -72,33 +69,6 @@ def add_output(parser: argparse.ArgumentParser) -> None:
         default="pretty",
         help="Desired output format (pretty, json)",
     )
-
-
-def print_json(message: Message | dict[str, Any] | list[Any]) -> None:
-    """Print a message (or plain data) as SPIRE's ``-output json`` does.
-
-    SPIRE prints protojson with the proto field names and every field, default values
-    included (``"status":{"code":0,...}``, ``"next_page_token":""``), re-encoded by Go's
-    encoding/json: one line, keys sorted.
-    """
-    data = (
-        MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-        if isinstance(message, Message)
-        else message
-    )
-    print(json.dumps(data, sort_keys=True, separators=(",", ":")))
-
-
-_GO_CODE_NAMES = {"OK": "OK", "CANCELLED": "Canceled"}
-
-
-def go_code_name(code: int) -> str:
-    """A gRPC status code as Go's ``codes.Code`` prints it (``InvalidArgument``), which SPIRE's CLI shows."""
-    try:
-        name = Status(code).name
-    except ValueError:
-        return f"Code({code})"
-    return _GO_CODE_NAMES.get(name) or "".join(word.capitalize() for word in name.split("_"))
 
 
 def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:

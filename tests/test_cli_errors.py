@@ -228,7 +228,7 @@ CASES = {
     "group without verb": _server("entry", message="required: <verb>"),
     # The server: unreachable, or refusing.
     "no server": _server("entry", "show", "-socketPath", "{files}/none.sock", message="cannot reach the server at"),
-    "refused": _server("entry", "show", "-entryID", "nope", message="rpc error: code = NOT_FOUND", live=True),
+    "refused": _server("entry", "show", "-entryID", "nope", message="rpc error: code = NotFound", live=True),
     "logger level unknown": _server("logger", "set", "-level", "loud", message='the value "loud" is not a valid'),
     "logger level missing": _server("logger", "set", message="a value (-level) must be set"),
     "logger no server": _server("logger", "get", message="cannot reach the server at {files}/absent.sock"),

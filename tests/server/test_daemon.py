@@ -128,7 +128,7 @@ def test_token_generate_and_agent_verbs(server: ServerDaemon) -> None:
     assert "No attested agents found" in server.cli("agent", "list").stdout
     missing = server.cli("agent", "evict", "-spiffeID", "spiffe://example.org/spire/agent/join_token/nope", check=False)
     assert missing.returncode == 1
-    assert "NOT_FOUND" in missing.stderr
+    assert "NotFound" in missing.stderr
 
 
 def test_restart_keeps_the_ca_and_sigterm_exits_cleanly(tmp_path: Path) -> None:

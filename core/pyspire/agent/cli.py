@@ -185,6 +185,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
             channel.close()
         return int(reply.status)
 
+    if args.verbose:
+        print("Checking agent health...")
     try:
         status = asyncio.run(check())
     except (OSError, ConnectionError) as err:

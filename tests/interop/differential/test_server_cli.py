@@ -7,6 +7,7 @@ server chose (IDs, times, keys, certificates, tokens) are replaced.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -70,3 +71,46 @@ def _answer(server: ServerDaemon, command: str) -> dict[str, Any]:
 def test_server_cli_answers_as_spire_server_does(command: str, server_pair: dict[str, ServerDaemon]) -> None:
     spire, pyspire = (_answer(server_pair[name], command) for name in ("spire", "pyspire"))
     assert pyspire == spire
+
+
+TEXT_COMMANDS = [
+    "localauthority x509 show",
+    "localauthority jwt show",
+    "token generate -ttl 60",
+    f"token generate -ttl 60 -spiffeID {TD}/cli/text",
+    "healthcheck -verbose",
+    "bundle count",
+    "agent count",
+]
+_CHOSEN_TEXT = [
+    (re.compile(r"(Authority ID: )\S+"), r"\1<id>"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000 UTC"), "<time>"),
+    (_UUID, "<uuid>"),
+]
+
+
+def _text(server: ServerDaemon, command: str) -> tuple[int, str]:
+    result = server.cli(*shlex.split(command), check=False)
+    text = result.stdout
+    for pattern, placeholder in _CHOSEN_TEXT:
+        text = pattern.sub(placeholder, text)
+    return result.returncode, text
+
+
+@pytest.mark.parametrize("command", TEXT_COMMANDS)
+def test_server_cli_prints_what_spire_server_prints(command: str, server_pair: dict[str, ServerDaemon]) -> None:
+    spire, pyspire = (_text(server_pair[name], command) for name in ("spire", "pyspire"))
+    assert pyspire == spire
+
+
+def test_x509_mint_json_has_spires_shape(server_pair: dict[str, ServerDaemon]) -> None:
+    """SPIRE prints a Go struct, not a message: a list of one object, its keys in its order, base64 DER."""
+    shapes = []
+    for name in ("spire", "pyspire"):
+        minted = server_pair[name].cli("x509", "mint", "-spiffeID", f"{TD}/cli/minted", "-output", "json").stdout
+        (item,) = json.loads(minted)
+        shapes.append(
+            [(key, len(value) if isinstance(value, list) else type(value).__name__) for key, value in item.items()]
+        )
+        assert base64.b64decode(item["private_key"])
+    assert shapes[1] == shapes[0] == [("x509_svid", 1), ("private_key", "str"), ("root_cas", 1)]

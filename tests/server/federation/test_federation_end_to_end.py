@@ -222,7 +222,7 @@ def test_refresh_of_an_unknown_relationship_is_not_found(
     server_a, _ = untouched_domains
     result = server_a.cli("federation", "refresh", "-id", "nowhere.org", check=False)
     assert result.returncode == 1
-    assert "NOT_FOUND" in result.stderr
+    assert "NotFound" in result.stderr
 
 
 def test_https_spiffe_refresh_without_a_seed_bundle_says_so(

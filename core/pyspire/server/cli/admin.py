@@ -9,6 +9,7 @@ server through its local admin socket.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ async def _token_generate(args: argparse.Namespace, channel: Channel) -> int:
         return 0
     print(f"Token: {token.value}")
     if not args.spiffeID:
-        print("Warning: Missing SPIFFE ID. The agent will get only its own identity, and no alias entry.")
+        print("Warning: Missing SPIFFE ID.")
     return 0
 
 
@@ -423,7 +424,16 @@ async def _x509_mint(args: argparse.Namespace, channel: Channel) -> int:
         print(f"Root CAs written to {directory / 'bundle.pem'}")
         return 0
     if args.output == "json":
-        print_json(reply)
+        # SPIRE prints a Go struct here, not a message: its own keys, in its own order, base64 DER.
+        key_der = private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        minted = {
+            "x509_svid": [base64.b64encode(der).decode() for der in reply.svid.cert_chain],
+            "private_key": base64.b64encode(key_der).decode(),
+            "root_cas": [base64.b64encode(authority.asn1).decode() for authority in bundle.x509_authorities],
+        }
+        print(json.dumps([minted], separators=(",", ":")))
         return 0
     print("X509-SVID:")
     sys.stdout.write(chain.decode())

@@ -85,7 +85,7 @@ def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) 
         try:
             return asyncio.run(with_channel())
         except GRPCError as err:
-            raise CliError(f"rpc error: code = {err.status.name} desc = {err.message}") from None
+            raise CliError(f"rpc error: code = {go_code_name(err.status.value)} desc = {err.message}") from None
 
     return run
 

@@ -23,16 +23,20 @@ __all__ = ["register"]
 _KINDS = {"x509": ("X509", "X.509"), "jwt": ("JWT", "JWT")}
 
 
-def _print_state(label: str, state: pb.AuthorityState | None) -> None:
+def _print_state(label: str, state: pb.AuthorityState | None, kind: str) -> None:
     print(f"{label}:")
     if state is None or not state.authority_id:
-        print(f"  No {label.lower()} found")
+        print(f"  No {label[0].lower()}{label[1:]} found")
         return
     print(f"  Authority ID: {state.authority_id}")
     expires = datetime.fromtimestamp(state.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
     print(f"  Expires at: {expires}")
+    if kind != "x509":
+        return
     if state.upstream_authority_subject_key_id:
         print(f"  Upstream authority Subject Key ID: {state.upstream_authority_subject_key_id}")
+    else:
+        print("  Upstream authority ID: No upstream authority")
 
 
 def _handler(kind: str, verb: str) -> Any:
@@ -47,8 +51,11 @@ def _handler(kind: str, verb: str) -> Any:
             if args.output == "json":
                 print_json(reply)
                 return 0
-            for label, field in (("Active", "active"), ("Prepared", "prepared"), ("Old", "old")):
-                _print_state(f"{label} {shown} authority", getattr(reply, field) if reply.HasField(field) else None)
+            for index, (label, field) in enumerate((("Active", "active"), ("Prepared", "prepared"), ("Old", "old"))):
+                if index:
+                    print()
+                state = getattr(reply, field) if reply.HasField(field) else None
+                _print_state(f"{label} {shown} authority", state, kind)
             return 0
         if verb == "prepare":
             reply = await call(
@@ -71,7 +78,7 @@ def _handler(kind: str, verb: str) -> Any:
         if args.output == "json":
             print_json(reply)
         else:
-            _print_state(f"{label} {shown} authority", state)
+            _print_state(f"{label} {shown} authority", state, kind)
         return 0
 
     return run

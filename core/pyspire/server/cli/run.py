@@ -80,6 +80,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
             channel.close()
         return HealthCheckResponse.ServingStatus.Name(reply.status)
 
+    if args.verbose:
+        print("Checking server health...")
     try:
         status = asyncio.run(check())
     except (OSError, ConnectionError) as err:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from cryptography import x509  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
-from pyspire.agent.client import ServerClient  # noqa: E402
+from pyspire.agent.client import ServerClient, ServerUnavailable  # noqa: E402
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2  # noqa: E402
 from pyspire.proto.spire.api.types import types_pb2  # noqa: E402
 
@@ -83,10 +83,14 @@ class Row:
     ratio: float
     target: str
     unit: str
+    pyspire_under: float | None = None
+    """A bound on pyspire's own figure besides the ratio (agent start: under 1 s)."""
 
     def met(self) -> str:
         bound, value = self.target.split(" ")
-        return "met" if (self.ratio <= float(value) if bound == "<=" else self.ratio >= float(value)) else "MISSED"
+        ratio_met = self.ratio <= float(value) if bound == "<=" else self.ratio >= float(value)
+        absolute_met = self.pyspire_under is None or self.pyspire < self.pyspire_under
+        return "met" if ratio_met and absolute_met else "MISSED"
 
 
 async def _mint_jwt_rate(server: ServerDaemon, seconds: float, in_flight: int = 8) -> float:
@@ -136,12 +140,23 @@ def _median_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float
     return spire, pyspire, ratio
 
 
+async def _measured_once_more_on_failure(measure: Callable[[Side], Awaitable[float]], side: Side) -> float:
+    """One window; a window cut short by a dropped connection (seen once against each side) is taken again."""
+    try:
+        return await measure(side)
+    except (ServerUnavailable, OSError) as err:
+        print(f"{side.name}: window failed ({err}); taking it again", flush=True)
+        return await measure(side)
+
+
 async def _rounds(
     rounds: int, measure: Callable[[Side], Awaitable[float]], sides: dict[str, Side]
 ) -> list[tuple[float, float]]:
     pairs = []
     for _ in range(rounds):
-        found = {name: await measure(sides[name]) for name in SIDES}
+        found = {}
+        for name in SIDES:
+            found[name] = await _measured_once_more_on_failure(measure, sides[name])
         pairs.append((found["spire"], found["pyspire"]))
     return pairs
 
@@ -216,7 +231,13 @@ def _agent_rows(
         starts.append((found["spire"], found["pyspire"]))
     return [
         Row("Workload API first X509SVIDResponse p99, 1 client", *_median_ratio(first), "<= 2.0", "ms"),
-        Row("agent start (process start to Workload API serving, warm disk)", *_median_ratio(starts), "<= 2.0", "s"),
+        Row(
+            "agent start (process start to Workload API serving, warm disk; pyspire under 1 s)",
+            *_median_ratio(starts),
+            "<= 2.0",
+            "s",
+            pyspire_under=1.0,
+        ),
     ]
 
 

@@ -173,7 +173,7 @@ class AwsPcaUpstreamAuthority:
     @staticmethod
     def _response(answer: Mapping[str, Any], issuing: _Issuing) -> UpstreamX509Ca:
         try:
-            certificate = x509.load_pem_x509_certificate(answer["Certificate"].encode())
+            [certificate] = pem_certificates(answer["Certificate"].encode())
         except (KeyError, ValueError) as err:
             raise Internal(f"failed to parse certificate from response: {err}") from None
         try:

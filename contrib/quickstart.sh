@@ -104,7 +104,7 @@ if command -v openssl > /dev/null; then
 fi
 echo "== fetching a JWT-SVID for audience 'demo' and validating it through the agent"
 jwt=$("$bin/pyspire-agent" api fetch jwt -socketPath "$agent_socket" -audience demo -output json \
-    | "$bin/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["svid"])')
+    | "$bin/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["svids"][0]["svid"])')
 "$bin/pyspire-agent" api validate jwt -socketPath "$agent_socket" -audience demo -svid "$jwt"
 
 if $keep; then

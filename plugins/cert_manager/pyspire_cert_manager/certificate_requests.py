@@ -8,17 +8,14 @@ approver refused it), ``Ready=True`` (signed) and ``Ready=False`` with reason ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from pyspire.plugin.errors import PluginConfigError
+from pyspire_k8s_common import api_client, status_reason
 
 __all__ = ["TRUST_DOMAIN_LABEL", "CertificateRequests", "KubeError", "condition"]
 
@@ -44,16 +41,6 @@ def condition(request: Mapping[str, Any], kind: str, status: str, reason: str = 
     return None
 
 
-def _reason(err: Exception) -> str:
-    if not isinstance(err, ApiException):
-        return str(err)
-    try:
-        status = json.loads(err.body or "")
-        return f"{status.get('reason') or err.reason}: {status.get('message') or err.reason}"
-    except (ValueError, AttributeError):
-        return f"HTTP {err.status} {err.reason}"
-
-
 @dataclass(frozen=True)
 class CertificateRequests:
     """The CertificateRequests of one namespace."""
@@ -64,25 +51,15 @@ class CertificateRequests:
     @classmethod
     def connect(cls, kube_config_file: str, namespace: str) -> CertificateRequests:
         """A client for the cluster of ``kube_config_file`` (in-cluster when empty); reads files only."""
-        configuration = kubernetes.client.Configuration()
-        try:
-            if kube_config_file:
-                kubernetes.config.load_kube_config(config_file=kube_config_file, client_configuration=configuration)
-            else:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except (ConfigException, OSError, ValueError, TypeError) as err:
-            where = kube_config_file or "the in-cluster service account (no kube_config_file)"
-            raise PluginConfigError(
-                "kube_config_file", f"failed to create cert-manager client: cannot load {where}: {err}"
-            ) from None
-        configuration.retries = 0  # the server asks again for its CA
-        return cls(kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(configuration)), namespace)
+        # Not retried on its own: the server asks again for its CA.
+        client = api_client(kube_config_file, key="kube_config_file", failure="failed to create cert-manager client")
+        return cls(kubernetes.client.CustomObjectsApi(client), namespace)
 
     def _call(self, action: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return function(GROUP, VERSION, self.namespace, PLURAL, *args, _request_timeout=TIMEOUT_SECONDS, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
-            raise KubeError(f"{action}: {_reason(err)}") from None
+            raise KubeError(f"{action}: {status_reason(err)}") from None
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self._call("failed to create object", self.api.create_namespaced_custom_object, body))

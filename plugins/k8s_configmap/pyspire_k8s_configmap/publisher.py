@@ -12,7 +12,6 @@ next call (at the next change or within 30 seconds) tries again.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from pyspire.plugin import CoreConfig, PluginLogger, hookimpl, parse_plugin_data
 from pyspire.plugin.bundle_format import BundleFormat
 from pyspire.plugin.errors import Internal, PluginConfigError
 from pyspire.spiffe import Bundle
+from pyspire_k8s_common import api_client, status_reason
 
 __all__ = ["ClusterConfig", "K8sConfigMapConfig", "K8sConfigMapPublisher"]
 
@@ -107,21 +105,13 @@ class _Cluster:
 
 
 def _client(cluster_id: str, kubeconfig_path: str) -> kubernetes.client.CoreV1Api:
-    """A client for the cluster (in-cluster credentials without a kubeconfig); reads files only."""
-    configuration = kubernetes.client.Configuration()
-    try:
-        if kubeconfig_path:
-            kubernetes.config.load_kube_config(config_file=kubeconfig_path, client_configuration=configuration)
-        else:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = kubeconfig_path or "the in-cluster service account (no kubeconfig_path)"
-        raise PluginConfigError(
-            f"clusters.{cluster_id}.kubeconfig_path",
-            f'failed to create Kubernetes client for cluster "{cluster_id}": cannot load {where}: {err}',
-        ) from None
-    configuration.retries = 0  # the server publishes again within 30 seconds
-    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+    """A client for the cluster, not retried on its own: the server publishes again within 30 seconds."""
+    client = api_client(
+        kubeconfig_path,
+        key=f"clusters.{cluster_id}.kubeconfig_path",
+        failure=f'failed to create Kubernetes client for cluster "{cluster_id}"',
+    )
+    return kubernetes.client.CoreV1Api(client)
 
 
 def _clusters(plugin_data: Mapping[str, Any]) -> list[_Cluster]:
@@ -131,17 +121,6 @@ def _clusters(plugin_data: Mapping[str, Any]) -> list[_Cluster]:
         bundle_format = cluster.checked(cluster_id)
         clusters.append(_Cluster(cluster_id, cluster, bundle_format, _client(cluster_id, cluster.kubeconfig_path)))
     return clusters
-
-
-def _reason(err: Exception) -> str:
-    """The API server's Status (``Conflict: Apply failed with 1 conflict...``), or the transport error."""
-    if not isinstance(err, ApiException):
-        return str(err)
-    try:
-        status = json.loads(err.body or "")
-        return f"{status.get('reason') or err.reason}: {status.get('message') or err.reason}"
-    except (ValueError, AttributeError):
-        return f"HTTP {err.status} {err.reason}"
 
 
 class K8sConfigMapPublisher:
@@ -190,7 +169,8 @@ class K8sConfigMapPublisher:
                 try:
                     cluster.apply(cluster.render(bundle))
                 except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:
-                    failures.append(f'failed to apply ConfigMap for cluster "{cluster.cluster_id}": {_reason(err)}')
+                    reason = status_reason(err)
+                    failures.append(f'failed to apply ConfigMap for cluster "{cluster.cluster_id}": {reason}')
                     continue
                 config = cluster.config
                 self._logger.debug(

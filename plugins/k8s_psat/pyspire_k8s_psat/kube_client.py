@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from pyspire.plugin.errors import Internal, NotFound, PluginConfigError
+from pyspire.plugin.errors import Internal, NotFound
+from pyspire_k8s_common import api_client
 
 __all__ = ["ClusterClient", "Pod", "TokenReview"]
 
@@ -50,17 +49,7 @@ class ClusterClient:
 
     def __init__(self, cluster: str, kube_config_file: str) -> None:
         self._cluster = cluster
-        configuration = kubernetes.client.Configuration()
-        try:
-            if kube_config_file:
-                kubernetes.config.load_kube_config(config_file=kube_config_file, client_configuration=configuration)
-            else:
-                kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except (ConfigException, OSError, ValueError) as err:
-            where = kube_config_file or "the in-cluster service account (no kube_config_file)"
-            raise PluginConfigError(f'clusters."{cluster}"', f"cannot load {where}: {err}") from None
-        configuration.retries = 0
-        self._api = kubernetes.client.ApiClient(configuration)
+        self._api = api_client(kube_config_file, key=f'clusters."{cluster}"')
 
     def _call(self, action: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

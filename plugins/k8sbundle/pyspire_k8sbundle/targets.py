@@ -11,17 +11,14 @@ the API server (409) instead of silently overwriting it; the caller reads again 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kubernetes.client
-import kubernetes.config
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from pyspire.plugin.errors import PluginConfigError
+from pyspire_k8s_common import api_client, status_reason
 
 __all__ = ["ApiError", "ConflictError", "Target", "UpToDate", "connect", "targets_for"]
 
@@ -43,40 +40,21 @@ class UpToDate(Exception):
 def connect(kube_config_file_path: str, key: str) -> kubernetes.client.ApiClient:
     """A client for the cluster of ``kube_config_file_path`` (in-cluster credentials when empty).
 
-    Reads only local files (the kubeconfig, the service account's token and CA): no request.
+    Not retried on its own: the server notifies again at the next change, as SPIRE's does.
     """
-    configuration = kubernetes.client.Configuration()
-    try:
-        if kube_config_file_path:
-            kubernetes.config.load_kube_config(config_file=kube_config_file_path, client_configuration=configuration)
-        else:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = kube_config_file_path or "the in-cluster service account (no kube_config_file_path)"
-        raise PluginConfigError(key, f"cannot load {where}: {err}") from None
-    configuration.retries = 0  # the server notifies again at the next change; SPIRE does not retry either
-    return kubernetes.client.ApiClient(configuration)
+    return api_client(kube_config_file_path, key=key)
 
 
 def _call(action: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, _request_timeout=TIMEOUT_SECONDS, **kwargs)
     except ApiException as err:
-        message = _status_message(err)
+        message = status_reason(err)
         if err.status == 409 and "AlreadyExists" not in message:
             raise ConflictError(f"{action}: {message}") from None
         raise ApiError(f"{action}: {message}") from None
     except (urllib3.exceptions.HTTPError, OSError) as err:
         raise ApiError(f"{action}: {err}") from None
-
-
-def _status_message(err: ApiException) -> str:
-    """The API server's Status message when it sent one (``configmaps "x" not found``)."""
-    try:
-        status = json.loads(err.body or "")
-        return f"{status.get('reason') or err.reason}: {status.get('message') or err.reason}"
-    except (ValueError, AttributeError):
-        return f"HTTP {err.status} {err.reason}"
 
 
 class Target(Protocol):

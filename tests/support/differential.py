@@ -34,8 +34,8 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _PLUGIN_PREFIX = re.compile(r"\b[a-z]+\([a-z0-9_]+\): ")
 """The name of the plugin pyspire puts before what the plugin said: ``datastore(sql): ``."""
 
-_PARSER_ERROR = re.compile(r"(unable to parse (?:X\.509|JWT) authority: )(?!missing key ID).*")
-"""What a certificate or key parser said about bad DER, after the part both servers word alike."""
+_PARSER_ERROR = re.compile(r"(unable to parse (?:X\.509|JWT) authority: (?!missing key ID)|malformed CSR: ).*")
+"""What a certificate, key or CSR parser said about bad DER, after the part both servers word alike."""
 
 SERVER_CHOSEN_TIMES = frozenset({"created_at", "x509svid_expires_at"})
 """Fields holding a time the server picked (the case cannot know it): compared as set or unset."""
@@ -59,10 +59,12 @@ class Side:
     socket_path: Path
     trust_domain: str = "example.org"
     records: list[dict[str, Any]] = field(default_factory=list)
+    connect: Callable[[], Channel] | None = None
+    """Opens the channel the calls go over (a TCP caller's); the admin socket when None."""
     channel: Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = Channel(path=str(self.socket_path))
+        self.channel = self.connect() if self.connect else Channel(path=str(self.socket_path))
 
     async def call(
         self,
@@ -187,7 +189,11 @@ async def assert_same_answers(case: Case, sockets: dict[str, Path]) -> list[dict
     Returns spire-server's normalized records (a case may also assert what SPIRE answered, so a
     corpus entry that both servers get wrong in the same way does not pass unnoticed).
     """
-    sides = {name: Side(name, path) for name, path in sockets.items()}
+    return await assert_sides_answer_alike(case, {name: Side(name, path) for name, path in sockets.items()})
+
+
+async def assert_sides_answer_alike(case: Case, sides: dict[str, Side]) -> list[dict[str, Any]]:
+    """:func:`assert_same_answers` for sides made by the caller (over channels of their own)."""
     try:
         for side in sides.values():
             await case(side)

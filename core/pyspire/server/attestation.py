@@ -147,10 +147,17 @@ async def attest_agent(ctx: ServerContext, stream: _Stream, client_ip: str | Non
     except StreamTerminatedError:
         return
     if request is None or request.WhichOneof("step") != "params":
-        raise InvalidArgument("malformed param: the first message must carry the attestation parameters")
+        raise InvalidArgument("malformed param: missing params")
     params = request.params
     attestation_type = params.data.type
     payload = bytes(params.data.payload)
+    # SPIRE's order of checks, so the first thing missing is the one named.
+    if not params.HasField("data"):
+        raise InvalidArgument("malformed param: missing attestation data")
+    if not params.HasField("params"):
+        raise InvalidArgument("malformed param: missing X509-SVID parameters")
+    if not params.params.csr:
+        raise InvalidArgument("malformed param: missing CSR")
     if not attestation_type:
         raise InvalidArgument("malformed param: missing attestation data type")
     if not payload:
@@ -159,8 +166,6 @@ async def attest_agent(ctx: ServerContext, stream: _Stream, client_ip: str | Non
         raise InvalidArgument(
             f"malformed param: attestation payload is {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES} are accepted"
         )
-    if not params.params.csr:
-        raise InvalidArgument("malformed param: missing CSR")
     try:
         public_key = parse_csr(bytes(params.params.csr))
     except CsrError as err:

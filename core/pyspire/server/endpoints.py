@@ -1,7 +1,8 @@
 """The server's listeners: TCP with TLS for agents and admins, and the local admin socket.
 
 Both serve SPIRE's six public services; the local socket also serves Debug, Logger and gRPC
-health (SPIRE makes those local-only). The socket's directory is created 0750 and the socket
+health (SPIRE makes those local-only: over TCP, Debug and Logger are unknown services, as in
+SPIRE). The socket's directory is created 0750 and the socket
 0770, as SPIRE does; only local users in its group can reach the admin API.
 """
 
@@ -14,6 +15,8 @@ from typing import Any
 
 from grpclib.encoding.proto import ProtoStatusDetailsCodec
 
+from pyspire.proto.spire.api.server.debug.v1 import debug_pb2
+from pyspire.proto.spire.api.server.logger.v1 import logger_pb2
 from pyspire.server.api.agent import AgentService
 from pyspire.server.api.bundle import BundleService
 from pyspire.server.api.debug import DebugService
@@ -22,6 +25,7 @@ from pyspire.server.api.localauthority import LocalAuthorityService
 from pyspire.server.api.logger import LoggerService
 from pyspire.server.api.svid import SvidService
 from pyspire.server.api.trustdomain import TrustDomainService
+from pyspire.server.api.unserved import UnservedServices
 from pyspire.server.context import ServerContext
 from pyspire.telemetry.rpc import instrument
 from pyspire.transport import GrpcServer, ServerTlsContexts, unix_socket_in_use
@@ -59,7 +63,10 @@ class Endpoints:
         config = self._ctx.config.server
         codec = ProtoStatusDetailsCodec()
         metrics = self._ctx.metrics
-        tcp = GrpcServer(instrument(self._public_services(), metrics), status_details_codec=codec)
+        local_only = UnservedServices(
+            debug_pb2.DESCRIPTOR.services_by_name["Debug"], logger_pb2.DESCRIPTOR.services_by_name["Logger"]
+        )
+        tcp = GrpcServer([*instrument(self._public_services(), metrics), local_only], status_details_codec=codec)
         try:
             await tcp.start_tcp(config.bind_address, config.bind_port, ssl=self._tls.listener)
         except OSError as err:

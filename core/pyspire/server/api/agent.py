@@ -123,6 +123,8 @@ class AgentService(agent_grpc.AgentBase):
             raise AgentDenied(
                 DenialReason.AGENT_MUST_REATTEST, f'agent "{node.spiffe_id}" must re-attest instead of renewing'
             )
+        if not request.HasField("params"):
+            raise _invalid("params cannot be nil")
         if not request.params.csr:
             raise _invalid("missing CSR")
         try:

@@ -30,6 +30,7 @@ from pyspire.server.api.convert import (
 )
 from pyspire.server.api.errors import status_message
 from pyspire.server.api.stream import ApiStream
+from pyspire.server.api.unserved import unknown_method
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain
 
@@ -94,6 +95,8 @@ class BundleService(bundle_grpc.BundleBase):
         self, stream: ApiStream[bundle_pb2.AppendBundleRequest, types_pb2.Bundle], caller: Caller
     ) -> None:
         request = await stream.request()
+        if not request.x509_authorities and not request.jwt_authorities:
+            raise _invalid("no authorities to append")
         try:
             x509_new = x509_authorities_from_proto(request.x509_authorities)
             jwt_new = jwt_authorities_from_proto(request.jwt_authorities)
@@ -126,6 +129,8 @@ class BundleService(bundle_grpc.BundleBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
+        if not request.HasField("jwt_authority"):
+            raise _invalid("missing JWT authority")
         try:
             (key,) = jwt_authorities_from_proto([request.jwt_authority])
         except InvalidInput as err:
@@ -154,13 +159,9 @@ class BundleService(bundle_grpc.BundleBase):
         keys = bundle_to_proto(stored).jwt_authorities if stored else []
         await stream.send_message(bundle_pb2.PublishJWTAuthorityResponse(jwt_authorities=keys))
 
-    @rpc(_SERVICE + "PublishWITAuthority")
-    async def PublishWITAuthority(
-        self,
-        stream: ApiStream[bundle_pb2.PublishWITAuthorityRequest, bundle_pb2.PublishWITAuthorityResponse],
-        caller: Caller,
-    ) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
+    async def PublishWITAuthority(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "PublishWITAuthority")
 
     @rpc(_SERVICE + "CountBundles")
     async def CountBundles(

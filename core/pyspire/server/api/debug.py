@@ -37,13 +37,14 @@ class DebugService(debug_grpc.DebugBase):
             with contextlib.suppress(X509SvidError):
                 cert.id.CopyFrom(id_to_proto(leaf_spiffe_id(certificate)))
             chain.append(cert)
-        federated = [b for b in self.ctx.bundles.all() if b.trust_domain != self.ctx.trust_domain]
+        # SPIRE's "federated" count is every bundle it holds, its own included.
+        bundles = self.ctx.bundles.all()
         await stream.send_message(
             debug_pb2.GetInfoResponse(
                 svid_chain=chain,
                 uptime=int(time.time() - self.ctx.started_at),
                 agents_count=len(self.ctx.nodes),
-                federated_bundles_count=len(federated),
+                federated_bundles_count=len(bundles),
                 entries_count=len(self.ctx.entries),
             )
         )

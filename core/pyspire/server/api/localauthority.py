@@ -12,6 +12,7 @@ from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as pb
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.stream import ApiStream
+from pyspire.server.api.unserved import unknown_method
 from pyspire.server.ca.authority import AuthorityState
 from pyspire.server.context import ServerContext
 
@@ -30,11 +31,17 @@ def _state(state: AuthorityState | None) -> pb.AuthorityState | None:
     )
 
 
-def _required(request: Any, field: str) -> str:
-    value = getattr(request, field)
+def _required(value: str, missing: str) -> str:
+    """``value``, or INVALID_ARGUMENT with SPIRE's message ``missing`` when it is empty."""
     if not value:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"no {field} provided")
-    return str(value)
+        raise GRPCError(Status.INVALID_ARGUMENT, missing)
+    return value
+
+
+_NO_ID = "no authority ID provided"
+_REVOKE_NO_ID = f"invalid authority ID: {_NO_ID}"
+_TAINT_NO_KEY = "provided subject key id is not valid: no subject key ID provided"
+_REVOKE_NO_KEY = "invalid subject key ID: no subject key ID provided"
 
 
 class LocalAuthorityService(grpc_module.LocalAuthorityBase):
@@ -43,6 +50,11 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
     def __init__(self, ctx: ServerContext) -> None:
         """Serve with the server's shared parts."""
         self.ctx = ctx
+
+    def _require_upstream(self) -> None:
+        """SPIRE checks for an UpstreamAuthority before it looks at the request."""
+        if not self.ctx.authority.has_upstream:
+            raise GRPCError(Status.FAILED_PRECONDITION, "upstream authority is not configured")
 
     async def _run(self, operation: Callable[..., AuthorityState], *args: str) -> pb.AuthorityState | None:
         state = await self.ctx.call(operation, *args)
@@ -73,7 +85,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.ActivateX509AuthorityRequest, pb.ActivateX509AuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.activate_x509, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.activate_x509, _required(request.authority_id, _NO_ID))
         await stream.send_message(pb.ActivateX509AuthorityResponse(activated_authority=state))
 
     @rpc(_SERVICE + "TaintX509Authority")
@@ -81,7 +93,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.TaintX509AuthorityRequest, pb.TaintX509AuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.taint_x509, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.taint_x509, _required(request.authority_id, _NO_ID))
         await stream.send_message(pb.TaintX509AuthorityResponse(tainted_authority=state))
 
     @rpc(_SERVICE + "RevokeX509Authority")
@@ -89,7 +101,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.RevokeX509AuthorityRequest, pb.RevokeX509AuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.revoke_x509, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.revoke_x509, _required(request.authority_id, _REVOKE_NO_ID))
         await stream.send_message(pb.RevokeX509AuthorityResponse(revoked_authority=state))
 
     @rpc(_SERVICE + "TaintX509UpstreamAuthority")
@@ -99,7 +111,9 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
-        key = await self.ctx.call(self.ctx.authority.taint_upstream, _required(request, "subject_key_id"))
+        self._require_upstream()
+        subject_key = _required(request.subject_key_id, _TAINT_NO_KEY)
+        key = await self.ctx.call(self.ctx.authority.taint_upstream, subject_key)
         await self.ctx.wrote()
         await stream.send_message(pb.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
 
@@ -110,7 +124,9 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         caller: Caller,
     ) -> None:
         request = await stream.request()
-        key = await self.ctx.call(self.ctx.authority.revoke_upstream, _required(request, "subject_key_id"))
+        self._require_upstream()
+        subject_key = _required(request.subject_key_id, _REVOKE_NO_KEY)
+        key = await self.ctx.call(self.ctx.authority.revoke_upstream, subject_key)
         await self.ctx.wrote()
         await stream.send_message(pb.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
 
@@ -138,7 +154,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.ActivateJWTAuthorityRequest, pb.ActivateJWTAuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.activate_jwt, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.activate_jwt, _required(request.authority_id, _NO_ID))
         await stream.send_message(pb.ActivateJWTAuthorityResponse(activated_authority=state))
 
     @rpc(_SERVICE + "TaintJWTAuthority")
@@ -146,7 +162,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.TaintJWTAuthorityRequest, pb.TaintJWTAuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.taint_jwt, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.taint_jwt, _required(request.authority_id, _NO_ID))
         await stream.send_message(pb.TaintJWTAuthorityResponse(tainted_authority=state))
 
     @rpc(_SERVICE + "RevokeJWTAuthority")
@@ -154,38 +170,25 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
         self, stream: ApiStream[pb.RevokeJWTAuthorityRequest, pb.RevokeJWTAuthorityResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        state = await self._run(self.ctx.authority.revoke_jwt, _required(request, "authority_id"))
+        state = await self._run(self.ctx.authority.revoke_jwt, _required(request.authority_id, _REVOKE_NO_ID))
         await stream.send_message(pb.RevokeJWTAuthorityResponse(revoked_authority=state))
 
-    async def _unsupported(self, stream: Any) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT authorities are not supported by pyspire")
+    async def GetWITAuthorityState(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "GetWITAuthorityState")
 
-    @rpc(_SERVICE + "GetWITAuthorityState")
-    async def GetWITAuthorityState(
-        self, stream: ApiStream[pb.GetWITAuthorityStateRequest, pb.GetWITAuthorityStateResponse], caller: Caller
-    ) -> None:
-        await self._unsupported(stream)
+    async def PrepareWITAuthority(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "PrepareWITAuthority")
 
-    @rpc(_SERVICE + "PrepareWITAuthority")
-    async def PrepareWITAuthority(
-        self, stream: ApiStream[pb.PrepareWITAuthorityRequest, pb.PrepareWITAuthorityResponse], caller: Caller
-    ) -> None:
-        await self._unsupported(stream)
+    async def ActivateWITAuthority(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "ActivateWITAuthority")
 
-    @rpc(_SERVICE + "ActivateWITAuthority")
-    async def ActivateWITAuthority(
-        self, stream: ApiStream[pb.ActivateWITAuthorityRequest, pb.ActivateWITAuthorityResponse], caller: Caller
-    ) -> None:
-        await self._unsupported(stream)
+    async def TaintWITAuthority(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "TaintWITAuthority")
 
-    @rpc(_SERVICE + "TaintWITAuthority")
-    async def TaintWITAuthority(
-        self, stream: ApiStream[pb.TaintWITAuthorityRequest, pb.TaintWITAuthorityResponse], caller: Caller
-    ) -> None:
-        await self._unsupported(stream)
-
-    @rpc(_SERVICE + "RevokeWITAuthority")
-    async def RevokeWITAuthority(
-        self, stream: ApiStream[pb.RevokeWITAuthorityRequest, pb.RevokeWITAuthorityResponse], caller: Caller
-    ) -> None:
-        await self._unsupported(stream)
+    async def RevokeWITAuthority(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "RevokeWITAuthority")

@@ -20,10 +20,13 @@ _SERVICE = "/spire.api.server.logger.v1.Logger/"
 
 
 def _level(level: types_pb2.LogLevel) -> int:
+    """The logging level of ``level``, or INVALID_ARGUMENT in SPIRE's words."""
+    if level == types_pb2.LogLevel.UNSPECIFIED:
+        raise GRPCError(Status.INVALID_ARGUMENT, "newLevel value cannot be LogLevel_UNSPECIFIED")
     try:
         return level_from_proto(level)
-    except ValueError as err:
-        raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
+    except ValueError:
+        raise GRPCError(Status.INVALID_ARGUMENT, "unsupported log level") from None
 
 
 class LoggerService(logger_grpc.LoggerBase):

@@ -35,9 +35,7 @@ LIMITED_METHODS = {
     _SVID + "BatchNewX509SVID": SIGNING,
     _SVID + "NewJWTSVID": SIGNING,
     _SVID + "NewDownstreamX509CA": SIGNING,
-    _SVID + "BatchNewWITSVID": SIGNING,
     _BUNDLE + "PublishJWTAuthority": PUBLISHING,
-    _BUNDLE + "PublishWITAuthority": PUBLISHING,
     _AGENT + "PostStatus": STATUS,
 }
 _RATES = {ATTESTATION: 1.0, SIGNING: 500.0, PUBLISHING: 500.0, STATUS: 10.0}

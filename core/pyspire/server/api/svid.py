@@ -31,6 +31,7 @@ from pyspire.server.api.convert import (
 )
 from pyspire.server.api.errors import status_message
 from pyspire.server.api.stream import ApiStream
+from pyspire.server.api.unserved import unknown_method
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeId, SpiffeIdError
 
@@ -68,6 +69,8 @@ class SvidService(svid_grpc.SVIDBase):
         self, stream: ApiStream[svid_pb2.BatchNewX509SVIDRequest, svid_pb2.BatchNewX509SVIDResponse], caller: Caller
     ) -> None:
         request = await stream.request()
+        if not request.params:
+            raise _invalid("missing parameters")
         if len(request.params) > MAX_BATCH:
             raise _invalid(f"too many CSRs in one batch: {len(request.params)} (at most {MAX_BATCH})")
         if len(request.params) > 1 and not self.ctx.rate_limits.allow(
@@ -117,13 +120,12 @@ class SvidService(svid_grpc.SVIDBase):
         self, stream: ApiStream[svid_pb2.NewJWTSVIDRequest, svid_pb2.NewJWTSVIDResponse], caller: Caller
     ) -> None:
         request = await stream.request()
-        if not request.audience:
-            raise _invalid("at least one audience is required")
-        if not request.entry_id:
-            raise _invalid("missing entry ID")
-        entry = self._authorized_entry(caller, request.entry_id)
+        # SPIRE looks the entry up first: an empty or unknown ID is not found, whatever else is asked.
+        entry = self._authorized_entry(caller, request.entry_id) if request.entry_id else None
         if entry is None:
             raise GRPCError(Status.NOT_FOUND, "entry not found or not authorized")
+        if not request.audience:
+            raise _invalid("at least one audience is required")
         svid = await self._mint_jwt(
             entry.spiffe_id,
             list(request.audience),
@@ -221,14 +223,10 @@ class SvidService(svid_grpc.SVIDBase):
             )
         )
 
-    @rpc(_SERVICE + "MintWITSVID")
-    async def MintWITSVID(
-        self, stream: ApiStream[svid_pb2.MintWITSVIDRequest, svid_pb2.MintWITSVIDResponse], caller: Caller
-    ) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported by pyspire")
+    async def MintWITSVID(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "MintWITSVID")
 
-    @rpc(_SERVICE + "BatchNewWITSVID")
-    async def BatchNewWITSVID(
-        self, stream: ApiStream[svid_pb2.BatchNewWITSVIDRequest, svid_pb2.BatchNewWITSVIDResponse], caller: Caller
-    ) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported by pyspire")
+    async def BatchNewWITSVID(self, stream: Any) -> None:
+        """Not a method of the SPIRE pyspire follows: unknown, to every caller (see ``unserved``)."""
+        raise unknown_method(_SERVICE.strip("/"), "BatchNewWITSVID")

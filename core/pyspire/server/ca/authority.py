@@ -471,6 +471,11 @@ class CaManager:
                 return authority.der
         raise NotFound(f'no upstream authority with subject key ID "{subject_key}" in the bundle')
 
+    @property
+    def has_upstream(self) -> bool:
+        """Whether an UpstreamAuthority signs this server's CA (the upstream calls need one)."""
+        return self._upstream is not None
+
     def taint_upstream(self, subject_key: str) -> str:
         """Taint an upstream root that the active CA no longer chains to."""
         if self._upstream is None:

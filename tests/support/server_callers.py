@@ -1,0 +1,142 @@
+"""The five kinds of caller a SPIRE server tells apart, made for real against a running server.
+
+A server authorizes each RPC by who calls it: a *local* caller on the admin socket; over TCP an
+*agent* (the SVID of an attested agent), an *admin* or a *downstream* workload (an SVID whose
+SPIFFE ID has an entry with ``admin`` or ``downstream``) or a caller with no identity at all.
+:func:`make_callers` registers the entries, attests an agent with a join token and mints the
+SVIDs, all through the server's own APIs, so the same steps give the same callers on
+spire-server and pyspire-server.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpclib.client import Channel
+from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
+from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from pyspire.proto.spire.api.types import types_pb2 as types
+
+CALLER_KINDS = ("local", "agent", "admin", "downstream", "nobody")
+ADMIN_PATH = "/callers/admin"
+DOWNSTREAM_PATH = "/callers/downstream"
+
+
+def csr(key: ec.EllipticCurvePrivateKey, uri: str = "") -> bytes:
+    """A DER CSR for ``key``, with ``uri`` as its URI SAN when given."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "differential")])
+    )
+    if uri:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+@dataclass
+class Identity:
+    """A private key and the certificate chain the server signed for it (DER, leaf first)."""
+
+    key: ec.EllipticCurvePrivateKey
+    chain: list[bytes]
+
+
+@dataclass
+class Callers:
+    """How to reach one server as each kind of caller."""
+
+    socket_path: Path
+    port: int
+    roots_pem: str
+    identities: dict[str, Identity]
+    directory: Path
+
+    def channel(self, kind: str) -> Channel:
+        """A channel to the server as ``kind`` (one of :data:`CALLER_KINDS`)."""
+        if kind == "local":
+            return Channel(path=str(self.socket_path))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False  # the server's SVID names a SPIFFE ID, not a host
+        context.load_verify_locations(cadata=self.roots_pem)
+        context.set_alpn_protocols(["h2"])
+        identity = self.identities.get(kind)
+        if identity is not None:
+            chain = self.directory / f"{kind}.pem"
+            key = self.directory / f"{kind}.key"
+            chain.write_bytes(
+                b"".join(
+                    x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+                    for der in identity.chain
+                )
+            )
+            key.write_bytes(
+                identity.key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+            context.load_cert_chain(chain, key)
+        return Channel("127.0.0.1", self.port, ssl=context)
+
+
+async def _mint(channel: Channel, trust_domain: str, path: str) -> Identity:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = svid_pb2.MintX509SVIDRequest(csr=csr(key, f"spiffe://{trust_domain}{path}"))
+    reply = await svid_grpc.SVIDStub(channel).MintX509SVID(request, timeout=15)
+    return Identity(key, list(reply.svid.cert_chain))
+
+
+async def _attest(callers: Callers, channel: Channel) -> Identity:
+    token = await agent_grpc.AgentStub(channel).CreateJoinToken(agent_pb2.CreateJoinTokenRequest(ttl=600), timeout=15)
+    key = ec.generate_private_key(ec.SECP256R1())
+    params = agent_pb2.AttestAgentRequest.Params(
+        data=types.AttestationData(type="join_token", payload=token.value.encode()),
+        params=agent_pb2.AgentX509SVIDParams(csr=csr(key)),
+    )
+    tcp = callers.channel("nobody")
+    try:
+        async with agent_grpc.AgentStub(tcp).AttestAgent.open(timeout=15) as stream:
+            await stream.send_message(agent_pb2.AttestAgentRequest(params=params), end=True)
+            reply = await stream.recv_message()
+    finally:
+        tcp.close()
+    assert reply is not None
+    assert reply.result.svid.cert_chain, reply
+    return Identity(key, list(reply.result.svid.cert_chain))
+
+
+async def make_callers(socket_path: Path, port: int, directory: Path, trust_domain: str = "example.org") -> Callers:
+    """Register the admin and downstream entries, attest an agent, mint the SVIDs (keys kept in ``directory``)."""
+    local = Channel(path=str(socket_path))
+    try:
+        bundle = await bundle_grpc.BundleStub(local).GetBundle(bundle_pb2.GetBundleRequest(), timeout=15)
+        roots = "".join(
+            x509.load_der_x509_certificate(root.asn1).public_bytes(serialization.Encoding.PEM).decode()
+            for root in bundle.x509_authorities
+        )
+        entries = [
+            types.Entry(
+                spiffe_id=types.SPIFFEID(trust_domain=trust_domain, path=path),
+                parent_id=types.SPIFFEID(trust_domain=trust_domain, path="/callers/node"),
+                selectors=[types.Selector(type="unix", value=f"uid:{path}")],
+                **{flag: True},
+            )
+            for path, flag in ((ADMIN_PATH, "admin"), (DOWNSTREAM_PATH, "downstream"))
+        ]
+        created = await entry_grpc.EntryStub(local).BatchCreateEntry(
+            entry_pb2.BatchCreateEntryRequest(entries=entries), timeout=15
+        )
+        assert all(result.status.code == 0 for result in created.results), created
+        callers = Callers(socket_path, port, roots, {}, directory)
+        callers.identities["admin"] = await _mint(local, trust_domain, ADMIN_PATH)
+        callers.identities["downstream"] = await _mint(local, trust_domain, DOWNSTREAM_PATH)
+        callers.identities["agent"] = await _attest(callers, local)
+        return callers
+    finally:
+        local.close()

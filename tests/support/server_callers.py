@@ -10,6 +10,7 @@ spire-server and pyspire-server.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +19,69 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
 from grpclib.client import Channel
+from grpclib.const import Cardinality
+from grpclib.exceptions import GRPCError
+from h2.exceptions import StreamClosedError
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
+from pyspire.proto.spire.api.server.debug.v1 import debug_pb2
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
+from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2
+from pyspire.proto.spire.api.server.logger.v1 import logger_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
+from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_pb2
 from pyspire.proto.spire.api.types import types_pb2 as types
 
 CALLER_KINDS = ("local", "agent", "admin", "downstream", "nobody")
 ADMIN_PATH = "/callers/admin"
 DOWNSTREAM_PATH = "/callers/downstream"
+
+
+_MODULES = (agent_pb2, bundle_pb2, debug_pb2, entry_pb2, localauthority_pb2, logger_pb2, svid_pb2, trustdomain_pb2)
+METHODS = {
+    f"{service.name}.{method.name}": method
+    for module in _MODULES
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+}
+"""Every RPC of the server's APIs, by ``Service.Method``."""
+
+_CARDINALITY = {
+    (False, False): Cardinality.UNARY_UNARY,
+    (False, True): Cardinality.UNARY_STREAM,
+    (True, False): Cardinality.STREAM_UNARY,
+    (True, True): Cardinality.STREAM_STREAM,
+}
+
+
+def method_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+async def call_method(
+    channel: Channel, method: MethodDescriptor, request: Message | None = None
+) -> tuple[str, str, Message | None]:
+    """Call ``method`` with ``request`` (empty by default; one message, then the end of a client stream).
+
+    Returns (status code name, message, first reply); a streamed reply ends the call after the first.
+    """
+    request_type = message_factory.GetMessageClass(method.input_type)
+    reply_type = message_factory.GetMessageClass(method.output_type)
+    cardinality = _CARDINALITY[(method.client_streaming, method.server_streaming)]
+    try:
+        async with channel.request(method_path(method), cardinality, request_type, reply_type, timeout=15) as stream:
+            await stream.send_message(request or request_type(), end=True)
+            reply = await stream.recv_message()
+            if method.server_streaming:
+                with contextlib.suppress(StreamClosedError):  # the server may have ended it already
+                    await stream.cancel()
+    except GRPCError as err:
+        return err.status.name, err.message or "", None
+    return "OK", "", reply
 
 
 def csr(key: ec.EllipticCurvePrivateKey, uri: str = "") -> bytes:

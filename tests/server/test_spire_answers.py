@@ -11,8 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 from pyspire.proto.spire.api.server.debug.v1 import debug_pb2
+from pyspire.proto.spire.api.server.svid.v1 import svid_pb2
 
 from tests.support.daemons import ServerDaemon, start_server
 from tests.support.server_callers import METHODS, Callers, call_method, make_callers
@@ -71,6 +76,28 @@ ANSWERS = [
     ("Logger.SetLogLevel", "local", "INVALID_ARGUMENT", "newLevel value cannot be LogLevel_UNSPECIFIED"),
 ]
 
+KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def _mint(*uris: str, common_name: str = "") -> svid_pb2.MintX509SVIDRequest:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if uris:
+        names = [x509.UniformResourceIdentifier(uri) for uri in uris]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return svid_pb2.MintX509SVIDRequest(csr=builder.sign(KEY, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+MINT_REFUSALS = {
+    "no URI SAN": (_mint(), "CSR URI SAN is required"),
+    "two URI SANs": (_mint("spiffe://example.org/a", "spiffe://example.org/b"), "only one URI SAN is expected"),
+    "not spiffe": (_mint("https://example.org/a"), "CSR URI SAN is invalid: scheme is missing or invalid"),
+    "other trust domain": (
+        _mint("spiffe://other.org/a"),
+        'CSR URI SAN is invalid: "spiffe://other.org/a" is not a member of trust domain "example.org"',
+    ),
+}
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
@@ -96,6 +123,30 @@ async def _answer(callers: Callers, method: str, kind: str) -> tuple[str, str, M
 @pytest.mark.parametrize(("method", "kind", "code", "message"), ANSWERS, ids=[f"{m}-{k}" for m, k, _, _ in ANSWERS])
 async def test_answers_as_spire_does(callers: Callers, method: str, kind: str, code: str, message: str) -> None:
     assert (await _answer(callers, method, kind))[:2] == (code, message)
+
+
+@pytest.mark.parametrize("name", MINT_REFUSALS)
+async def test_mint_x509_svid_refuses_a_csr_in_spires_words(callers: Callers, name: str) -> None:
+    request, message = MINT_REFUSALS[name]
+    channel = callers.channel("local")
+    try:
+        answer = await call_method(channel, METHODS["SVID.MintX509SVID"], request)
+    finally:
+        channel.close()
+    assert answer[:2] == ("INVALID_ARGUMENT", message)
+
+
+async def test_mint_x509_svid_signs_the_subject_of_the_csr(callers: Callers) -> None:
+    channel = callers.channel("local")
+    try:
+        code, _, reply = await call_method(
+            channel, METHODS["SVID.MintX509SVID"], _mint("spiffe://example.org/cn", common_name="workload")
+        )
+    finally:
+        channel.close()
+    assert code == "OK"
+    assert isinstance(reply, svid_pb2.MintX509SVIDResponse)
+    assert x509.load_der_x509_certificate(reply.svid.cert_chain[0]).subject.rfc4514_string() == "CN=workload"
 
 
 async def test_debug_info_counts_the_servers_own_bundle(callers: Callers) -> None:

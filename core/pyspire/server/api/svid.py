@@ -167,20 +167,30 @@ class SvidService(svid_grpc.SVIDBase):
         except CsrError as err:
             raise _invalid(f"malformed CSR: {err}") from None
         except x509.ExtensionNotFound:
-            raise _invalid("CSR must have exactly one URI SAN") from None
+            raise _invalid("CSR URI SAN is required") from None
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            raise _invalid("CSR must have exactly one URI SAN")
+        if not uris:
+            raise _invalid("CSR URI SAN is required")
+        if len(uris) > 1:
+            raise _invalid("only one URI SAN is expected")
         try:
             spiffe_id = SpiffeId.parse(uris[0])
             workload_id_from_proto(id_to_proto(spiffe_id), self.ctx.trust_domain, "CSR URI SAN")
-            dns_names = [validate_dns_name(name) for name in san.get_values_for_type(x509.DNSName)]
         except (SpiffeIdError, InvalidInput) as err:
-            raise _invalid(f"invalid CSR: {err}") from None
+            raise _invalid(f"CSR URI SAN is invalid: {err.reason}") from None
+        try:
+            dns_names = [validate_dns_name(name) for name in san.get_values_for_type(x509.DNSName)]
+        except InvalidInput as err:
+            raise _invalid(f"CSR DNS name is invalid: {err.reason}") from None
         if request.ttl < 0:
             raise _invalid("ttl must not be negative")
         chain = await self.ctx.pools.sign(
-            self.ctx.issuer.sign_workload_x509_svid, public_key, spiffe_id, self._x509_ttl(request.ttl), dns_names
+            self.ctx.issuer.sign_workload_x509_svid,
+            public_key,
+            spiffe_id,
+            self._x509_ttl(request.ttl),
+            dns_names,
+            csr.subject,
         )
         await stream.send_message(svid_pb2.MintX509SVIDResponse(svid=x509_svid_to_proto(chain, spiffe_id)))
 

@@ -153,9 +153,10 @@ class CredentialIssuer:
         dns_names: Sequence[str],
         *,
         compose: bool,
+        subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
         with tracer.start_as_current_span("ca.sign_x509_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
-            chain = self._sign_leaf(public_key, spiffe_id, ttl, dns_names, compose=compose)
+            chain = self._sign_leaf(public_key, spiffe_id, ttl, dns_names, compose=compose, chosen_subject=subject)
         self._metrics.incr_counter(("server_ca", "sign", "x509_svid"))
         return chain
 
@@ -167,10 +168,11 @@ class CredentialIssuer:
         dns_names: Sequence[str],
         *,
         compose: bool,
+        chosen_subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
         authority = self._x509_ca()
         now = self._now()
-        subject = x509_svid_subject(dns_names)
+        subject = chosen_subject if chosen_subject else x509_svid_subject(dns_names)
         extra: tuple[x509.Extension[x509.ExtensionType], ...] = ()
         if compose:
             for composer in self._composers:
@@ -194,10 +196,19 @@ class CredentialIssuer:
         return [leaf, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
 
     def sign_workload_x509_svid(
-        self, public_key: PublicKeyTypes, spiffe_id: SpiffeId, ttl: timedelta, dns_names: Sequence[str] = ()
+        self,
+        public_key: PublicKeyTypes,
+        spiffe_id: SpiffeId,
+        ttl: timedelta,
+        dns_names: Sequence[str] = (),
+        subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
-        """A workload X509-SVID chain (leaf first, up to but excluding the root)."""
-        return self._leaf(public_key, spiffe_id, ttl, dns_names, compose=True)
+        """A workload X509-SVID chain (leaf first, up to but excluding the root).
+
+        ``subject``, when given and not empty, replaces the default one (SPIRE's MintX509SVID
+        signs the subject of the CSR).
+        """
+        return self._leaf(public_key, spiffe_id, ttl, dns_names, compose=True, subject=subject)
 
     def sign_agent_x509_svid(
         self, public_key: PublicKeyTypes, agent_id: SpiffeId, ttl: timedelta

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pyspire.plugin.errors import FailedPrecondition, Internal, NotFound
+from pyspire.plugin.errors import Internal, InvalidArgument
 from pyspire.plugin.facades import DataStore, KeyManager
 from pyspire.plugin.keys import KeyType
 from pyspire.plugin.testing import load_plugin, make_core_config
@@ -215,11 +215,11 @@ def test_taint_and_revoke_follow_the_rules(tmp_path: Path, datastore: DataStore)
     server = start_server(tmp_path, datastore)
     manager = server.manager
     first = manager.active_x509()
-    with pytest.raises(NotFound):
-        manager.taint_x509(first.authority_id)  # the active authority cannot be tainted
+    with pytest.raises(InvalidArgument, match="unable to taint current local authority"):
+        manager.taint_x509(first.authority_id)
     prepared = manager.prepare_x509()
     manager.activate_x509(prepared.authority_id)
-    with pytest.raises(FailedPrecondition, match="must be tainted"):
+    with pytest.raises(Internal, match="not possible to revoke an untainted root CA"):
         manager.revoke_x509(first.authority_id)
     manager.taint_x509(first.authority_id)
     record = server.datastore.fetch_bundle(TD)
@@ -247,7 +247,7 @@ def test_revoked_jwt_key_stops_validating(tmp_path: Path, datastore: DataStore) 
 
 def test_activate_requires_the_prepared_authority(tmp_path: Path, datastore: DataStore) -> None:
     server = start_server(tmp_path, datastore)
-    with pytest.raises(FailedPrecondition, match="is not the prepared"):
+    with pytest.raises(InvalidArgument, match="unexpected authority ID"):
         server.manager.activate_x509("deadbeef")
 
 
@@ -288,3 +288,31 @@ def test_a_journal_write_that_fails_once_is_saved_at_the_next_step(tmp_path: Pat
             assert second.manager.x509_states() == states
         finally:
             handle.close()
+
+
+def test_rotation_refusals_are_spires(tmp_path: Path, datastore: DataStore) -> None:
+    """Found by the differential corpus: SPIRE's codes and words for each wrong rotation step."""
+    manager = start_server(tmp_path, datastore).manager
+    first = manager.active_x509().authority_id
+    prepared = manager.prepare_x509().authority_id
+    with pytest.raises(InvalidArgument, match="^only Old local authorities can be tainted"):
+        manager.taint_x509(prepared)
+    with pytest.raises(InvalidArgument, match="^invalid authority ID: only Old local authority can be revoked$"):
+        manager.revoke_x509(prepared)
+    manager.activate_x509(prepared)
+    with pytest.raises(Internal, match="^only Prepared authorities can be activated"):
+        manager.activate_x509(first)
+    with pytest.raises(InvalidArgument, match="^invalid authority ID: unable to use current authority$"):
+        manager.revoke_x509(prepared)
+    manager.taint_x509(first)
+    with pytest.raises(Internal, match="root CA is already tainted$"):
+        manager.taint_x509(first)
+    old_kid = manager.jwt_states()[0].authority_id  # type: ignore[union-attr]
+    new_kid = manager.prepare_jwt().authority_id
+    with pytest.raises(InvalidArgument, match="^invalid authority ID: unable to use a prepared key$"):
+        manager.revoke_jwt(new_kid)
+    manager.activate_jwt(new_kid)
+    with pytest.raises(Internal, match="not possible to revoke an untainted key$"):
+        manager.revoke_jwt(old_kid)
+    with pytest.raises(InvalidArgument, match="no JWT authority found with provided authority ID$"):
+        manager.revoke_jwt("no-such-key")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -37,7 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from pyspire.crypto import KeyManagerSigner, sign_certificate
 from pyspire.crypto.templates import ca_certificate, root_ca_subject
-from pyspire.plugin.errors import FailedPrecondition, Internal, NotFound, PluginError
+from pyspire.plugin.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PluginError
 from pyspire.plugin.facades import DataStore, KeyManager, UpstreamAuthority
 from pyspire.plugin.keys import KeyType, PublicKey
 from pyspire.plugin.upstream import JwtKey
@@ -418,7 +419,7 @@ class CaManager:
         with self._lock:
             prepared = self._find_x509(Status.PREPARED)
             if prepared is None or prepared.authority.authority_id != authority_id:
-                raise FailedPrecondition(f'"{authority_id}" is not the prepared X.509 authority')
+                _refuse_activation(authority_id, self._x509_ids(Status.OLD))
             self._activate_x509()
             self._save_journal()
         self._notify()
@@ -426,14 +427,15 @@ class CaManager:
 
     def taint_x509(self, authority_id: str) -> AuthorityState:
         """Mark the old X.509 CA tainted in the bundle: agents then replace what it signed."""
+        if self.has_upstream:
+            raise FailedPrecondition("local authority can't be tainted if there is an upstream authority")
         with self._lock:
-            old = self._require_old_x509(authority_id)
-            if not old.authority.self_signed:
-                raise FailedPrecondition(
-                    "the X.509 authority is signed by an upstream authority: taint the upstream authority instead"
-                )
+            _check_taint(authority_id, self._x509_ids(Status.ACTIVE), self._x509_ids(Status.PREPARED))
+            old = self._find_x509(Status.OLD)
+            if old is None or old.authority.authority_id != authority_id:
+                raise InvalidArgument("unexpected authority ID")
             if old.tainted:
-                raise FailedPrecondition(f'X.509 authority "{authority_id}" is already tainted')
+                raise Internal("failed to taint X.509 authority: root CA is already tainted")
             self._bundle.taint_x509(_der(old.authority.certificate))
             old.tainted = True
             self._save_journal()
@@ -442,23 +444,29 @@ class CaManager:
 
     def revoke_x509(self, authority_id: str) -> AuthorityState:
         """Remove the tainted old X.509 CA from the bundle."""
+        if self.has_upstream:
+            raise FailedPrecondition("local authority can't be revoked if there is an upstream authority")
         with self._lock:
-            old = self._require_old_x509(authority_id)
+            if authority_id in self._x509_ids(Status.ACTIVE):
+                raise InvalidArgument("invalid authority ID: unable to use current authority")
+            old = self._find_x509(Status.OLD)
+            if old is None or old.authority.authority_id != authority_id:
+                raise InvalidArgument("invalid authority ID: only Old local authority can be revoked")
             if not old.tainted:
-                raise FailedPrecondition(f'X.509 authority "{authority_id}" must be tainted before it is revoked')
+                raise Internal("failed to revoke X.509 authority: it is not possible to revoke an untainted root CA")
             self._bundle.remove_x509(_der(old.authority.certificate))
             self._state.x509.remove(old)
             self._save_journal()
         self._notify()
         return self._x509_state(old)  # type: ignore[return-value]
 
-    def _require_old_x509(self, authority_id: str) -> X509Slot:
-        old = self._find_x509(Status.OLD)
-        if old is None or old.authority.authority_id != authority_id:
-            raise NotFound(
-                f'"{authority_id}" is not the old X.509 authority (only an old authority can be tainted or revoked)'
-            )
-        return old
+    def _x509_ids(self, status: Status) -> tuple[str, ...]:
+        slot = self._find_x509(status)
+        return () if slot is None else (slot.authority.authority_id,)
+
+    def _jwt_ids(self, status: Status) -> tuple[str, ...]:
+        slot = self._find_jwt(status)
+        return () if slot is None else (slot.key.kid,)
 
     def _upstream_root(self, subject_key: str) -> bytes:
         active = self._find_x509(Status.ACTIVE)
@@ -513,7 +521,7 @@ class CaManager:
         with self._lock:
             prepared = self._find_jwt(Status.PREPARED)
             if prepared is None or prepared.key.kid != kid:
-                raise FailedPrecondition(f'"{kid}" is not the prepared JWT authority')
+                _refuse_activation(kid, self._jwt_ids(Status.OLD))
             self._activate_jwt()
             self._save_journal()
         self._notify()
@@ -522,9 +530,12 @@ class CaManager:
     def taint_jwt(self, kid: str) -> AuthorityState:
         """Mark the old JWT key tainted in the bundle."""
         with self._lock:
-            old = self._require_old_jwt(kid)
+            _check_taint(kid, self._jwt_ids(Status.ACTIVE), self._jwt_ids(Status.PREPARED))
+            old = self._find_jwt(Status.OLD)
+            if old is None or old.key.kid != kid:
+                raise InvalidArgument("unexpected authority ID")
             if old.tainted:
-                raise FailedPrecondition(f'JWT authority "{kid}" is already tainted')
+                raise Internal("failed to taint JWT authority: key is already tainted")
             self._bundle.modify_jwt(kid, lambda k: replace(k, tainted=True))
             old.tainted = True
             self._save_journal()
@@ -534,9 +545,15 @@ class CaManager:
     def revoke_jwt(self, kid: str) -> AuthorityState:
         """Remove the tainted old JWT key from the bundle: tokens it signed stop validating."""
         with self._lock:
-            old = self._require_old_jwt(kid)
+            if kid in self._jwt_ids(Status.ACTIVE):
+                raise InvalidArgument("invalid authority ID: unable to use current authority")
+            if kid in self._jwt_ids(Status.PREPARED):
+                raise InvalidArgument("invalid authority ID: unable to use a prepared key")
+            old = self._find_jwt(Status.OLD)
+            if old is None or old.key.kid != kid:
+                raise InvalidArgument("invalid authority ID: no JWT authority found with provided authority ID")
             if not old.tainted:
-                raise FailedPrecondition(f'JWT authority "{kid}" must be tainted before it is revoked')
+                raise Internal("failed to revoke JWT authority: it is not possible to revoke an untainted key")
             self._bundle.modify_jwt(kid, lambda k: None)
             self._state.jwt.remove(old)
             self._save_journal()
@@ -547,11 +564,20 @@ class CaManager:
         if self._settings.disable_jwt_svids:
             raise FailedPrecondition("JWT-SVIDs are disabled on this server")
 
-    def _require_old_jwt(self, kid: str) -> JwtSlot:
-        old = self._find_jwt(Status.OLD)
-        if old is None or old.key.kid != kid:
-            raise NotFound(f'"{kid}" is not the old JWT authority (only an old authority can be tainted or revoked)')
-        return old
+
+def _refuse_activation(authority_id: str, old_ids: tuple[str, ...]) -> NoReturn:
+    """Why ``authority_id`` (not the prepared authority) cannot be activated, in SPIRE's words."""
+    if authority_id in old_ids:
+        raise Internal("only Prepared authorities can be activated: unsupported local authority status: OLD")
+    raise InvalidArgument("unexpected authority ID")
+
+
+def _check_taint(authority_id: str, active_ids: tuple[str, ...], prepared_ids: tuple[str, ...]) -> None:
+    """Refuse, in SPIRE's words, to taint the active or the prepared authority."""
+    if authority_id in active_ids:
+        raise InvalidArgument("unable to taint current local authority")
+    if authority_id in prepared_ids:
+        raise InvalidArgument("only Old local authorities can be tainted: unsupported local authority status: PREPARED")
 
 
 def ca_subject_name(country: tuple[str, ...], organization: tuple[str, ...], common_name: str) -> x509.Name:

@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 from pyspire.proto.spire.api.server.debug.v1 import debug_pb2
+from pyspire.proto.spire.api.server.logger.v1 import logger_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_pb2
+from pyspire.proto.spire.api.types import types_pb2
 
 from tests.support.daemons import ServerDaemon, start_server
 from tests.support.server_callers import METHODS, Callers, call_method, make_callers
@@ -155,3 +157,29 @@ async def test_debug_info_counts_the_servers_own_bundle(callers: Callers) -> Non
     assert code == "OK"
     assert isinstance(reply, debug_pb2.GetInfoResponse)
     assert reply.federated_bundles_count == 1
+
+
+async def test_debug_info_shows_the_chain_up_to_the_root(callers: Callers) -> None:
+    """SPIRE shows the server SVID's verified chain, its root included, subjects in Go's words."""
+    code, _, reply = await _answer(callers, "Debug.GetInfo", "local")
+    assert code == "OK"
+    assert isinstance(reply, debug_pb2.GetInfoResponse)
+    assert [f"spiffe://{c.id.trust_domain}{c.id.path}" for c in reply.svid_chain] == [
+        "spiffe://example.org/spire/server",
+        "spiffe://example.org",
+    ]
+    assert reply.svid_chain[1].subject.startswith("SERIALNUMBER=")
+
+
+@pytest.mark.parametrize("level", ["TRACE", "PANIC"])
+async def test_log_levels_beyond_pythons_read_back_as_set(callers: Callers, level: str) -> None:
+    channel = callers.channel("local")
+    try:
+        request = logger_pb2.SetLogLevelRequest(new_level=types_pb2.LogLevel.Value(level))
+        code, _, reply = await call_method(channel, METHODS["Logger.SetLogLevel"], request)
+        await call_method(channel, METHODS["Logger.ResetLogLevel"])
+    finally:
+        channel.close()
+    assert code == "OK"
+    assert isinstance(reply, types_pb2.Logger)
+    assert types_pb2.LogLevel.Name(reply.current_level) == level

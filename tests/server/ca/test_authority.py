@@ -295,24 +295,24 @@ def test_rotation_refusals_are_spires(tmp_path: Path, datastore: DataStore) -> N
     manager = start_server(tmp_path, datastore).manager
     first = manager.active_x509().authority_id
     prepared = manager.prepare_x509().authority_id
-    with pytest.raises(InvalidArgument, match="^only Old local authorities can be tainted"):
+    with pytest.raises(InvalidArgument, match=r"^only Old local authorities can be tainted"):
         manager.taint_x509(prepared)
-    with pytest.raises(InvalidArgument, match="^invalid authority ID: only Old local authority can be revoked$"):
+    with pytest.raises(InvalidArgument, match=r"^invalid authority ID: only Old local authority can be revoked$"):
         manager.revoke_x509(prepared)
     manager.activate_x509(prepared)
-    with pytest.raises(Internal, match="^only Prepared authorities can be activated"):
+    with pytest.raises(Internal, match=r"^only Prepared authorities can be activated"):
         manager.activate_x509(first)
-    with pytest.raises(InvalidArgument, match="^invalid authority ID: unable to use current authority$"):
+    with pytest.raises(InvalidArgument, match=r"^invalid authority ID: unable to use current authority$"):
         manager.revoke_x509(prepared)
     manager.taint_x509(first)
-    with pytest.raises(Internal, match="root CA is already tainted$"):
+    with pytest.raises(Internal, match=r"root CA is already tainted$"):
         manager.taint_x509(first)
     old_kid = manager.jwt_states()[0].authority_id  # type: ignore[union-attr]
     new_kid = manager.prepare_jwt().authority_id
-    with pytest.raises(InvalidArgument, match="^invalid authority ID: unable to use a prepared key$"):
+    with pytest.raises(InvalidArgument, match=r"^invalid authority ID: unable to use a prepared key$"):
         manager.revoke_jwt(new_kid)
     manager.activate_jwt(new_kid)
-    with pytest.raises(Internal, match="not possible to revoke an untainted key$"):
+    with pytest.raises(Internal, match=r"not possible to revoke an untainted key$"):
         manager.revoke_jwt(old_kid)
-    with pytest.raises(InvalidArgument, match="no JWT authority found with provided authority ID$"):
+    with pytest.raises(InvalidArgument, match=r"no JWT authority found with provided authority ID$"):
         manager.revoke_jwt("no-such-key")

@@ -34,7 +34,9 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _PLUGIN_PREFIX = re.compile(r"\b[a-z]+\([a-z0-9_]+\): ")
 """The name of the plugin pyspire puts before what the plugin said: ``datastore(sql): ``."""
 
-_PARSER_ERROR = re.compile(r"(unable to parse (?:X\.509|JWT) authority: (?!missing key ID)|malformed CSR: ).*")
+_PARSER_ERROR = re.compile(
+    r"(unable to parse (?:X\.509|JWT) authority: (?!missing key ID)|malformed CSR: |unable to parse JWT token: ).*"
+)
 """What a certificate, key or CSR parser said about bad DER, after the part both servers word alike."""
 
 SERVER_CHOSEN_TIMES = frozenset({"created_at", "x509svid_expires_at"})

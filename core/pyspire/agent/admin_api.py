@@ -17,12 +17,18 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.manager import SyncManager
 from pyspire.agent.node import NodeIdentityManager
+from pyspire.debug_chain import debug_chain
 from pyspire.proto.spire.api.agent.debug.v1 import debug_grpc, debug_pb2
 from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
 
 __all__ = ["AgentDebugService", "AgentLoggerService"]
+
+
+def _id(spiffe_id: SpiffeId) -> types_pb2.SPIFFEID:
+    return types_pb2.SPIFFEID(trust_domain=spiffe_id.trust_domain.name, path=spiffe_id.path)
 
 
 class AgentDebugService(debug_grpc.DebugBase):
@@ -39,18 +45,18 @@ class AgentDebugService(debug_grpc.DebugBase):
         await stream.recv_message()
         identity = self._node.identity
         chain = []
-        if identity is not None:
-            agent_id = types_pb2.SPIFFEID(
-                trust_domain=identity.spiffe_id.trust_domain.name, path=identity.spiffe_id.path
-            )
-            for index, certificate in enumerate(identity.chain):
-                chain.append(
-                    debug_pb2.GetInfoResponse.Cert(
-                        id=agent_id if index == 0 else None,
-                        expires_at=int(certificate.not_valid_after_utc.timestamp()),
-                        subject=certificate.subject.rfc4514_string(),
-                    )
+        bundle = self._cache.bundle
+        if identity is not None and bundle is not None:
+            try:
+                shown = debug_chain(identity.chain, bundle)
+            except X509SvidError as err:
+                raise GRPCError(Status.INTERNAL, f"failed to verify agent SVID: {err}") from None
+            chain = [
+                debug_pb2.GetInfoResponse.Cert(
+                    id=_id(c.spiffe_id) if c.spiffe_id else None, expires_at=c.expires_at, subject=c.subject
                 )
+                for c in shown
+            ]
         last = self._manager.last_success
         await stream.send_message(
             debug_pb2.GetInfoResponse(

@@ -33,7 +33,7 @@ from pyspire.agent.serving import (
 )
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
-from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIBase
+from pyspire.proto.spiffe.workload.service import SERVICE_NAME, SpiffeWorkloadAPIBase
 from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, SpiffeIdError
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
@@ -54,6 +54,13 @@ def _no_identity(selectors: frozenset[Selector]) -> GRPCError:
     return GRPCError(
         Status.PERMISSION_DENIED, f"no identity issued: no registration entry matches the caller's selectors ({found})"
     )
+
+
+def _validation_error(err: JwtSvidError) -> str:
+    """Why a token did not validate, in SPIRE's agent's words (not the library's, which go-spiffe's prefix)."""
+    if err.code == "key_not_found":
+        return f'public key "{err.key_id}" not found in trust domain "{err.trust_domain}"'
+    return err.reason
 
 
 def _der_chain(certificates: Sequence[x509.Certificate]) -> bytes:
@@ -211,7 +218,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             try:
                 wanted = SpiffeId.parse(request.spiffe_id)
             except SpiffeIdError as err:
-                raise GRPCError(Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {err}") from None
+                raise GRPCError(Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {err.reason}") from None
         selectors = await self._attest(stream)
         log_matched_entries(self._cache, selectors)
         entries = self._cache.matching(selectors)
@@ -255,7 +262,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
         try:
             svid = JwtSvid.parse_and_validate(request.svid, bundles, [request.audience])
         except JwtSvidError as err:
-            raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
+            raise GRPCError(Status.INVALID_ARGUMENT, _validation_error(err)) from None
         claims = struct_pb2.Struct()
         claims.update(self._returned_claims(svid))
         await stream.send_message(pb.ValidateJWTSVIDResponse(spiffe_id=str(svid.spiffe_id), claims=claims))
@@ -277,8 +284,10 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
 
     # --- not offered -----------------------------------------------------------------
 
+    # SPIRE v1.13's agent does not know the WIT methods: gRPC's answer for an unknown method.
+
     async def FetchWITSVID(self, stream: Any) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported")
+        raise GRPCError(Status.UNIMPLEMENTED, f"unknown method FetchWITSVID for service {SERVICE_NAME}")
 
     async def FetchWITBundles(self, stream: Any) -> None:
-        raise GRPCError(Status.UNIMPLEMENTED, "WIT-SVIDs are not supported")
+        raise GRPCError(Status.UNIMPLEMENTED, f"unknown method FetchWITBundles for service {SERVICE_NAME}")

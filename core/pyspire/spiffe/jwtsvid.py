@@ -50,9 +50,14 @@ _ALGORITHMS: Final = {
 class JwtSvidError(ValueError):
     """A JWT-SVID is malformed or invalid; ``code`` names the rule it breaks."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, key_id: str = "", trust_domain: str = "") -> None:
         super().__init__(f"jwtsvid: {message}")
         self.code = code
+        self.reason = message
+        """The message without the library's ``jwtsvid:`` prefix (what SPIRE's agent answers)."""
+        self.key_id = key_id
+        self.trust_domain = trust_domain
+        """For ``key_not_found``: the key ID no authority of the trust domain has."""
 
 
 def _b64decode(segment: str) -> bytes:
@@ -228,6 +233,8 @@ class JwtSvid:
             raise JwtSvidError(
                 "key_not_found",
                 f'no JWT authority "{kid}" found for trust domain "{spiffe_id.trust_domain}"',
+                key_id=kid,
+                trust_domain=str(spiffe_id.trust_domain),
             )
         _check_key_fits(alg, key)
         try:

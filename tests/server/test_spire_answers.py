@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
+from pyspire.proto.spire.api.server.bundle.v1 import bundle_pb2
 from pyspire.proto.spire.api.server.debug.v1 import debug_pb2
 from pyspire.proto.spire.api.server.logger.v1 import logger_pb2
 from pyspire.proto.spire.api.server.svid.v1 import svid_pb2
@@ -183,3 +184,13 @@ async def test_log_levels_beyond_pythons_read_back_as_set(callers: Callers, leve
     assert code == "OK"
     assert isinstance(reply, types_pb2.Logger)
     assert types_pb2.LogLevel.Name(reply.current_level) == level
+
+
+async def test_append_bundle_names_what_it_could_not_convert(callers: Callers) -> None:
+    request = bundle_pb2.AppendBundleRequest(jwt_authorities=[types_pb2.JWTKey(public_key=b"key")])
+    channel = callers.channel("local")
+    try:
+        answer = await call_method(channel, METHODS["Bundle.AppendBundle"], request)
+    finally:
+        channel.close()
+    assert answer[:2] == ("INVALID_ARGUMENT", "failed to convert JWT authority: missing key ID")

@@ -35,7 +35,8 @@ _PLUGIN_PREFIX = re.compile(r"\b[a-z]+\([a-z0-9_]+\): ")
 """The name of the plugin pyspire puts before what the plugin said: ``datastore(sql): ``."""
 
 _PARSER_ERROR = re.compile(
-    r"(unable to parse (?:X\.509|JWT) authority: (?!missing key ID)|malformed CSR: |unable to parse JWT token: ).*"
+    r"((?:unable to parse|failed to convert) (?:X\.509|JWT) authority: (?!missing key ID)|malformed CSR: "
+    r"|unable to parse JWT token: ).*"
 )
 """What a certificate, key or CSR parser said about bad DER, after the part both servers word alike."""
 

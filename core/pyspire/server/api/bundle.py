@@ -97,11 +97,15 @@ class BundleService(bundle_grpc.BundleBase):
         request = await stream.request()
         if not request.x509_authorities and not request.jwt_authorities:
             raise _invalid("no authorities to append")
+        # SPIRE's words here: "failed to convert X.509 authority: <what the parser said>".
         try:
             x509_new = x509_authorities_from_proto(request.x509_authorities)
+        except InvalidInput as err:
+            raise _invalid(f"failed to convert X.509 authority: {err.reason}") from None
+        try:
             jwt_new = jwt_authorities_from_proto(request.jwt_authorities)
         except InvalidInput as err:
-            raise _invalid(err) from None
+            raise _invalid(f"failed to convert JWT authority: {err.reason}") from None
 
         def append(current: BundleRecord | None) -> BundleRecord | None:
             record = current or BundleRecord(self.ctx.trust_domain)

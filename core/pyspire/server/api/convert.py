@@ -377,7 +377,7 @@ def x509_authorities_from_proto(certificates: Iterable[types_pb2.X509Certificate
             # Parseable, and with a key a SPIFFE bundle (JWK x5c) can carry: it is served as one.
             public_key_to_jwk(der_certificate(certificate.asn1).public_key())
         except ValueError as err:  # BundleError included
-            raise InvalidInput(f"unable to parse X.509 authority: {err}") from None
+            raise InvalidInput(f"unable to parse X.509 authority: {err}", str(err)) from None
         found.append(X509Authority(certificate.asn1, certificate.tainted))
     return tuple(found)
 
@@ -387,11 +387,11 @@ def jwt_authorities_from_proto(keys: Iterable[types_pb2.JWTKey]) -> tuple[JwtAut
     found = []
     for key in keys:
         if not key.key_id:
-            raise InvalidInput("unable to parse JWT authority: missing key ID")
+            raise InvalidInput("unable to parse JWT authority: missing key ID", "missing key ID")
         try:
             public_key_to_jwk(serialization.load_der_public_key(key.public_key))
         except (ValueError, UnsupportedAlgorithm) as err:  # BundleError included
-            raise InvalidInput(f"unable to parse JWT authority: {err}") from None
+            raise InvalidInput(f"unable to parse JWT authority: {err}", str(err)) from None
         found.append(JwtAuthority(key.key_id, key.public_key, key.expires_at, key.tainted))
     return tuple(found)
 

@@ -148,9 +148,14 @@ async def _mint(channel: Channel, trust_domain: str, path: str) -> Identity:
 
 async def _attest(callers: Callers, channel: Channel) -> Identity:
     token = await agent_grpc.AgentStub(channel).CreateJoinToken(agent_pb2.CreateJoinTokenRequest(ttl=600), timeout=15)
+    return await attest_with_token(callers, token.value)
+
+
+async def attest_with_token(callers: Callers, token: str) -> Identity:
+    """Attest a new agent over TCP with join token ``token``; its key and SVID."""
     key = ec.generate_private_key(ec.SECP256R1())
     params = agent_pb2.AttestAgentRequest.Params(
-        data=types.AttestationData(type="join_token", payload=token.value.encode()),
+        data=types.AttestationData(type="join_token", payload=token.encode()),
         params=agent_pb2.AgentX509SVIDParams(csr=csr(key)),
     )
     tcp = callers.channel("nobody")
@@ -165,15 +170,25 @@ async def _attest(callers: Callers, channel: Channel) -> Identity:
     return Identity(key, list(reply.result.svid.cert_chain))
 
 
-async def make_callers(socket_path: Path, port: int, directory: Path, trust_domain: str = "example.org") -> Callers:
-    """Register the admin and downstream entries, attest an agent, mint the SVIDs (keys kept in ``directory``)."""
+async def reach(socket_path: Path, port: int, directory: Path) -> Callers:
+    """How to reach a server, with no identities yet (its roots read on the admin socket)."""
     local = Channel(path=str(socket_path))
     try:
         bundle = await bundle_grpc.BundleStub(local).GetBundle(bundle_pb2.GetBundleRequest(), timeout=15)
-        roots = "".join(
-            x509.load_der_x509_certificate(root.asn1).public_bytes(serialization.Encoding.PEM).decode()
-            for root in bundle.x509_authorities
-        )
+    finally:
+        local.close()
+    roots = "".join(
+        x509.load_der_x509_certificate(root.asn1).public_bytes(serialization.Encoding.PEM).decode()
+        for root in bundle.x509_authorities
+    )
+    return Callers(socket_path, port, roots, {}, directory)
+
+
+async def make_callers(socket_path: Path, port: int, directory: Path, trust_domain: str = "example.org") -> Callers:
+    """Register the admin and downstream entries, attest an agent, mint the SVIDs (keys kept in ``directory``)."""
+    callers = await reach(socket_path, port, directory)
+    local = Channel(path=str(socket_path))
+    try:
         entries = [
             types.Entry(
                 spiffe_id=types.SPIFFEID(trust_domain=trust_domain, path=path),
@@ -187,7 +202,6 @@ async def make_callers(socket_path: Path, port: int, directory: Path, trust_doma
             entry_pb2.BatchCreateEntryRequest(entries=entries), timeout=15
         )
         assert all(result.status.code == 0 for result in created.results), created
-        callers = Callers(socket_path, port, roots, {}, directory)
         callers.identities["admin"] = await _mint(local, trust_domain, ADMIN_PATH)
         callers.identities["downstream"] = await _mint(local, trust_domain, DOWNSTREAM_PATH)
         callers.identities["agent"] = await _attest(callers, local)

@@ -6,16 +6,19 @@ counts with every filter (empty results on both).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf.wrappers_pb2 import BoolValue
+from grpclib.exceptions import GRPCError
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.types import types_pb2 as types
 
-from tests.support.daemons import ServerDaemon
+from tests.support.daemons import ServerDaemon, start_server
 from tests.support.differential import Case, Side, assert_same_answers
+from tests.support.server_callers import attest_with_token, reach
 
 CASES: dict[str, Case] = {}
 
@@ -105,6 +108,88 @@ async def list_and_count_agents_with_every_filter(side: Side) -> None:
         await side.call(stub.ListAgents, listed, documented="Filters SPIRE's datastore fails on")
     await side.call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=-1))
     await side.call(stub.ListAgents, agent_pb2.ListAgentsRequest(page_size=1, output_mask=types.AgentMask()))
+
+
+async def attested(side: Side, token: str, ports: dict[str, int], directory: Path) -> str:
+    """Attest an agent with join token ``token`` over TCP; its SPIFFE ID path (the token names it)."""
+    await side.call(agents(side).CreateJoinToken, agent_pb2.CreateJoinTokenRequest(ttl=600, token=token), record=False)
+    callers = await reach(side.socket_path, ports[side.name], directory / side.name)
+    await attest_with_token(callers, token)
+    return f"/spire/agent/join_token/{token}"
+
+
+async def attested_agent_lifecycle(side: Side, ports: dict[str, int], directory: Path) -> None:
+    stub = agents(side)
+    path = await attested(side, "lifecycle-token", ports, directory)
+    await side.call(stub.GetAgent, agent_pb2.GetAgentRequest(id=sid(path)))
+    await side.call(stub.GetAgent, agent_pb2.GetAgentRequest(id=sid(path), output_mask=types.AgentMask()))
+    masked = types.AgentMask(attestation_type=True, selectors=True, banned=True)
+    await side.call(stub.GetAgent, agent_pb2.GetAgentRequest(id=sid(path), output_mask=masked))
+    token = types.SelectorMatch(selectors=[types.Selector(type="join_token", value="lifecycle-token")])
+    for match in (token.MATCH_EXACT, token.MATCH_SUBSET, token.MATCH_SUPERSET, token.MATCH_ANY):
+        by_selector = agent_pb2.ListAgentsRequest.Filter(
+            by_selector_match=types.SelectorMatch(selectors=token.selectors, match=match)
+        )
+        await side.call(stub.ListAgents, agent_pb2.ListAgentsRequest(filter=by_selector, output_mask=types.AgentMask()))
+    for fields in ({"by_banned": BoolValue(value=False)}, {"by_can_reattest": BoolValue(value=False)}):
+        counted = agent_pb2.CountAgentsRequest(filter=agent_pb2.CountAgentsRequest.Filter(**fields))
+        reply = await side.call(stub.CountAgents, counted, record=False)
+        side.note(f"count {sorted(fields)}", reply.count > 0 if reply else None)
+    await side.call(stub.BanAgent, agent_pb2.BanAgentRequest(id=sid(path)))
+    await side.call(stub.GetAgent, agent_pb2.GetAgentRequest(id=sid(path), output_mask=masked))
+    banned = agent_pb2.ListAgentsRequest.Filter(by_banned=BoolValue(value=True), by_selector_match=token)
+    await side.call(stub.ListAgents, agent_pb2.ListAgentsRequest(filter=banned, output_mask=masked))
+    await side.call(stub.BanAgent, agent_pb2.BanAgentRequest(id=sid(path)))
+    await side.call(stub.DeleteAgent, agent_pb2.DeleteAgentRequest(id=sid(path)))
+    await side.call(stub.GetAgent, agent_pb2.GetAgentRequest(id=sid(path)))
+    await side.call(stub.DeleteAgent, agent_pb2.DeleteAgentRequest(id=sid(path)))
+
+
+async def token_used_twice(side: Side, ports: dict[str, int], directory: Path) -> None:
+    await attested(side, "used-token", ports, directory)
+    callers = await reach(side.socket_path, ports[side.name], directory / side.name)
+    try:
+        await attest_with_token(callers, "used-token")
+    except GRPCError as err:
+        side.note("second attestation", {"code": err.status.name, "message": err.message})
+
+
+ATTESTING_CASES = {"attested_agent_lifecycle": attested_agent_lifecycle, "token_used_twice": token_used_twice}
+
+
+@pytest.mark.parametrize("name", ATTESTING_CASES)
+async def test_attested_agents_are_administered_as_by_spire(
+    name: str, unlimited_pair: dict[str, ServerDaemon], tmp_path: Path
+) -> None:
+    ports = {side: daemon.port for side, daemon in unlimited_pair.items()}
+    for side in ports:
+        (tmp_path / side).mkdir()
+
+    async def case(side: Side) -> None:
+        await ATTESTING_CASES[name](side, ports, tmp_path)
+
+    spire = await assert_same_answers(case, {side: daemon.socket_path for side, daemon in unlimited_pair.items()})
+    # SPIRE itself served the agent (a corpus both servers refuse alike would prove nothing).
+    assert spire[0].get("code", "OK") == "OK", spire[0]
+
+
+@pytest.fixture(scope="module")
+def unlimited_pair(
+    tmp_path_factory: pytest.TempPathFactory, spire_server_bin: Path
+) -> Iterator[dict[str, ServerDaemon]]:
+    """A pair without the attestation rate limit (the limits differ on purpose: docs/compatibility.md,
+    "Rate limits refuse instead of waiting"), for the cases that attest agents."""
+    directory = tmp_path_factory.mktemp("attesting")
+    unlimited = "ratelimit {\n        attestation = false\n    }"
+    spire = start_server(directory / "spire", executable=spire_server_bin, log_level="WARN", extra=unlimited)
+    try:
+        pyspire = start_server(directory / "pyspire", log_level="WARN", extra=unlimited)
+    except BaseException:
+        spire.stop()
+        raise
+    yield {"spire": spire, "pyspire": pyspire}
+    pyspire.stop()
+    spire.stop()
 
 
 def _cases() -> list[Any]:

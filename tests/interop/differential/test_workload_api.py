@@ -64,7 +64,6 @@ def agents(
                     "entry", "create", "-parentID", ALIAS, "-spiffeID", f"spiffe://{TD}/wl/{entry}",
                     "-selector", f"unix:uid:{os.getuid()}", *flags,
                 )  # fmt: skip
-                time.sleep(1.1)  # SPIRE's agents order SVIDs by entry creation time, to the second
             admin = directory / f"{name}-admin" / "admin.sock"  # as _admin_socket finds it
             started[name] = start_agent(
                 directory / name,
@@ -75,7 +74,7 @@ def agents(
                 log_level="WARN",
             )
         for agent in started.values():
-            eventually(lambda agent=agent: _served_ids(agent) == ["/wl/first", "/wl/second"], timeout=60, interval=0.5)
+            eventually(lambda agent=agent: _serves_both(agent), timeout=60, interval=0.5)
         yield started
     finally:
         for agent in started.values():
@@ -99,19 +98,21 @@ def _ders(blob: bytes) -> list[bytes]:
     return found
 
 
-def _served_ids(agent: AgentDaemon) -> list[str]:
+def _serves_both(agent: AgentDaemon) -> bool:
+    """True once ``agent`` serves this process both entries' SVIDs; raises (saying what it serves) until then."""
+
     async def fetch() -> list[str]:
         channel = Channel(path=str(agent.socket_path))
         try:
             reply = await _first(channel, "FetchX509SVID", pb.X509SVIDRequest(), HEADER)
-        except GRPCError:
-            return []
         finally:
             channel.close()
         assert isinstance(reply, pb.X509SVIDResponse)
         return [svid.spiffe_id.removeprefix(f"spiffe://{TD}") for svid in reply.svids]
 
-    return asyncio.run(fetch())
+    served = asyncio.run(fetch())
+    assert sorted(served) == ["/wl/first", "/wl/second"], f"{agent.command} serves {served}"
+    return True
 
 
 async def _first(channel: Channel, method: str, request: Message, metadata: dict[str, str] | None) -> Message | None:
@@ -150,21 +151,26 @@ def _jwt_shape(token: str) -> dict[str, Any]:
 
 def _shape(reply: Message) -> Any:
     """What a reply says that the request decides (not the keys, serials or signatures)."""
+    # The SVIDs are compared by SPIFFE ID: spire-agent lists them by entry ID, which is random,
+    # pyspire-agent oldest first (docs/workload-library.md).
     if isinstance(reply, pb.X509SVIDResponse):
         return {
-            "svids": [
-                {
-                    "spiffe_id": s.spiffe_id,
-                    "hint": s.hint,
-                    "chain": len(_ders(s.x509_svid)),
-                    "dns": x509.load_der_x509_certificate(_ders(s.x509_svid)[0])
-                    .extensions.get_extension_for_class(x509.SubjectAlternativeName)
-                    .value.get_values_for_type(x509.DNSName),
-                    "key": bool(s.x509_svid_key),
-                    "bundle": len(_ders(s.bundle)),
-                }
-                for s in reply.svids
-            ],
+            "svids": sorted(
+                (
+                    {
+                        "spiffe_id": s.spiffe_id,
+                        "hint": s.hint,
+                        "chain": len(_ders(s.x509_svid)),
+                        "dns": x509.load_der_x509_certificate(_ders(s.x509_svid)[0])
+                        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                        .value.get_values_for_type(x509.DNSName),
+                        "key": bool(s.x509_svid_key),
+                        "bundle": len(_ders(s.bundle)),
+                    }
+                    for s in reply.svids
+                ),
+                key=lambda svid: svid["spiffe_id"],
+            ),
             "crl": len(reply.crl),
             "federated": sorted(reply.federated_bundles),
         }
@@ -180,7 +186,8 @@ def _shape(reply: Message) -> Any:
             ]
         return shown
     if isinstance(reply, pb.JWTSVIDResponse):
-        return [{"spiffe_id": s.spiffe_id, "hint": s.hint, "token": _jwt_shape(s.svid)} for s in reply.svids]
+        shown = [{"spiffe_id": s.spiffe_id, "hint": s.hint, "token": _jwt_shape(s.svid)} for s in reply.svids]
+        return sorted(shown, key=lambda svid: svid["spiffe_id"])
     if isinstance(reply, pb.ValidateJWTSVIDResponse):
         claims = dict(reply.claims)
         return {
@@ -251,7 +258,8 @@ def validate(label: str, audience: str, token: Callable[[Side], Awaitable[str]] 
 
 
 async def _first_of_two(side: Side) -> str:
-    reply = await _first(side.channel, "FetchJWTSVID", pb.JWTSVIDRequest(audience=["aud-1", "aud-2"]), HEADER)
+    request = pb.JWTSVIDRequest(audience=["aud-1", "aud-2"], spiffe_id=f"spiffe://{TD}/wl/first")
+    reply = await _first(side.channel, "FetchJWTSVID", request, HEADER)
     assert isinstance(reply, pb.JWTSVIDResponse)
     return reply.svids[0].svid
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -15,6 +14,7 @@ from pyspire.server.api.convert import id_to_proto
 from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import Bundle, X509SvidError
+from pyspire.spiffe.pem import der_certificate
 
 __all__ = ["DebugService"]
 
@@ -32,7 +32,7 @@ class DebugService(debug_grpc.DebugBase):
     ) -> None:
         await stream.request()
         record = self.ctx.bundles.get(self.ctx.trust_domain)
-        roots = [x509.load_der_x509_certificate(a.der) for a in record.x509_authorities] if record else []
+        roots = [der_certificate(a.der) for a in record.x509_authorities] if record else []
         try:
             shown = debug_chain(self.ctx.server_svid.chain, Bundle(self.ctx.trust_domain, roots))
         except X509SvidError as err:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -17,10 +16,12 @@ from grpclib.exceptions import GRPCError
 from pyspire.agent.cache import WorkloadCache
 from pyspire.agent.manager import SyncManager
 from pyspire.agent.node import NodeIdentityManager
+from pyspire.agent.rpc import typed_stream
 from pyspire.debug_chain import debug_chain
 from pyspire.proto.spire.api.agent.debug.v1 import debug_grpc, debug_pb2
-from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc
+from pyspire.proto.spire.api.agent.logger.v1 import logger_grpc, logger_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
 
@@ -41,8 +42,9 @@ class AgentDebugService(debug_grpc.DebugBase):
         self._manager = manager
         self._started = time.monotonic()
 
-    async def GetInfo(self, stream: Any) -> None:
-        await stream.recv_message()
+    @typed_stream
+    async def GetInfo(self, stream: ApiStream[debug_pb2.GetInfoRequest, debug_pb2.GetInfoResponse]) -> None:
+        await stream.request()
         identity = self._node.identity
         chain = []
         bundle = self._cache.bundle
@@ -82,19 +84,22 @@ class AgentLoggerService(logger_grpc.LoggerBase):
             current_level=level_to_proto(self._logger.getEffectiveLevel()), launch_level=level_to_proto(self._launch)
         )
 
-    async def GetLogger(self, stream: Any) -> None:
-        await stream.recv_message()
+    @typed_stream
+    async def GetLogger(self, stream: ApiStream[logger_pb2.GetLoggerRequest, types_pb2.Logger]) -> None:
+        await stream.request()
         await stream.send_message(self._answer())
 
-    async def SetLogLevel(self, stream: Any) -> None:
-        request = await stream.recv_message()
+    @typed_stream
+    async def SetLogLevel(self, stream: ApiStream[logger_pb2.SetLogLevelRequest, types_pb2.Logger]) -> None:
+        request = await stream.request()
         try:
             self._logger.setLevel(level_from_proto(request.new_level))
         except ValueError as err:
             raise GRPCError(Status.INVALID_ARGUMENT, str(err)) from None
         await stream.send_message(self._answer())
 
-    async def ResetLogLevel(self, stream: Any) -> None:
-        await stream.recv_message()
+    @typed_stream
+    async def ResetLogLevel(self, stream: ApiStream[logger_pb2.ResetLogLevelRequest, types_pb2.Logger]) -> None:
+        await stream.request()
         self._logger.setLevel(self._launch)
         await stream.send_message(self._answer())

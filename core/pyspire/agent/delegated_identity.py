@@ -25,11 +25,13 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import WorkloadIdentity
 from pyspire.agent.jwt_svids import JwtSvidIssuer
+from pyspire.agent.rpc import typed_stream
 from pyspire.agent.serving import CallerAttestor, OpenStreams
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.agent.delegatedidentity.v1 import delegatedidentity_grpc
 from pyspire.proto.spire.api.agent.delegatedidentity.v1 import delegatedidentity_pb2 as pb
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.spiffe import Bundle, SpiffeId
 
 __all__ = ["DelegatedIdentityService"]
@@ -124,9 +126,12 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
             )
         return response
 
-    async def SubscribeToX509SVIDs(self, stream: Any) -> None:
-        request = await stream.recv_message()
-        caller = await self._authorized_caller(stream)
+    @typed_stream
+    async def SubscribeToX509SVIDs(
+        self, stream: ApiStream[pb.SubscribeToX509SVIDsRequest, pb.SubscribeToX509SVIDsResponse]
+    ) -> None:
+        request = await stream.request()
+        caller = await self._authorized_caller(stream.raw)
         workload = await self._workload(request.pid, request.selectors)
         last: pb.SubscribeToX509SVIDsResponse | None = None
         with self._streams.open(workload):
@@ -142,8 +147,11 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
                         last = response
                 await self._streams.next_change(generation)
 
-    async def SubscribeToX509Bundles(self, stream: Any) -> None:
-        await stream.recv_message()
+    @typed_stream
+    async def SubscribeToX509Bundles(
+        self, stream: ApiStream[pb.SubscribeToX509BundlesRequest, pb.SubscribeToX509BundlesResponse]
+    ) -> None:
+        await stream.request()
         await self._stream_bundles(
             stream,
             lambda bundles: pb.SubscribeToX509BundlesResponse(
@@ -153,11 +161,12 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
 
     # --- JWT -------------------------------------------------------------------------
 
-    async def FetchJWTSVIDs(self, stream: Any) -> None:
-        request = await stream.recv_message()
+    @typed_stream
+    async def FetchJWTSVIDs(self, stream: ApiStream[pb.FetchJWTSVIDsRequest, pb.FetchJWTSVIDsResponse]) -> None:
+        request = await stream.request()
         if not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
-        await self._authorized_caller(stream)
+        await self._authorized_caller(stream.raw)
         workload = await self._workload(request.pid, request.selectors)
         audience = tuple(request.audience)
         response = pb.FetchJWTSVIDsResponse()
@@ -176,8 +185,11 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
             raise GRPCError(Status.PERMISSION_DENIED, "no identity issued")
         await stream.send_message(response)
 
-    async def SubscribeToJWTBundles(self, stream: Any) -> None:
-        await stream.recv_message()
+    @typed_stream
+    async def SubscribeToJWTBundles(
+        self, stream: ApiStream[pb.SubscribeToJWTBundlesRequest, pb.SubscribeToJWTBundlesResponse]
+    ) -> None:
+        await stream.request()
         await self._stream_bundles(
             stream,
             lambda bundles: pb.SubscribeToJWTBundlesResponse(
@@ -187,13 +199,13 @@ class DelegatedIdentityService(delegatedidentity_grpc.DelegatedIdentityBase):
 
     # --- bundles ---------------------------------------------------------------------
 
-    async def _stream_bundles(self, stream: Any, build: Callable[[dict[str, Bundle]], Any]) -> None:
+    async def _stream_bundles(self, stream: ApiStream[Any, Any], build: Callable[[dict[str, Bundle]], Any]) -> None:
         """Every bundle the agent holds (its own and all federated ones), again on each change.
 
         The full current set each time: a federated bundle the agent dropped is dropped here
         too (SPIRE keeps sending the last copy it saw; see docs/compatibility.md).
         """
-        caller = await self._authorized_caller(stream)
+        caller = await self._authorized_caller(stream.raw)
         last = None
         while True:
             self._streams.check_running()

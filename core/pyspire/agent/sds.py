@@ -35,8 +35,10 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import WorkloadCache, WorkloadIdentity
+from pyspire.agent.rpc import typed_stream
 from pyspire.agent.serving import SECURITY_HEADER, CallerAttestor, OpenStreams, check_security_header
 from pyspire.config.sections import Sds
+from pyspire.plugin.errors import InvalidArgument
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.envoy import sds_pb2
 from pyspire.proto.envoy_sds import (
@@ -45,6 +47,7 @@ from pyspire.proto.envoy_sds import (
     SecretDiscoveryServiceBase,
     pack,
 )
+from pyspire.rpc_stream import ApiStream
 from pyspire.spiffe import Bundle, TrustDomain
 
 __all__ = ["SPIFFE_VALIDATOR", "SecretDiscoveryService"]
@@ -236,6 +239,10 @@ class _Secrets:
         return resources
 
 
+_Incoming = sds_pb2.DiscoveryRequest | InvalidArgument | None
+"""What the reader of a StreamSecrets call hands on: a request, a malformed one's refusal, or the end."""
+
+
 class SecretDiscoveryService(SecretDiscoveryServiceBase):
     """StreamSecrets and FetchSecrets over the agent's cache."""
 
@@ -257,10 +264,11 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
             )
         return await self._caller.attest(stream)
 
-    async def FetchSecrets(self, stream: Any) -> None:
-        request = await stream.recv_message()
+    @typed_stream
+    async def FetchSecrets(self, stream: ApiStream[sds_pb2.DiscoveryRequest, sds_pb2.DiscoveryResponse]) -> None:
+        request = await stream.request()
         _check_type(request)
-        selectors = await self._attest(stream)
+        selectors = await self._attest(stream.raw)
         with self._streams.open(selectors):
             while True:
                 generation = self._streams.cache.generation
@@ -271,9 +279,10 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
                     await self._streams.next_change(generation)
         await stream.send_message(sds_pb2.DiscoveryResponse(type_url=SECRET_TYPE_URL, resources=resources))
 
-    async def StreamSecrets(self, stream: Any) -> None:
-        selectors = await self._attest(stream)
-        requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None] = asyncio.Queue()
+    @typed_stream
+    async def StreamSecrets(self, stream: ApiStream[sds_pb2.DiscoveryRequest, sds_pb2.DiscoveryResponse]) -> None:
+        selectors = await self._attest(stream.raw)
+        requests: asyncio.Queue[_Incoming] = asyncio.Queue()
         reader = asyncio.create_task(self._read_requests(stream, requests))
         try:
             with self._streams.open(selectors):
@@ -284,10 +293,14 @@ class SecretDiscoveryService(SecretDiscoveryServiceBase):
                 await reader
 
     @staticmethod
-    async def _read_requests(stream: Any, requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None]) -> None:
+    async def _read_requests(
+        stream: ApiStream[sds_pb2.DiscoveryRequest, sds_pb2.DiscoveryResponse], requests: asyncio.Queue[_Incoming]
+    ) -> None:
         try:
             while (request := await stream.recv_message()) is not None:
                 await requests.put(request)
+        except InvalidArgument as err:
+            await requests.put(err)  # ends the call with it, from the handler's task
         finally:
             await requests.put(None)
 
@@ -302,9 +315,9 @@ class _SecretStream:
         self,
         secrets: _Secrets,
         streams: OpenStreams,
-        stream: Any,
+        stream: ApiStream[sds_pb2.DiscoveryRequest, sds_pb2.DiscoveryResponse],
         selectors: frozenset[Selector],
-        requests: asyncio.Queue[sds_pb2.DiscoveryRequest | None],
+        requests: asyncio.Queue[_Incoming],
     ) -> None:
         self._secrets = secrets
         self._streams = streams
@@ -320,7 +333,7 @@ class _SecretStream:
     async def run(self) -> None:
         streams = self._streams
         generation = streams.cache.generation
-        incoming: asyncio.Task[sds_pb2.DiscoveryRequest | None] | None = None
+        incoming: asyncio.Task[_Incoming] | None = None
         change: asyncio.Task[int] | None = None
         try:
             while True:
@@ -339,6 +352,8 @@ class _SecretStream:
                     incoming = None
                     if request is None:
                         return  # Envoy closed its side
+                    if isinstance(request, InvalidArgument):
+                        raise request
                     if self._accept(request):
                         await self._answer(force=True)
         finally:

@@ -24,6 +24,7 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.agent.cache import WorkloadIdentity
 from pyspire.agent.jwt_svids import JwtSvidIssuer
+from pyspire.agent.rpc import typed_stream
 from pyspire.agent.serving import (
     SECURITY_HEADER,
     CallerAttestor,
@@ -34,6 +35,7 @@ from pyspire.agent.serving import (
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SERVICE_NAME, SpiffeWorkloadAPIBase
+from pyspire.rpc_stream import ApiStream
 from pyspire.spiffe import Bundle, BundleSet, JwtSvid, JwtSvidError, SpiffeId, SpiffeIdError
 
 __all__ = ["SECURITY_HEADER", "WorkloadApiService"]
@@ -152,9 +154,10 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             response.federated_bundles[trust_domain.id_string()] = _der_chain(federated.x509_authorities)
         return response
 
-    async def FetchX509SVID(self, stream: Any) -> None:
-        await stream.recv_message()
-        selectors = await self._attest(stream)
+    @typed_stream
+    async def FetchX509SVID(self, stream: ApiStream[pb.X509SVIDRequest, pb.X509SVIDResponse]) -> None:
+        await stream.request()
+        selectors = await self._attest(stream.raw)
         last: pb.X509SVIDResponse | None = None
         with self._streams.open(selectors):
             while True:
@@ -176,9 +179,10 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             bundles[trust_domain.id_string()] = bundle
         return bundles
 
-    async def FetchX509Bundles(self, stream: Any) -> None:
-        await stream.recv_message()
-        selectors = await self._attest(stream)
+    @typed_stream
+    async def FetchX509Bundles(self, stream: ApiStream[pb.X509BundlesRequest, pb.X509BundlesResponse]) -> None:
+        await stream.request()
+        selectors = await self._attest(stream.raw)
         await self._stream_bundles(
             stream,
             selectors,
@@ -187,16 +191,17 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             ),
         )
 
-    async def FetchJWTBundles(self, stream: Any) -> None:
-        await stream.recv_message()
-        selectors = await self._attest(stream)
+    @typed_stream
+    async def FetchJWTBundles(self, stream: ApiStream[pb.JWTBundlesRequest, pb.JWTBundlesResponse]) -> None:
+        await stream.request()
+        selectors = await self._attest(stream.raw)
         await self._stream_bundles(
             stream,
             selectors,
             lambda bundles: pb.JWTBundlesResponse(bundles={td: b.marshal_jwks() for td, b in bundles.items()}),
         )
 
-    async def _stream_bundles(self, stream: Any, selectors: frozenset[Selector], build: Any) -> None:
+    async def _stream_bundles(self, stream: ApiStream[Any, Any], selectors: frozenset[Selector], build: Any) -> None:
         last = None
         with self._streams.open(selectors):
             while True:
@@ -209,8 +214,9 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
 
     # --- JWT -------------------------------------------------------------------------
 
-    async def FetchJWTSVID(self, stream: Any) -> None:
-        request = await stream.recv_message()
+    @typed_stream
+    async def FetchJWTSVID(self, stream: ApiStream[pb.JWTSVIDRequest, pb.JWTSVIDResponse]) -> None:
+        request = await stream.request()
         if not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         wanted: SpiffeId | None = None
@@ -219,7 +225,7 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
                 wanted = SpiffeId.parse(request.spiffe_id)
             except SpiffeIdError as err:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"invalid requested SPIFFE ID: {err.reason}") from None
-        selectors = await self._attest(stream)
+        selectors = await self._attest(stream.raw)
         log_matched_entries(self._cache, selectors)
         entries = self._cache.matching(selectors)
         if wanted is not None:
@@ -247,13 +253,14 @@ class WorkloadApiService(SpiffeWorkloadAPIBase):
             )
         await stream.send_message(response)
 
-    async def ValidateJWTSVID(self, stream: Any) -> None:
-        request = await stream.recv_message()
+    @typed_stream
+    async def ValidateJWTSVID(self, stream: ApiStream[pb.ValidateJWTSVIDRequest, pb.ValidateJWTSVIDResponse]) -> None:
+        request = await stream.request()
         if not request.audience:
             raise GRPCError(Status.INVALID_ARGUMENT, "audience must be specified")
         if not request.svid:
             raise GRPCError(Status.INVALID_ARGUMENT, "svid must be specified")
-        selectors = await self._attest(stream)
+        selectors = await self._attest(stream.raw)
         # As SPIRE: the caller's own trust domain, and the trust domains its entries federate
         # with; never every bundle the agent holds for other workloads.
         bundles = BundleSet(self._cache.federated_bundles(self._cache.matching(selectors)).values())

@@ -35,8 +35,8 @@ from pyspire.plugin.errors import (
 from pyspire.plugin.records import AttestedNode
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.convert import x509_svid_to_proto
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeId, SpiffeIdError
 

@@ -16,6 +16,7 @@ from pyspire.plugin.records import AttestedNode, JoinToken, NodeFilter, Page, Re
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import (
     InvalidInput,
@@ -26,7 +27,6 @@ from pyspire.server.api.convert import (
     workload_id_from_proto,
     x509_svid_to_proto,
 )
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.attestation import attest_agent
 from pyspire.server.context import ServerContext
 from pyspire.server.errors import AgentDenied, DenialReason

@@ -27,9 +27,9 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.plugin.errors import Internal, PluginError
 from pyspire.plugin.records import AttestedNode
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.audit import caller_path
 from pyspire.server.api.errors import to_grpc
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.errors import AgentDenied, DenialReason
 from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.x509svid import leaf_spiffe_id

@@ -20,6 +20,7 @@ from pyspire.plugin.records import BundleDeleteMode, BundleRecord
 from pyspire.plugin.upstream import JwtKey
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import (
     InvalidInput,
@@ -29,7 +30,6 @@ from pyspire.server.api.convert import (
     x509_authorities_from_proto,
 )
 from pyspire.server.api.errors import status_message
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.api.unserved import unknown_method
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain

@@ -9,9 +9,9 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.debug_chain import debug_chain
 from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import id_to_proto
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import Bundle, X509SvidError
 from pyspire.spiffe.pem import der_certificate

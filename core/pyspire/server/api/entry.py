@@ -19,6 +19,7 @@ from pyspire.plugin.errors import AlreadyExists, FailedPrecondition, NotFound
 from pyspire.plugin.records import CreatedEntry, EntryFilter, MatchBehavior, Page, RegistrationEntry
 from pyspire.proto.spire.api.server.entry.v1 import entry_grpc, entry_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import (
     InvalidInput,
@@ -33,7 +34,6 @@ from pyspire.server.api.convert import (
 )
 from pyspire.server.api.entry_rules import entry_problem
 from pyspire.server.api.errors import status_message
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.cache.entries import AuthorizedEntries
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeIdError, TrustDomain

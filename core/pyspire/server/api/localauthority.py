@@ -10,8 +10,8 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_grpc as grpc_module
 from pyspire.proto.spire.api.server.localauthority.v1 import localauthority_pb2 as pb
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.api.unserved import unknown_method
 from pyspire.server.ca.authority import AuthorityState
 from pyspire.server.context import ServerContext

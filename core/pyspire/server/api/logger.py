@@ -9,8 +9,8 @@ from grpclib.exceptions import GRPCError
 
 from pyspire.proto.spire.api.server.logger.v1 import logger_grpc, logger_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.telemetry.log_levels import level_from_proto, level_to_proto
 

@@ -21,6 +21,7 @@ from pyspire.crypto import CsrError, parse_csr
 from pyspire.plugin.records import RegistrationEntry
 from pyspire.proto.spire.api.server.svid.v1 import svid_grpc, svid_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import (
     InvalidInput,
@@ -30,7 +31,6 @@ from pyspire.server.api.convert import (
     x509_svid_to_proto,
 )
 from pyspire.server.api.errors import status_message
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.api.unserved import unknown_method
 from pyspire.server.context import ServerContext
 from pyspire.spiffe import SpiffeId, SpiffeIdError

@@ -13,10 +13,10 @@ from pyspire.plugin.errors import AlreadyExists, NotFound
 from pyspire.plugin.records import BundleRecord, FederationRelationship, Page
 from pyspire.proto.spire.api.server.trustdomain.v1 import trustdomain_grpc, trustdomain_pb2
 from pyspire.proto.spire.api.types import types_pb2
+from pyspire.rpc_stream import ApiStream
 from pyspire.server.api.auth import Caller, rpc
 from pyspire.server.api.convert import InvalidInput, bundle_from_proto, relationship_from_proto, relationship_to_proto
 from pyspire.server.api.errors import status_message
-from pyspire.server.api.stream import ApiStream
 from pyspire.server.context import ServerContext
 from pyspire.server.federation.fetch import FetchError
 from pyspire.server.federation.refresher import UnknownRelationship

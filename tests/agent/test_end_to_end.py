@@ -28,10 +28,13 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from pyspire.proto.spiffe.workload import workload_pb2 as pb
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
-from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid, verify_x509_svid
+from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Context, X509Source, X509Svid, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
+from pyspire.spiffe.x509svid import leaf_spiffe_id
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
+from tests.support.identities import CLIENT, SERVER, pick
+from tests.support.mtls_rotation import start_pair
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
 
@@ -271,19 +274,38 @@ def _jwt_svid(agent: AgentDaemon, audience: str) -> str:
     return asyncio.run(fetch())
 
 
+def _leaves(context: X509Context, count: int) -> dict[str, x509.Certificate]:
+    """Each SVID's leaf by SPIFFE ID, once the context holds ``count`` of them."""
+    leaves = {str(svid.spiffe_id): svid.leaf for svid in context.svids}
+    assert len(leaves) == count, sorted(leaves)
+    return leaves
+
+
 def test_cached_svids_are_served_while_the_server_is_down(tmp_path: Path) -> None:
     server = start_server(tmp_path / "server")
     try:
         alias = "spiffe://example.org/node/outage"
         agent = start_agent(tmp_path / "agent", server, server.join_token(alias))
         _entry(server, alias, "spiffe://example.org/survivor", f"unix:uid:{UID}")
-        before = eventually(lambda: x509_context(agent))
+        _entry(server, alias, SERVER, f"unix:uid:{UID}", extra=("-hint", "server"))
+        _entry(server, alias, CLIENT, f"unix:uid:{UID}", extra=("-hint", "client"))
+        before = eventually(lambda: _leaves(x509_context(agent), 3))
         cached_jwt = _jwt_svid(agent, "outage-audience")
-        server.stop()
-        time.sleep(2.5)  # a couple of failed syncs
-        during = x509_context(agent)
-        assert during.default_svid.leaf == before.default_svid.leaf
-        assert "Cannot reach the server" in agent.log()
+        with (
+            X509Source(agent.address, timeout=30, picker=pick("server")) as server_source,
+            X509Source(agent.address, timeout=30, picker=pick("client")) as client_source,
+        ):
+            pair = start_pair(server_source, client_source)
+            try:
+                server.stop()
+                time.sleep(2.5)  # a couple of failed syncs
+                assert _leaves(x509_context(agent), 3) == before
+                assert "Cannot reach the server" in agent.log()
+                # Two workloads still talk mutual TLS on what the agent cached (reliability case 20).
+                seen = pair.exchange()
+                assert str(leaf_spiffe_id(seen.server_leaf)) == SERVER
+            finally:
+                pair.server.close()
         # Reliability case 20: a JWT-SVID still valid is served from the cache, without waiting on the server.
         started = time.monotonic()
         assert _jwt_svid(agent, "outage-audience") == cached_jwt
@@ -318,11 +340,21 @@ def test_banned_agent_deletes_its_svid_and_stops(server: ServerDaemon, tmp_path:
 
 def test_evicted_join_token_agent_stops_with_a_clear_message(server: ServerDaemon, tmp_path: Path) -> None:
     token = server.join_token()
+    agent_id = f"spiffe://example.org/spire/agent/join_token/{token}"
     agent = start_agent(tmp_path / "agent", server, token)
-    server.cli("agent", "evict", "-spiffeID", f"spiffe://example.org/spire/agent/join_token/{token}")
+    assert agent_id in server.cli("agent", "list").stdout
+    server.cli("agent", "evict", "-spiffeID", agent_id)
     assert agent.process is not None
     assert agent.process.wait(30) == 1
     assert "cannot re-attest" in agent.log()
+    assert agent_id not in server.cli("agent", "list").stdout
+
+    # The token was spent by the first attestation: evicting the node does not make it good again.
+    again = start_agent(tmp_path / "again", server, token, wait=False)
+    assert again.process is not None
+    assert again.process.wait(30) != 0
+    assert "join token does not exist or has already been used" in again.log()
+    assert agent_id not in server.cli("agent", "list").stdout
 
 
 def test_failing_workload_attestor_is_unavailable_never_fewer_selectors(server: ServerDaemon, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_a_foreign_token_validates_only_for_callers_federating_with_its_trust_do
         # The caller's entry no longer federates with partner.org: its tokens are refused,
         # though the agent still holds the bundle for the other workload.
         server.cli("entry", "delete", "-entryID", mine)
-        _entry(server, alias, "spiffe://example.org/web-alone", f"unix:uid:{UID}")
+        alone = _entry(server, alias, "spiffe://example.org/web-alone", f"unix:uid:{UID}")
 
         def refused() -> str:
             try:
@@ -96,6 +96,13 @@ def test_a_foreign_token_validates_only_for_callers_federating_with_its_trust_do
             raise AssertionError("the foreign token still validates")
 
         message = eventually(refused)
+        assert "INVALID_ARGUMENT" in message
+        assert "partner.org" in message
+
+        # A caller with no identity at all gets no bundle of someone else's to validate with.
+        server.cli("entry", "delete", "-entryID", alone)
+        eventually(lambda: "no identity issued" in agent.cli("api", "fetch", "x509", check=False).stderr)
+        message = refused()
         assert "INVALID_ARGUMENT" in message
         assert "partner.org" in message
     finally:

@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 from grpclib.client import Channel
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire import command_line
@@ -32,7 +33,7 @@ from pyspire.proto.spiffe.workload import workload_pb2
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
 from pyspire.spiffe import Bundle, BundleError, SpiffeIdError, TrustDomain, X509Svid
 from pyspire.spiffe.bundleset import BundleSet
-from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError, X509Context
+from pyspire.spiffe.workloadapi import HEADER
 from pyspire.spiffe.x509svid import X509SvidError
 from pyspire.spiffe.x509svid import verify as verify_x509_svid
 
@@ -168,10 +169,6 @@ def _validate(args: argparse.Namespace) -> int:
     return validate_config(lambda: _load(args), lambda config: config.agent, "agent", _start_rules)
 
 
-def _address(args: argparse.Namespace) -> str:
-    return f"unix://{Path(args.socket_path).absolute()}"
-
-
 def _healthcheck(args: argparse.Namespace) -> int:
     from grpclib.client import Channel  # noqa: PLC0415
     from grpclib.health.v1.health_grpc import HealthStub  # noqa: PLC0415
@@ -256,12 +253,13 @@ def _parsed_x509(response: workload_pb2.X509SVIDResponse) -> list[_FetchedX509]:
     return fetched
 
 
-def _print_x509(fetched: list[_FetchedX509], elapsed: float) -> None:
+def _print_x509(fetched: list[_FetchedX509], elapsed: float, *, hints: bool = True) -> None:
+    """SPIRE's listing of fetched SVIDs (``api watch`` shows no hints: its SVIDs do not carry them)."""
     print(f"Received {len(fetched)} svid{'' if len(fetched) == 1 else 's'} after {_go_duration(elapsed)}")
     for item in fetched:
         print()
         print(f"SPIFFE ID:\t\t{item.svid.spiffe_id}")
-        if item.svid.hint:
+        if hints and item.svid.hint:
             print(f"Hint:\t\t\t{item.svid.hint}")
         print(f"SVID Valid After:\t{_go_time(item.svid.leaf.not_valid_before_utc)}")
         print(f"SVID Valid Until:\t{_go_time(item.svid.leaf.not_valid_after_utc)}")
@@ -304,9 +302,7 @@ async def _call(args: argparse.Namespace, call: Callable[[SpiffeWorkloadAPIStub]
     try:
         return await asyncio.wait_for(call(SpiffeWorkloadAPIStub(channel)), args.timeout)
     except GRPCError as err:
-        raise CliError(
-            f"rpc error: code = {command_line.go_code_name(err.status.value)} desc = {err.message}"
-        ) from None
+        raise CliError(_rpc_error(err)) from None
     except TimeoutError:
         raise CliError(f"no answer from the agent at {args.socket_path} within {args.timeout:g} s") from None
     except (OSError, StreamTerminatedError) as err:  # the raw stub: grpclib's own error for a dropped connection
@@ -393,28 +389,102 @@ async def _validate_jwt(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _guarded(args: argparse.Namespace, answer: Awaitable[T]) -> T:
-    """The next update of a watch; an agent that cannot be reached or refuses is a :class:`CliError`."""
+def _watched_x509(response: workload_pb2.X509SVIDResponse) -> list[_FetchedX509]:
+    """The SVIDs of a pushed context as go-spiffe's watcher reads them: parsed, not verified.
+
+    Each SVID is shown with its own trust domain's bundle; every other bundle of the context
+    is one of its federated bundles, named by trust domain name (``partner.org``).
+    """
+    bundles = BundleSet()
     try:
-        return await answer
-    except WorkloadApiError as err:
-        raise CliError(f"rpc error: {err}") from None
+        svids = [X509Svid.parse_raw(item.x509_svid, item.x509_svid_key) for item in response.svids]
+        for svid, item in zip(svids, response.svids, strict=True):
+            bundles.put(Bundle.parse_x509_der(svid.spiffe_id.trust_domain, item.bundle))
+        for name, der in response.federated_bundles.items():
+            bundles.put(Bundle.parse_x509_der(TrustDomain.parse(name.removeprefix("spiffe://")), der))
+    except (X509SvidError, BundleError, SpiffeIdError) as err:
+        raise CliError(f"failed to parse X509-SVID response: {err}") from None
+    watched = []
+    for svid in svids:
+        own = bundles.get(svid.spiffe_id.trust_domain)
+        assert own is not None  # put above
+        others = {b.trust_domain.name: b for b in bundles if b.trust_domain != svid.spiffe_id.trust_domain}
+        watched.append(_FetchedX509(svid, own, dict(sorted(others.items()))))
+    return watched
+
+
+def _dial_error(socket_path: str, err: OSError) -> str:
+    """A socket that cannot be reached, in the words of Go's gRPC dialer."""
+    reason = err.strerror or str(err) or type(err).__name__
+    return (
+        'rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: '
+        f'dial unix {socket_path}: connect: {reason[:1].lower()}{reason[1:]}"'
+    )
+
+
+@dataclass
+class _WatchState:
+    last_update: float
+    """When the last update was printed (the next one says how long it took, as SPIRE's does)."""
+    retries: int = 0
+    """Streams opened again since the last update: the next wait is one second longer."""
+
+
+async def _watch_once(args: argparse.Namespace, state: _WatchState) -> str:
+    """One FetchX509SVID stream, each update printed; what ended it (go-spiffe's error text)."""
+    channel = Channel(path=args.socket_path)
+    try:
+        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            async for response in stream:
+                state.retries = 0  # an answer resets the backoff, as go-spiffe's does
+                try:
+                    watched = _watched_x509(response)
+                except CliError as err:
+                    print(err, file=sys.stderr, flush=True)
+                    continue
+                _print_x509(watched, time.monotonic() - state.last_update, hints=False)
+                sys.stdout.flush()
+                state.last_update = time.monotonic()
+        return "EOF"
+    except GRPCError as err:
+        if err.status is Status.INVALID_ARGUMENT:
+            raise _WatchCanceled(_rpc_error(err)) from None
+        return _rpc_error(err)
+    except StreamTerminatedError as err:
+        return f"rpc error: code = Unavailable desc = {err or 'the agent closed the connection'}"
     except OSError as err:
-        reason = err.strerror or str(err) or type(err).__name__
-        raise CliError(f"cannot reach the agent at {args.socket_path}: {reason}") from None
+        return _dial_error(args.socket_path, err)
+    finally:
+        channel.close()
+
+
+class _WatchCanceled(Exception):
+    """An error go-spiffe does not retry (INVALID_ARGUMENT): the watch ends with it."""
+
+
+def _rpc_error(err: GRPCError) -> str:
+    return f"rpc error: code = {command_line.go_code_name(err.status.value)} desc = {err.message}"
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    async with WorkloadApiClient(_address(args), timeout=args.timeout) as client:
-        updates: AsyncIterator[X509Context] = client.watch_x509_contexts()
-        while True:
-            try:
-                context = await _guarded(args, anext(updates))
-            except StopAsyncIteration:
-                raise CliError("the agent ended the stream") from None
-            print(f"Received {len(context.svids)} svid after update")
-            for svid in context.svids:
-                print(f"SPIFFE ID:\t\t{svid.spiffe_id}\nSVID Valid Until:\t{svid.expires_at}\n", flush=True)
+    """SPIRE's ``api watch``: every update of the caller's X.509 context, until interrupted.
+
+    As spire-agent's (go-spiffe's WatchX509Context): a failed or ended stream is printed on
+    stderr and opened again after 1 s, 2 s, ... up to 30 s (an update resets the wait); an
+    INVALID_ARGUMENT refusal ends the watch with exit code 1.
+    """
+    state = _WatchState(time.monotonic())
+    while True:
+        try:
+            ended = await _watch_once(args, state)
+        except _WatchCanceled as err:
+            print(err, file=sys.stderr)
+            print(err, file=sys.stderr)  # once by the watcher, once by the command, as spire-agent's
+            return 1
+        print(ended, file=sys.stderr, flush=True)
+        state.retries += 1
+        await asyncio.sleep(min(state.retries, 30))
 
 
 def _api(handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> Callable[[argparse.Namespace], int]:
@@ -475,7 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate_jwt = _api_command(validate_api, "jwt", "Validates a JWT SVID", _validate_jwt)
     validate_jwt.add_argument("-audience", default="", help="expected audience value")
     validate_jwt.add_argument("-svid", default="", help="JWT SVID")
-    _api_command(api, "watch", "Attaches to the Workload API and prints updates", _watch)
+    watch = api.add_parser("watch", help="Attaches to the Workload API and prints updates as they're received")
+    watch.add_argument(
+        "-socketPath", dest="socket_path", default=DEFAULT_SOCKET, help="Path to the Workload API socket"
+    )
+    watch.set_defaults(handler=_api(_watch))
     plugins_cli.register(commands, "agent", lambda path, expand: load_agent_config(path, expand_env=expand))
     return parser
 

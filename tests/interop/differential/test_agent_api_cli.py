@@ -112,3 +112,59 @@ def test_the_agent_cli_answers_as_spire_agents_does(
     spire = _answer(str(spire_agent_bin), command, agent, tmp_path / "spire")
     pyspire = _answer(console_script("pyspire-agent"), command, agent, tmp_path / "pyspire")
     assert pyspire == spire
+
+
+def _watch_first_update(program: str, agent: AgentDaemon) -> str:
+    """What ``api watch`` prints for its first update (the block ends with an empty line), then stopped."""
+    watcher = subprocess.Popen(
+        [program, "api", "watch", "-socketPath", str(agent.socket_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        lines: list[str] = []
+        while not (lines and lines[-1] == "\n" and any(line.startswith("SPIFFE ID:") for line in lines)):
+            line = watcher.stdout.readline()
+            assert line, f"{program} ended: {watcher.stderr.read() if watcher.stderr else ''}"
+            lines.append(line)
+        assert watcher.poll() is None, "the watch ended after its first update"
+        return _ELAPSED.sub(r"\1<elapsed>", "".join(lines))
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+@pytest.mark.parametrize("agent_name", ["pyspire-agent", "spire-agent"])
+def test_api_watch_prints_the_first_update_as_spire_agents_does(
+    agent_name: str, agents: dict[str, AgentDaemon], spire_agent_bin: Path
+) -> None:
+    agent = agents[agent_name]
+    spire = _watch_first_update(str(spire_agent_bin), agent)
+    assert spire.startswith("Received 1 svid after <elapsed>\n\nSPIFFE ID:\t\t" + WORKLOAD)
+    assert _watch_first_update(console_script("pyspire-agent"), agent) == spire
+
+
+def test_api_watch_without_an_agent_retries_and_says_why_as_spire_agents_does(
+    spire_agent_bin: Path, tmp_path: Path
+) -> None:
+    said = {}
+    for program in (str(spire_agent_bin), console_script("pyspire-agent")):
+        watcher = subprocess.Popen(
+            [program, "api", "watch", "-socketPath", str(tmp_path / "no.sock")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert watcher.stderr is not None
+            first, second = watcher.stderr.readline(), watcher.stderr.readline()  # tried again after 1 s
+            assert watcher.poll() is None, "the watch gave up"
+            said[program] = (first, second)
+        finally:
+            watcher.kill()
+            watcher.wait()
+    spire, pyspire = said.values()
+    assert spire[0].startswith("rpc error: code = Unavailable desc = connection error")
+    assert pyspire == spire

@@ -453,6 +453,8 @@ async def _watch_once(args: argparse.Namespace, state: _WatchState) -> str:
         return _rpc_error(err)
     except StreamTerminatedError as err:
         return f"rpc error: code = Unavailable desc = {err or 'the agent closed the connection'}"
+    except BrokenPipeError:
+        raise  # our stdout closed (``| head``): not the agent's doing
     except OSError as err:
         return _dial_error(args.socket_path, err)
     finally:

@@ -121,3 +121,34 @@ def test_a_renewed_svid_that_cannot_be_saved_is_saved_when_space_returns(tmp_pat
         if agent is not None:
             agent.kill()
         server.stop()
+
+
+def test_a_renewal_key_the_key_manager_cannot_store_is_tried_again_at_the_next_sync(tmp_path: Path) -> None:
+    """The disk KeyManager's directory fills up instead: the renewal fails, the agent serves on, then renews."""
+    server: ServerDaemon = start_server(tmp_path / "server", extra='agent_ttl = "20s"')
+    directory = tmp_path / "agent"
+    agent = None
+    try:
+        with small_filesystem(directory / "keys") as keys_dir:
+            text, socket_path = agent_config(directory, server)
+            text = text.replace(f'directory = "{directory / "data"}"', f'directory = "{keys_dir}"')
+            agent = AgentDaemon(
+                "pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token()]
+            ).start()
+            first = _saved_serial(directory / "data")
+
+            filler = _fill(keys_dir)
+            _wait_for(agent, "Cannot renew the agent SVID; trying again at the next sync")
+            assert _saved_serial(directory / "data") == first
+            assert "Agent SVID renewed" not in agent.log()
+
+            filler.unlink()
+            mark = len(agent.log())
+            _wait_for(agent, "Agent SVID renewed", after=mark, timeout=20)
+            eventually(lambda: _saved_serial(directory / "data") != first, timeout=10)
+            assert agent.stop() == 0
+            agent = None
+    finally:
+        if agent is not None:
+            agent.kill()
+        server.stop()

@@ -197,3 +197,43 @@ def test_validate_accepts_the_contrib_config() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _authority_ids(daemon: ServerDaemon, kind: str) -> dict[str, str]:
+    """``localauthority <kind> show``: the authority ID of each slot it lists (active, prepared, old)."""
+    shown = daemon.cli("localauthority", kind, "show").stdout
+    slots: dict[str, str] = {}
+    slot = ""
+    for line in shown.splitlines():
+        if line.endswith("authority:"):
+            slot = line.split()[0].lower()
+        elif line.strip().startswith("Authority ID:") and slot:
+            slots[slot] = line.split(":", 1)[1].strip()
+    return slots
+
+
+def test_a_restart_mid_rotation_keeps_the_prepared_authorities_and_activates_them(tmp_path: Path) -> None:
+    """Reliability case 22: prepare, restart, activate, restart: no authority is lost or made anew on the way."""
+    daemon = start_server(tmp_path)
+    try:
+        for kind in ("x509", "jwt"):
+            daemon.cli("localauthority", kind, "prepare")
+        prepared = {kind: _authority_ids(daemon, kind) for kind in ("x509", "jwt")}
+        assert all({"active", "prepared"} <= slots.keys() for slots in prepared.values()), prepared
+        bundle = daemon.bundle_pem()
+        assert daemon.stop() == 0
+
+        daemon.start()
+        assert {kind: _authority_ids(daemon, kind) for kind in ("x509", "jwt")} == prepared
+        assert daemon.bundle_pem() == bundle  # the prepared X.509 authority was published before the restart
+        for kind in ("x509", "jwt"):
+            daemon.cli("localauthority", kind, "activate", "-authorityID", prepared[kind]["prepared"])
+        assert daemon.stop() == 0
+
+        daemon.start()
+        for kind in ("x509", "jwt"):
+            after = _authority_ids(daemon, kind)
+            assert after["active"] == prepared[kind]["prepared"], (kind, after)
+            assert after["old"] == prepared[kind]["active"], (kind, after)
+    finally:
+        daemon.stop()

@@ -107,3 +107,26 @@ def test_a_failed_reopen_keeps_the_old_file(tmp_path: Path) -> None:
         reopen_log_files()
     logging.getLogger("pyspire.server").info("still here")
     assert "still here" in (moved / "daemon.log").read_text()
+
+
+def _logged_here(log_format: str) -> tuple[str, int]:
+    """A line logged with ``log_source_location``, and the line number it was logged from."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", log_format, stream=stream, source_location=True)
+    logger = logging.getLogger("pyspire.server")
+    line_number = _logged_here.__code__.co_firstlineno + 6
+    logger.info("Starting", extra={"port": 8081})
+    return stream.getvalue().strip(), line_number
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_log_source_location_adds_logrus_s_caller_fields_after_the_message() -> None:
+    line, number = _logged_here("text")
+    assert re.fullmatch(
+        rf'time="[^"]+" level=info msg=Starting func=test_log_format\._logged_here file="{re.escape(__file__)}:{number}" '
+        r"port=8081 subsystem_name=server",
+        line,
+    ), line
+    document = json.loads(_logged_here("json")[0])
+    assert (document["func"], document["file"]) == ("test_log_format._logged_here", f"{__file__}:{number}")
+    assert "func=" not in _line("text", "Starting")  # off unless asked for

@@ -1,7 +1,8 @@
 """SPIRE keys that used to be parsed and never read, honoured by real daemons.
 
 One server and one agent carry them all: the server's full cache reloads, the agent's
-choice of entry-sync RPC, and bundles for callers without an identity. (The telemetry keys
+choice of entry-sync RPC, bundles for callers without an identity, and where each log line
+was logged (the server's ``log_source_location``, the agent's ``-logSourceLocation``). (The telemetry keys
 are the telemetry tests'.)
 """
 
@@ -33,7 +34,9 @@ def scrape(port: int) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
     directory = tmp_path_factory.mktemp("server")
-    text, socket_path, port = server_config(directory, extra='experimental {\n  full_cache_reload_interval = "1s"\n}')
+    text, socket_path, port = server_config(
+        directory, extra='log_source_location = true\nexperimental {\n  full_cache_reload_interval = "1s"\n}'
+    )
     metrics_port = free_port()
     text += f'telemetry {{\n  Prometheus {{\n    host = "127.0.0.1"\n    port = {metrics_port}\n  }}\n}}\n'
     daemon = ServerDaemon("pyspire-server", directory, socket_path, text)
@@ -49,8 +52,9 @@ def agent(server: ServerDaemon, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("agent")
     alias = f"spiffe://example.org/node/{uuid.uuid4()}"
     text, socket_path = agent_config(directory, server, extra="allow_unauthenticated_verifiers = true")
+    daemon_flags = ["-joinToken", server.join_token(alias), "-logSourceLocation"]
     text = text.replace('sync_interval = "1s"', 'sync_interval = "1s"\n        use_sync_authorized_entries = false')
-    daemon = AgentDaemon("pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token(alias)])
+    daemon = AgentDaemon("pyspire-agent", directory, socket_path, text, daemon_flags)
     daemon.alias = alias  # type: ignore[attr-defined]
     daemon.start()
     yield daemon
@@ -88,3 +92,11 @@ def test_use_sync_authorized_entries_false_syncs_with_get_authorized_entries(
     assert re.search(r"^spire_server_rpc_entry_v1_entry_get_authorized_entries\{", text, re.M), text
     assert "sync_authorized_entries" not in text
     assert 'use_sync_authorized_entries\\" is deprecated' in agent.log()
+
+
+def test_log_source_location_puts_the_caller_in_every_line(server: ServerDaemon, agent: AgentDaemon) -> None:
+    for daemon in (server, agent):
+        lines = [line for line in daemon.log().splitlines() if line.startswith("time=")]
+        assert lines, daemon.log()
+        caller = re.compile(r' msg=(?:"(?:[^"\\]|\\.)*"|\S+) func=[\w.]+ file="/[^"]+\.py:\d+"')
+        assert all(caller.search(line) for line in lines), [line for line in lines if not caller.search(line)][:3]

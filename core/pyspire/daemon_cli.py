@@ -28,6 +28,8 @@ class _LogSettings(Protocol):
     def log_format(self) -> object: ...
     @property
     def log_file(self) -> Path | None: ...
+    @property
+    def log_source_location(self) -> bool: ...
 
 
 class _DaemonSettings(_LogSettings, Protocol):
@@ -67,7 +69,12 @@ def run_daemon(
         print(f"Error: {err}", file=sys.stderr)
         return 1
     section = settings(config)
-    configure_logging(section.log_level.value, section.log_format.value, section.log_file)  # type: ignore[attr-defined]
+    configure_logging(
+        section.log_level.value,  # type: ignore[attr-defined]
+        section.log_format.value,  # type: ignore[attr-defined]
+        section.log_file,
+        source_location=section.log_source_location,
+    )
     try:
         return run(config)
     except (CatalogError, ConfigError) as err:

@@ -114,7 +114,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "-logSourceLocation",
         "log_source_location",
-        "Include source file, line number and function name in log lines (ignored, with a warning)",
+        "Include source file, line number and function name in log lines",
     )
     _flag(
         parser,

@@ -208,6 +208,7 @@ class ServerSection:
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.TEXT
     log_file: Path | None = None
+    log_source_location: bool = False
     ca_key_type: KeyTypeName = "ec-p256"
     jwt_key_type: KeyTypeName | None = None
     ca_ttl: timedelta = timedelta(hours=24)
@@ -321,6 +322,7 @@ class AgentSection:
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.TEXT
     log_file: Path | None = None
+    log_source_location: bool = False
     workload_x509_svid_key_type: KeyTypeName = "ec-p256"
     availability_target: timedelta | None = None
     x509_svid_cache_max_size: int = 1000

@@ -73,7 +73,6 @@ def _no_pipes(key: str, instead: str) -> Rule:
 
 
 _COMMON: Final[Mapping[str, Rule]] = {
-    "log_source_location": _IGNORE,
     "profiling_enabled": Rule(Verdict.IGNORE, harmless=(False,)),
     "profiling_port": _IGNORE,
     "profiling_freq": _IGNORE,

@@ -68,8 +68,21 @@ def _subsystem(record: logging.LogRecord) -> str:
     return record.name.removeprefix("pyspire.")
 
 
+def _caller(record: logging.LogRecord) -> dict[str, str]:
+    """``log_source_location``: where the line was logged, as logrus's caller fields (``func``, ``file``)."""
+    return {"func": f"{record.module}.{record.funcName}", "file": f"{record.pathname}:{record.lineno}"}
+
+
 class TextFormatter(logging.Formatter):
-    """``time="..." level=info msg="..." key=value ...``, fields sorted as logrus sorts them."""
+    """``time="..." level=info msg="..." key=value ...``, fields sorted as logrus sorts them.
+
+    With ``source_location``, ``func`` and ``file`` follow ``msg``, where logrus puts its caller.
+    """
+
+    def __init__(self, *, source_location: bool = False) -> None:
+        """Add the caller to each line when ``source_location`` is set."""
+        super().__init__()
+        self.source_location = source_location
 
     def format(self, record: logging.LogRecord) -> str:
         """One line for ``record``."""
@@ -81,12 +94,19 @@ class TextFormatter(logging.Formatter):
             f"level={record.levelname.lower().replace('warning', 'warn')}",
             f"msg={_text_value(record.getMessage())}",
         ]
+        if self.source_location:
+            parts.extend(f"{key}={_text_value(value)}" for key, value in _caller(record).items())
         parts.extend(f"{key}={_text_value(fields[key])}" for key in sorted(fields))
         return " ".join(parts)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, keys sorted as Go's encoder writes logrus's fields."""
+    """One JSON object per line, keys sorted as Go's encoder writes logrus's fields (``func``, ``file`` too)."""
+
+    def __init__(self, *, source_location: bool = False) -> None:
+        """Add the caller to each line when ``source_location`` is set."""
+        super().__init__()
+        self.source_location = source_location
 
     def format(self, record: logging.LogRecord) -> str:
         """One line for ``record``."""
@@ -99,6 +119,8 @@ class JsonFormatter(logging.Formatter):
                 "subsystem_name": _subsystem(record),
             }
         )
+        if self.source_location:
+            document.update(_caller(record))
         if record.exc_info:
             document["error"] = self.formatException(record.exc_info)
         return json.dumps(document, sort_keys=True)
@@ -148,11 +170,20 @@ class LogOutput(logging.StreamHandler[TextIO]):
 
 
 def configure_logging(
-    level: str, log_format: str, log_file: Path | None = None, stream: TextIO | None = None
+    level: str,
+    log_format: str,
+    log_file: Path | None = None,
+    stream: TextIO | None = None,
+    *,
+    source_location: bool = False,
 ) -> LogOutput:
-    """Send pyspire's logs to ``log_file`` (or stdout) at ``level`` in ``log_format``; the output, for reopening."""
+    """Send pyspire's logs to ``log_file`` (or stdout) at ``level`` in ``log_format``; the output, for reopening.
+
+    ``source_location`` (``log_source_location``) adds where each line was logged.
+    """
     output = LogOutput(log_file, stream)
-    output.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    output.setFormatter(formatter(source_location=source_location))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

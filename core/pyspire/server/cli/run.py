@@ -39,7 +39,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
         dest="log_source_location",
         action="store_const",
         const=True,
-        help="Include source file, line number and function name in log lines (ignored, with a warning)",
+        help="Include source file, line number and function name in log lines",
     )
 
 

@@ -127,6 +127,10 @@ class AgentTpmDevId:
             self._session = None
 
     @hookimpl
+    def close(self) -> None:
+        self._close_session()
+
+    @hookimpl
     def attestation_payload(self) -> bytes:
         if self._tpm is None or self._loaded is None:
             raise FailedPrecondition("not configured")
@@ -139,7 +143,6 @@ class AgentTpmDevId:
         try:
             session = tpm.Session(esapi, (loaded.public, loaded.private), loaded.passwords)
         except tpm.TpmError as err:
-            tpm.close_tpm(esapi)
             raise Internal(f"unable to start a new TPM session: {err}") from None
         self._session = session
         try:

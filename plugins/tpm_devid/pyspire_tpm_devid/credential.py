@@ -35,6 +35,23 @@ def kdfa(hash_name: str, key: bytes, label: bytes, context: tuple[bytes, bytes],
     return out[: bits // 8]
 
 
+def _aes_cfb(key: bytes, plaintext: bytes) -> bytes:
+    """AES in full-block CFB mode with a zero IV, as the TPM protects a credential.
+
+    Built on single-block AES: cryptography is moving CFB out of its main modes, and this is
+    the only place it is needed.
+    """
+    block = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 -- one block at a time, CFB
+    feedback = bytes(16)
+    out = b""
+    for start in range(0, len(plaintext), 16):
+        keystream = block.update(feedback)
+        chunk = bytes(a ^ b for a, b in zip(plaintext[start : start + 16], keystream, strict=False))
+        out += chunk
+        feedback = chunk
+    return out
+
+
 class CredentialChallenge:
     """A wrapped secret: ``credential`` (TPM2B_ID_OBJECT's contents) and ``secret`` (the encrypted seed)."""
 
@@ -64,8 +81,7 @@ def make_credential(ek: Public, object_name: bytes) -> CredentialChallenge:
         seed, padding.OAEP(mgf=padding.MGF1(oaep_hash()), algorithm=oaep_hash(), label=b"IDENTITY\0")
     )
     symmetric_key = kdfa(hash_name, seed, b"STORAGE", (object_name, b""), key_bits)
-    encryptor = Cipher(algorithms.AES(symmetric_key), modes.CFB(bytes(16))).encryptor()
-    encrypted = encryptor.update(struct.pack(">H", len(expected)) + expected) + encryptor.finalize()
+    encrypted = _aes_cfb(symmetric_key, struct.pack(">H", len(expected)) + expected)
     hmac_key = kdfa(hash_name, seed, b"INTEGRITY", (b"", b""), digest_size * 8)
     integrity = hmac.new(hmac_key, encrypted + object_name, hash_name).digest()
     return CredentialChallenge(struct.pack(">H", len(integrity)) + integrity + encrypted, secret, expected)

@@ -254,20 +254,31 @@ class Session:
         devid: tuple[TPMT_PUBLIC, TPM2B_PRIVATE],
         passwords: tuple[bytes, bytes, bytes],
     ) -> None:
-        """``passwords`` are the endorsement hierarchy's, the owner hierarchy's and the DevID key's."""
+        """``passwords`` are the endorsement hierarchy's, the owner hierarchy's and the DevID key's.
+
+        The session owns ``esapi`` from here: when a step fails, what was loaded is flushed and
+        the TPM closed before the error is raised (a TPM without a resource manager, such as a
+        software TPM on a socket, keeps objects loaded after the connection ends).
+        """
         self._esapi = esapi
-        self._endorsement_password, owner_password, devid_password = passwords
+        endorsement_password, owner_password, devid_password = passwords
         self._handles: list[ESYS_TR] = []
-        esapi.tr_set_auth(ESYS_TR.OWNER, owner_password)
-        esapi.tr_set_auth(ESYS_TR.ENDORSEMENT, self._endorsement_password)
         devid_public, devid_private = devid
         self._devid_public = devid_public
-        self.devid = self._step("cannot load DevID key on TPM", self._load, devid_public, devid_private, devid_password)
-        ak_password = os.urandom(_RANDOM_PASSWORD_BYTES)
-        ak_private, ak_public = self._step("cannot create attestation key", self._create_ak, ak_password)
-        self.ak_public: bytes = ak_public.marshal()
-        self.ak = self._step("cannot load attestation key", self._load, ak_public, ak_private, ak_password)
-        self.ek = self._step("cannot create endorsement key", self._create_ek)
+        try:
+            esapi.tr_set_auth(ESYS_TR.OWNER, owner_password)
+            esapi.tr_set_auth(ESYS_TR.ENDORSEMENT, endorsement_password)
+            self.devid = self._step(
+                "cannot load DevID key on TPM", self._load, devid_public, devid_private, devid_password
+            )
+            ak_password = os.urandom(_RANDOM_PASSWORD_BYTES)
+            ak_private, ak_public = self._step("cannot create attestation key", self._create_ak, ak_password)
+            self.ak_public: bytes = bytes(ak_public.marshal())
+            self.ak = self._step("cannot load attestation key", self._load, ak_public, ak_private, ak_password)
+            self.ek = self._step("cannot create endorsement key", self._create_ek)
+        except BaseException:
+            self.close()
+            raise
 
     def _step(self, what: str, action, *args):  # type: ignore[no-untyped-def]
         try:

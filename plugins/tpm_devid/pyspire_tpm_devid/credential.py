@@ -21,7 +21,12 @@ from pyspire_tpm_devid.structures import ALG_AES, ALG_CFB, Public, StructureErro
 
 __all__ = ["CredentialChallenge", "kdfa", "make_credential"]
 
-_OAEP_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_OAEP_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 def kdfa(hash_name: str, key: bytes, label: bytes, context: tuple[bytes, bytes], bits: int) -> bytes:

@@ -13,19 +13,20 @@ accepts: a software TPM such as ``swtpm socket --server type=unixio``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from tpm2_pytss import (
+from tpm2_pytss import (  # type: ignore[import-untyped]
     ESAPI,
     ESYS_TR,
-    TCTILdr,
     TPM2_ALG,
     TPM2_ECC,
     TPM2_SE,
@@ -39,9 +40,10 @@ from tpm2_pytss import (
     TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
     TPMT_SYM_DEF,
+    TCTILdr,
     TSS2_Exception,
 )
-from tpm2_pytss.TCTI import PyTCTI
+from tpm2_pytss.TCTI import PyTCTI  # type: ignore[import-untyped]
 
 __all__ = [
     "EK_CERTIFICATE_INDEX",
@@ -60,6 +62,7 @@ __all__ = [
 EK_CERTIFICATE_INDEX: Final = 0x01C00002
 """NV index of the RSA EK certificate (TCG TPM v2.0 Provisioning Guidance, 7.8)."""
 
+_T = TypeVar("_T")
 _RANDOM_PASSWORD_BYTES: Final = 32
 _NV_CHUNK: Final = 512
 _DEVICE_NAMES: Final = (re.compile(r"tpmrm\d+$"), re.compile(r"tpm\d+$"))
@@ -175,7 +178,7 @@ def read_private_blob(data: bytes) -> TPM2B_PRIVATE:
     return TPM2B_PRIVATE(raw)
 
 
-class _UnixSocketTcti(PyTCTI):
+class _UnixSocketTcti(PyTCTI):  # type: ignore[misc]
     """Raw TPM commands over a Unix stream socket, one response per command (go-tpm's emulator transport)."""
 
     def __init__(self, path: str) -> None:
@@ -280,7 +283,7 @@ class Session:
             self.close()
             raise
 
-    def _step(self, what: str, action, *args):  # type: ignore[no-untyped-def]
+    def _step(self, what: str, action: Callable[..., _T], *args: Any) -> _T:
         try:
             return action(*args)
         except TSS2_Exception as err:
@@ -395,9 +398,7 @@ class Session:
     def close(self) -> None:
         """Flush what was loaded and close the TPM connection."""
         for handle in self._handles:
-            try:
+            with contextlib.suppress(TSS2_Exception):  # closing anyway: the TPM drops it with the connection
                 self._esapi.flush_context(handle)
-            except TSS2_Exception:
-                pass
         self._handles.clear()
         close_tpm(self._esapi)

@@ -130,6 +130,8 @@ class SoftwareTpm:
 
 def provision_ek(tpm: SoftwareTpm, authority: Authority) -> x509.Certificate:
     """Store an EK certificate from ``authority`` in the TPM, at the TCG's RSA EK certificate index."""
+    from pyspire_tpm_devid.structures import parse_public  # noqa: PLC0415
+    from pyspire_tpm_devid.tpm import EK_CERTIFICATE_INDEX, close_tpm, ek_template, open_tpm  # noqa: PLC0415
     from tpm2_pytss import (  # noqa: PLC0415 -- only when a TPM is there
         ESYS_TR,
         TPM2_ALG,
@@ -138,9 +140,6 @@ def provision_ek(tpm: SoftwareTpm, authority: Authority) -> x509.Certificate:
         TPMA_NV,
         TPMS_NV_PUBLIC,
     )
-
-    from pyspire_tpm_devid.structures import parse_public  # noqa: PLC0415
-    from pyspire_tpm_devid.tpm import EK_CERTIFICATE_INDEX, close_tpm, ek_template, open_tpm  # noqa: PLC0415
 
     esapi = open_tpm(str(tpm.socket))
     try:
@@ -194,6 +193,8 @@ def provision_devid(
     password: bytes = b"",
 ) -> DevId:
     """A DevID key created in ``tpm`` and a certificate for it from ``authority`` (``chain`` appended)."""
+    from pyspire_tpm_devid.structures import parse_public  # noqa: PLC0415
+    from pyspire_tpm_devid.tpm import close_tpm, open_tpm, srk_template  # noqa: PLC0415
     from tpm2_pytss import (  # noqa: PLC0415 -- only when a TPM is there
         ESYS_TR,
         TPM2_ALG,
@@ -204,9 +205,6 @@ def provision_devid(
         TPMS_SENSITIVE_CREATE,
         TPMT_PUBLIC,
     )
-
-    from pyspire_tpm_devid.structures import parse_public  # noqa: PLC0415
-    from pyspire_tpm_devid.tpm import close_tpm, open_tpm, srk_template  # noqa: PLC0415
 
     attributes = (
         TPMA_OBJECT.SIGN_ENCRYPT

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from pyspire.plugin.testing import NodeAttestorContract
+from pyspire_tpm_devid.server import fingerprint
 
 from plugins.tpm_devid.tests.conftest import agent_data, server_data
 from plugins.tpm_devid.tests.provisioning import Authority, DevId, SoftwareTpm
-from pyspire_tpm_devid.server import fingerprint
 
 
 class TestTpmDevIdContract(NodeAttestorContract):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pyspire_tpm_devid.server import fingerprint
 
 from plugins.tpm_devid.tests.provisioning import Authority, DevId, SoftwareTpm, new_authority, provision_devid
-from pyspire_tpm_devid.server import fingerprint
 from tests.support.daemons import start_agent, start_server
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
@@ -55,9 +55,7 @@ def test_an_agent_attests_and_re_attests_with_its_tpm_and_a_devid_from_another_c
 
         # A key in the same TPM, certified by a CA the server does not trust: refused, and the agent says why.
         rogue = provision_devid(software_tpm, new_authority("Test DevID Root CA"), tmp_path / "rogue")
-        refused = start_agent(
-            tmp_path / "refused", server, node_attestor=_attestor(software_tpm, rogue), wait=False
-        )
+        refused = start_agent(tmp_path / "refused", server, node_attestor=_attestor(software_tpm, rogue), wait=False)
         assert refused.process is not None
         assert refused.process.wait(30) == 1, refused.log()
         assert "the server refused attestation (INVALID_ARGUMENT)" in refused.log()

@@ -13,10 +13,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from pyspire.plugin.attestation import AttestationResult
 from pyspire.plugin.errors import CatalogError, Internal, InvalidArgument, PluginError
 from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
 from pyspire.plugin.testing.loading import load_plugin, make_core_config
+from pyspire_tpm_devid.server import fingerprint
 
 from plugins.tpm_devid.tests.conftest import agent_data, server_data
 from plugins.tpm_devid.tests.provisioning import (
@@ -27,7 +29,6 @@ from plugins.tpm_devid.tests.provisioning import (
     provision_devid,
     provision_ek,
 )
-from pyspire_tpm_devid.server import fingerprint
 
 
 @pytest.fixture
@@ -80,8 +81,6 @@ def field(payload: bytes, key: str) -> bytes:
 
 
 def der(certificate: x509.Certificate) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return certificate.public_bytes(Encoding.DER)
 
 
@@ -142,7 +141,7 @@ def test_an_ecc_devid_key_with_a_password_attests(
     result = attest(server, load("agent", agent_data(software_tpm, ecc, devid_password="s3cret")))
     assert result.agent_path == f"/tpm_devid/{fingerprint(ecc.certificate)}"
     wrong = load("agent", agent_data(software_tpm, ecc, devid_password="guess"))
-    with pytest.raises(Internal, match="unable to certify DevID key: tpm2.Certify failed"):
+    with pytest.raises(Internal, match=r"unable to certify DevID key: tpm2\.Certify failed"):
         wrong.payload()
 
 
@@ -307,9 +306,9 @@ def test_plugin_data_is_checked_at_start(
             load("agent", data)
     garbage = tmp_path / "garbage"
     garbage.write_bytes(b"\x00\x23garbage")
-    with pytest.raises(CatalogError, match="devid_pub_path.*not a TPM public area"):
+    with pytest.raises(CatalogError, match=r"devid_pub_path.*not a TPM public area"):
         load("agent", agent_data(software_tpm, devid, devid_pub_path=str(garbage)))
-    with pytest.raises(CatalogError, match="devid_cert_path.*cannot load certificate"):
+    with pytest.raises(CatalogError, match=r"devid_cert_path.*cannot load certificate"):
         load("agent", agent_data(software_tpm, devid, devid_cert_path=str(garbage)))
 
 

@@ -19,6 +19,9 @@ __all__ = ["ChainError", "verified_chains"]
 
 MAX_DEPTH = 8
 """Longest chain followed, leaf included: DevID and EK hierarchies are two or three deep."""
+MAX_SIGNATURE_CHECKS = 100
+"""Go's budget for one verification: intermediates that all sign one another would otherwise
+make the search exponential in their number."""
 
 
 class ChainError(ValueError):
@@ -46,8 +49,6 @@ def _path_length_allows(issuer: x509.Certificate, chain: list[x509.Certificate])
 
 
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if child.issuer != issuer.subject:
-        return False
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
@@ -66,19 +67,28 @@ def verified_chains(
     if not _valid_now(leaf, moment):
         raise ChainError("certificate has expired or is not yet valid")
     chains: list[list[x509.Certificate]] = []
+    budget = [MAX_SIGNATURE_CHECKS]
+
+    def signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if child.issuer != issuer.subject:
+            return False
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ChainError("signature check attempts limit reached while verifying certificate chain")
+        return _signed_by(child, issuer)
 
     def extend(chain: list[x509.Certificate]) -> None:
         below = chain[-1]
         for root in roots:
             usable = _is_ca(root) and _valid_now(root, moment) and _path_length_allows(root, chain)
-            if usable and _signed_by(below, root):
+            if usable and signed_by(below, root):
                 chains.append([*chain, root])
         if len(chain) + 1 >= MAX_DEPTH:
             return
         for candidate in intermediates:
             if candidate in chain or not _is_ca(candidate) or not _valid_now(candidate, moment):
                 continue
-            if _path_length_allows(candidate, chain) and _signed_by(below, candidate):
+            if _path_length_allows(candidate, chain) and signed_by(below, candidate):
                 extend([*chain, candidate])
 
     extend([leaf])

@@ -318,3 +318,15 @@ def test_an_agent_whose_tpm_is_gone_says_so(
     agent = load("agent", agent_data(software_tpm, devid, tpm_device_path=str(tmp_path / "no-tpm")))
     with pytest.raises(PluginError, match="unable to start a new TPM session: cannot open TPM"):
         agent.payload()
+
+
+def test_intermediates_that_all_sign_one_another_are_refused_quickly(
+    server: ServerNodeAttestor, agent: AgentNodeAttestor, devid: DevId
+) -> None:
+    """Thirty CA certificates of one name and one key: 30^7 paths to try without Go's signature-check budget."""
+    loop = new_authority("Loop CA")
+    intermediates = [loop.issue(loop.key.public_key(), "Loop CA", ca=True) for _ in range(30)]
+    leaf = loop.issue(rsa.generate_private_key(65537, 2048).public_key(), "node")
+    payload = edited(agent.payload(), DevIDCert=[der(leaf)] + [der(item) for item in intermediates])
+    with pytest.raises(InvalidArgument, match="signature check attempts limit reached"):
+        attest(server, agent, payload)

@@ -95,21 +95,22 @@ class AgentTpmDevId:
                 device = tpm.autodetect_device(DEVICE_DIRECTORY)
             except tpm.TpmError as err:
                 raise PluginConfigError("tpm_device_path", str(err)) from None
+        # Read first: PluginConfigError is a ValueError, which the parsers' handlers would re-word.
+        certificates = _read(config.devid_cert_path, "devid_cert_path")
+        public_blob = _read(config.devid_pub_path, "devid_pub_path")
+        private_blob = _read(config.devid_priv_path, "devid_priv_path")
         try:
-            chain = tuple(
-                certificate.public_bytes(Encoding.DER)
-                for certificate in pem_certificates(_read(config.devid_cert_path, "devid_cert_path"))
-            )
+            chain = tuple(certificate.public_bytes(Encoding.DER) for certificate in pem_certificates(certificates))
         except ValueError as err:
             raise PluginConfigError(
                 "devid_cert_path", f"unable to load DevID files: cannot load certificate(s): {err}"
             ) from None
         try:
-            public = tpm.read_public_blob(_read(config.devid_pub_path, "devid_pub_path"))
+            public = tpm.read_public_blob(public_blob)
         except ValueError as err:
             raise PluginConfigError("devid_pub_path", f"unable to load DevID files: {err}") from None
         try:
-            private = tpm.read_private_blob(_read(config.devid_priv_path, "devid_priv_path"))
+            private = tpm.read_private_blob(private_blob)
         except ValueError as err:
             raise PluginConfigError("devid_priv_path", f"unable to load DevID files: {err}") from None
         passwords = (

@@ -304,6 +304,12 @@ def test_plugin_data_is_checked_at_start(
         del data[key]
         with pytest.raises(CatalogError, match=f"{key} is required"):
             load("agent", data)
+    for key in ("devid_cert_path", "devid_priv_path", "devid_pub_path"):
+        with pytest.raises(
+            CatalogError, match=f"{key}.*unable to load DevID files: cannot read /nonexistent: No such file"
+        ) as raised:
+            load("agent", agent_data(software_tpm, devid, **{key: "/nonexistent"}))
+        assert "cannot load certificate" not in str(raised.value)
     garbage = tmp_path / "garbage"
     garbage.write_bytes(b"\x00\x23garbage")
     with pytest.raises(CatalogError, match=r"devid_pub_path.*not a TPM public area"):

@@ -70,6 +70,15 @@ def new_authority(common_name: str, parent: Authority | None = None) -> Authorit
     return Authority(key, certificate)
 
 
+def tpm2_tools(tpm: SoftwareTpm, tool: str, *args: str, cwd: Path) -> None:
+    """Run a tpm2-tools command (Debian tpm2-tools) on ``tpm``, through socat to its socket."""
+    binary, socat = shutil.which(tool), shutil.which("socat")
+    if binary is None or socat is None:
+        service_unavailable(f"{tool} or socat is not installed (Debian tpm2-tools and socat; .ci/tpm installs them)")
+    tcti = f"cmd:{socat} - UNIX-CONNECT:{tpm.socket}"
+    subprocess.run([str(binary), "-T", tcti, *args], check=True, capture_output=True, timeout=60, cwd=cwd)
+
+
 class SoftwareTpm:
     """A running ``swtpm socket --tpm2`` whose TPM answers raw commands on ``socket``."""
 

@@ -19,6 +19,7 @@ from pyspire.plugin.errors import CatalogError, Internal, InvalidArgument, Plugi
 from pyspire.plugin.facades import AgentNodeAttestor, ServerNodeAttestor
 from pyspire.plugin.testing.loading import load_plugin, make_core_config
 from pyspire_tpm_devid.server import fingerprint
+from pyspire_tpm_devid.structures import parse_public
 
 from plugins.tpm_devid.tests.conftest import agent_data, server_data
 from plugins.tpm_devid.tests.provisioning import (
@@ -28,6 +29,7 @@ from plugins.tpm_devid.tests.provisioning import (
     new_authority,
     provision_devid,
     provision_ek,
+    tpm2_tools,
 )
 
 
@@ -145,22 +147,63 @@ def test_an_ecc_devid_key_with_a_password_attests(
         wrong.payload()
 
 
-def test_key_blobs_written_by_tpm2_tools_with_their_size_are_read(
+def test_a_devid_key_made_with_tpm2_tools_attests(
     load: Callable[[str, Mapping[str, Any]], Any],
     server: ServerNodeAttestor,
     software_tpm: SoftwareTpm,
-    devid: DevId,
+    devid_ca: Authority,
     tmp_path: Path,
 ) -> None:
-    public, private = devid.public_path.read_bytes(), devid.private_path.read_bytes()
-    (tmp_path / "key.pub").write_bytes(struct.pack(">H", len(public)) + public)
-    (tmp_path / "key.priv").write_bytes(struct.pack(">H", len(private)) + private)
-    data = agent_data(
-        software_tpm, devid, devid_pub_path=str(tmp_path / "key.pub"), devid_priv_path=str(tmp_path / "key.priv")
+    """Provisioned by hand as an operator would: the SRK from tpm2_createprimary (the TCG's H-1 template),
+    the key from tpm2_create, whose blobs carry their 16-bit size (SPIRE's carry none)."""
+    storage = "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda"
+    tpm2_tools(
+        software_tpm,
+        "tpm2_createprimary",
+        "-C",
+        "o",
+        "-g",
+        "sha256",
+        "-G",
+        "rsa2048:aes128cfb",
+        "-a",
+        storage,
+        "-c",
+        "srk.ctx",
+        cwd=tmp_path,
     )
-    agent = load("agent", data)
-    assert field(agent.payload(), "DevIDPub") == public  # sent as SPIRE sends it
-    assert attest(server, agent).agent_path == f"/tpm_devid/{fingerprint(devid.certificate)}"
+    signing = "sign|fixedtpm|fixedparent|sensitivedataorigin|userwithauth"
+    tpm2_tools(
+        software_tpm,
+        "tpm2_create",
+        "-C",
+        "srk.ctx",
+        "-G",
+        "rsa2048:rsassa-sha256",
+        "-a",
+        signing,
+        "-u",
+        "key.pub",
+        "-r",
+        "key.priv",
+        cwd=tmp_path,
+    )
+    tpm2_tools(software_tpm, "tpm2_flushcontext", "-t", cwd=tmp_path)
+    public = (tmp_path / "key.pub").read_bytes()
+    assert struct.unpack(">H", public[:2])[0] == len(public) - 2  # TPM2B_PUBLIC
+    certificate = devid_ca.issue(parse_public(public[2:]).key, "hand-made")
+    (tmp_path / "devid.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
+    agent = load(
+        "agent",
+        {
+            "tpm_device_path": str(software_tpm.socket),
+            "devid_cert_path": str(tmp_path / "devid.pem"),
+            "devid_pub_path": str(tmp_path / "key.pub"),
+            "devid_priv_path": str(tmp_path / "key.priv"),
+        },
+    )
+    assert field(agent.payload(), "DevIDPub") == public[2:]  # sent as SPIRE sends it
+    assert attest(server, agent).agent_path == f"/tpm_devid/{fingerprint(certificate)}"
 
 
 def test_a_devid_certificate_from_another_ca_is_refused(

@@ -256,6 +256,8 @@ class ServerTpmDevId:
     def attest_node(self, payload: bytes, challenge: Challenge) -> AttestationResult:
         if self._devid_roots is None:
             raise FailedPrecondition("not configured")
+        if not payload:
+            raise InvalidArgument("missing attestation payload")
         try:
             data = wire.read_attestation_data(payload)
         except wire.WireError as err:

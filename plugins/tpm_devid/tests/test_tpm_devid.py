@@ -313,6 +313,19 @@ def test_a_nonce_signed_by_another_key_is_refused(server: ServerNodeAttestor, ag
         attest(server, agent, answer=forged)
 
 
+def test_payloads_that_are_not_spires_shape_are_refused_with_spires_messages(
+    server: ServerNodeAttestor, agent: AgentNodeAttestor
+) -> None:
+    with pytest.raises(InvalidArgument, match="missing attestation payload"):
+        attest(server, agent, b"")
+    with pytest.raises(InvalidArgument, match="unable to unmarshall attestation data: not a JSON object"):
+        attest(server, agent, b"[]")
+    with pytest.raises(InvalidArgument, match="no DevID certificate to attest"):
+        attest(server, agent, edited(agent.payload(), DevIDCert=[]))
+    with pytest.raises(InvalidArgument, match="unable to parse DevID intermediate certificate 0"):
+        attest(server, agent, edited(agent.payload(), DevIDCert=[field(agent.payload(), "EKCert"), b"\x30\x03junk"]))
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [

@@ -27,8 +27,9 @@ PLUGIN_PACKAGES = (
     "pyspire_vault_keymanager",
     "pyspire_aws_kms",
     "pyspire_awssecret",
+    "pyspire_azure_imds",
 )
-SERVER_CLIENTS = ("boto3", "botocore", "kubernetes", "google.auth", "requests", "hvac")
+SERVER_CLIENTS = ("boto3", "botocore", "kubernetes", "google.auth", "requests", "hvac", "azure")
 
 
 SITECUSTOMIZE = """
@@ -123,6 +124,7 @@ plugins {{
         ("aws_iid", "pyspire_aws_iid", 'ec2_metadata_endpoint = "http://127.0.0.1:{port}"'),
         ("k8s_psat", "pyspire_k8s_psat", 'cluster = "c1"'),
         ("gcp_iit", "pyspire_gcp_iit", 'identity_token_host = "127.0.0.1:{port}"'),
+        ("azure_imds", "pyspire_azure_imds", 'tenant_domain = "example.com" imds_host = "127.0.0.1:{port}"'),
     ],
 )
 def test_an_agent_imports_its_node_attestors_agent_half_only(

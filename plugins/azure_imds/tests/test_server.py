@@ -77,7 +77,7 @@ def test_agent_path_template_fields(tmp_path: Path, azure: AzureFake) -> None:
 
 
 def test_a_tenant_not_configured_is_refused(tmp_path: Path, azure: AzureFake) -> None:
-    with pytest.raises(PermissionDenied, match='tenant "other.onmicrosoft.com" is not authorized'):
+    with pytest.raises(PermissionDenied, match=r'tenant "other\.onmicrosoft\.com" is not authorized'):
         attest(attestor(tmp_path, azure), azure, domain="other.onmicrosoft.com")
     assert azure.graph_queries == []
 
@@ -156,7 +156,7 @@ def test_an_expired_signing_certificate_is_refused(tmp_path: Path, azure: AzureF
 
 def test_the_intermediate_is_fetched_only_from_the_expected_host(tmp_path: Path, azure: AzureFake) -> None:
     handle = attestor(tmp_path, azure, ca_issuers_host="www.microsoft.com")
-    with pytest.raises(InvalidArgument, match='CA Issuers URL host "127.0.0.1:.*" does not match expected value'):
+    with pytest.raises(InvalidArgument, match=r'CA Issuers URL host "127\.0\.0\.1:\d+" does not match expected value'):
         attest(handle, azure)
 
 

@@ -25,11 +25,11 @@ from pyspire.plugin.agent_path import AgentPathTemplate
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import FailedPrecondition, InvalidArgument, PermissionDenied, PluginConfigError
 from pyspire.spiffe.pem import pem_certificates
+from pyspire_azure_common.credentials import DEFAULT_AUTHORITY, TenantLookupError, credential, lookup_tenant_id
 
 from pyspire_azure_imds.document import DEFAULT_CA_ISSUERS_HOST, DocumentRefused, DocumentVerifier, default_roots
 from pyspire_azure_imds.protocol import FIRST_PAYLOAD, PLUGIN_NAME, AttestationPayload
 from pyspire_azure_imds.resources import DEFAULT_RESOURCE_MANAGER, ResourceGraph, VirtualMachine
-from pyspire_azure_imds.tenants import DEFAULT_AUTHORITY, TenantLookupError, credential, lookup_tenant_id
 
 __all__ = ["ServerAzureImds", "ServerAzureImdsConfig"]
 

@@ -1,4 +1,4 @@
-"""A tenant's ID from its domain, and the credential its Resource Graph reads use.
+"""A tenant's ID from its domain, and the credential an Azure plugin reads Azure's APIs with.
 
 The ID is what Microsoft Entra publishes for the domain: ``GET <authority>/<domain>/.well-known/
 openid-configuration``, whose issuer is ``https://sts.windows.net/<tenant id>/``. The

@@ -18,6 +18,7 @@ The signing chain imitates Azure's names: ``DigiCert Global Root G2`` (a test ke
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -46,6 +47,16 @@ APP_ID = "12345678-1234-1234-1234-123456789012"
 APP_SECRET = "app-secret"
 
 
+@functools.cache
+def _shared_key(index: int) -> rsa.RSAPrivateKey:
+    """RSA keys made once per test process: a 2048-bit key takes a tenth of a second each."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
@@ -59,6 +70,8 @@ class SigningChain:
     issuer_name: str = "Microsoft Azure RSA TLS Issuing CA 03"
     signer_name: str = "metadata.azure.com"
     signer_lifetime: timedelta = timedelta(days=1)
+    fresh_keys: bool = False
+    """New keys, for a chain that must not verify under the shared chain's root."""
     root: x509.Certificate = field(init=False)
     intermediate: x509.Certificate = field(init=False)
     signer: x509.Certificate = field(init=False)
@@ -66,9 +79,11 @@ class SigningChain:
 
     def __post_init__(self) -> None:
         now = datetime.now(UTC) - timedelta(minutes=5)
-        root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        issuer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.signer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        root_key, issuer_key, self.signer_key = (
+            (_new_key(), _new_key(), _new_key())
+            if self.fresh_keys
+            else (_shared_key(0), _shared_key(1), _shared_key(2))
+        )
         ca = x509.BasicConstraints(ca=True, path_length=None)
 
         def build(
@@ -179,7 +194,7 @@ class AzureFake:
         self.graph_queries: list[str] = []
         self.nonce_override: str | None = None
         self.content_override: dict[str, Any] = {}
-        self.graph_unavailable = False
+        self.graph_forbidden = False
         self._imds: ThreadingHTTPServer | None = None
         self._https: ThreadingHTTPServer | None = None
         self.chain: SigningChain
@@ -318,10 +333,9 @@ class AzureFake:
                     return http_fakes.send_json(
                         self, 401, {"error": {"code": "AuthenticationFailed", "message": "bad token"}}
                     )
-                if fake.graph_unavailable:
-                    return http_fakes.send_json(
-                        self, 503, {"error": {"code": "ServiceUnavailable", "message": "try later"}}
-                    )
+                if fake.graph_forbidden:
+                    error = {"code": "AuthorizationFailed", "message": "the client has no read access to the scope"}
+                    return http_fakes.send_json(self, 403, {"error": error})
                 query, subscriptions = request.get("query", ""), request.get("subscriptions", [])
                 fake.graph_queries.append(query)
                 rows: list[dict[str, Any]] = []

@@ -125,7 +125,7 @@ def test_altered_content_is_refused(tmp_path: Path, azure: AzureFake) -> None:
 
 
 def test_a_chain_to_an_untrusted_root_is_refused(tmp_path: Path, azure: AzureFake) -> None:
-    azure.chain = SigningChain(azure.chain.issuers_url)  # same names, a root nobody trusts
+    azure.chain = SigningChain(azure.chain.issuers_url, fresh_keys=True)  # same names, a root nobody trusts
     with pytest.raises(InvalidArgument, match="the chain does not end at a trusted root"):
         attest(attestor(tmp_path, azure), azure)
 
@@ -178,9 +178,9 @@ def test_a_vm_resource_graph_does_not_know_is_refused(tmp_path: Path, azure: Azu
         attest(attestor(tmp_path, azure), azure)
 
 
-def test_resource_graph_failing_refuses_the_node(tmp_path: Path, azure: AzureFake) -> None:
-    azure.graph_unavailable = True
-    with pytest.raises(Internal, match="unable to get virtual machine"):
+def test_resource_graph_refusing_the_app_refuses_the_node(tmp_path: Path, azure: AzureFake) -> None:
+    azure.graph_forbidden = True
+    with pytest.raises(Internal, match=r"unable to get virtual machine: .*no read access"):
         attest(attestor(tmp_path, azure), azure)
 
 

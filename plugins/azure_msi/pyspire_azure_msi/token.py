@@ -6,6 +6,8 @@ tokens). The keys are cached for an hour, as SPIRE's; a token naming a key not i
 the plugin fetch them again at most every 30 seconds, so forged key IDs cannot flood Entra. The
 signature is verified before any claim is used. ``exp`` and ``nbf`` are checked with SPIRE's five
 minutes of leeway; pyspire also requires ``exp`` and an issuer that is the token's own tenant's.
+A wrong audience or issuer is PermissionDenied (the agent stops: asking again gives the same
+token); SPIRE answers Internal. A token outside its time is Internal, as SPIRE's: a fresh one may pass.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from pyspire.plugin.errors import Internal, InvalidArgument
+from pyspire.plugin.errors import Internal, InvalidArgument, PermissionDenied
 
 __all__ = ["DEFAULT_OPENID_ISSUER", "EntraKeys", "MsiClaims", "check_claims", "verified_claims"]
 
@@ -129,13 +131,13 @@ def check_claims(claims: MsiClaims, resource_id: str, now: float | None = None) 
     audience = raw.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
     if resource_id not in audiences:
-        raise Internal(f'unable to validate token claims: audience {audience!r} is not "{resource_id}"')
+        raise PermissionDenied(f'unable to validate token claims: audience {audience!r} is not "{resource_id}"')
     issuers = {
         f"https://sts.windows.net/{claims.tenant_id}/",
         f"https://login.microsoftonline.com/{claims.tenant_id}/v2.0",
     }
     if raw.get("iss") not in issuers:
-        raise Internal(
+        raise PermissionDenied(
             f'unable to validate token claims: issuer {raw.get("iss")!r} is not tenant "{claims.tenant_id}"\'s'
         )
     current = time.time() if now is None else now

@@ -28,6 +28,7 @@ PLUGIN_PACKAGES = (
     "pyspire_aws_kms",
     "pyspire_awssecret",
     "pyspire_azure_imds",
+    "pyspire_azure_msi",
 )
 SERVER_CLIENTS = ("boto3", "botocore", "kubernetes", "google.auth", "requests", "hvac", "azure")
 
@@ -125,6 +126,7 @@ plugins {{
         ("k8s_psat", "pyspire_k8s_psat", 'cluster = "c1"'),
         ("gcp_iit", "pyspire_gcp_iit", 'identity_token_host = "127.0.0.1:{port}"'),
         ("azure_imds", "pyspire_azure_imds", 'tenant_domain = "example.com" imds_host = "127.0.0.1:{port}"'),
+        ("azure_msi", "pyspire_azure_msi", 'imds_host = "127.0.0.1:{port}"'),
     ],
 )
 def test_an_agent_imports_its_node_attestors_agent_half_only(

@@ -15,7 +15,6 @@ from pyspire_azure_common.credentials import TenantLookupError, assertion_reader
 
 from tests.support import http_fakes
 
-
 servers: list[Any] = []
 """The servers this test started; stopped after it."""
 

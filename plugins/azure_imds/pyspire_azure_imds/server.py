@@ -4,9 +4,10 @@ The server sends a fresh random nonce; the agent answers with IMDS's attested do
 it. The document's signature and chain are verified before anything in it is used
 (:mod:`pyspire_azure_imds.document`); then the nonce must be this attestation's (a document
 recorded earlier is refused), the VM ID a UUID, the agent's tenant domain one of ``tenants``
-and the subscription one the tenant allows. The selectors come from Resource Graph with the
-tenant's credential; a failure there refuses the node. Trust on first use is the server
-core's: the result is not re-attestable, so a second agent for the same VM is refused.
+and the subscription one the tenant allows. The selectors come from Resource Graph (and, for a
+scale set instance, the Compute API) with the tenant's credential; a failure there refuses the
+node. Trust on first use is the server core's: the result is not re-attestable, so a second
+agent for the same VM is refused.
 """
 
 from __future__ import annotations
@@ -193,10 +194,6 @@ class ServerAzureImds:
             raise PermissionDenied(f'tenant "{answer.agent_domain}" is not authorized')
         if tenant.subscriptions and document.subscription_id not in tenant.subscriptions:
             raise PermissionDenied(f'subscription "{document.subscription_id}" is not authorized')
-        if answer.vmss_name is not None:
-            raise FailedPrecondition(
-                f'VM Scale Set instances ("{answer.vmss_name}") are not supported by pyspire\'s azure_imds yet'
-            )
         path = self._template.render(
             {
                 "PluginName": PLUGIN_NAME,
@@ -206,7 +203,11 @@ class ServerAzureImds:
                 "Nonce": document.nonce,
             }
         )
-        vm = tenant.resources.virtual_machine(document.vm_id, document.subscription_id)
-        return AttestationResult(
-            path, _selectors(vm, document.subscription_id, tenant.allowed_tags), can_reattest=False
-        )
+        if answer.vmss_name is None:
+            vm = tenant.resources.virtual_machine(document.vm_id, document.subscription_id)
+        else:
+            vm = tenant.resources.scale_set_instance(document.vm_id, document.subscription_id, answer.vmss_name)
+        values = _selectors(vm, document.subscription_id, tenant.allowed_tags)
+        if answer.vmss_name is not None:
+            values = tuple(sorted((*values, f"vmss-name:{answer.vmss_name}")))
+        return AttestationResult(path, values, can_reattest=False)

@@ -165,6 +165,35 @@ class VirtualMachine:
             "resourceGroup": self.resource_group,
         }
 
+    def scale_set_instance(self) -> dict[str, Any]:
+        """The instance as the Compute API lists a scale set's VMs (interfaces from its network profile configuration)."""
+        prefix = (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/Microsoft.Network"
+        )
+        nic = {
+            "name": f"{self.name}-nic",
+            "properties": {
+                "networkSecurityGroup": {"id": f"{prefix}/networkSecurityGroups/webservers"},
+                "ipConfigurations": [
+                    {
+                        "name": "ipconfig1",
+                        "properties": {"subnet": {"id": f"{prefix}/virtualNetworks/vnet/subnets/default"}},
+                    }
+                ],
+            },
+        }
+        return {
+            "id": f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}/providers/Microsoft.Compute/virtualMachineScaleSets/{self.vmss_name}/virtualMachines/0",
+            "name": f"{self.vmss_name}_0",
+            "location": self.location,
+            "tags": self.tags,
+            "instanceId": "0",
+            "properties": {
+                "vmId": self.vm_id,
+                "networkProfileConfiguration": {"networkInterfaceConfigurations": [nic]},
+            },
+        }
+
     def interfaces(self) -> list[dict[str, Any]]:
         group = json.dumps({"resourceGroup": self.resource_group, "name": "webservers"})
         return [
@@ -177,6 +206,7 @@ class VirtualMachine:
         ]
 
 
+_VMSS_QUERY = re.compile(r"virtualmachinescalesets'\s*\| where name == '([^']*)'")
 _VM_QUERY = re.compile(r"properties\.vmId == '([^']*)'")
 _NIC_QUERY = re.compile(r'tolower\(properties\.virtualMachine\.id\) == tolower\("([^"]*)"\)')
 
@@ -294,6 +324,8 @@ class AzureFake:
                     if tenant_id is None:
                         return http_fakes.send_json(self, 400, {"error": "invalid_tenant"})
                     return http_fakes.send_json(self, 200, {"issuer": f"https://sts.windows.net/{tenant_id}/"})
+                if path.endswith("/virtualMachines") and "/virtualMachineScaleSets/" in path:
+                    return self._scale_set_instances(path)
                 if path == "/pkiops/certs/issuer.crt":
                     body = fake.chain.intermediate.public_bytes(serialization.Encoding.DER)
                     self.send_response(200)
@@ -327,6 +359,17 @@ class AzureFake:
                 fake.issued_tokens.add(token)
                 http_fakes.send_json(self, 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": token})
 
+            def _scale_set_instances(self, path: str) -> None:
+                if self.headers.get("Authorization", "").removeprefix("Bearer ") not in fake.issued_tokens:
+                    return http_fakes.send_json(self, 401, {"error": {"code": "AuthenticationFailed", "message": "no"}})
+                fake.graph_queries.append(path)
+                instances = [
+                    vm.scale_set_instance()
+                    for vm in fake.vms
+                    if vm.vmss_name and f"/virtualMachineScaleSets/{vm.vmss_name}/" in path
+                ]
+                http_fakes.send_json(self, 200, {"value": instances})
+
             def _graph(self, request: dict[str, Any]) -> None:
                 authorization = self.headers.get("Authorization", "")
                 if authorization.removeprefix("Bearer ") not in fake.issued_tokens:
@@ -339,7 +382,19 @@ class AzureFake:
                 query, subscriptions = request.get("query", ""), request.get("subscriptions", [])
                 fake.graph_queries.append(query)
                 rows: list[dict[str, Any]] = []
-                if match := _VM_QUERY.search(query):
+                if match := _VMSS_QUERY.search(query):
+                    rows = [
+                        {
+                            "id": f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group}/providers/Microsoft.Compute/virtualMachineScaleSets/{vm.vmss_name}",
+                            "name": vm.vmss_name,
+                            "location": vm.location,
+                            "resourceGroup": vm.resource_group,
+                            "subscriptionId": vm.subscription_id,
+                        }
+                        for vm in fake.vms
+                        if vm.vmss_name and vm.vmss_name == match.group(1) and vm.subscription_id in subscriptions
+                    ][:1]
+                elif match := _VM_QUERY.search(query):
                     rows = [
                         vm.row()
                         for vm in fake.vms

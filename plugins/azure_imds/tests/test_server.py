@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pyspire.plugin.attestation import AttestationResult
 from pyspire.plugin.catalog import CatalogError
-from pyspire.plugin.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied
+from pyspire.plugin.errors import Internal, InvalidArgument, NotFound, PermissionDenied
 from pyspire.plugin.facades import ServerNodeAttestor
 from pyspire.plugin.testing import load_plugin, make_core_config
 
@@ -25,6 +25,7 @@ from plugins.azure_imds.tests.fakes import (
     VM_ID,
     AzureFake,
     SigningChain,
+    VirtualMachine,
 )
 
 FIRST_PAYLOAD = b"non_empty_payload"
@@ -210,9 +211,35 @@ def test_token_auth_with_a_file_that_is_not_a_jwt_refuses_the_node(tmp_path: Pat
     assert azure.graph_queries == []
 
 
-def test_scale_set_instances_are_refused_not_guessed(tmp_path: Path, azure: AzureFake) -> None:
-    with pytest.raises(FailedPrecondition, match='VM Scale Set instances \\("myvmss"\\) are not supported'):
-        attest(attestor(tmp_path, azure), azure, vmss="myvmss")
+def test_a_scale_set_instance_is_found_in_its_scale_set(tmp_path: Path, azure: AzureFake) -> None:
+    azure.vm.vmss_name = "myvmss"
+    result = attest(attestor(tmp_path, azure), azure, vmss="myvmss")
+    assert result.agent_path == f"/azure_imds/{TENANT_ID}/{SUBSCRIPTION_ID}/{VM_ID}"
+    assert result.selector_values == (
+        "network-security-group:frontend:webservers",
+        "resource-group:frontend",
+        f"subscription-id:{SUBSCRIPTION_ID}",
+        "virtual-network-subnet:vnet:default",
+        "virtual-network:vnet",
+        "vm-location:eastus",
+        "vm-name:myvmss_0",
+        "vmss-name:myvmss",
+    )
+
+
+def test_a_scale_set_the_vm_is_not_in_is_refused(tmp_path: Path, azure: AzureFake) -> None:
+    """The scale set name is the agent's say-so: the VM ID must be among its instances."""
+    azure.vms = [
+        azure.vm,
+        VirtualMachine(vm_id="11111111-2222-3333-4444-555555555555", name="other", vmss_name="theirs"),
+    ]
+    with pytest.raises(Internal, match=f'VMSS instance "{VM_ID}" not found'):
+        attest(attestor(tmp_path, azure), azure, vmss="theirs")
+
+
+def test_a_malformed_scale_set_name_is_refused_before_any_lookup(tmp_path: Path, azure: AzureFake) -> None:
+    with pytest.raises(InvalidArgument, match="invalid VMSS name"):
+        attest(attestor(tmp_path, azure), azure, vmss="x' or name != '")
     assert azure.graph_queries == []
 
 

@@ -54,11 +54,17 @@ class ResourceManager:
         self, credential: TokenCredential, subscription_id: str, endpoint: str = DEFAULT_RESOURCE_MANAGER
     ) -> None:
         endpoint = endpoint.rstrip("/")
-        options = {"base_url": endpoint, "credential_scopes": [f"{endpoint}/.default"]}
+        scopes = [f"{endpoint}/.default"]
         self.subscription_id = subscription_id
-        self._resources = ResourceManagementClient(credential, subscription_id, **options)
-        self._compute = ComputeManagementClient(credential, subscription_id, **options)
-        self._network = NetworkManagementClient(credential, subscription_id, **options)
+        self._resources = ResourceManagementClient(
+            credential, subscription_id, base_url=endpoint, credential_scopes=scopes
+        )
+        self._compute = ComputeManagementClient(
+            credential, subscription_id, base_url=endpoint, credential_scopes=scopes
+        )
+        self._network = NetworkManagementClient(
+            credential, subscription_id, base_url=endpoint, credential_scopes=scopes
+        )
 
     def selectors(self, principal_id: str) -> tuple[str, ...]:
         """SPIRE's selectors for the VM whose identity is ``principal_id``, sorted and without repeats."""

@@ -1,0 +1,1 @@
+"""pyspire KeyManager ``gcp_kms``."""

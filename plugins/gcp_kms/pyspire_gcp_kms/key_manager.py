@@ -29,7 +29,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import Credentials
 from google.cloud import kms
-from google.iam.v1 import iam_policy_pb2, policy_pb2
+from google.iam.v1 import iam_policy_pb2, policy_pb2  # type: ignore[import-untyped]
 from google.oauth2 import service_account
 from google.protobuf import field_mask_pb2, json_format
 from pyspire.files import atomic_write
@@ -61,7 +61,7 @@ _PUBLIC_KEY_ATTEMPTS = 10
 
 _Algorithm = kms.CryptoKeyVersion.CryptoKeyVersionAlgorithm
 # SPIRE's choice: RSA keys sign RSASSA-PKCS1-v1_5 with SHA-256 (what X.509 signing asks for).
-_ALGORITHMS: dict[KeyType, _Algorithm] = {
+_ALGORITHMS: dict[KeyType, int] = {
     KeyType.EC_P256: _Algorithm.EC_SIGN_P256_SHA256,
     KeyType.EC_P384: _Algorithm.EC_SIGN_P384_SHA384,
     KeyType.RSA_2048: _Algorithm.RSA_SIGN_PKCS1_2048_SHA256,
@@ -108,7 +108,9 @@ def _credentials(config: GcpKmsConfig) -> tuple[Credentials, str]:
     """The credentials to call Cloud KMS with, and the service account email they belong to ("" if unknown)."""
     try:
         if config.service_account_file:
-            creds = service_account.Credentials.from_service_account_file(config.service_account_file, scopes=_SCOPES)
+            creds = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                config.service_account_file, scopes=_SCOPES
+            )
             return creds, creds.service_account_email
         default, _ = google.auth.default(scopes=_SCOPES)
     except (OSError, ValueError, auth_exceptions.GoogleAuthError) as err:
@@ -202,7 +204,7 @@ class GcpKmsKeyManager:
             newest = max(versions, key=lambda version: int(version.name.rsplit("/", 1)[-1]))
             key_type = _KEY_TYPES.get(newest.algorithm)
             if key_type is None:
-                raise Internal(f'unsupported algorithm {newest.algorithm.name} of "{newest.name}"')
+                raise Internal(f'unsupported algorithm {_Algorithm(newest.algorithm).name} of "{newest.name}"')
             keys.append(_Key(crypto_key.name, newest.name, PublicKey(key_id, key_type, self._public_key(newest.name))))
         return keys
 
@@ -347,5 +349,5 @@ class GcpKmsKeyManager:
     @hookimpl
     def close(self) -> None:
         if self._client is not None:
-            self._client.transport.close()
+            self._client.transport.close()  # type: ignore[no-untyped-call]
             self._client = None

@@ -1,4 +1,4 @@
-"""One RPC's stream as a server API handler sees it: typed messages, a request that must be there.
+"""One RPC's stream as an API handler of either daemon sees it: typed messages, a request that must be there.
 
 grpclib hands a handler its raw stream, whose ``recv_message`` answers None when the client
 sent no message and raises protobuf's ``DecodeError`` when the bytes are not the request type;

@@ -37,7 +37,8 @@ def test_the_request_is_spires_and_the_ca_may_sign_only_leaves(authority: Author
     assert request.template_arn == "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1"
     assert request.signing_algorithm == "SHA256WITHECDSA"  # the authority's default
     assert request.validity["Type"] == "ABSOLUTE"
-    assert started + 7200 <= request.validity["Value"] <= time.time() + 7200
+    # Whole seconds, as SPIRE sends them (time.Now().Add(ttl).Unix()).
+    assert int(started) + 7200 <= request.validity["Value"] <= time.time() + 7200
     ca = minted.ca_chain[0]
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     assert minted.ca_chain[1:] == (authority.ca.issued.certificate,)

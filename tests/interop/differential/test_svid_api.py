@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -118,33 +119,30 @@ def jwt_shape(reply: svid_pb2.MintJWTSVIDResponse) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", X509_REQUESTS)
-async def test_mint_x509_svid_answers_as_spire_does(name: str, server_pair: dict[str, ServerDaemon]) -> None:
+async def _mint_answers(
+    server_pair: dict[str, ServerDaemon], method: str, request: Any, shape: Callable[[Any], object], name: str
+) -> None:
+    """One mint request to both servers: a documented difference, the same refusal, or minted alike."""
+
     async def case(side: Side) -> None:
-        stub = svid_grpc.SVIDStub(side.channel)
+        call = getattr(svid_grpc.SVIDStub(side.channel), method)
         if name in DOCUMENTED:
-            await side.call(stub.MintX509SVID, X509_REQUESTS[name], documented=DOCUMENTED[name])
+            await side.call(call, request, documented=DOCUMENTED[name])
             return
-        reply = await side.call(stub.MintX509SVID, X509_REQUESTS[name], record=False)
+        reply = await side.call(call, request, record=False)
         if reply is None:
-            await side.call(stub.MintX509SVID, X509_REQUESTS[name])
+            await side.call(call, request)
         else:
-            side.note("minted", x509_shape(reply))
+            side.note("minted", shape(reply))
 
     await assert_same_answers(case, {n: daemon.socket_path for n, daemon in server_pair.items()})
+
+
+@pytest.mark.parametrize("name", X509_REQUESTS)
+async def test_mint_x509_svid_answers_as_spire_does(name: str, server_pair: dict[str, ServerDaemon]) -> None:
+    await _mint_answers(server_pair, "MintX509SVID", X509_REQUESTS[name], x509_shape, name)
 
 
 @pytest.mark.parametrize("name", JWT_REQUESTS)
 async def test_mint_jwt_svid_answers_as_spire_does(name: str, server_pair: dict[str, ServerDaemon]) -> None:
-    async def case(side: Side) -> None:
-        stub = svid_grpc.SVIDStub(side.channel)
-        if name in DOCUMENTED:
-            await side.call(stub.MintJWTSVID, JWT_REQUESTS[name], documented=DOCUMENTED[name])
-            return
-        reply = await side.call(stub.MintJWTSVID, JWT_REQUESTS[name], record=False)
-        if reply is None:
-            await side.call(stub.MintJWTSVID, JWT_REQUESTS[name])
-        else:
-            side.note("minted", jwt_shape(reply))
-
-    await assert_same_answers(case, {n: daemon.socket_path for n, daemon in server_pair.items()})
+    await _mint_answers(server_pair, "MintJWTSVID", JWT_REQUESTS[name], jwt_shape, name)

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from pyspire import __version__
 from pyspire.config.duration import parse_duration
@@ -44,6 +45,7 @@ __all__ = [
     "print_json",
     "read_input",
     "read_text",
+    "rpc_error",
     "run",
     "timeout",
     "write_output",
@@ -138,6 +140,11 @@ def go_code_name(code: int) -> str:
     except ValueError:
         return f"Code({code})"
     return _GO_CODE_NAMES.get(name) or "".join(word.capitalize() for word in name.split("_"))
+
+
+def rpc_error(err: GRPCError) -> str:
+    """A refused call as SPIRE's CLIs print it: ``rpc error: code = NotFound desc = ...``."""
+    return f"rpc error: code = {go_code_name(err.status.value)} desc = {err.message}"
 
 
 def json_text(value: Message | dict[str, Any] | list[Any]) -> str:

@@ -302,7 +302,7 @@ async def _call(args: argparse.Namespace, call: Callable[[SpiffeWorkloadAPIStub]
     try:
         return await asyncio.wait_for(call(SpiffeWorkloadAPIStub(channel)), args.timeout)
     except GRPCError as err:
-        raise CliError(_rpc_error(err)) from None
+        raise CliError(command_line.rpc_error(err)) from None
     except TimeoutError:
         raise CliError(f"no answer from the agent at {args.socket_path} within {args.timeout:g} s") from None
     except (OSError, StreamTerminatedError) as err:  # the raw stub: grpclib's own error for a dropped connection
@@ -449,8 +449,8 @@ async def _watch_once(args: argparse.Namespace, state: _WatchState) -> str:
         return "EOF"
     except GRPCError as err:
         if err.status is Status.INVALID_ARGUMENT:
-            raise _WatchCanceled(_rpc_error(err)) from None
-        return _rpc_error(err)
+            raise _WatchCanceled(command_line.rpc_error(err)) from None
+        return command_line.rpc_error(err)
     except StreamTerminatedError as err:
         return f"rpc error: code = Unavailable desc = {err or 'the agent closed the connection'}"
     except BrokenPipeError:
@@ -463,10 +463,6 @@ async def _watch_once(args: argparse.Namespace, state: _WatchState) -> str:
 
 class _WatchCanceled(Exception):
     """An error go-spiffe does not retry (INVALID_ARGUMENT): the watch ends with it."""
-
-
-def _rpc_error(err: GRPCError) -> str:
-    return f"rpc error: code = {command_line.go_code_name(err.status.value)} desc = {err.message}"
 
 
 async def _watch(args: argparse.Namespace) -> int:

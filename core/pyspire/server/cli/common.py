@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from pyspire.command_line import CliError, go_code_name, print_json
+from pyspire.command_line import CliError, go_code_name, print_json, rpc_error
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -85,7 +85,7 @@ def run_async(handler: Callable[[argparse.Namespace, Channel], Awaitable[int]]) 
         try:
             return asyncio.run(with_channel())
         except GRPCError as err:
-            raise CliError(f"rpc error: code = {go_code_name(err.status.value)} desc = {err.message}") from None
+            raise CliError(rpc_error(err)) from None
 
     return run
 

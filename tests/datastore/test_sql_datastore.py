@@ -19,6 +19,7 @@ from pyspire.plugin.facades import DataStore
 from pyspire.plugin.records import JoinToken
 from pyspire.plugin.testing import load_plugin, make_core_config
 from pyspire.plugin.testing.datastore_contract import DataStoreContract
+from pyspire.spiffe import SpiffeId
 from sqlalchemy import delete, text
 
 
@@ -167,3 +168,18 @@ def test_a_started_mariadb_datastore_holds_no_migration_lock(tmp_path: Path, mar
         assert time.monotonic() - started < 30
     finally:
         first.close()
+
+
+def test_log_sql_logs_each_statement_the_begin_included(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite's BEGIN bypasses SQLAlchemy's execution path for speed, except when log_sql asks to see it."""
+    caplog.set_level("INFO", logger="sqlalchemy.engine")
+    data = {"database_type": "sqlite3", "connection_string": str(tmp_path / "ds.sqlite3"), "log_sql": True}
+    handle = load_sql(tmp_path, data)
+    try:
+        caplog.clear()
+        assert handle.fetch_attested_node(SpiffeId.parse("spiffe://example.org/spire/agent/none")) is None
+    finally:
+        handle.close()
+    statements = [record.getMessage() for record in caplog.records if record.name.startswith("sqlalchemy.engine")]
+    assert "BEGIN" in statements
+    assert any(statement.startswith("SELECT") for statement in statements)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspire.plugin import PluginConfigError
 
-__all__ = ["AwsKmsConfig", "read_server_id"]
+__all__ = ["AwsKmsConfig"]
 
 _KEY_IDENTIFIER = re.compile(r"[A-Za-z0-9/_-]+")
 _MAX_KEY_IDENTIFIER = 256
@@ -100,21 +99,3 @@ def _check_tags(tags: dict[str, str]) -> None:
                 "key_tags",
                 f'the value of tag "{key}" has characters other than letters, numbers, spaces and + - = . _ : / @',
             )
-
-
-def read_server_id(path: str) -> str | None:
-    """The server ID stored in ``key_identifier_file`` (None when the file does not exist yet).
-
-    The file holds a UUID, as SPIRE writes it; anything else is refused rather than replaced,
-    since a new ID would orphan every key the old one names.
-    """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PluginConfigError("key_identifier_file", f"cannot read {path}: {err}") from None
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise PluginConfigError("key_identifier_file", f"{path} does not hold a server ID (a UUID)") from None

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pyspire.files import atomic_write
 from pyspire.plugin import (
     CoreConfig,
     FailedPrecondition,
@@ -31,16 +28,16 @@ from pyspire.plugin import (
     InvalidArgument,
     KeyType,
     NotFound,
-    PluginConfigError,
     PluginLogger,
     PublicKey,
     hookimpl,
     parse_plugin_data,
 )
+from pyspire.plugin.server_id import read_server_id, server_id_from_file
 from pyspire_aws_common import aws_error
 
 from pyspire_aws_kms.aws import new_clients
-from pyspire_aws_kms.config import AwsKmsConfig, read_server_id
+from pyspire_aws_kms.config import AwsKmsConfig
 from pyspire_aws_kms.naming import KeyNames
 from pyspire_aws_kms.signing import KEY_SPECS, KEY_TYPES, kms_signing_request
 from pyspire_aws_kms.upkeep import KeyEntry, Upkeep
@@ -116,7 +113,7 @@ class AwsKmsKeyManager:
         # _NO_POLICY when there is no assumed role to build it for.
         self._policy: object = config.key_policy()
         self._tags = [{"TagKey": key, "TagValue": value} for key, value in sorted(config.key_tags.items())]
-        server_id = config.key_identifier_value or self._server_id(config.key_identifier_file)
+        server_id = config.key_identifier_value or server_id_from_file(config.key_identifier_file)
         logger.debug("Loaded server id", extra={"server_id": server_id})
         self._names = KeyNames(core.trust_domain.name, server_id)
         self._kms, self._sts = new_clients(config.region, config.access_key_id, config.secret_access_key)
@@ -125,18 +122,6 @@ class AwsKmsKeyManager:
             logger.debug("Key loaded", extra={"key_arn": key.entry.arn, "alias_name": key.entry.alias})
         self._upkeep = Upkeep(self._kms, self._names, self._entries, logger)
         self._upkeep.start()
-
-    @staticmethod
-    def _server_id(path: str) -> str:
-        existing = read_server_id(path)
-        if existing is not None:
-            return existing
-        server_id = str(uuid.uuid4())
-        try:
-            atomic_write(Path(path), server_id.encode())
-        except OSError as err:
-            raise PluginConfigError("key_identifier_file", f"cannot write {path}: {err.strerror}") from None
-        return server_id
 
     def _entries(self) -> list[KeyEntry]:
         return [key.entry for key in list(self._keys.values())]

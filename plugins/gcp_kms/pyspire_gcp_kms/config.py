@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyspire.plugin import PluginConfigError
 
-__all__ = ["DEFAULT_ENDPOINT", "GcpKmsConfig", "read_server_id"]
+__all__ = ["DEFAULT_ENDPOINT", "GcpKmsConfig"]
 
 DEFAULT_ENDPOINT = "https://cloudkms.googleapis.com"
 
@@ -65,21 +64,3 @@ class GcpKmsConfig:
         if not isinstance(policy, dict) or policy.get("version") != 3:
             raise PluginConfigError("key_policy_file", "must hold an IAM policy of version 3")
         return policy
-
-
-def read_server_id(path: str) -> str | None:
-    """The server ID stored in ``key_identifier_file`` (None when the file does not exist yet).
-
-    The file holds a UUID, as SPIRE writes it; anything else is refused rather than replaced,
-    since a new ID would orphan every CryptoKey the old one labels.
-    """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PluginConfigError("key_identifier_file", f"cannot read {path}: {err}") from None
-    try:
-        return str(uuid.UUID(text.strip()))
-    except ValueError:
-        raise PluginConfigError("key_identifier_file", f"{path} does not hold a server ID (a UUID)") from None

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import google.auth
@@ -32,7 +31,6 @@ from google.cloud import kms
 from google.iam.v1 import iam_policy_pb2, policy_pb2  # type: ignore[import-untyped]
 from google.oauth2 import service_account
 from google.protobuf import field_mask_pb2, json_format
-from pyspire.files import atomic_write
 from pyspire.plugin import (
     CoreConfig,
     HashAlgorithm,
@@ -46,8 +44,9 @@ from pyspire.plugin import (
     hookimpl,
     parse_plugin_data,
 )
+from pyspire.plugin.server_id import read_server_id, server_id_from_file
 
-from pyspire_gcp_kms.config import GcpKmsConfig, read_server_id
+from pyspire_gcp_kms.config import GcpKmsConfig
 
 __all__ = ["GcpKmsKeyManager"]
 
@@ -142,7 +141,7 @@ class GcpKmsKeyManager:
         self._log = logger
         self._policy = config.key_policy()
         self._key_ring = config.key_ring
-        self._server_id = config.key_identifier_value or self._load_server_id(config.key_identifier_file)
+        self._server_id = config.key_identifier_value or server_id_from_file(config.key_identifier_file)
         logger.debug("Loaded server ID", extra={"server_id": self._server_id})
         self._td_hash = hashlib.sha1(core.trust_domain.name.encode(), usedforsecurity=False).hexdigest()
         credentials, self._email = _credentials(config)
@@ -157,18 +156,6 @@ class GcpKmsKeyManager:
         self._keys = {key.public.id: key for key in keys}
         for key in keys:
             logger.debug("Cloud KMS key loaded", extra={"crypto_key_version_name": key.version})
-
-    @staticmethod
-    def _load_server_id(path: str) -> str:
-        existing = read_server_id(path)
-        if existing is not None:
-            return existing
-        server_id = str(uuid.uuid4())
-        try:
-            atomic_write(Path(path), server_id.encode())
-        except OSError as err:
-            raise PluginConfigError("key_identifier_file", f"cannot write {path}: {err.strerror}") from None
-        return server_id
 
     def _kms(self) -> kms.KeyManagementServiceClient:
         if self._client is None:

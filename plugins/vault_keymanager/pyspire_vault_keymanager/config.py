@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pyspire.files import atomic_write
 from pyspire.plugin import PluginConfigError, parse_plugin_data
+from pyspire.plugin.server_id import server_id_from_file
 from pyspire_vault_upstream.config import VaultConnectionData, VaultSettings, load_settings
 
-__all__ = ["KeyManagerSettings", "load_key_manager_settings", "read_server_id", "server_id"]
+__all__ = ["KeyManagerSettings", "load_key_manager_settings", "server_id"]
 
 DEFAULT_TRANSIT_ENGINE_PATH = "transit"
 _OWN_KEYS = ("key_identifier_file", "key_identifier_value", "transit_engine_path")
@@ -73,36 +71,6 @@ def load_key_manager_settings(
     return KeyManagerSettings(vault, transit, data.key_identifier_file, data.key_identifier_value)
 
 
-def read_server_id(path: str) -> str | None:
-    """The server ID kept in ``key_identifier_file`` (None when the file does not exist yet).
-
-    Anything but a UUID is refused rather than replaced: a new ID would orphan every key the
-    old one names.
-    """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PluginConfigError("key_identifier_file", f"cannot read {path}: {err}") from None
-    try:
-        return str(uuid.UUID(text.strip()))
-    except ValueError:
-        raise PluginConfigError("key_identifier_file", f"{path} does not hold a server ID (a UUID)") from None
-
-
 def server_id(settings: KeyManagerSettings) -> str:
     """``key_identifier_value``, or the file's UUID, made and kept (mode 0600) on first start."""
-    if settings.key_identifier_value:
-        return settings.key_identifier_value
-    existing = read_server_id(settings.key_identifier_file)
-    if existing is not None:
-        return existing
-    made = str(uuid.uuid4())
-    try:
-        atomic_write(Path(settings.key_identifier_file), made.encode())
-    except OSError as err:
-        raise PluginConfigError(
-            "key_identifier_file", f"cannot write {settings.key_identifier_file}: {err.strerror}"
-        ) from None
-    return made
+    return settings.key_identifier_value or server_id_from_file(settings.key_identifier_file)

@@ -38,9 +38,10 @@ from pyspire.plugin import (
     PublicKey,
     hookimpl,
 )
+from pyspire.plugin.server_id import read_server_id
 from pyspire_vault_upstream.session import VaultSession
 
-from pyspire_vault_keymanager.config import load_key_manager_settings, read_server_id, server_id
+from pyspire_vault_keymanager.config import load_key_manager_settings, server_id
 from pyspire_vault_keymanager.deletion import Deleter
 from pyspire_vault_keymanager.naming import KeyNames, check_key_id
 from pyspire_vault_keymanager.signing import TRANSIT_KEY_TYPES, signing_request

@@ -22,6 +22,7 @@ from typing import Any
 
 import google.auth
 import google_crc32c
+import requests
 from cryptography.hazmat.primitives import serialization
 from google.api_core import exceptions as api_exceptions
 from google.api_core.client_options import ClientOptions
@@ -69,7 +70,8 @@ _ALGORITHMS: dict[KeyType, int] = {
 _KEY_TYPES = {algorithm: key_type for key_type, algorithm in _ALGORITHMS.items()}
 _EC_DIGEST = {KeyType.EC_P256: ("sha256", 32), KeyType.EC_P384: ("sha384", 48)}
 
-_GoogleErrors = (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError)
+# The REST transport lets requests' own errors through when Cloud KMS cannot be reached at all.
+_GoogleErrors = (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError, requests.RequestException)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A small Cloud KMS (REST v1) for tests, written from the API reference, that really signs.
 
 It serves what ``google-cloud-kms``'s REST transport asks of the asymmetric-signing part of
-the API: CryptoKeys (create, list with ``labels.K = V AND ...`` filters, patch), their
+the API: CryptoKeys (create, get, list with ``labels.K = V AND ...`` filters (``!=``, ``<``, ``>`` too), patch), their
 versions (create, list by state, destroy), public keys, ``asymmetricSign`` (with the CRC32C
 checksums Cloud KMS computes) and the CryptoKey IAM policy; plus an OAuth token endpoint so a
 service account file whose ``token_uri`` points here authenticates for real. Requests without
@@ -103,16 +103,26 @@ class _ApiError(Exception):
         self.code = code
 
 
+def _clause_holds(actual: str | None, op: str, value: str) -> bool:
+    if op in ("=", "!="):
+        return (actual == value) == (op == "=")
+    if actual is None:  # a missing label is neither less nor greater than anything
+        return False
+    # Label values are strings; SPIRE's Unix-time stamps compare as numbers.
+    left, right = (int(actual), int(value)) if actual.isdigit() and value.isdigit() else (actual, value)
+    return left < right if op == "<" else left > right
+
+
 def _matches(labels: dict[str, str], query: str) -> bool:
-    """``labels.K = V`` / ``labels.K != V`` clauses joined by AND, as SPIRE's filters are."""
+    """``labels.K = V`` / ``!=`` / ``<`` / ``>`` clauses joined by AND, as SPIRE's filters are."""
     if not query:
         return True
     for clause in query.split(" AND "):
-        found = re.fullmatch(r"\s*labels\.([\w-]+)\s*(!=|=)\s*(\S+)\s*", clause)
+        found = re.fullmatch(r"\s*labels\.([\w-]+)\s*(!=|=|<|>)\s*(\S+)\s*", clause)
         if found is None:
             raise _ApiError(400, f"unsupported filter clause {clause!r}")
         key, op, value = found.groups()
-        if (labels.get(key) == value) != (op == "="):
+        if not _clause_holds(labels.get(key), op, value):
             return False
     return True
 

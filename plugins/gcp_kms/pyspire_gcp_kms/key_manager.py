@@ -6,6 +6,9 @@ values allow no dots; ``spire-server-id``; ``spire-active``), so a restarted ser
 server given the same server ID, finds and keeps signing with the same keys. Generating a key
 ID again adds a CryptoKeyVersion to its CryptoKey and destroys the version it replaces.
 
+A background ``Upkeep`` (see ``upkeep``) stamps the keys in use and disposes of other servers'
+stale ones, as SPIRE does.
+
 Every answer Cloud KMS checksums (public key PEM, signature) is checked: a corrupted answer is
 an error, never a key or a signature handed to the CA.
 """
@@ -48,6 +51,7 @@ from pyspire.plugin import (
 from pyspire.plugin.server_id import read_server_id, server_id_from_file
 
 from pyspire_gcp_kms.config import GcpKmsConfig
+from pyspire_gcp_kms.upkeep import Upkeep
 
 __all__ = ["GcpKmsKeyManager"]
 
@@ -127,6 +131,7 @@ class GcpKmsKeyManager:
         self._keys: dict[str, _Key] = {}
         self._lock = threading.Lock()
         self._client: kms.KeyManagementServiceClient | None = None
+        self._upkeep: Upkeep | None = None
 
     @hookimpl
     def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
@@ -158,6 +163,18 @@ class GcpKmsKeyManager:
         self._keys = {key.public.id: key for key in keys}
         for key in keys:
             logger.debug("Cloud KMS key loaded", extra={"crypto_key_version_name": key.version})
+        if self._upkeep is not None:
+            self._upkeep.stop()
+        self._upkeep = Upkeep(
+            self._client,
+            self._key_ring,
+            labels=self._labels(),
+            crypto_keys=lambda: [key.crypto_key for key in list(self._keys.values())],
+            destroy=self._destroy,
+            errors=_GoogleErrors,
+            log=logger,
+        )
+        self._upkeep.start()
 
     def _kms(self) -> kms.KeyManagementServiceClient:
         if self._client is None:
@@ -337,6 +354,9 @@ class GcpKmsKeyManager:
 
     @hookimpl
     def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.stop()
+            self._upkeep = None
         if self._client is not None:
             self._client.transport.close()  # type: ignore[no-untyped-call]
             self._client = None

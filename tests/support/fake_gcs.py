@@ -16,6 +16,7 @@ naming the build log, and fails them under CI=true.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,24 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google.cloud import storage
 
 from tests.support import http_fakes, peers
 from tests.support.free_port import free_port
 
-__all__ = ["FAKE_GCS_VERSION", "FakeGcsServer", "TokenEndpoint", "fake_gcs_binary", "fake_gcs_server"]
+__all__ = [
+    "FAKE_GCS_VERSION",
+    "FakeGcsServer",
+    "Gcs",
+    "TokenEndpoint",
+    "build_at_collection",
+    "client",
+    "fake_gcs_binary",
+    "fake_gcs_server",
+    "gcs",
+    "gcs_unreachable",
+    "token_endpoint",
+]
 
 FAKE_GCS_VERSION = "v1.56.1"
 _MODULE = "github.com/fsouza/fake-gcs-server"
@@ -93,13 +108,36 @@ class FakeGcsServer:
             self._process.wait()
 
 
+_built: dict[str, Path | peers.PeerBuildError] = {}
+
+
+def _binary() -> Path | peers.PeerBuildError:
+    """The build's outcome, tried once per process."""
+    if "binary" not in _built:
+        try:
+            _built["binary"] = fake_gcs_binary()
+        except peers.PeerBuildError as err:
+            _built["binary"] = err
+    return _built["binary"]
+
+
+def build_at_collection(session: pytest.Session) -> None:
+    """``pytest_collection_finish`` for the conftests whose tests use the server.
+
+    A cold build (a couple of minutes) runs before any test starts, so it is not counted
+    against a test's timeout, as tests/interop builds its peers.
+    """
+    here = [item for item in session.items if "fake_gcs_server" in getattr(item, "fixturenames", ())]
+    if here:
+        _binary()
+
+
 @pytest.fixture(scope="session")
 def fake_gcs_server() -> Iterator[FakeGcsServer]:
     """One fake-gcs-server for the session; tests use buckets of their own."""
-    try:
-        binary = fake_gcs_binary()
-    except peers.PeerBuildError as err:
-        message = f"cannot build fake-gcs-server: {err}"
+    binary = _binary()
+    if isinstance(binary, peers.PeerBuildError):
+        message = f"cannot build fake-gcs-server: {binary}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -162,3 +200,55 @@ class TokenEndpoint:
 
     def stop(self) -> None:
         http_fakes.stop(self._server)
+
+
+_serial = itertools.count()
+
+
+@dataclass(frozen=True)
+class Gcs:
+    """A bucket of its own on the fake, for one test (the fake keeps buckets for the session)."""
+
+    server: FakeGcsServer
+    bucket: str
+
+    @classmethod
+    def with_new_bucket(cls, server: FakeGcsServer) -> Gcs:
+        name = f"bundles-{os.getpid()}-{next(_serial)}"
+        client().create_bucket(name)
+        return cls(server, name)
+
+    def blob(self, name: str) -> storage.Blob | None:
+        """The object, or None when there is none."""
+        return client().bucket(self.bucket).get_blob(name)
+
+    def read(self, name: str) -> bytes | None:
+        """The object's content, or None when there is none."""
+        blob = self.blob(name)
+        return None if blob is None else blob.download_as_bytes()
+
+
+def client() -> storage.Client:
+    """A client of the fake, in a process whose STORAGE_EMULATOR_HOST points at it."""
+    return storage.Client(project="test-project")
+
+
+@pytest.fixture
+def gcs(fake_gcs_server: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Gcs:
+    """google-cloud-storage in this process pointed at the fake (never at Google), with a new bucket."""
+    fake_gcs_server.use_here(monkeypatch)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    return Gcs.with_new_bucket(fake_gcs_server)
+
+
+@pytest.fixture
+def gcs_unreachable(gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STORAGE_EMULATOR_HOST moved to a closed port: every request fails to connect."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    endpoint = TokenEndpoint()
+    yield endpoint
+    endpoint.stop()

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from plugins.gcp_cloudstorage.tests.bucket import client
 from tests.support.daemons import ServerDaemon, server_config, start_server
-from tests.support.fake_gcs import FakeGcsServer
+from tests.support.fake_gcs import FakeGcsServer, client
 from tests.support.waiting import eventually
 
 BUCKET = "e2e-trust-bundles"

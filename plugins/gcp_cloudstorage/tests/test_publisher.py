@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,7 @@ from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN, load_plugin, make_
 from pyspire.plugin.testing.pki import TestCa
 from pyspire.spiffe import Bundle
 
-from plugins.gcp_cloudstorage.tests.bucket import Gcs, client
-from tests.support.fake_gcs import TokenEndpoint
+from tests.support.fake_gcs import Gcs, TokenEndpoint, client
 
 
 def settings(gcs: Gcs, **changes: Any) -> dict[str, Any]:
@@ -38,13 +37,6 @@ def full_bundle() -> Bundle:
     jwt_key = ec.generate_private_key(ec.SECP256R1()).public_key()
     bundle = ca.bundle(other.certificate).with_jwt_authority("jwt-key-1", jwt_key).with_sequence_number(7)
     return bundle.with_refresh_hint(timedelta(seconds=300))
-
-
-@pytest.fixture
-def tokens() -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 @pytest.mark.parametrize("name", ["spiffe", "jwks", "PEM"])
@@ -90,10 +82,10 @@ def test_a_failed_write_is_tried_again_with_the_same_bundle(gcs: Gcs, tmp_path: 
     assert client().bucket("created-later").blob("bundle").download_as_bytes() == BundleFormat.SPIFFE.render(bundle)
 
 
-def test_the_service_account_file_is_the_identity_used(gcs: Gcs, tmp_path: Path, tokens: TokenEndpoint) -> None:
-    account = tokens.service_account_file(tmp_path, email="bundles@test-project.iam.gserviceaccount.com")
+def test_the_service_account_file_is_the_identity_used(gcs: Gcs, tmp_path: Path, token_endpoint: TokenEndpoint) -> None:
+    account = token_endpoint.service_account_file(tmp_path, email="bundles@test-project.iam.gserviceaccount.com")
     publisher(tmp_path, settings(gcs, service_account_file=str(account))).publish_bundle(full_bundle())
-    assert set(tokens.granted) == {"bundles@test-project.iam.gserviceaccount.com"}
+    assert set(token_endpoint.granted) == {"bundles@test-project.iam.gserviceaccount.com"}
     assert gcs.read("bundle") is not None
 
 

@@ -10,8 +10,7 @@ from pyspire.plugin.testing import NotifierContract
 from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN
 from pyspire.spiffe import Bundle
 
-from plugins.gcp_cloudstorage.tests.bucket import Gcs
-from tests.support.free_port import free_port
+from tests.support.fake_gcs import Gcs
 
 
 class TestGcsBundleContract(NotifierContract):
@@ -24,10 +23,7 @@ class TestGcsBundleContract(NotifierContract):
         return {"bucket": gcs.bucket, "object_path": "spire-bundle.pem"}
 
     @pytest.fixture
-    def unreachable_plugin_data(
-        self, plugin_data: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch
-    ) -> Mapping[str, Any]:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    def unreachable_plugin_data(self, plugin_data: Mapping[str, Any], gcs_unreachable: None) -> Mapping[str, Any]:
         return plugin_data
 
     def delivered_bundle(self, plugin_data: Mapping[str, Any]) -> Bundle | None:

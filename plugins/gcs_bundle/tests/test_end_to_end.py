@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from plugins.gcp_cloudstorage.tests.bucket import client
 from tests.support.daemons import ServerDaemon, server_config, start_server
-from tests.support.fake_gcs import FakeGcsServer
+from tests.support.fake_gcs import FakeGcsServer, client
 from tests.support.waiting import eventually
 
 OBJECT = "spire-bundle.pem"

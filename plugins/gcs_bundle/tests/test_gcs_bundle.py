@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,7 @@ from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN, load_plugin, make_
 from pyspire.plugin.testing.pki import TestCa
 from pyspire.spiffe import Bundle
 
-from plugins.gcp_cloudstorage.tests.bucket import Gcs, client
-from tests.support.fake_gcs import TokenEndpoint
+from tests.support.fake_gcs import Gcs, TokenEndpoint, client
 
 
 def settings(gcs: Gcs, **changes: Any) -> dict[str, Any]:
@@ -31,13 +30,6 @@ def notifier(tmp_path: Path, plugin_data: Mapping[str, Any]) -> Notifier:
 
 def two_root_bundle() -> Bundle:
     return TestCa.create(TEST_TRUST_DOMAIN).bundle(TestCa.create(TEST_TRUST_DOMAIN).certificate)
-
-
-@pytest.fixture
-def tokens() -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint()
-    yield endpoint
-    endpoint.stop()
 
 
 def test_the_object_is_the_pem_of_the_x509_roots_only(gcs: Gcs, tmp_path: Path) -> None:
@@ -66,10 +58,10 @@ def test_a_missing_bucket_is_an_error_naming_the_object(gcs: Gcs, tmp_path: Path
         notifier(tmp_path, settings(gcs, bucket="absent-bucket")).notify_bundle_loaded(two_root_bundle())
 
 
-def test_the_service_account_file_is_the_identity_used(gcs: Gcs, tmp_path: Path, tokens: TokenEndpoint) -> None:
-    account = tokens.service_account_file(tmp_path, email="notifier@test-project.iam.gserviceaccount.com")
+def test_the_service_account_file_is_the_identity_used(gcs: Gcs, tmp_path: Path, token_endpoint: TokenEndpoint) -> None:
+    account = token_endpoint.service_account_file(tmp_path, email="notifier@test-project.iam.gserviceaccount.com")
     notifier(tmp_path, settings(gcs, service_account_file=str(account))).notify_bundle_loaded(two_root_bundle())
-    assert set(tokens.granted) == {"notifier@test-project.iam.gserviceaccount.com"}
+    assert set(token_endpoint.granted) == {"notifier@test-project.iam.gserviceaccount.com"}
     assert gcs.read("bundle.pem") is not None
 
 

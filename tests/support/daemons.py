@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +238,21 @@ class ServerDaemon(Daemon):
         output = self.cli("localauthority", "x509", verb, *args).stdout
         section = output.split(f"{label} X.509 authority:", 1)[1]
         return section.split("Authority ID: ", 1)[1].split()[0]
+
+    def x509_rotation(self) -> Iterator[int]:
+        """Walk the X.509 CA through a full rotation; after each step, yield how many roots the bundle then has.
+
+        The next CA is prepared (2: the bundle has both roots), then activated, the old one
+        tainted and revoked (1). A test waits for its destination to reflect each count before
+        going on: ``for roots in server.x509_rotation(): ...``.
+        """
+        old = self.x509_authority_id()
+        new = self.x509_authority_id("prepare", "Prepared")
+        yield 2
+        self.cli("localauthority", "x509", "activate", "-authorityID", new)
+        self.cli("localauthority", "x509", "taint", "-authorityID", old)
+        self.cli("localauthority", "x509", "revoke", "-authorityID", old)
+        yield 1
 
     def join_token(self, spiffe_id: str = "") -> str:
         args = ["token", "generate"]

@@ -62,16 +62,9 @@ def test_the_object_follows_the_bundle_through_a_ca_rotation(
         assert f"failed to put object s3://{BUCKET}/example.org/bundle.json: NoSuchBucket" in server.log()
 
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-        old = server.x509_authority_id()
-        new = server.x509_authority_id("prepare", "Prepared")  # a change: published at once
-        assert eventually(lambda: x509_roots(published()) == 2, timeout=20)
-        assert published() == shown(server)
-
-        server.cli("localauthority", "x509", "activate", "-authorityID", new)
-        server.cli("localauthority", "x509", "taint", "-authorityID", old)
-        server.cli("localauthority", "x509", "revoke", "-authorityID", old)
-        assert eventually(lambda: x509_roots(published()) == 1, timeout=20)
-        assert published() == shown(server)
+        for roots in server.x509_rotation():  # each change is published at once
+            assert eventually(lambda roots=roots: x509_roots(published()) == roots, timeout=20)
+            assert published() == shown(server)
     finally:
         server.stop()
 

@@ -20,7 +20,6 @@ import base64
 import json
 import re
 import secrets
-import ssl
 import threading
 import time
 import urllib.parse
@@ -33,8 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from tests.support import http_fakes
-from tests.support.pki import make_ca, make_tls_certificate, write_pem
+from tests.support import azure, http_fakes
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION_ID = "d5b40d61-272e-48da-beb9-05f295c42bd6"
@@ -127,17 +125,9 @@ class FakeKeyVault:
         assert self._server is not None
         return f"https://127.0.0.1:{self._server.server_address[1]}"
 
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "azure-fake-ca.pem"
-
     def env(self) -> dict[str, str]:
         """What a process needs to trust the fake's TLS and to ask its Entra for tokens."""
-        return {
-            "SSL_CERT_FILE": str(self.ca_file),
-            "REQUESTS_CA_BUNDLE": str(self.ca_file),
-            "AZURE_AUTHORITY_HOST": self.url,
-        }
+        return {**azure.trust_env(self.directory), "AZURE_AUTHORITY_HOST": self.url}
 
     def plugin_data(self, **keys: Any) -> dict[str, Any]:
         """``plugin_data`` with the fake's vault and its tenant's app secret."""
@@ -303,12 +293,7 @@ class FakeKeyVault:
             def do_DELETE(self) -> None:
                 self._route("DELETE")
 
-        tls_ca = make_ca(name="azure fake TLS CA")
-        self.ca_file.write_bytes(tls_ca.certificate.public_bytes(serialization.Encoding.PEM))
-        write_pem(make_tls_certificate(tls_ca), self.directory / "vault-tls.pem", self.directory / "vault-tls.key")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.directory / "vault-tls.pem", self.directory / "vault-tls.key")
-        self._server = http_fakes.serve(Handler, tls=context)
+        self._server = azure.serve_https(Handler, self.directory)
         return self
 
     def stop(self) -> None:

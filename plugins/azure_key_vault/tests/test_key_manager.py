@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,15 +22,9 @@ from pyspire_azure_common.credentials import credential
 from pyspire_azure_key_vault.upkeep import Upkeep
 
 from tests.support.azure_key_vault import APP_ID, APP_SECRET, TENANT_ID, FakeKeyVault
+from tests.support.waiting import eventually
 
 _NAME = re.compile(r"spire-key-[0-9a-f-]{36}-(.+)")
-
-
-def eventually(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class Loaded:

@@ -2,7 +2,8 @@
 
 The X.509 CA's public key and the JWT signing key are the ones Key Vault holds under SPIRE's
 names; after a restart the server uses the same CA certificate (no new key is made in the
-vault) and what it signs verifies with ``openssl`` against its bundle.
+vault) and what it signs verifies with ``openssl`` against its bundle. A server whose vault
+cannot be reached does not start, and says why in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.azure_key_vault import FakeKeyVault
-from tests.support.daemons import ServerDaemon, start_server
+from tests.support.daemons import ServerDaemon, server_config, start_server
+from tests.support.free_port import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 
@@ -77,3 +79,15 @@ def test_a_restarted_server_signs_with_the_same_key_vault_keys(vault: FakeKeyVau
         assert sorted(vault.keys) == keys_before
     finally:
         server.stop()
+
+
+def test_a_server_that_cannot_reach_key_vault_does_not_start_and_says_why(vault: FakeKeyVault, tmp_path: Path) -> None:
+    unreachable = key_manager(vault, tmp_path).replace(vault.url, f"https://127.0.0.1:{free_port()}")
+    text, socket_path, _ = server_config(tmp_path / "server", key_manager=unreachable)
+    server = ServerDaemon("pyspire-server", tmp_path / "server", socket_path, text, env=vault.env())
+    with pytest.raises(RuntimeError, match="exited with"):
+        server.start()
+    log = server.log()
+    assert "keymanager(azure_key_vault): failed while listing keys" in log
+    assert "Traceback" not in log
+    assert not socket_path.exists()

@@ -42,6 +42,7 @@ from pyspire_azure_key_vault.config import AzureKeyVaultConfig
 from pyspire_azure_key_vault.keys import (
     create_key_arguments,
     der_signature,
+    jwk_field,
     key_type_of,
     public_key_der,
     signing_request,
@@ -145,7 +146,7 @@ class AzureKeyVaultKeyManager:
     def _entry(self, key_id: str, bundle: KeyVaultKey) -> _Key:
         key_type = key_type_of(bundle.key)
         if key_type is None:
-            raise Internal(f'unsupported key spec of key "{bundle.id}": {bundle.key.kty}')
+            raise Internal(f'unsupported key spec of key "{bundle.id}": {jwk_field(bundle.key, "kty")}')
         version = bundle.properties.version or ""
         public = PublicKey(key_id, key_type, public_key_der(bundle.key, key_type))
         signer = self._vault().get_cryptography_client(bundle.name, key_version=version)
@@ -165,7 +166,7 @@ class AzureKeyVaultKeyManager:
                 )
             except AzureError as err:
                 raise Internal(f"failed to create key: {err}") from None
-            self._log.debug("Key created", extra={"key_id": bundle.id, "algorithm": bundle.key.kty})
+            self._log.debug("Key created", extra={"key_id": bundle.id, "algorithm": jwk_field(bundle.key, "kty")})
             key = self._entry(key_id, bundle)
             previous = self._keys.get(key_id)
             self._keys[key_id] = key

@@ -15,6 +15,7 @@ PSS salt is as long as the digest).
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from azure.keyvault.keys import JsonWebKey, KeyCurveName
 from azure.keyvault.keys import KeyType as VaultKeyType
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pyspire.plugin import HashAlgorithm, Internal, KeyType
 
-__all__ = ["create_key_arguments", "der_signature", "key_type_of", "public_key_der", "signing_request"]
+__all__ = ["create_key_arguments", "der_signature", "jwk_field", "key_type_of", "public_key_der", "signing_request"]
 
 _CURVES: dict[KeyType, tuple[str, ec.EllipticCurve]] = {
     KeyType.EC_P256: (KeyCurveName.p_256, ec.SECP256R1()),
@@ -42,6 +43,11 @@ _RSA_ALGORITHMS = {
 }
 
 
+def jwk_field(jwk: JsonWebKey, name: str) -> Any:
+    """A JWK member (``kty``, ``n``, ``crv``...): the SDK sets them in ``__init__``, untyped."""
+    return getattr(jwk, name, None)
+
+
 def create_key_arguments(key_type: KeyType) -> dict[str, object]:
     """The ``KeyClient.create_key`` arguments (besides name, operations and tags) for ``key_type``."""
     if key_type.is_rsa:
@@ -51,10 +57,10 @@ def create_key_arguments(key_type: KeyType) -> dict[str, object]:
 
 def key_type_of(jwk: JsonWebKey) -> KeyType | None:
     """The key type of a Key Vault key, as SPIRE reads it (RSA by modulus length), or None."""
-    if jwk.kty == VaultKeyType.rsa and jwk.n is not None:
-        return {256: KeyType.RSA_2048, 512: KeyType.RSA_4096}.get(len(jwk.n))
-    if jwk.kty == VaultKeyType.ec:
-        return {curve: key_type for key_type, (curve, _) in _CURVES.items()}.get(jwk.crv)
+    if jwk_field(jwk, "kty") == VaultKeyType.rsa and jwk_field(jwk, "n") is not None:
+        return {256: KeyType.RSA_2048, 512: KeyType.RSA_4096}.get(len(jwk_field(jwk, "n")))
+    if jwk_field(jwk, "kty") == VaultKeyType.ec:
+        return {curve: key_type for key_type, (curve, _) in _CURVES.items()}.get(jwk_field(jwk, "crv"))
     return None
 
 
@@ -63,15 +69,15 @@ def public_key_der(jwk: JsonWebKey, key_type: KeyType) -> bytes:
     try:
         if key_type.is_rsa:
             public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey = rsa.RSAPublicNumbers(
-                int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")
+                int.from_bytes(jwk_field(jwk, "e"), "big"), int.from_bytes(jwk_field(jwk, "n"), "big")
             ).public_key()
         else:
             curve = _CURVES[key_type][1]
             public = ec.EllipticCurvePublicNumbers(
-                int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve
+                int.from_bytes(jwk_field(jwk, "x"), "big"), int.from_bytes(jwk_field(jwk, "y"), "big"), curve
             ).public_key()
     except (TypeError, ValueError) as err:
-        raise Internal(f'failed to convert Key Vault key "{jwk.kid}" to a public key: {err}') from None
+        raise Internal(f'failed to convert Key Vault key "{jwk_field(jwk, "kid")}" to a public key: {err}') from None
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -25,7 +25,7 @@ __all__ = ["KEY_OPERATIONS", "TAG_SERVER_ID", "TAG_TRUST_DOMAIN", "KeyVersion", 
 
 TAG_TRUST_DOMAIN = "spire-server-td"
 TAG_SERVER_ID = "spire-server-id"
-KEY_OPERATIONS = [KeyOperation.sign, KeyOperation.verify]
+KEY_OPERATIONS: list[str | KeyOperation] = [KeyOperation.sign, KeyOperation.verify]
 REFRESH_KEYS_EVERY = timedelta(hours=6)
 DISPOSE_KEYS_EVERY = timedelta(hours=48)
 STALE_KEY_AGE = timedelta(days=14)

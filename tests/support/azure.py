@@ -1,4 +1,5 @@
-"""What the Azure fakes share: serving over HTTPS with a test CA the clients under test trust.
+"""What the Azure fakes share: serving over HTTPS with a test CA the clients under test trust, and
+the tenant's OpenID configuration MSAL reads before it asks the token endpoint.
 
 Azure's SDKs send bearer tokens over TLS only, so every fake that stands in for Entra, Resource
 Manager or Key Vault serves HTTPS; the processes under test trust its CA through
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -33,3 +35,15 @@ def trust_env(directory: Path) -> dict[str, str]:
     """The environment that makes a process trust the fakes served from ``directory``."""
     ca_file = str(directory / CA_FILE)
     return {"SSL_CERT_FILE": ca_file, "REQUESTS_CA_BUNDLE": ca_file}
+
+
+def openid_v2(base: str, tenant_id: str) -> dict[str, Any]:
+    """The tenant's v2.0 OpenID configuration, its endpoints under the fake's ``base`` URL."""
+    authority = f"{base}/{tenant_id}"
+    return {
+        "issuer": f"https://login.microsoftonline.com/{tenant_id}/v2.0",
+        "authorization_endpoint": f"{authority}/oauth2/v2.0/authorize",
+        "token_endpoint": f"{authority}/oauth2/v2.0/token",
+        "jwks_uri": f"{authority}/discovery/v2.0/keys",
+        "tenant_region_scope": "NA",
+    }

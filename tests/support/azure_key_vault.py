@@ -184,17 +184,7 @@ class FakeKeyVault:
                 parts = url.path.strip("/").split("/")
                 body = self._body() if method in ("POST", "PATCH") else {}
                 if method == "GET" and url.path == f"/{TENANT_ID}/v2.0/.well-known/openid-configuration":
-                    base = f"{fake.url}/{TENANT_ID}"
-                    return http_fakes.send_json(
-                        self,
-                        200,
-                        {
-                            "issuer": f"https://login.microsoftonline.com/{TENANT_ID}/v2.0",
-                            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                            "token_endpoint": f"{base}/oauth2/v2.0/token",
-                            "tenant_region_scope": "NA",
-                        },
-                    )
+                    return http_fakes.send_json(self, 200, azure.openid_v2(fake.url, TENANT_ID))
                 if method == "POST" and url.path == f"/{TENANT_ID}/oauth2/v2.0/token":
                     form = dict(urllib.parse.parse_qsl(body.get("form", "")))
                     if form.get("client_id") != APP_ID or form.get("client_secret") != APP_SECRET:

@@ -312,7 +312,7 @@ class AzureFake:
                 path = urllib.parse.urlsplit(self.path).path
                 parts = path.strip("/").split("/")
                 if path.endswith("/v2.0/.well-known/openid-configuration") and parts[0] in fake.tenants.values():
-                    return http_fakes.send_json(self, 200, fake.openid_v2(parts[0]))
+                    return http_fakes.send_json(self, 200, azure.openid_v2(fake.base, parts[0]))
                 if path.endswith("/.well-known/openid-configuration") and len(parts) == 3:
                     tenant_id = fake.tenants.get(parts[0])
                     if tenant_id is None:
@@ -410,16 +410,6 @@ class AzureFake:
         self.chain = SigningChain(f"{self.base}/pkiops/certs/issuer.crt")
         self.roots_file.write_bytes(self.chain.root.public_bytes(serialization.Encoding.PEM))
         return self
-
-    def openid_v2(self, tenant_id: str) -> dict[str, Any]:
-        base = f"{self.base}/{tenant_id}"
-        return {
-            "issuer": f"https://login.microsoftonline.com/{tenant_id}/v2.0",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "tenant_region_scope": "NA",
-        }
 
     def stop(self) -> None:
         http_fakes.stop(self._https)

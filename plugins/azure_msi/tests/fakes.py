@@ -148,16 +148,7 @@ class MsiFake:
                 if url.path == "/common/discovery/keys":
                     return http_fakes.send_json(self, 200, fake.jwks())
                 if url.path == f"/{TENANT_ID}/v2.0/.well-known/openid-configuration":
-                    base = f"{fake.base}/{TENANT_ID}"
-                    return http_fakes.send_json(
-                        self,
-                        200,
-                        {
-                            "issuer": f"https://login.microsoftonline.com/{TENANT_ID}/v2.0",
-                            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                            "token_endpoint": f"{base}/oauth2/v2.0/token",
-                        },
-                    )
+                    return http_fakes.send_json(self, 200, azure.openid_v2(fake.base, TENANT_ID))
                 if url.path.startswith("/subscriptions/"):
                     return self._arm(url)
                 http_fakes.send_json(self, 404, {"error": "not found"})

@@ -1,7 +1,7 @@
 """The server ID a cloud KeyManager names its keys with, kept in ``key_identifier_file``.
 
-SPIRE's aws_kms and gcp_kms (and pyspire's Vault KeyManager after them) tell their own keys
-from other servers' by an ID: ``key_identifier_value``, or a UUID made on first start and kept
+SPIRE's aws_kms, gcp_kms and azure_key_vault (and pyspire's Vault KeyManager after them) tell
+their own keys from other servers' by an ID: ``key_identifier_value``, or a UUID made on first start and kept
 in ``key_identifier_file``. The file is read, or made, here once for all of them.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -22,7 +23,14 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.identity import ClientAssertionCredential, ClientSecretCredential, DefaultAzureCredential
 
-__all__ = ["DEFAULT_AUTHORITY", "TenantLookupError", "assertion_reader", "credential", "lookup_tenant_id"]
+__all__ = [
+    "DEFAULT_AUTHORITY",
+    "TenantLookupError",
+    "assertion_reader",
+    "credential",
+    "environment_authority",
+    "lookup_tenant_id",
+]
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 LOOKUP_TIMEOUT_SECONDS = 10.0
@@ -75,20 +83,33 @@ def assertion_reader(token_path: str) -> Any:
     return read
 
 
+def environment_authority() -> str:
+    """The Entra authority ``AZURE_AUTHORITY_HOST`` names (as Azure's SDKs read it), or the public cloud's.
+
+    For plugins SPIRE gives no authority key: SPIRE's Go SDK reads the same variable.
+    """
+    return os.environ.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY
+
+
 def credential(
-    tenant_id: str,
+    tenant_id: str | None,
     *,
     secret: tuple[str, str] | None = None,
     assertion: tuple[str, str] | None = None,
     authority: str = DEFAULT_AUTHORITY,
 ) -> TokenCredential:
-    """The tenant's credential: an app secret or assertion ``(app_id, secret or token_path)``, or the default chain."""
+    """The tenant's credential: an app secret or assertion ``(app_id, secret or token_path)``, or the default chain.
+
+    Without a ``tenant_id`` it is the default chain, which picks its tenant itself (``AZURE_TENANT_ID``).
+    """
     options: dict[str, Any] = {"authority": authority}
     if authority.rstrip("/") != DEFAULT_AUTHORITY:
         # Instance discovery asks the public cloud about the authority; another one answers for itself.
         options["disable_instance_discovery"] = True
-    if secret is not None:
+    if secret is not None and tenant_id is not None:
         return ClientSecretCredential(tenant_id, secret[0], secret[1], **options)
-    if assertion is not None:
+    if assertion is not None and tenant_id is not None:
         return ClientAssertionCredential(tenant_id, assertion[0], assertion_reader(assertion[1]), **options)
+    if tenant_id is None:
+        return DefaultAzureCredential(**options)
     return DefaultAzureCredential(workload_identity_tenant_id=tenant_id, **options)

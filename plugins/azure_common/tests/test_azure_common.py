@@ -9,9 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from pyspire.plugin.errors import Internal, PluginConfigError, Unavailable
 from pyspire_azure_common import imds
-from pyspire_azure_common.credentials import TenantLookupError, assertion_reader, lookup_tenant_id
+from pyspire_azure_common.credentials import (
+    DEFAULT_AUTHORITY,
+    TenantLookupError,
+    assertion_reader,
+    credential,
+    environment_authority,
+    lookup_tenant_id,
+)
 
 from tests.support import http_fakes
 
@@ -80,3 +88,15 @@ def test_the_assertion_must_be_a_signed_jwt(tmp_path: Path) -> None:
     header = json.dumps({"alg": "RS256"}).encode()
     token.write_text(base64.urlsafe_b64encode(header).decode().rstrip("=") + ".e30.c2ln\n")
     assert assertion_reader(str(token))().endswith(".c2ln")
+
+
+def test_the_authority_is_azure_authority_host_or_the_public_clouds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
+    assert environment_authority() == DEFAULT_AUTHORITY
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us")
+    assert environment_authority() == "https://login.microsoftonline.us"
+
+
+def test_without_a_tenant_the_credential_is_the_default_chain() -> None:
+    assert isinstance(credential(None), DefaultAzureCredential)
+    assert isinstance(credential("t", secret=("app", "secret")), ClientSecretCredential)

@@ -22,7 +22,6 @@ import functools
 import json
 import re
 import secrets
-import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,8 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from tests.support import http_fakes
-from tests.support.pki import make_ca, make_tls_certificate, write_pem
+from tests.support import azure, http_fakes
 
 TENANT_DOMAIN = "example.onmicrosoft.com"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -244,16 +242,12 @@ class AzureFake:
         return self.base.removeprefix("https://")
 
     @property
-    def ca_file(self) -> Path:
-        return self.directory / "azure-fake-ca.pem"
-
-    @property
     def roots_file(self) -> Path:
         return self.directory / "azure-roots.pem"
 
     def env(self) -> dict[str, str]:
         """What a process needs to trust the fake's TLS (Python's ssl and requests both read these)."""
-        return {"SSL_CERT_FILE": str(self.ca_file), "REQUESTS_CA_BUNDLE": str(self.ca_file)}
+        return azure.trust_env(self.directory)
 
     def server_plugin_data(self, **tenant: Any) -> dict[str, Any]:
         """``plugin_data`` for the server half: the fake's tenant with its app secret, the fake's endpoints."""
@@ -318,7 +312,7 @@ class AzureFake:
                 path = urllib.parse.urlsplit(self.path).path
                 parts = path.strip("/").split("/")
                 if path.endswith("/v2.0/.well-known/openid-configuration") and parts[0] in fake.tenants.values():
-                    return http_fakes.send_json(self, 200, fake.openid_v2(parts[0]))
+                    return http_fakes.send_json(self, 200, azure.openid_v2(fake.base, parts[0]))
                 if path.endswith("/.well-known/openid-configuration") and len(parts) == 3:
                     tenant_id = fake.tenants.get(parts[0])
                     if tenant_id is None:
@@ -411,26 +405,11 @@ class AzureFake:
                     self, 200, {"totalRecords": len(rows), "count": len(rows), "data": rows, "resultTruncated": "false"}
                 )
 
-        tls_ca = make_ca(name="azure fake TLS CA")
-        self.ca_file.write_bytes(tls_ca.certificate.public_bytes(serialization.Encoding.PEM))
-        write_pem(make_tls_certificate(tls_ca), self.directory / "azure-tls.pem", self.directory / "azure-tls.key")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.directory / "azure-tls.pem", self.directory / "azure-tls.key")
-        self._https = http_fakes.serve(Azure, tls=context)
+        self._https = azure.serve_https(Azure, self.directory)
         self._imds = http_fakes.serve(Imds)
         self.chain = SigningChain(f"{self.base}/pkiops/certs/issuer.crt")
         self.roots_file.write_bytes(self.chain.root.public_bytes(serialization.Encoding.PEM))
         return self
-
-    def openid_v2(self, tenant_id: str) -> dict[str, Any]:
-        base = f"{self.base}/{tenant_id}"
-        return {
-            "issuer": f"https://login.microsoftonline.com/{tenant_id}/v2.0",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "tenant_region_scope": "NA",
-        }
 
     def stop(self) -> None:
         http_fakes.stop(self._https)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import functools
 import secrets
-import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -24,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import http_fakes
-from tests.support.pki import make_ca, make_tls_certificate, write_pem
+from tests.support import azure, http_fakes
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION_ID = "d5b40d61-272e-48da-beb9-05f295c42bd6"
@@ -83,12 +80,8 @@ class MsiFake:
         assert self._https is not None
         return f"https://127.0.0.1:{self._https.server_address[1]}"
 
-    @property
-    def ca_file(self) -> Path:
-        return self.directory / "azure-fake-ca.pem"
-
     def env(self) -> dict[str, str]:
-        return {"SSL_CERT_FILE": str(self.ca_file), "REQUESTS_CA_BUNDLE": str(self.ca_file)}
+        return azure.trust_env(self.directory)
 
     def server_plugin_data(self, **tenant: Any) -> dict[str, Any]:
         app = {"subscription_id": SUBSCRIPTION_ID, "app_id": APP_ID, "app_secret": APP_SECRET}
@@ -155,16 +148,7 @@ class MsiFake:
                 if url.path == "/common/discovery/keys":
                     return http_fakes.send_json(self, 200, fake.jwks())
                 if url.path == f"/{TENANT_ID}/v2.0/.well-known/openid-configuration":
-                    base = f"{fake.base}/{TENANT_ID}"
-                    return http_fakes.send_json(
-                        self,
-                        200,
-                        {
-                            "issuer": f"https://login.microsoftonline.com/{TENANT_ID}/v2.0",
-                            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                            "token_endpoint": f"{base}/oauth2/v2.0/token",
-                        },
-                    )
+                    return http_fakes.send_json(self, 200, azure.openid_v2(fake.base, TENANT_ID))
                 if url.path.startswith("/subscriptions/"):
                     return self._arm(url)
                 http_fakes.send_json(self, 404, {"error": "not found"})
@@ -224,12 +208,7 @@ class MsiFake:
                     self, 404, {"error": {"code": "ResourceNotFound", "message": f"{url.path} not found"}}
                 )
 
-        tls_ca = make_ca(name="azure fake TLS CA")
-        self.ca_file.write_bytes(tls_ca.certificate.public_bytes(serialization.Encoding.PEM))
-        write_pem(make_tls_certificate(tls_ca), self.directory / "azure-tls.pem", self.directory / "azure-tls.key")
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.directory / "azure-tls.pem", self.directory / "azure-tls.key")
-        self._https = http_fakes.serve(Azure, tls=context)
+        self._https = azure.serve_https(Azure, self.directory)
         self._imds = http_fakes.serve(Imds)
         return self
 

@@ -1,0 +1,1 @@
+"""pyspire KeyManager ``azure_key_vault``."""

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.results import update_section  # noqa: E402
 
-SERVER_SIDE = ("sqlalchemy", "alembic", "python-hcl2", "xds-protos", "grpcio")
+SERVER_SIDE = ("sqlalchemy", "alembic", "xds-protos", "grpcio")
 INSTALLS = {
     "pyspire-spiffe (`pip install ./core`)": [str(REPO / "core")],
     "py-spiffe (`pip install spiffe`)": ["spiffe"],

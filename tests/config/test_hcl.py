@@ -101,3 +101,36 @@ def test_a_repeated_key_no_longer_silently_wins() -> None:
     text = 'server {\n trust_domain = "a.org"\n trust_domain = "b.org"\n data_dir = "d"\n}\n'
     with pytest.raises(ConfigError, match="given twice"):
         load_server_config_text(text)
+
+
+def test_hcl1_forms_the_old_hcl2_reader_refused_are_read() -> None:
+    """Quoted keys and hexadecimal numbers are HCL 1 (python-hcl2 refused both)."""
+    assert values('"trust_domain" = "example.org"\nport = 0x1f') == {"trust_domain": "example.org", "port": 31}
+
+
+def test_comments_and_several_attributes_on_one_line() -> None:
+    text = '# hash\n// slashes\n/* a\nblock */ a = 1 b = "two" /* inline */ c = [1, 2,]  # trailing'
+    assert values(text) == {"a": 1, "b": "two", "c": [1, 2]}
+
+
+def test_interpolations_and_unknown_escapes_are_kept_as_written() -> None:
+    assert values(r'x = "${env("HOME")}/a"' + "\n" + r'r = "^a\d+$"') == {"x": '${env("HOME")}/a', "r": r"^a\d+$"}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('server {\n  x = "open\n}\n', "line 2, column 7: a string is not closed"),
+        ("server {\n  x = <<EOT\nno end\n}\n", "line 2, column 7: the heredoc is not closed"),
+        ("server {\n  x = 1\n", "line 3, column 1: expected '}' closing the '{' of line 1"),
+        ("server {}\n}\n", "line 2, column 1: unexpected '}'"),
+        ("/* open\nserver {}\n", "line 1, column 1: a /* comment is not closed"),
+        ("server { x = [1 2] }\n", "expected ',' or ']' in the list x"),
+        ('server { x = "\\u12" }\n', "invalid \\u escape"),
+    ],
+)
+def test_syntax_errors_name_line_column_and_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, "server.conf")
+    assert str(caught.value).startswith("server.conf: invalid HCL at ")
+    assert reason in str(caught.value)

@@ -32,7 +32,7 @@ LIBRARY_FILES = (
     "pyspire/proto/__init__.py",
     "pyspire/proto/spiffe/",
 )
-SERVER_SIDE = {"sqlalchemy", "alembic", "python-hcl2", "lark", "xds-protos", "grpcio", "pluggy", "prometheus-client"}
+SERVER_SIDE = {"sqlalchemy", "alembic", "xds-protos", "grpcio", "pluggy", "prometheus-client"}
 OLDEST_PROTOBUF = "3.20.0"
 
 
@@ -205,7 +205,7 @@ def test_pip_install_dot_still_installs_everything_in_one_command_and_nothing_th
     }
     assert chosen["pyspire"] == REPO.as_uri()
     assert chosen["pyspire-spiffe"] == (REPO / "core").as_uri()  # from the checkout, not an index
-    assert {"sqlalchemy", "alembic", "python-hcl2", "opentelemetry-proto"} <= set(chosen)
+    assert {"sqlalchemy", "alembic", "opentelemetry-proto"} <= set(chosen)
     # Regression: xds-protos installs an old copy of opentelemetry/proto over opentelemetry-proto's
     # files, and the OTLP exporters could not start. The agent's SDS messages are its own now.
     assert "xds-protos" not in chosen

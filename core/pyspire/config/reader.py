@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pyspire.config.hcl import parse_hcl
 from pyspire.config.schema import ConfigError
 
 __all__ = ["expand_env", "parse_config_text", "read_config_file", "strip_markers"]
@@ -54,9 +55,6 @@ def parse_config_text(text: str, source: str) -> dict[str, Any]:
         if not isinstance(document, dict):
             raise ConfigError(source, None, "a JSON config must be an object")
         return document
-    # Deferred: python-hcl2 pulls in lark, which tools reading JSON never need.
-    from pyspire.config.hcl import parse_hcl  # noqa: PLC0415
-
     return parse_hcl(text, source)
 
 

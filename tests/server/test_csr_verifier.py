@@ -58,3 +58,37 @@ def test_a_dead_worker_falls_back_to_inline_checking() -> None:
 
     checked = asyncio.run(run())
     assert [_spki(k) for k in checked] == [_spki(k.public_key()) for k in keys] * 2
+
+
+def test_the_worker_starts_with_the_first_large_batch_and_only_then() -> None:
+    csrs, keys = _csrs(POOLED_BATCH)
+
+    async def run() -> tuple[bool, bool, bool, list[object]]:
+        verifier = CsrVerifier(workers=1)
+        try:
+            await verifier.check(csrs[: POOLED_BATCH - 1])
+            after_small = verifier.worker_started
+            first = await verifier.check(csrs)  # checked inline while the worker starts
+            after_large = verifier.worker_started
+            second = await verifier.check(csrs)  # shared with the worker
+            return after_small, after_large, verifier.worker_started, [*first, *second]
+        finally:
+            verifier.close()
+
+    after_small, after_large, still, checked = asyncio.run(run())
+    assert (after_small, after_large, still) == (False, True, True)
+    assert [_spki(k) for k in checked] == [_spki(k.public_key()) for k in keys] * 2
+
+
+def test_no_worker_on_a_single_cpu_setting() -> None:
+    csrs, _ = _csrs(POOLED_BATCH)
+
+    async def run() -> bool:
+        verifier = CsrVerifier(workers=0)
+        try:
+            await verifier.check(csrs)
+            return verifier.worker_started
+        finally:
+            verifier.close()
+
+    assert asyncio.run(run()) is False

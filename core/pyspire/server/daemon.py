@@ -169,7 +169,6 @@ class ServerDaemon:
             metrics=metrics,
             csr_verifier=CsrVerifier(),
         )
-        ctx.csr_verifier.start()
         # Before the API endpoints: once the admin socket answers, everything is up.
         self._federation = FederationService(
             section.federation,

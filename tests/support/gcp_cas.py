@@ -47,8 +47,9 @@ __all__ = ["LOCATION", "FakeAuthority", "FakeCas"]
 
 LOCATION = "projects/test-project/locations/us-east1"
 
+# The statuses Google answers each HTTP code with (FAILED_PRECONDITION, too, comes as 400).
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
+           409: "ALREADY_EXISTS", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 _POOL = r"projects/[^/]+/locations/[^/]+/caPools/[^/]+"
 _CERTIFICATE_ID = re.compile(r"[a-zA-Z0-9_-]{1,63}")
 # PublicKey.KeyFormat and the enum-encoding=int form the REST transport sends.
@@ -77,9 +78,12 @@ def _unb64(text: str) -> bytes:
 
 
 class _ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    """An error answer: the HTTP code, and the status Google names in the body (which several codes share)."""
+
+    def __init__(self, code: int, message: str, status: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.status = status or _STATUS.get(code, "UNKNOWN")
 
 
 @dataclass
@@ -145,7 +149,8 @@ class FakeCas:
         self._account_keys: list[rsa.RSAPublicKey] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: each test stops its own fake, and shutdown waits for the loop to look.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
@@ -266,7 +271,11 @@ class FakeCas:
         if issuer is None:
             raise _ApiError(404, f"CertificateAuthority '{issuer_id}' was not found in {pool}")
         if issuer.state != "ENABLED":
-            raise _ApiError(412, f"CertificateAuthority '{issuer.name}' is in state {issuer.state}, not ENABLED")
+            raise _ApiError(
+                400,
+                f"CertificateAuthority '{issuer.name}' is in state {issuer.state}, not ENABLED",
+                "FAILED_PRECONDITION",
+            )
         created = _Created(pool, certificate_id, issuer_id, body)
         self.requests.append(created)
         certificate = self._issue(issuer, body)
@@ -390,7 +399,7 @@ class FakeCas:
                         answer = fake._dispatch(method, url.path[4:], query, json.loads(raw or b"{}"))
                 except _ApiError as err:
                     self._answer(err.code, {"error": {"code": err.code, "message": str(err),
-                                                      "status": _STATUS.get(err.code, "UNKNOWN")}})  # fmt: skip
+                                                      "status": err.status}})  # fmt: skip
                     return
                 self._answer(200, answer)
 

@@ -93,11 +93,34 @@ def _cas_error(action: str, err: Exception) -> PluginError:
     if isinstance(err, (requests.RequestException, auth_exceptions.TransportError)):
         return Unavailable(f"{action}: cannot reach CA Service: {err}")
     if isinstance(err, api_exceptions.GoogleAPICallError):
-        status = err.grpc_status_code.name if err.grpc_status_code is not None else f"HTTP {err.code}"
-        return _BY_STATUS.get(status, Internal)(f"{action}: {status}: {err.message}")
+        status, message = _status_of(err)
+        return _BY_STATUS.get(status, Internal)(f"{action}: {status}: {message}")
     if isinstance(err, auth_exceptions.GoogleAuthError):
         return PermissionDenied(f"{action}: failed to authenticate to Google: {err}")
     return Internal(f"{action}: {err}")
+
+
+def _status_of(err: api_exceptions.GoogleAPICallError) -> tuple[str, str]:
+    """The status and message Google answered with.
+
+    Over REST the exception's class follows the HTTP code alone, and several statuses share
+    one (FAILED_PRECONDITION and INVALID_ARGUMENT are both 400): the error body names the
+    status itself, and its message is without the method and URL the exception adds.
+    """
+    status = err.grpc_status_code.name if err.grpc_status_code is not None else f"HTTP {err.code}"
+    message = err.message
+    response: Any = err.response
+    try:
+        body = response.json()["error"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return status, message
+    if not isinstance(body, dict):
+        return status, message
+    found_status, found_message = body.get("status"), body.get("message")
+    return (
+        found_status if isinstance(found_status, str) and found_status else status,
+        found_message if isinstance(found_message, str) and found_message else message,
+    )
 
 
 def certificate_id(public_key_der: bytes) -> str:

@@ -16,8 +16,9 @@ one of its service accounts' keys) are refused, as Google refuses them.
 
 Faults for the tests: ``fail`` maps an operation (``listCaPools``,
 ``listCertificateAuthorities``, ``createCertificate``) to an HTTP status it answers with;
-``drop_chain`` answers a create without ``pemCertificateChain``; ``substitute_key`` issues the
-certificate for a key of the fake's instead of the one asked for.
+``before_create`` runs as a create arrives; ``drop_chain`` answers a create without
+``pemCertificateChain``; ``substitute_key`` issues the certificate for a key of the fake's
+instead of the one asked for.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +144,8 @@ class FakeCas:
         self.fail: dict[str, int] = {}
         self.drop_chain = False
         self.substitute_key = False
+        self.before_create: Callable[[], None] | None = None
+        """Run as a create arrives: a test's change between the list and the create, as another admin's."""
         self.max_page_size = 2
         """Lists are cut in pages this long (whatever is asked), so clients must follow page tokens."""
         self._certificates: dict[str, dict[str, Any]] = {}
@@ -260,6 +264,8 @@ class FakeCas:
         return answer
 
     def _create(self, pool: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        if self.before_create is not None:
+            self.before_create()
         certificate_id = query.get("certificateId", "")
         if not _CERTIFICATE_ID.fullmatch(certificate_id):
             raise _ApiError(400, f"certificate_id {certificate_id!r} must match [a-zA-Z0-9_-]{{1,63}}")

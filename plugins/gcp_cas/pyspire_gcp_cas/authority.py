@@ -225,10 +225,10 @@ class GcpCasUpstreamAuthority:
         client = privateca_v1.CertificateAuthorityServiceClient(
             credentials=credentials, transport="rest", client_options=ClientOptions(api_endpoint=config.cas_endpoint)
         )
+        # A client replaced by a new configure is left to the collector, not closed: a mint
+        # that read the old settings may still be using it.
         with self._lock:
-            previous, self._settings, self._logger = self._settings, _Settings(client, config.root_cert_spec), logger
-        if previous is not None:
-            previous.client.transport.close()  # type: ignore[no-untyped-call]
+            self._settings, self._logger = _Settings(client, config.root_cert_spec), logger
 
     @hookimpl
     def close(self) -> None:

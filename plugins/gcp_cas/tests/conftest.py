@@ -27,7 +27,8 @@ class Authority:
     root: FakeAuthority
     credentials: Path
 
-    def plugin_data(self, **spec: str) -> dict[str, Any]:
+    def plugin_data(self, **spec: str | None) -> dict[str, Any]:
+        """plugin_data for the labelled CA's pool; a key given as None is left out."""
         root_cert_spec = {"project_name": PROJECT, "region_name": REGION, "ca_pool": "spire",
                           "label_key": LABEL[0], "label_value": LABEL[1], **spec}  # fmt: skip
         return {"root_cert_spec": {key: value for key, value in root_cert_spec.items() if value is not None},

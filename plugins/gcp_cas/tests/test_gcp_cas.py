@@ -239,13 +239,7 @@ def test_cas_service_refusals_keep_their_status(
 
 def test_an_issuing_ca_disabled_meanwhile_is_failed_precondition(authority: Authority, tmp_path: Path) -> None:
     handle = load(authority.plugin_data(), tmp_path)
-    original = authority.cas._create
-
-    def disable_then_create(*args: Any) -> Any:
-        authority.ca.state = "DISABLED"
-        return original(*args)
-
-    authority.cas._create = disable_then_create  # type: ignore[method-assign]
+    authority.cas.before_create = lambda: setattr(authority.ca, "state", "DISABLED")
     with pytest.raises(FailedPrecondition, match=r"failed to create certificate: FAILED_PRECONDITION: .*DISABLED"):
         mint(handle)
 

@@ -55,6 +55,9 @@ def test_a_workload_svid_chains_to_the_cas_root(authority: Authority, tmp_path: 
         openssl_verify(chain, [authority.root.root], tmp_path / "verify")
         root_pem = authority.root.root.public_bytes(serialization.Encoding.PEM).decode().strip()
         assert root_pem in server.bundle_pem()
+        log = server.log()
+        assert "every CA pool of the region is searched" in log
+        assert "Minting X509 intermediate CA" in log
     finally:
         if agent is not None:
             agent.stop()

@@ -30,6 +30,7 @@ from pyspire_gcp_cas.authority import certificate_id
 
 from plugins.gcp_cas.tests.conftest import LABEL, Authority
 from tests.support.free_port import free_port
+from tests.support.gcp_cas import FakeCas
 
 HOUR = timedelta(hours=1)
 
@@ -335,3 +336,16 @@ def test_without_google_credentials_the_plugin_does_not_load(
 ) -> None:
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     assert "failed to load Google Application Default Credentials" in refused(authority.plugin_data(), tmp_path)
+
+
+def test_credentials_cas_service_does_not_know_are_refused(
+    authority: Authority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stranger = FakeCas()  # its service account's key is not one the CA Service fake knows
+    (tmp_path / "stranger").mkdir()
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(stranger.service_account_file(tmp_path / "stranger")))
+    stranger.stop()
+    handle = load(authority.plugin_data(), tmp_path)
+    with pytest.raises(PermissionDenied, match="failed to load root CAs: UNAUTHENTICATED: "):
+        mint(handle)
+    assert authority.cas.requests == []

@@ -130,7 +130,9 @@ class FakeSecretManager:
             self.update_after_get = False
             self.calls.clear()
 
-    def service_account_file(self, directory: Path, email: str = "spire-agent@test-project.iam.gserviceaccount.com") -> Path:
+    def service_account_file(
+        self, directory: Path, email: str = "spire-agent@test-project.iam.gserviceaccount.com"
+    ) -> Path:
         """A service account key file whose token endpoint is this fake."""
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = private.private_bytes(

@@ -59,4 +59,3 @@ class SecretLocation:
         if not location.secret_id:
             raise InvalidArgument("either the secret name or ARN is required")
         return location
-

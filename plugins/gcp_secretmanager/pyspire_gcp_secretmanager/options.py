@@ -63,7 +63,9 @@ class SecretOptions:
                     "(expected name, projectid, role or serviceaccount)"
                 )
             if key in found:
-                raise InvalidArgument(f'invalid metadata: two "gcp_secretmanager:{key}" selectors: one secret per entry')
+                raise InvalidArgument(
+                    f'invalid metadata: two "gcp_secretmanager:{key}" selectors: one secret per entry'
+                )
             found[key] = value
         if not found.get("name"):
             raise InvalidArgument("name is required")

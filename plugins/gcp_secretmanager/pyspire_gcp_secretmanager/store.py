@@ -139,16 +139,23 @@ class GcpSecretManagerStore:
                 "secret_id": options.name,
                 "secret": {"replication": {"automatic": {}}, "labels": {LABEL: self._label}},
             }
-            secret = self._call("failed to create secret", lambda: client.create_secret(request=request, timeout=_TIMEOUT))
+            secret = self._call(
+                "failed to create secret", lambda: client.create_secret(request=request, timeout=_TIMEOUT)
+            )
             self._log("Secret created", secret_name=secret.name)
         if options.wants_policy and self._should_set_policy(client, secret.name, options, found):
             policy = {"bindings": [{"role": options.role, "members": [options.service_account]}]}
             set_request = {"resource": options.secret_name, "policy": policy}
-            updated = self._call("failed to set IAM policy to secret", lambda: client.set_iam_policy(request=set_request, timeout=_TIMEOUT))
+            updated = self._call(
+                "failed to set IAM policy to secret",
+                lambda: client.set_iam_policy(request=set_request, timeout=_TIMEOUT),
+            )
             self._log("Secret IAM Policy updated", secret_name=secret.name, etag=updated.etag.decode(errors="replace"))
         payload = secret_document(svid, bundle, federated_bundles)
         add_request = {"parent": secret.name, "payload": {"data": payload}}
-        version = self._call("failed to add secret version", lambda: client.add_secret_version(request=add_request, timeout=_TIMEOUT))
+        version = self._call(
+            "failed to add secret version", lambda: client.add_secret_version(request=add_request, timeout=_TIMEOUT)
+        )
         self._log("Secret payload updated", name=version.name, state=version.state.name)
 
     @hookimpl
@@ -187,7 +194,9 @@ class GcpSecretManagerStore:
         """Always for a new secret; for an existing one, unless it already has exactly the one binding."""
         if not found:
             return True
-        policy = self._call("failed to get IAM policy", lambda: client.get_iam_policy(request={"resource": name}, timeout=_TIMEOUT))
+        policy = self._call(
+            "failed to get IAM policy", lambda: client.get_iam_policy(request={"resource": name}, timeout=_TIMEOUT)
+        )
         if len(policy.bindings) != 1:
             return True
         binding = policy.bindings[0]

@@ -122,7 +122,9 @@ def test_a_secret_this_deployment_did_not_create_is_left_alone(
     server: ServerDaemon, agent: AgentDaemon, module_fake: FakeSecretManager
 ) -> None:
     module_fake.create_secret(secret_name("payroll-db-password"), {"team": "payroll"}, b"hunter2")
-    create_stored(server, agent, "spiffe://example.org/intruder", ["name:payroll-db-password", "projectid:test-project"])
+    create_stored(
+        server, agent, "spiffe://example.org/intruder", ["name:payroll-db-password", "projectid:test-project"]
+    )
     eventually(lambda: "secret is not managed by this SPIRE deployment" in agent.log(), timeout=30)
     assert "Failed to put X509-SVID" in agent.log()
     assert module_fake.latest_payload(secret_name("payroll-db-password")) == b"hunter2"

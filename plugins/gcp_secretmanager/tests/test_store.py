@@ -103,7 +103,11 @@ def test_the_label_is_the_sha1_of_the_trust_domain_name(
     ids=["unlabelled", "other-labels", "another-trust-domain", "aws-style"],
 )
 def test_a_secret_this_deployment_did_not_create_is_never_written_or_deleted(
-    secret_manager: FakeSecretManager, gsm_plugin_data: dict[str, Any], tmp_path: Path, ca: TestCa, labels: dict[str, str]
+    secret_manager: FakeSecretManager,
+    gsm_plugin_data: dict[str, Any],
+    tmp_path: Path,
+    ca: TestCa,
+    labels: dict[str, str],
 ) -> None:
     foreign_secret(secret_manager, "db", labels)
     handle = store(tmp_path, gsm_plugin_data)
@@ -279,9 +283,21 @@ def test_credentials_secret_manager_does_not_know_are_refused(
 @pytest.mark.parametrize(
     ("plugin_data", "key", "reason"),
     [
-        ({"region": "us", "access_key_id": "x"}, "access_key_id", "unknown configurations detected: access_key_id,region"),
-        ({"service_account_file": "/nonexistent/sa.json"}, "service_account_file", "failed to create secretmanager client"),
-        ({"secret_manager_endpoint": "secretmanager.googleapis.com"}, "secret_manager_endpoint", "must be an http:// or https:// URL"),
+        (
+            {"region": "us", "access_key_id": "x"},
+            "access_key_id",
+            "unknown configurations detected: access_key_id,region",
+        ),
+        (
+            {"service_account_file": "/nonexistent/sa.json"},
+            "service_account_file",
+            "failed to create secretmanager client",
+        ),
+        (
+            {"secret_manager_endpoint": "secretmanager.googleapis.com"},
+            "secret_manager_endpoint",
+            "must be an http:// or https:// URL",
+        ),
     ],
 )
 def test_bad_configuration_is_refused_by_name(

@@ -110,7 +110,11 @@ class GcpSecretManagerStore:
 
     @hookimpl
     def validate(self, plugin_data: Mapping[str, Any], core: CoreConfig) -> None:
-        GcpSecretManagerConfig.parse(plugin_data)
+        """The keys, and the service account file when one is named (Application Default
+        Credentials are not looked for: that may ask the metadata server)."""
+        config = GcpSecretManagerConfig.parse(plugin_data)
+        if config.service_account_file:
+            _credentials(config)
 
     @hookimpl
     def configure(self, plugin_data: Mapping[str, Any], core: CoreConfig, logger: PluginLogger) -> None:
@@ -169,6 +173,13 @@ class GcpSecretManagerStore:
         request = {"name": secret.name, "etag": secret.etag}
         self._call("failed to delete secret", lambda: client.delete_secret(request=request, timeout=_TIMEOUT))
         self._log("Secret deleted", secret_name=options.secret_name)
+
+    @hookimpl
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.transport.close()  # type: ignore[no-untyped-call]
 
     def _current(self) -> secretmanager.SecretManagerServiceClient:
         with self._lock:

@@ -12,6 +12,7 @@ import pytest
 from pyspire.plugin.errors import CatalogError, Internal, InvalidArgument, Unavailable
 from pyspire.plugin.facades import SvidStore
 from pyspire.plugin.svid_document import secret_document
+from pyspire.plugin.testing import validate_plugin
 from pyspire.plugin.testing.loading import TEST_TRUST_DOMAIN, load_plugin, make_core_config
 from pyspire.plugin.testing.pki import TestCa
 from pyspire.spiffe import TrustDomain
@@ -305,3 +306,10 @@ def test_bad_configuration_is_refused_by_name(
 ) -> None:
     with pytest.raises(CatalogError, match=f'key "{key}": {reason}'):
         store(tmp_path, plugin_data)
+    # validate refuses the same, with the same words, calling nothing.
+    with pytest.raises(CatalogError, match=f'key "{key}": {reason}'):
+        validate_plugin("agent", "SVIDStore", "gcp_secretmanager", plugin_data, make_core_config(tmp_path))
+
+
+def test_a_valid_configuration_validates(gsm_plugin_data: dict[str, Any], tmp_path: Path) -> None:
+    validate_plugin("agent", "SVIDStore", "gcp_secretmanager", gsm_plugin_data, make_core_config(tmp_path))

@@ -10,6 +10,7 @@ They reach the plugin as ``key:value`` metadata:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,11 @@ from pyspire.plugin.errors import InvalidArgument
 __all__ = ["SecretOptions"]
 
 _KEYS = ("name", "projectid", "role", "serviceaccount")
+_SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+"""Secret Manager's rule for secret IDs."""
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
+"""Project IDs and numbers (and domain-scoped ``example.com:project``): never a ``/``, which
+would make the resource name point somewhere else."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,12 @@ class SecretOptions:
             raise InvalidArgument("name is required")
         if not found.get("projectid"):
             raise InvalidArgument("projectid is required")
+        if not _SECRET_ID.fullmatch(found["name"]):
+            raise InvalidArgument(
+                f"invalid metadata: name {found['name']!r} is not a secret ID (1 to 255 letters, digits, _ or -)"
+            )
+        if not _PROJECT.fullmatch(found["projectid"]):
+            raise InvalidArgument(f"invalid metadata: projectid {found['projectid']!r} is not a project ID")
         role, account = found.get("role", ""), found.get("serviceaccount", "")
         if account and not role:
             raise InvalidArgument("role is required when service account is set")

@@ -193,6 +193,12 @@ def test_a_delete_refused_by_the_etag_is_an_error(
         (["name:"], "name is required"),
         (["name:db"], "projectid is required"),
         (["name:db", "projectid:"], "projectid is required"),
+        (["name:db/versions/1", "projectid:test-project"], "invalid metadata: name 'db/versions/1' is not a secret ID"),
+        (["name:db.svid", "projectid:test-project"], "invalid metadata: name 'db.svid' is not a secret ID"),
+        (
+            ["name:db", "projectid:other/secrets/db"],
+            "invalid metadata: projectid 'other/secrets/db' is not a project ID",
+        ),
         ([*DB, f"serviceaccount:{SA}"], "role is required when service account is set"),
         ([*DB, f"role:{ACCESSOR}"], "service account is required when role is set"),
         ([*DB, "region:us-east1"], 'invalid metadata: unknown selector "gcp_secretmanager:region"'),

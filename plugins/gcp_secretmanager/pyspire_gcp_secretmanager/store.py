@@ -126,8 +126,10 @@ class GcpSecretManagerStore:
             client_options=ClientOptions(api_endpoint=config.secret_manager_endpoint),
         )
         with self._lock:
-            self._client, self._logger = client, logger
+            previous, self._client, self._logger = self._client, client, logger
             self._label = trust_domain_label(core.trust_domain)
+        if previous is not None:  # configured again: the old client's connections are not needed
+            previous.transport.close()  # type: ignore[no-untyped-call]
 
     @hookimpl
     def put_x509_svid(

@@ -7,25 +7,18 @@ An entry's ``aws_secretsmanager`` selectors reach the plugin as ``key:value`` me
 - ``kmskeyid:<key>``: the KMS key (ID, ARN, alias) a new secret is encrypted with; AWS's
   default key for Secrets Manager otherwise.
 
-The secret's value is SPIRE's document, written as Go's encoder writes it (compact, fields in
-this order, empty ones left out)::
-
-    {"spiffeID": "spiffe://example.org/db",
-     "x509SVID": "<chain PEM, leaf first>", "x509SVIDKey": "<PKCS #8 key PEM>",
-     "bundle": "<trust domain's X.509 authorities PEM>",
-     "federatedBundles": {"spiffe://partner.org": "<PEM>"}}
+The secret's value is SPIRE's document (:func:`pyspire.plugin.svid_document.secret_document`,
+shared with ``gcp_secretmanager``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspire.plugin.errors import InvalidArgument
-from pyspire.spiffe import Bundle, TrustDomain, X509Svid
 
-__all__ = ["SecretLocation", "secret_document"]
+__all__ = ["SecretLocation"]
 
 _KEYS = {"secretname": "name", "arn": "arn", "kmskeyid": "kms_key_id"}
 
@@ -66,20 +59,3 @@ class SecretLocation:
         if not location.secret_id:
             raise InvalidArgument("either the secret name or ARN is required")
         return location
-
-
-def secret_document(svid: X509Svid, bundle: Bundle, federated_bundles: Mapping[TrustDomain, Bundle]) -> bytes:
-    """The secret's value for ``svid`` with the trust domain's and the federated bundles."""
-    chain, key = svid.marshal()
-    federated = {
-        f"spiffe://{trust_domain.name}": other.marshal_x509_pem().decode()
-        for trust_domain, other in sorted(federated_bundles.items(), key=lambda item: item[0].name)
-    }
-    fields: dict[str, object] = {
-        "spiffeID": str(svid.spiffe_id),
-        "x509SVID": chain.decode(),
-        "x509SVIDKey": key.decode(),
-        "bundle": bundle.marshal_x509_pem().decode(),
-        "federatedBundles": federated,
-    }
-    return json.dumps({name: value for name, value in fields.items() if value}, separators=(",", ":")).encode()

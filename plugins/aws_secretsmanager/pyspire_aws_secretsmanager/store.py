@@ -25,9 +25,10 @@ import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 from pyspire.plugin import CoreConfig, PluginLogger, hookimpl, parse_plugin_data
 from pyspire.plugin.errors import Internal, InvalidArgument, PluginConfigError, PluginError, Unavailable
+from pyspire.plugin.svid_document import secret_document
 from pyspire.spiffe import Bundle, TrustDomain, X509Svid
 
-from pyspire_aws_secretsmanager.secret import SecretLocation, secret_document
+from pyspire_aws_secretsmanager.secret import SecretLocation
 
 __all__ = ["AwsSecretsManagerConfig", "AwsSecretsManagerStore"]
 

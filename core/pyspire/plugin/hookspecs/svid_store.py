@@ -7,7 +7,9 @@ type: an entry with selectors ``aws_secretsmanager:secretname:db`` and
 ``SVIDStore "aws_secretsmanager"``, and the selector values are the ``metadata`` that say
 where (the server requires one selector type per such entry). The plugin parses its metadata
 (``key:value`` strings) and may refuse malformed metadata with
-:class:`~pyspire.plugin.errors.InvalidArgument`.
+:class:`~pyspire.plugin.errors.InvalidArgument`. A store that keeps SPIRE's JSON document (the
+SVID, its key and the bundles, as SPIRE's cloud stores write it) builds it with
+:func:`pyspire.plugin.svid_document.secret_document`.
 
 The agent calls the hooks in worker threads, every few seconds for what changed, and retries
 a failed call on the next round.

@@ -1,0 +1,56 @@
+"""Reading Secret Manager back through Google's client, as a workload holding the secret would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from google.api_core import exceptions as api_exceptions
+from google.api_core.client_options import ClientOptions
+from google.cloud import secretmanager
+from google.oauth2 import service_account
+from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
+
+from tests.support.gcp_secret_manager import FakeSecretManager
+
+PROJECT = "test-project"
+
+
+def reader(fake: FakeSecretManager, directory: Path) -> secretmanager.SecretManagerServiceClient:
+    """A client of the fake with a service account of its own (the workload's)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+        str(fake.service_account_file(directory, "workload@test-project.iam.gserviceaccount.com")),
+        scopes=["https://www.googleapis.com/auth/cloud-platform"],
+    )
+    return secretmanager.SecretManagerServiceClient(
+        credentials=credentials, transport="rest", client_options=ClientOptions(api_endpoint=fake.url)
+    )
+
+
+def secret_name(name: str, project: str = PROJECT) -> str:
+    return f"projects/{project}/secrets/{name}"
+
+
+def stored_document(client: secretmanager.SecretManagerServiceClient, name: str) -> dict[str, Any] | None:
+    """The JSON document of the secret's latest version (None when there is no such secret)."""
+    try:
+        answer = client.access_secret_version(request={"name": f"{secret_name(name)}/versions/latest"})
+    except api_exceptions.NotFound:
+        return None
+    return json.loads(answer.payload.data)  # type: ignore[no-any-return]
+
+
+def svid_of(document: dict[str, Any]) -> X509Svid:
+    return X509Svid.parse(document["x509SVID"].encode(), document["x509SVIDKey"].encode())
+
+
+def bundles_of(document: dict[str, Any]) -> dict[TrustDomain, Bundle]:
+    """The trust domain's bundle (named by the SVID's SPIFFE ID) and the federated ones."""
+    own = SpiffeId.parse(document["spiffeID"]).trust_domain
+    bundles = {own: Bundle.parse_x509(own, document["bundle"].encode())}
+    for name, pem in document.get("federatedBundles", {}).items():
+        trust_domain = TrustDomain.parse(name.removeprefix("spiffe://"))
+        bundles[trust_domain] = Bundle.parse_x509(trust_domain, pem.encode())
+    return bundles

@@ -9,11 +9,26 @@ and the Workload API messages: what a workload needs) and ``pyspire`` (everythin
 operators; it depends on the first). They always carry the same version.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("pyspire-spiffe")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    __version__: str
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    # Looked up when first asked for: importlib.metadata costs every process that imports
+    # pyspire ~45 ms of CPU, and most CLI calls never print the version.
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - see above
+
+    try:
+        found = version("pyspire-spiffe")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0.0.0"
+    globals()["__version__"] = found
+    return found

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from pyspire import __version__
+import pyspire
 from pyspire.config.duration import parse_duration
 from pyspire.files import atomic_write
 
@@ -278,7 +278,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     if _wants_version(arguments):
-        print(__version__, file=sys.stderr)
+        print(pyspire.__version__, file=sys.stderr)
         return 0
     try:
         args = parser.parse_args(arguments)

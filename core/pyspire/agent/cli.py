@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
@@ -25,9 +25,6 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire import command_line
 from pyspire.command_line import CliError, write_output
-from pyspire.config import load_agent_config
-from pyspire.config.daemon_config import AgentConfig
-from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.plugin import cli as plugins_cli
 from pyspire.proto.spiffe.workload import workload_pb2
 from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
@@ -36,6 +33,9 @@ from pyspire.spiffe.bundleset import BundleSet
 from pyspire.spiffe.workloadapi import HEADER
 from pyspire.spiffe.x509svid import X509SvidError
 from pyspire.spiffe.x509svid import verify as verify_x509_svid
+
+if TYPE_CHECKING:
+    from pyspire.config.daemon_config import AgentConfig
 
 __all__ = ["main"]
 
@@ -149,12 +149,23 @@ def _given(value: object) -> bool:
 
 
 def _load(args: argparse.Namespace) -> AgentConfig:
+    # The config schema and the plugin catalogue load with the verbs that read a config file,
+    # not with every ``api`` call.
+    from pyspire.config.daemon_config import load_agent_config  # noqa: PLC0415
+
     overrides: dict[str, Any] = {key: getattr(args, key) for key in _OVERRIDES if _given(getattr(args, key))}
     return load_agent_config(Path(args.config), expand_env=args.expand_env, overrides=overrides)
 
 
+def _load_config(path: Path, expand: bool) -> AgentConfig:
+    from pyspire.config.daemon_config import load_agent_config  # noqa: PLC0415 - only ``plugins -config`` reads it
+
+    return load_agent_config(path, expand_env=expand)
+
+
 def _run(args: argparse.Namespace) -> int:
     from pyspire.agent.daemon import run_agent  # noqa: PLC0415 - keeps the api verbs quick
+    from pyspire.daemon_cli import run_daemon  # noqa: PLC0415
 
     return run_daemon(lambda: _load(args), lambda config: config.agent, run_agent, "agent")
 
@@ -166,6 +177,8 @@ def _start_rules(config: AgentConfig) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from pyspire.daemon_cli import validate_config  # noqa: PLC0415 - keeps the api verbs quick
+
     return validate_config(lambda: _load(args), lambda config: config.agent, "agent", _start_rules)
 
 
@@ -548,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-socketPath", dest="socket_path", default=DEFAULT_SOCKET, help="Path to the Workload API socket"
     )
     watch.set_defaults(handler=_api(_watch))
-    plugins_cli.register(commands, "agent", lambda path, expand: load_agent_config(path, expand_env=expand))
+    plugins_cli.register(commands, "agent", _load_config)
     return parser
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pyspire.config.duration import parse_duration
+from pyspire.config.errors import ConfigError
 from pyspire.spiffe import SpiffeId, SpiffeIdError, TrustDomain
 
 __all__ = ["ConfigError", "config_key", "load_section"]
@@ -34,17 +35,6 @@ T = TypeVar("T")
 
 # Markers the HCL reader leaves on blocks; never configuration.
 _META_KEYS = frozenset({"__is_block__"})
-
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message says where, which key, and why."""
-
-    def __init__(self, where: str, key: str | None, reason: str) -> None:
-        location = f"{where}: " if where else ""
-        super().__init__(f'{location}key "{key}": {reason}' if key else f"{location}{reason}")
-        self.where = where
-        self.key = key
-        self.reason = reason
 
 
 def config_key(field: dataclasses.Field[Any]) -> str:

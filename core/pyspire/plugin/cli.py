@@ -12,14 +12,18 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyspire.command_line import EXIT_ERROR, CliError
-from pyspire.config import ConfigError
-from pyspire.plugin.discovery import DEV_PLUGINS_ENV
+from pyspire.config.errors import ConfigError
 from pyspire.plugin.errors import CatalogError
-from pyspire.plugin.inventory import InstalledPlugin, by_type, inventory
 from pyspire.plugin.types import Role, plugin_types
+
+if TYPE_CHECKING:
+    from pyspire.plugin.inventory import InstalledPlugin
+
+# The inventory (entry-point discovery, importlib.metadata) is imported by the verb that uses
+# it: registering ``plugins`` happens in every CLI call, ``entry show`` included.
 
 __all__ = ["register"]
 
@@ -40,6 +44,9 @@ def _origin(row: InstalledPlugin) -> str:
 
 
 def _print_pretty(role: Role, rows: list[InstalledPlugin], config: str | None) -> None:
+    from pyspire.plugin.discovery import DEV_PLUGINS_ENV  # noqa: PLC0415 - see above
+    from pyspire.plugin.inventory import by_type  # noqa: PLC0415
+
     heading = f"Installed {role} plugins"
     print(f"{heading} (* = selected by {config}):" if config else f"{heading}:")
     width_name = max((len(row.name) for row in rows), default=4)
@@ -60,6 +67,8 @@ def _print_pretty(role: Role, rows: list[InstalledPlugin], config: str | None) -
 
 
 def _list(role: Role, load: ConfigLoader, args: argparse.Namespace) -> int:
+    from pyspire.plugin.inventory import inventory  # noqa: PLC0415 - see above
+
     declarations = None
     if args.config:
         try:

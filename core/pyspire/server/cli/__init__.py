@@ -9,13 +9,24 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspire import command_line
-from pyspire.config import load_server_config
 from pyspire.plugin import cli as plugins_cli
 from pyspire.server.cli import admin, entry, federation, localauthority, logger, migrate, run
 
+if TYPE_CHECKING:
+    from pyspire.config.daemon_config import ServerConfig
+
 __all__ = ["main"]
+
+
+def _load_config(path: Path, expand: bool) -> ServerConfig:
+    # Only ``plugins -config`` reads a config file: the schema loads then, not with every command.
+    from pyspire.config.daemon_config import load_server_config  # noqa: PLC0415
+
+    return load_server_config(path, expand_env=expand)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     localauthority.register(commands)
     federation.register(commands)
     logger.register(commands)
-    plugins_cli.register(commands, "server", lambda path, expand: load_server_config(path, expand_env=expand))
+    plugins_cli.register(commands, "server", _load_config)
     migrate.register(commands)
     return parser
 

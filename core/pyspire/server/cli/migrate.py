@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pyspire.command_line import CliError
-from pyspire.config import ConfigError, load_server_config
-from pyspire.config.plugins import SERVER_PLUGIN_TYPES, parse_plugins_block
-from pyspire.config.reader import read_config_file
-from pyspire.plugin.catalog import CatalogError, load_single_plugin
-from pyspire.plugin.core_config import CoreConfig
-from pyspire.plugin.errors import PluginError
-from pyspire.plugin.facades import DataStore
+from pyspire.config.errors import ConfigError
+from pyspire.plugin.errors import CatalogError, PluginError
 
 if TYPE_CHECKING:
+    from pyspire.plugin.facades import DataStore
     from pyspire.server.migration.spire_datastore import DatabaseType
 
 __all__ = ["register"]
@@ -30,6 +26,9 @@ _TYPES = ("sqlite3", "postgres", "mysql")
 
 
 def _spire_database(args: argparse.Namespace) -> tuple[DatabaseType, str]:
+    from pyspire.config.plugins import SERVER_PLUGIN_TYPES, parse_plugins_block  # noqa: PLC0415 - see _migrate
+    from pyspire.config.reader import read_config_file  # noqa: PLC0415
+
     if args.spire_config:
         document = read_config_file(Path(args.spire_config), expand_environment=args.expand_env)
         source = Path(args.spire_config).name
@@ -65,8 +64,12 @@ def _same_database(pyspire: Mapping[str, Any], spire: tuple[str, str]) -> bool:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    # Imported here: they pull in SQLAlchemy and Alembic, half a second of start-up that every
-    # other pyspire-server command (bundle show, entry create, ...) would pay for.
+    # Imported here: they pull in SQLAlchemy and Alembic, the config schema and the plugin
+    # catalogue, half a second of start-up that every other pyspire-server command (bundle show,
+    # entry create, ...) would pay for.
+    from pyspire.config.daemon_config import load_server_config  # noqa: PLC0415
+    from pyspire.plugin.catalog import load_single_plugin  # noqa: PLC0415
+    from pyspire.plugin.core_config import CoreConfig  # noqa: PLC0415
     from pyspire.server.migration.importer import MigrationError, import_snapshot  # noqa: PLC0415
     from pyspire.server.migration.spire_datastore import (  # noqa: PLC0415
         SpireDatastoreError,
@@ -89,7 +92,7 @@ def _migrate(args: argparse.Namespace) -> int:
         section = config.server
         core = CoreConfig(trust_domain=section.trust_domain, data_dir=section.data_dir)
         section.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        datastore = cast(DataStore, load_single_plugin("server", declaration, core))
+        datastore = cast("DataStore", load_single_plugin("server", declaration, core))
         try:
             report = import_snapshot(snapshot, datastore, section.trust_domain, dry_run=args.dry_run)
         finally:

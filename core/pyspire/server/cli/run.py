@@ -6,15 +6,16 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from pyspire.config import ServerConfig, load_server_config
-from pyspire.daemon_cli import run_daemon, validate_config
 from pyspire.server.cli.common import DEFAULT_SOCKET
+
+if TYPE_CHECKING:
+    from pyspire.config.daemon_config import ServerConfig
 
 __all__ = ["register"]
 
@@ -57,17 +58,24 @@ _OVERRIDES = (
 
 
 def _load(args: argparse.Namespace) -> ServerConfig:
+    # The config schema and the plugin catalogue load with the verbs that read a config file,
+    # not with every CLI call.
+    from pyspire.config.daemon_config import load_server_config  # noqa: PLC0415
+
     overrides: dict[str, Any] = {key: getattr(args, key) for key in _OVERRIDES if getattr(args, key) is not None}
     return load_server_config(Path(args.config), expand_env=args.expand_env, overrides=overrides)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pyspire.server.daemon import run_server  # noqa: PLC0415 - keeps the CLI quick for admin verbs
+    from pyspire.daemon_cli import run_daemon  # noqa: PLC0415 - keeps the CLI quick for admin verbs
+    from pyspire.server.daemon import run_server  # noqa: PLC0415
 
     return run_daemon(lambda: _load(args), lambda config: config.server, run_server, "server")
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from pyspire.daemon_cli import validate_config  # noqa: PLC0415 - keeps the CLI quick for admin verbs
+
     return validate_config(lambda: _load(args), lambda config: config.server, "server")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import peers
+from tests.support import file_order, peers
 
 REPO = Path(__file__).resolve().parent.parent
 _SESSION_STARTED = time.time()
@@ -23,6 +23,11 @@ _interop_seconds: list[float] = []
 def spire_conf_dir() -> Path:
     """SPIRE's ``server.conf``, ``agent.conf`` and their ``*_full.conf`` references."""
     return REPO / "tests" / "config" / "spire-conf"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first, so no worker is left with a long file at the end (see file_order)."""
+    items[:] = file_order.longest_first(items, file_order.read_seconds())
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

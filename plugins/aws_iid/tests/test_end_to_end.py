@@ -240,3 +240,56 @@ def test_forged_documents_attest_nothing_on_a_real_server(
         assert victim.instance_id not in server.cli("agent", "list").stdout
     finally:
         server.stop()
+
+
+def test_a_tag_in_the_agent_path_template_cannot_name_the_server_or_another_path(
+    tmp_path: Path, aws: MotoServer, us_west_2: RegionSigner
+) -> None:
+    """Reliability case 9 with EC2 tags, which whoever runs the instance chooses: a value that is
+    no clean path segment fails attestation with no node record; a valid one is kept verbatim
+    under the agent namespace, never normalised into the server's ID."""
+    refused = ["../../server", ".", "..", "%2e%2e", "a//b", "x/../../../spire/server"]
+    verbatim = ["A/B", "spire/server"]
+    instances = {value: launch_instance({"name": value}) for value in refused + verbatim}
+    server = start_server(
+        tmp_path / "server",
+        env=aws.environment(),
+        extra="ratelimit {\n attestation = false\n }",
+        plugins=(
+            'NodeAttestor "aws_iid" {\n plugin_data {\n'
+            f'  region_certificates = {{ "us-west-2" = "{us_west_2.write(tmp_path)}" }}\n'
+            '  agent_path_template = "/{{ .PluginName }}/{{ .Tags.name }}"\n'
+            " }\n }"
+        ),
+    )
+
+    async def attest(instance_id: str) -> str:
+        document = identity_document(instance_id)
+        client = new_client(server)
+        try:
+            chain, _ = await client.attest(
+                "aws_iid",
+                payload(document, us_west_2.sign(document)),
+                build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))),
+                no_challenge,
+            )
+        finally:
+            client.close()
+        return str(leaf_spiffe_id(chain[0]))
+
+    try:
+        for value in refused:
+            with pytest.raises(GRPCError) as raised:
+                asyncio.run(attest(instances[value].instance_id))
+            # SPIRE: Internal "invalid agent ID" (the attestor, not the caller, produced it).
+            assert raised.value.status.name == "INTERNAL", (value, raised.value)
+            assert server.cli("agent", "count").stdout.strip() == "0 attested agents", value
+        for value in verbatim:
+            agent_id = asyncio.run(attest(instances[value].instance_id))
+            assert agent_id == f"spiffe://example.org/spire/agent/aws_iid/{value}"
+        listed = server.cli("agent", "list").stdout
+        assert "spiffe://example.org/spire/server\n" not in listed
+        assert server.cli("agent", "count").stdout.strip() == "2 attested agents"
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()

@@ -34,6 +34,7 @@ from tests.agent.test_end_to_end import _entry
 from tests.plugin.test_x509pop import key_pem, node_certificate, pem
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
 from tests.support.pki import Issued, make_ca
+from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
 from tests.support.x509pop_nodes import PopNode
@@ -250,3 +251,52 @@ def test_a_running_agent_whose_svid_was_replaced_attests_again_or_stops(
     finally:
         runner.close()
         agent.stop()
+
+
+def test_an_agent_cut_off_from_its_server_keeps_serving_and_resyncs_without_attesting(
+    server: ServerDaemon, tmp_path: Path
+) -> None:
+    """Reliability case 21, the network cut (SPIRE's ghostunnel-federation 10-13): a join-token
+    agent reaches its server through a relay that is cut for a while. Its workloads keep their
+    SVIDs meanwhile; once the relay is back an entry created during the cut reaches them and the
+    agent SVID is renewed, and the one-time token is never presented again."""
+    relay = TcpRelay(("127.0.0.1", server.port)).restore()
+    directory = tmp_path / "cut"
+    parent = "spiffe://example.org/node/cut"
+    text, socket_path = agent_config(directory, server)
+    text = text.replace(f'server_port = "{server.port}"', f'server_port = "{relay.port}"')
+    assert f'server_port = "{relay.port}"' in text
+    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token(parent)])
+    agent.start()
+    try:
+        _entry(server, parent, "spiffe://example.org/before-the-cut", f"unix:uid:{UID}")
+        served = eventually(lambda: x509_context(agent).svids, timeout=30)
+        attested_svid = _saved_not_after(agent)
+        mark = len(agent.log())
+
+        relay.cut()
+        _entry(server, parent, "spiffe://example.org/during-the-cut", f"unix:uid:{UID}")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # several sync intervals without the server
+            assert x509_context(agent).svids[0].leaf == served[0].leaf
+            time.sleep(0.5)
+        assert agent.process is not None
+        assert agent.process.poll() is None
+
+        relay.restore()
+
+        def both() -> list[str] | None:
+            found = sorted(str(s.spiffe_id) for s in x509_context(agent).svids)
+            return found if len(found) == 2 else None
+
+        assert eventually(both, timeout=30) == [
+            "spiffe://example.org/before-the-cut",
+            "spiffe://example.org/during-the-cut",
+        ]
+        eventually(lambda: _saved_not_after(agent) > attested_svid, timeout=30)  # renewed, not re-attested
+        log = agent.log()[mark:]
+        assert "Node attestation was successful" not in log
+        assert agent.process.poll() is None
+    finally:
+        agent.stop()
+        relay.cut()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,3 +278,67 @@ def test_a_challenge_answered_with_the_wrong_key_or_a_replayed_answer_is_permiss
         assert raised.value.status is Status.PERMISSION_DENIED, answer.__name__
         assert "challenge response verification failed" in (raised.value.message or ""), answer.__name__
         assert _agents(server) == agents, answer.__name__
+
+
+def test_legitimate_nodes_attest_promptly_while_hostile_payloads_pour_in(server: ServerDaemon, tmp_path: Path) -> None:
+    """Case 13, Nothing lost: legitimate x509pop attestations are not slowed much by a stream of
+    hostile ones (a 1,000-intermediate chain, a 16k-bit RSA leaf, a stranger's certificate),
+    measured as the slowest of 20 attestations against the slowest of 20 without the attack."""
+    intermediate = make_ca(issuer=ROOT, name="intermediate").certificate.public_bytes(serialization.Encoding.DER)
+    leaf = node_certificate(ROOT).certificate.public_bytes(serialization.Encoding.DER)
+    hostile = [
+        json.dumps({"certificates": [base64.b64encode(d).decode() for d in [leaf] + [intermediate] * 1000]}).encode(),
+        json.dumps({"certificates": [base64.b64encode(_a_sixteen_thousand_bit_rsa_leaf()).decode()]}).encode(),
+    ]
+    stranger = PopNode(tmp_path / "stranger", node_certificate(make_ca(name="someone else's root")))
+    nodes = [PopNode(tmp_path / f"node-{i}", node_certificate(ROOT, common_name=f"legit-{i}")) for i in range(40)]
+    trusted = roots(server)
+    refused = 0
+
+    async def attack(stop: asyncio.Event) -> None:
+        nonlocal refused
+        while not stop.is_set():
+            for payload in hostile:
+                with contextlib.suppress(GRPCError):
+                    await _attest_raw(server, "x509pop", payload)
+                refused += 1
+            with contextlib.suppress(GRPCError):
+                client, _, _ = await stranger.attest(server.port, trusted)
+                client.close()
+            refused += 1
+
+    async def timed(batch: list[PopNode]) -> list[float]:
+        durations = []
+        for node in batch:
+            started = time.monotonic()
+            client, _, _ = await node.attest(server.port, trusted)
+            durations.append(time.monotonic() - started)
+            client.close()
+        return durations
+
+    async def run() -> tuple[list[float], list[float]]:
+        quiet = await timed(nodes[:20])
+        stop = asyncio.Event()
+        attackers = [asyncio.ensure_future(attack(stop)) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        try:
+            loud = await timed(nodes[20:])
+        finally:
+            stop.set()
+            await asyncio.gather(*attackers)
+        return quiet, loud
+
+    agents = _agents(server)
+    quiet, loud = asyncio.run(run())
+    assert refused >= 20, refused  # the attack really ran alongside
+    assert max(loud) < max(1.0, 4 * max(quiet)), (sorted(quiet), sorted(loud))
+    after = _agents(server)
+    assert (
+        sum(
+            f"x509pop/{hashlib.sha1(n.certificate.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()}"
+            in after
+            for n in nodes
+        )
+        == 40
+    )
+    assert len(after.splitlines()) > len(agents.splitlines())

@@ -67,6 +67,10 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 def _agents(server: ServerDaemon) -> str:
     return server.cli("agent", "list").stdout
 
@@ -148,9 +152,10 @@ def test_streams_closed_mid_challenge_leave_nothing_behind(server: ServerDaemon,
         for _ in range(50):  # one at a time: what each leaves behind adds up
             await hang_up_after_the_challenge()
 
-    baseline = _open_fds(pid)
+    baseline, threads = _open_fds(pid), _threads(pid)
     asyncio.run(run())
     eventually(lambda: _open_fds(pid) <= baseline + 3, timeout=30)
+    eventually(lambda: _threads(pid) <= threads + 2, timeout=30)
     assert _agents(server) == agents
 
     async def legit() -> str:

@@ -8,6 +8,7 @@ with the reason instead of running without an identity.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -21,14 +22,22 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from grpclib.exceptions import GRPCError
+from pyspire.agent.client import ServerClient
+from pyspire.crypto import LocalSigner, build_csr
+from pyspire.spiffe import TrustDomain
 from pyspire.transport import unix_socket_in_use
 
 from tests.agent.test_end_to_end import _entry
 from tests.plugin.test_x509pop import key_pem, node_certificate, pem
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
-from tests.support.pki import make_ca
+from tests.support.pki import Issued, make_ca
+from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 from tests.support.workloads import x509_context
+from tests.support.x509pop_nodes import PopNode
 
 UID = os.getuid()
 ROOT = make_ca(name="fleet root")
@@ -162,3 +171,132 @@ def test_a_killed_agent_that_lost_its_svid_attests_again_only_if_it_can(
     finally:
         for agent, _ in agents.values():
             agent.stop()
+
+
+def _stolen_identity(agent: AgentDaemon) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    """The agent SVID and its private key, read from the agent's data directory (disk KeyManager)."""
+    data = agent.directory / "data"
+    saved = json.loads((data / "agent-data.json").read_text())
+    keys = json.loads((data / "keys.json").read_text())["keys"]
+    chain = [x509.load_der_x509_certificate(b64decode(c)) for c in saved["svid"]]
+    key = serialization.load_der_private_key(b64decode(keys[saved["key_id"]]), password=None)
+    return chain, key
+
+
+@pytest.mark.parametrize("kind", ["join_token", "x509pop"])
+def test_a_running_agent_whose_svid_was_replaced_attests_again_or_stops(
+    server: ServerDaemon, tmp_path: Path, kind: str
+) -> None:
+    """Reliability case 18 from the agent's side: someone holding a copy of the agent's identity
+    makes the server replace the agent's SVID (a join-token node's stolen SVID renewed and used;
+    an x509pop node's certificate attested again). At its next sync the running agent is told
+    AGENT_NOT_ACTIVE: the x509pop agent attests again and keeps serving its workloads, the
+    join-token agent cannot and exits with the reason, without
+    spending its token again. Neither keeps running with an SVID the
+    server refuses (SPIRE issue #1562)."""
+    agent, parent = _agent(tmp_path / kind[:4], server, kind, "disk")
+    agent.start()
+    runner = asyncio.Runner()
+    try:
+        _entry(server, parent, f"spiffe://example.org/replaced-{kind}", f"unix:uid:{UID}")
+        eventually(lambda: x509_context(agent).svids, timeout=30)
+        mark = len(agent.log())
+        roots = [c for c in x509.load_pem_x509_certificates(server.bundle_pem().encode())]
+        if kind == "join_token":
+            chain, key = _stolen_identity(agent)
+            thief = ServerClient([("127.0.0.1", server.port)], TrustDomain.parse("example.org"))
+            thief.set_roots(roots)
+            thief.set_identity(chain, key)
+            new_key = ec.generate_private_key(ec.SECP256R1())
+            renewed = runner.run(thief.renew(build_csr(LocalSigner(new_key))))
+            thief.set_identity(list(renewed), new_key)
+            runner.run(thief.sync_entries({}))  # first use: the server now takes this serial only
+        else:
+            node = Issued(
+                x509.load_pem_x509_certificate((agent.directory / "node.pem").read_bytes()),
+                serialization.load_pem_private_key((agent.directory / "node.key").read_bytes(), password=None),  # type: ignore[arg-type]
+            )
+            thief, _, _ = runner.run(PopNode(tmp_path / "thief", node).attest(server.port, roots))
+        thief.close()
+
+        assert agent.process is not None
+        if kind == "join_token":
+            assert agent.process.wait(60) == 1
+            log = agent.log()[mark:]
+            # SPIRE's AGENT_NOT_ACTIVE message, and no attempt to spend the token again.
+            assert "expected to have serial number" in log, log
+            assert "its attestor cannot re-attest" in log, log
+            assert not unix_socket_in_use(agent.socket_path)
+        else:
+            eventually(lambda: "Node attestation was successful" in agent.log()[mark:], timeout=60)
+            assert eventually(lambda: x509_context(agent).svids, timeout=30)
+            assert agent.process.poll() is None
+
+            def server_takes_the_saved_svid() -> bool:
+                client = ServerClient([("127.0.0.1", server.port)], TrustDomain.parse("example.org"))
+                client.set_roots(roots)
+                try:
+                    client.set_identity(*_stolen_identity(agent))
+                    runner.run(client.sync_entries({}))
+                except (GRPCError, KeyError, ValueError):
+                    return False  # the attestation's SVID is not saved yet
+                finally:
+                    client.close()
+                return True
+
+            # The SVID the agent saved after attesting again is the one the server takes.
+            assert eventually(server_takes_the_saved_svid, timeout=30)
+            refreshed, _ = _stolen_identity(agent)
+            assert refreshed[0].serial_number != node.certificate.serial_number
+    finally:
+        runner.close()
+        agent.stop()
+
+
+def test_an_agent_cut_off_from_its_server_keeps_serving_and_resyncs_without_attesting(
+    server: ServerDaemon, tmp_path: Path
+) -> None:
+    """Reliability case 21, the network cut (SPIRE's ghostunnel-federation 10-13): a join-token
+    agent reaches its server through a relay that is cut for a while. Its workloads keep their
+    SVIDs meanwhile; once the relay is back an entry created during the cut reaches them and the
+    agent SVID is renewed, and the one-time token is never presented again."""
+    relay = TcpRelay(("127.0.0.1", server.port)).restore()
+    directory = tmp_path / "cut"
+    parent = "spiffe://example.org/node/cut"
+    text, socket_path = agent_config(directory, server)
+    text = text.replace(f'server_port = "{server.port}"', f'server_port = "{relay.port}"')
+    assert f'server_port = "{relay.port}"' in text
+    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token(parent)])
+    agent.start()
+    try:
+        _entry(server, parent, "spiffe://example.org/before-the-cut", f"unix:uid:{UID}")
+        served = eventually(lambda: x509_context(agent).svids, timeout=30)
+        attested_svid = _saved_not_after(agent)
+        mark = len(agent.log())
+
+        relay.cut()
+        _entry(server, parent, "spiffe://example.org/during-the-cut", f"unix:uid:{UID}")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # several sync intervals without the server
+            assert x509_context(agent).svids[0].leaf == served[0].leaf
+            time.sleep(0.5)
+        assert agent.process is not None
+        assert agent.process.poll() is None
+
+        relay.restore()
+
+        def both() -> list[str] | None:
+            found = sorted(str(s.spiffe_id) for s in x509_context(agent).svids)
+            return found if len(found) == 2 else None
+
+        assert eventually(both, timeout=30) == [
+            "spiffe://example.org/before-the-cut",
+            "spiffe://example.org/during-the-cut",
+        ]
+        eventually(lambda: _saved_not_after(agent) > attested_svid, timeout=30)  # renewed, not re-attested
+        log = agent.log()[mark:]
+        assert "Node attestation was successful" not in log
+        assert agent.process.poll() is None
+    finally:
+        agent.stop()
+        relay.cut()

@@ -31,6 +31,7 @@ from pyspire.proto.spiffe.workload.service import SpiffeWorkloadAPIStub
 from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Context, X509Source, X509Svid, verify_x509_svid
 from pyspire.spiffe.workloadapi import HEADER, WorkloadApiClient, WorkloadApiError
 from pyspire.spiffe.x509svid import leaf_spiffe_id
+from pyspire.transport import unix_socket_in_use
 
 from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_agent, start_server
 from tests.support.identities import CLIENT, SERVER, pick
@@ -336,6 +337,30 @@ def test_banned_agent_deletes_its_svid_and_stops(server: ServerDaemon, tmp_path:
     assert roots == list(
         Bundle.parse_x509(TrustDomain.parse("example.org"), server.bundle_pem().encode()).x509_authorities
     )
+
+
+def test_an_agent_banned_while_stopped_is_refused_when_it_starts_with_its_saved_svid(
+    server: ServerDaemon, tmp_path: Path
+) -> None:
+    """Reliability case 16, a restart after the ban: the agent still holds the SVID it saved, so it
+    skips attestation and is refused at its first sync (SPIRE: "failed to fetch authorized
+    entries"). It exits, clears the SVID, and never opens its Workload API."""
+    token = server.join_token()
+    agent = start_agent(tmp_path / "agent", server, token)
+    assert agent.stop() == 0
+    assert json.loads((tmp_path / "agent" / "data" / "agent-data.json").read_text())["svid"]
+    server.cli("agent", "ban", "-spiffeID", f"spiffe://example.org/spire/agent/join_token/{token}")
+    mark = len(agent.log())
+    agent.start(wait=False)
+    assert agent.process is not None
+    assert agent.process.wait(30) == 1
+    log = agent.log()[mark:]
+    assert "Loaded the saved agent SVID" in log, log
+    assert "is banned" in log, log
+    assert "Node attestation was successful" not in log
+    assert "Agent started" not in log
+    assert not unix_socket_in_use(agent.socket_path)
+    assert json.loads((tmp_path / "agent" / "data" / "agent-data.json").read_text())["svid"] is None
 
 
 def test_evicted_join_token_agent_stops_with_a_clear_message(server: ServerDaemon, tmp_path: Path) -> None:

@@ -190,6 +190,7 @@ def test_validate_refuses_hostile_tokens(deployment: tuple[ServerDaemon, AgentDa
     log = agent.log()
     assert "nobody-knows-me" not in log
     assert not [name for name, token in hostile.items() if token.split(".")[-1] and token.split(".")[-1] in log]
+    assert not [name for name, token in hostile.items() if token in log]  # nor any token whole
     assert "Traceback" not in log
     # ...and it still validates a genuine one.
     genuine = genuine_token(agent)

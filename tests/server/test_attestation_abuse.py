@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from pyspire.agent.client import ServerUnavailable
@@ -59,6 +65,10 @@ def _cpu_seconds(pid: int) -> float:
 
 def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 def _agents(server: ServerDaemon) -> str:
@@ -142,9 +152,10 @@ def test_streams_closed_mid_challenge_leave_nothing_behind(server: ServerDaemon,
         for _ in range(50):  # one at a time: what each leaves behind adds up
             await hang_up_after_the_challenge()
 
-    baseline = _open_fds(pid)
+    baseline, threads = _open_fds(pid), _threads(pid)
     asyncio.run(run())
     eventually(lambda: _open_fds(pid) <= baseline + 3, timeout=30)
+    eventually(lambda: _threads(pid) <= threads + 2, timeout=30)
     assert _agents(server) == agents
 
     async def legit() -> str:
@@ -185,3 +196,154 @@ def test_an_attestation_flood_is_rate_limited_and_attested_agents_keep_being_ser
     assert len(limited) + len(refused) == 100
     assert len(limited) >= 90
     assert synced > 0
+
+
+def _a_sixteen_thousand_bit_rsa_leaf() -> bytes:
+    """A node certificate (signed by ROOT) whose RSA key has 16,384 bits, as DER.
+
+    Only its public half matters to the server, so the modulus is a random odd number of that
+    length: generating a real 16k-bit key would take the test minutes.
+    """
+    modulus = int.from_bytes(os.urandom(16384 // 8), "big") | (1 << 16383) | 1
+    public_key = rsa.RSAPublicNumbers(65537, modulus).public_key()
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "huge")]))
+        .issuer_name(ROOT.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=1))
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .sign(ROOT.key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_sixteen_thousand_bit_rsa_leaf_is_refused_cheaply(server: ServerDaemon) -> None:
+    """Case 13: refused by its key size (SPIRE's max_rsa_key_size, 8192 by default) before any
+    chain building or challenge, well under 100 ms of server CPU, with no node record."""
+    payload = json.dumps({"certificates": [base64.b64encode(_a_sixteen_thousand_bit_rsa_leaf()).decode()]})
+    assert server.process is not None
+    before, agents = _cpu_seconds(server.process.pid), _agents(server)
+    with pytest.raises(GRPCError) as raised:
+        asyncio.run(_attest_raw(server, "x509pop", payload.encode()))
+    spent = _cpu_seconds(server.process.pid) - before
+    assert raised.value.status is Status.INVALID_ARGUMENT
+    assert "leaf certificate key size too large (16384 bits" in (raised.value.message or "")
+    assert spent < 0.1, f"{spent:.3f} s of CPU"
+    assert _agents(server) == agents
+
+
+def test_a_challenge_answered_with_the_wrong_key_or_a_replayed_answer_is_permission_denied(
+    server: ServerDaemon, tmp_path: Path
+) -> None:
+    """Case 13: the node presents its own (valid) certificate, then answers the challenge with
+    another node's key, or replays the answer that passed an earlier challenge. Both are
+    PermissionDenied with no node record; the node itself, answering properly, attests."""
+    node = PopNode(tmp_path / "node", node_certificate(ROOT, common_name="victim"))
+    thief = PopNode(tmp_path / "thief", node_certificate(ROOT, common_name="thief"))
+    answered: list[bytes] = []
+
+    async def attest_answering(answer: Callable[[bytes], Awaitable[bytes]]) -> str:
+        client = new_client(server)
+        try:
+            chain, _ = await client.attest(
+                "x509pop",
+                node.plugin.payload(),
+                build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))),
+                answer,
+            )
+        finally:
+            client.close()
+        return str(leaf_spiffe_id(chain[0]))
+
+    async def honestly(challenge: bytes) -> bytes:
+        answered.append(node.plugin.answer_challenge(challenge))
+        return answered[-1]
+
+    async def with_the_thiefs_key(challenge: bytes) -> bytes:
+        return thief.plugin.answer_challenge(challenge)
+
+    async def replaying(challenge: bytes) -> bytes:
+        return answered[0]
+
+    agents = _agents(server)
+    for answer in (with_the_thiefs_key, honestly, replaying):
+        if answer is honestly:
+            # The genuine answer once, so there is one to replay; its node record is the only one made.
+            agent_id = asyncio.run(attest_answering(honestly))
+            assert agent_id.startswith("spiffe://example.org/spire/agent/x509pop/")
+            agents = _agents(server)
+            assert agents.count(agent_id) == 1
+            continue
+        with pytest.raises(GRPCError) as raised:
+            asyncio.run(attest_answering(answer))
+        assert raised.value.status is Status.PERMISSION_DENIED, answer.__name__
+        assert "challenge response verification failed" in (raised.value.message or ""), answer.__name__
+        assert _agents(server) == agents, answer.__name__
+
+
+def test_legitimate_nodes_attest_promptly_while_hostile_payloads_pour_in(server: ServerDaemon, tmp_path: Path) -> None:
+    """Case 13, Nothing lost: legitimate x509pop attestations are not slowed much by a stream of
+    hostile ones (a 1,000-intermediate chain, a 16k-bit RSA leaf, a stranger's certificate),
+    measured as the slowest of 20 attestations against the slowest of 20 without the attack."""
+    intermediate = make_ca(issuer=ROOT, name="intermediate").certificate.public_bytes(serialization.Encoding.DER)
+    leaf = node_certificate(ROOT).certificate.public_bytes(serialization.Encoding.DER)
+    hostile = [
+        json.dumps({"certificates": [base64.b64encode(d).decode() for d in [leaf] + [intermediate] * 1000]}).encode(),
+        json.dumps({"certificates": [base64.b64encode(_a_sixteen_thousand_bit_rsa_leaf()).decode()]}).encode(),
+    ]
+    stranger = PopNode(tmp_path / "stranger", node_certificate(make_ca(name="someone else's root")))
+    nodes = [PopNode(tmp_path / f"node-{i}", node_certificate(ROOT, common_name=f"legit-{i}")) for i in range(40)]
+    trusted = roots(server)
+    refused = 0
+
+    async def attack(stop: asyncio.Event) -> None:
+        nonlocal refused
+        while not stop.is_set():
+            for payload in hostile:
+                with contextlib.suppress(GRPCError):
+                    await _attest_raw(server, "x509pop", payload)
+                refused += 1
+            with contextlib.suppress(GRPCError):
+                client, _, _ = await stranger.attest(server.port, trusted)
+                client.close()
+            refused += 1
+
+    async def timed(batch: list[PopNode]) -> list[float]:
+        durations = []
+        for node in batch:
+            started = time.monotonic()
+            client, _, _ = await node.attest(server.port, trusted)
+            durations.append(time.monotonic() - started)
+            client.close()
+        return durations
+
+    async def run() -> tuple[list[float], list[float]]:
+        quiet = await timed(nodes[:20])
+        stop = asyncio.Event()
+        attackers = [asyncio.ensure_future(attack(stop)) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        try:
+            loud = await timed(nodes[20:])
+        finally:
+            stop.set()
+            await asyncio.gather(*attackers)
+        return quiet, loud
+
+    agents = _agents(server)
+    quiet, loud = asyncio.run(run())
+    assert refused >= 20, refused  # the attack really ran alongside
+    assert max(loud) < max(1.0, 4 * max(quiet)), (sorted(quiet), sorted(loud))
+    after = _agents(server)
+    assert (
+        sum(
+            f"x509pop/{hashlib.sha1(n.certificate.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()}"
+            in after
+            for n in nodes
+        )
+        == 40
+    )
+    assert len(after.splitlines()) > len(agents.splitlines())

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from pyspire.spiffe import Bundle, JwtSvid, TrustDomain
+from cryptography.hazmat.primitives import serialization
+from pyspire.spiffe import Bundle, BundleSet, JwtSvid, TrustDomain, verify_x509_svid
 
 from tests.support.daemons import Daemon, ServerDaemon, console_script, server_config, start_server
 
@@ -237,3 +238,38 @@ def test_a_restart_mid_rotation_keeps_the_prepared_authorities_and_activates_the
             assert after["old"] == prepared[kind]["active"], (kind, after)
     finally:
         daemon.stop()
+
+
+def test_a_memory_key_manager_restart_makes_a_new_ca_and_keeps_the_old_root_trusted(tmp_path: Path) -> None:
+    """Reliability case 22 with the memory KeyManager: the CA keys die with the process, so the
+    restarted server makes a new CA; the old root stays in the bundle (until it expires), so an
+    SVID issued before the restart still verifies against the bundle served after it, and one
+    issued after verifies too."""
+    daemon = start_server(tmp_path / "server", key_manager='KeyManager "memory" {\n plugin_data {}\n }')
+    try:
+        before = x509.load_pem_x509_certificates(daemon.bundle_pem().encode())
+        daemon.cli("x509", "mint", "-spiffeID", "spiffe://example.org/old", "-write", str(tmp_path / "old"))
+        assert daemon.stop() == 0
+        daemon.start()
+        after = x509.load_pem_x509_certificates(daemon.bundle_pem().encode())
+        daemon.cli("x509", "mint", "-spiffeID", "spiffe://example.org/new", "-write", str(tmp_path / "new"))
+    finally:
+        daemon.stop()
+    assert len(after) == len(before) + 1
+    assert set(before) < set(after)  # the old root is still trusted, and a new one joined it
+    bundles = BundleSet([Bundle.parse_x509(TrustDomain.parse("example.org"), daemon_bundle(after))])
+    for name in ("old", "new"):
+        chain = x509.load_pem_x509_certificates((tmp_path / name / "svid.pem").read_bytes())
+        verified, _ = verify_x509_svid(chain, bundles)
+        assert str(verified) == f"spiffe://example.org/{name}"
+
+    def issuer_key_id(name: str) -> bytes | None:
+        leaf = x509.load_pem_x509_certificates((tmp_path / name / "svid.pem").read_bytes())[0]
+        return leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+
+    assert issuer_key_id("old") != issuer_key_id("new")  # signed by the new CA after the restart
+
+
+def daemon_bundle(certificates: list[x509.Certificate]) -> bytes:
+    """``certificates`` as one PEM bundle."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.exceptions import GRPCError
 from pyspire.agent.client import ServerUnavailable
 from pyspire.crypto import LocalSigner, build_csr
+from pyspire.spiffe.x509svid import leaf_spiffe_id
 
 from tests.agent.test_end_to_end import _entry
 from tests.server.test_api_security import attest
@@ -47,6 +48,8 @@ def test_a_datastore_outage_fails_closed_and_converges_afterwards(tmp_path: Path
             cached = eventually(lambda: x509_context(agent).svids, timeout=30)
             spare_token = server.join_token()
             caller, _ = runner.run(attest(server, server.join_token(alias)))
+            banned, banned_chain = runner.run(attest(server, server.join_token(alias)))
+            server.cli("agent", "ban", "-spiffeID", str(leaf_spiffe_id(banned_chain[0])))
 
             relay.cut()
 
@@ -57,7 +60,20 @@ def test_a_datastore_outage_fails_closed_and_converges_afterwards(tmp_path: Path
             with pytest.raises(GRPCError) as refused:
                 runner.run(caller.new_x509_svids([(before, csr)]))
             assert refused.value.status.name == "INTERNAL"
+            # Nor can it renew; and an agent banned before the outage gets nothing either (the
+            # server cannot read its record, so it cannot tell it is banned: it must refuse).
+            with pytest.raises(GRPCError) as renewal:
+                runner.run(caller.renew(build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))))
+            assert renewal.value.status.name in ("INTERNAL", "UNAVAILABLE"), renewal.value
             caller.close()
+            for attempt in (
+                lambda: banned.new_x509_svids([(before, csr)]),
+                lambda: banned.renew(build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))),
+                lambda: banned.sync_entries({}),
+            ):
+                with pytest.raises(GRPCError) as stale:
+                    runner.run(attempt())
+                assert stale.value.status.name in ("INTERNAL", "UNAVAILABLE", "PERMISSION_DENIED"), stale.value
             # An attestation completes nothing: no node, and the token is not spent.
             with pytest.raises((GRPCError, ServerUnavailable)):
                 runner.run(attest(server, spare_token))
@@ -85,6 +101,11 @@ def test_a_datastore_outage_fails_closed_and_converges_afterwards(tmp_path: Path
             assert ids == ["spiffe://example.org/after-the-outage", "spiffe://example.org/before-the-outage"]
             entries = server.cli("entry", "show").stdout
             assert "spiffe://example.org/during" not in entries
+            # The ban outlived the outage.
+            with pytest.raises(GRPCError) as still_banned:
+                runner.run(banned.sync_entries({}))
+            assert still_banned.value.status.name == "PERMISSION_DENIED"
+            banned.close()
             assert agent.process is not None
             assert agent.process.poll() is None
             assert "Traceback" not in server.log()

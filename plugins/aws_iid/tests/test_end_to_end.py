@@ -10,12 +10,18 @@ signed passes the server's signature check with the certificate the plugin ships
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.exceptions import GRPCError
+from pyspire.agent.client import ServerUnavailable
+from pyspire.crypto import LocalSigner, build_csr
+from pyspire.spiffe.x509svid import leaf_spiffe_id
 
 from plugins.aws_iid.tests.fakes import (
     GENUINE,
@@ -23,7 +29,9 @@ from plugins.aws_iid.tests.fakes import (
     RegionSigner,
     identity_document,
     launch_instance,
+    payload,
 )
+from tests.server.test_api_security import new_client, no_challenge
 from tests.support.daemons import start_agent, start_server
 from tests.support.free_port import free_port
 from tests.support.moto import ACCOUNT, MotoServer, aws_environment
@@ -146,5 +154,142 @@ def test_a_genuine_aws_document_passes_the_signature_check_with_the_shipped_cert
         assert tampered.process.wait(60) == 1, tampered.log()
         assert "the signature does not verify with the region's AWS certificate" in tampered.log()
         assert server.cli("agent", "count").stdout.strip() == "0 attested agents"
+    finally:
+        server.stop()
+
+
+def _resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_forged_documents_attest_nothing_on_a_real_server(
+    tmp_path: Path, aws: MotoServer, us_west_2: RegionSigner, eu_west_1: RegionSigner
+) -> None:
+    """Reliability case 8 through the server's AttestAgent: every forgery is refused (by what is
+    wrong with the evidence: InvalidArgument or PermissionDenied), no node record is made, and a
+    10 MB payload does not grow the server. Then the genuine document attests, with the identity
+    of the instance that was signed, not the one a forgery named."""
+    mine, victim = launch_instance(), launch_instance()
+    genuine = identity_document(mine.instance_id)
+    signature = base64.b64decode(us_west_2.sign(genuine))
+    forgeries = {
+        "document-swapped-under-a-valid-signature": payload(
+            identity_document(victim.instance_id), us_west_2.sign(genuine)
+        ),
+        "no-signature": payload(genuine, ""),
+        "truncated-signature": payload(genuine, base64.b64encode(signature[:-40]).decode()),
+        "rsa1024-signature-only": payload(
+            genuine, "", signature=base64.b64encode(b"an RSA-1024 signature over another document").decode()
+        ),
+        "signed-by-another-regions-certificate": payload(genuine, eu_west_1.sign(genuine)),
+        "ten-megabytes": b"{" + b" " * (10 * 1024 * 1024) + b"}",
+    }
+    expected = {
+        "document-swapped-under-a-valid-signature": ("PERMISSION_DENIED", "does not match the signed document"),
+        "no-signature": ("INVALID_ARGUMENT", "has no signature"),
+        "truncated-signature": ("INVALID_ARGUMENT", "the signature cannot be parsed"),
+        "rsa1024-signature-only": ("PERMISSION_DENIED", "only RSA-2048 (PKCS #7) signatures are accepted"),
+        "signed-by-another-regions-certificate": (
+            "PERMISSION_DENIED",
+            "does not verify with the region's AWS certificate",
+        ),
+        # Refused by gRPC's 4 MiB message limit before any of it reaches the plugin.
+        "ten-megabytes": ("refused by the transport", "received message larger than max"),
+    }
+    server = start_server(
+        tmp_path / "server",
+        env=aws.environment(),
+        extra="ratelimit {\n attestation = false\n }",
+        plugins=(
+            'NodeAttestor "aws_iid" {\n plugin_data {\n region_certificates = {'
+            f' "us-west-2" = "{us_west_2.write(tmp_path)}", "eu-west-1" = "{eu_west_1.write(tmp_path)}"'
+            " }\n }\n }"
+        ),
+    )
+
+    async def attest(data: bytes) -> str:
+        client = new_client(server)
+        try:
+            chain, _ = await client.attest(
+                "aws_iid", data, build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))), no_challenge
+            )
+        finally:
+            client.close()
+        return str(leaf_spiffe_id(chain[0]))
+
+    try:
+        assert server.process is not None
+        with pytest.raises(GRPCError):  # the first attestation loads what the server loads lazily
+            asyncio.run(attest(payload(genuine, "")))
+        resident = _resident_bytes(server.process.pid)
+        for name, data in forgeries.items():
+            with pytest.raises((GRPCError, ServerUnavailable)) as raised:
+                asyncio.run(attest(data))
+            status, reason = expected[name]
+            got = raised.value.status.name if isinstance(raised.value, GRPCError) else "refused by the transport"
+            assert (got, reason in str(raised.value)) == (status, True), (name, raised.value)
+            assert server.cli("agent", "count").stdout.strip() == "0 attested agents", name
+        assert _resident_bytes(server.process.pid) - resident < 64 * 1024 * 1024
+        assert "Traceback" not in server.log()
+
+        agent_id = asyncio.run(attest(payload(genuine, us_west_2.sign(genuine))))
+        assert agent_id == f"spiffe://example.org/spire/agent/aws_iid/{ACCOUNT}/us-west-2/{mine.instance_id}"
+        assert victim.instance_id not in server.cli("agent", "list").stdout
+    finally:
+        server.stop()
+
+
+def test_a_tag_in_the_agent_path_template_cannot_name_the_server_or_another_path(
+    tmp_path: Path, aws: MotoServer, us_west_2: RegionSigner
+) -> None:
+    """Reliability case 9 with EC2 tags, which whoever runs the instance chooses: a value that is
+    no clean path segment fails attestation with no node record; a valid one is kept verbatim
+    under the agent namespace, never normalised into the server's ID."""
+    refused = ["../../server", ".", "..", "%2e%2e", "a//b", "x/../../../spire/server"]
+    verbatim = ["A/B", "spire/server"]
+    instances = {value: launch_instance({"name": value}) for value in refused + verbatim}
+    server = start_server(
+        tmp_path / "server",
+        env=aws.environment(),
+        extra="ratelimit {\n attestation = false\n }",
+        plugins=(
+            'NodeAttestor "aws_iid" {\n plugin_data {\n'
+            f'  region_certificates = {{ "us-west-2" = "{us_west_2.write(tmp_path)}" }}\n'
+            '  agent_path_template = "/{{ .PluginName }}/{{ .Tags.name }}"\n'
+            " }\n }"
+        ),
+    )
+
+    async def attest(instance_id: str) -> str:
+        document = identity_document(instance_id)
+        client = new_client(server)
+        try:
+            chain, _ = await client.attest(
+                "aws_iid",
+                payload(document, us_west_2.sign(document)),
+                build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1()))),
+                no_challenge,
+            )
+        finally:
+            client.close()
+        return str(leaf_spiffe_id(chain[0]))
+
+    try:
+        for value in refused:
+            with pytest.raises(GRPCError) as raised:
+                asyncio.run(attest(instances[value].instance_id))
+            # SPIRE: Internal "invalid agent ID" (the attestor, not the caller, produced it).
+            assert raised.value.status.name == "INTERNAL", (value, raised.value)
+            assert server.cli("agent", "count").stdout.strip() == "0 attested agents", value
+        for value in verbatim:
+            agent_id = asyncio.run(attest(instances[value].instance_id))
+            assert agent_id == f"spiffe://example.org/spire/agent/aws_iid/{value}"
+        listed = server.cli("agent", "list").stdout
+        assert "spiffe://example.org/spire/server\n" not in listed
+        assert server.cli("agent", "count").stdout.strip() == "2 attested agents"
+        assert "Traceback" not in server.log()
     finally:
         server.stop()

@@ -94,6 +94,18 @@ def test_unauthenticated_token_is_refused(tmp_path: Path, kube: KubeApiServer) -
         attest(server_attestor(tmp_path, kube), "eyJforged")
 
 
+def test_a_cluster_the_server_does_not_know_is_invalid_argument(
+    tmp_path: Path, kube: KubeApiServer, agent_pod: FakePod
+) -> None:
+    """Reliability case 12: a genuine token naming another cluster is refused before the token is
+    reviewed anywhere (the fake API server is asked nothing)."""
+    token = kube.issue_token(agent_pod)
+    asked = len(kube.requests)
+    with pytest.raises(InvalidArgument, match='not configured for cluster "staging"'):
+        attest(server_attestor(tmp_path, kube), token, cluster="staging")
+    assert len(kube.requests) == asked
+
+
 def test_wrong_audience_is_refused(tmp_path: Path, kube: KubeApiServer, agent_pod: FakePod) -> None:
     token = kube.issue_token(agent_pod, audiences=("vault",))
     with pytest.raises(PermissionDenied, match="is invalid for the target audiences"):

@@ -81,6 +81,10 @@ def run_daemon(
         logging.getLogger(f"pyspire.{role}").error("%s", err)
         print(f"Error: {err}", file=sys.stderr)
         return 1
+    except Exception:
+        # A bug: the command line says so in one line; the log keeps the traceback to report.
+        logging.getLogger(f"pyspire.{role}").exception("The %s stopped on an unexpected error", role)
+        raise
 
 
 def validate_config(

@@ -19,6 +19,7 @@ from pyspire.plugin.testing import load_plugin, make_core_config
 from tests.plugin.test_x509pop import key_pem, pem
 from tests.support.daemons import ServerDaemon, server_config, start_agent, start_server
 from tests.support.pki import make_ca
+from tests.support.waiting import eventually
 
 
 def load(tmp_path: Path, data: dict[str, object]) -> UpstreamAuthority:
@@ -71,6 +72,8 @@ def test_a_downstream_server_without_a_downstream_entry_stops_with_the_reason(tm
             "-selector",
             f"unix:uid:{os.getuid()}",
         )
+        # Wait for the entry to reach the agent: before, the refusal would be "no identity issued".
+        eventually(lambda: agent.cli("api", "fetch", "x509", check=False).returncode == 0, timeout=30)
         plugins = (
             'UpstreamAuthority "spire" {\n plugin_data {\n  server_address = "127.0.0.1"\n'
             f'  server_port = "{root.port}"\n  workload_api_socket = "{agent.socket_path}"\n }}\n}}'
@@ -109,6 +112,9 @@ def test_no_svid_of_a_downstream_server_outlives_the_root_above_its_upstream(tmp
         agent = start_agent(tmp_path / "agent", root, root.join_token(alias))
         root.cli("entry", "create", "-parentID", alias, "-spiffeID", "spiffe://example.org/downstream",
                  "-selector", f"unix:uid:{os.getuid()}", "-downstream")  # fmt: skip
+        # The downstream server gives up at start when the agent has no SVID for it yet: wait
+        # until the entry has reached the agent (under load that takes more than a sync).
+        eventually(lambda: agent.cli("api", "fetch", "x509", check=False).returncode == 0, timeout=30)
         spire = (
             'UpstreamAuthority "spire" {\n plugin_data {\n  server_address = "127.0.0.1"\n'
             f'  server_port = "{root.port}"\n  workload_api_socket = "{agent.socket_path}"\n }}\n}}'

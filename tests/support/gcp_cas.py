@@ -25,33 +25,24 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import re
-import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.google_api import ApiError, GoogleRestFake
 from tests.support.pki import Issued, make_ca
 
 __all__ = ["LOCATION", "FakeAuthority", "FakeCas"]
 
 LOCATION = "projects/test-project/locations/us-east1"
 
-# The statuses Google answers each HTTP code with (FAILED_PRECONDITION, too, comes as 400).
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           409: "ALREADY_EXISTS", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 _POOL = r"projects/[^/]+/locations/[^/]+/caPools/[^/]+"
 _CERTIFICATE_ID = re.compile(r"[a-zA-Z0-9_-]{1,63}")
 # PublicKey.KeyFormat and the enum-encoding=int form the REST transport sends.
@@ -73,19 +64,6 @@ def _pem(certificate: x509.Certificate) -> str:
 
 def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class _ApiError(Exception):
-    """An error answer: the HTTP code, and the status Google names in the body (which several codes share)."""
-
-    def __init__(self, code: int, message: str, status: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status or _STATUS.get(code, "UNKNOWN")
 
 
 @dataclass
@@ -134,7 +112,7 @@ class _Created:
     answer: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeCas:
+class FakeCas(GoogleRestFake):
     """The fake CA Service on 127.0.0.1; ``url`` is its ``api_endpoint``."""
 
     def __init__(self) -> None:
@@ -149,21 +127,7 @@ class FakeCas:
         self.max_page_size = 2
         """Lists are cut in pages this long (whatever is asked), so clients must follow page tokens."""
         self._certificates: dict[str, dict[str, Any]] = {}
-        self._tokens: set[str] = set()
-        self._account_keys: list[rsa.RSAPublicKey] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        # A short poll: each test stops its own fake, and shutdown waits for the loop to look.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def add_pool(self, pool_id: str, location: str = LOCATION) -> str:
         name = f"{location}/caPools/{pool_id}"
@@ -198,26 +162,9 @@ class FakeCas:
         self.authorities[authority.name] = authority
         return authority
 
-    def service_account_file(
-        self, directory: Path, email: str = "spire-server@test-project.iam.gserviceaccount.com"
-    ) -> Path:
-        """A service account key file whose token endpoint is this fake."""
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        self._account_keys.append(private.public_key())
-        path = directory / "service-account.json"
-        path.write_text(json.dumps({
-            "type": "service_account", "project_id": "test-project", "private_key_id": "1",
-            "private_key": pem, "client_email": email, "client_id": "1",
-            "token_uri": f"{self.url}/token",
-        }))  # fmt: skip
-        return path
-
     # The API.
 
-    def _dispatch(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    def dispatch(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         if method == "GET" and (found := re.fullmatch(r"(projects/[^/]+/locations/[^/]+)/caPools", path)):
             self._maybe_fail("listCaPools")
             pools = [
@@ -234,15 +181,15 @@ class FakeCas:
         if method == "POST" and (found := re.fullmatch(f"({_POOL})/certificates", path)):
             self._maybe_fail("createCertificate")
             return self._create(self._pool(found.group(1)), query, body)
-        raise _ApiError(404, f"no such resource {path}")
+        raise ApiError(404, f"no such resource {path}")
 
     def _maybe_fail(self, operation: str) -> None:
         if operation in self.fail:
-            raise _ApiError(self.fail[operation], f"injected failure of {operation}")
+            raise ApiError(self.fail[operation], f"injected failure of {operation}")
 
     def _pool(self, name: str) -> str:
         if name not in self.pools:
-            raise _ApiError(404, f"Resource '{name}' was not found")
+            raise ApiError(404, f"Resource '{name}' was not found")
         return name
 
     @staticmethod
@@ -252,7 +199,7 @@ class FakeCas:
             return None, None
         found = re.fullmatch(r'\s*labels\.([a-z][\w-]*)\s*[:=]\s*("?)([\w-]*)\2\s*', text)
         if found is None:
-            raise _ApiError(400, f"invalid filter {text!r}")
+            raise ApiError(400, f"invalid filter {text!r}")
         return found.group(1), found.group(3)
 
     def _page(self, field_name: str, items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
@@ -268,16 +215,16 @@ class FakeCas:
             self.before_create()
         certificate_id = query.get("certificateId", "")
         if not _CERTIFICATE_ID.fullmatch(certificate_id):
-            raise _ApiError(400, f"certificate_id {certificate_id!r} must match [a-zA-Z0-9_-]{{1,63}}")
+            raise ApiError(400, f"certificate_id {certificate_id!r} must match [a-zA-Z0-9_-]{{1,63}}")
         name = f"{pool}/certificates/{certificate_id}"
         if name in self._certificates:
-            raise _ApiError(409, f"Resource '{name}' already exists")
+            raise ApiError(409, f"Resource '{name}' already exists")
         issuer_id = query.get("issuingCertificateAuthorityId", "")
         issuer = self.authorities.get(f"{pool}/certificateAuthorities/{issuer_id}")
         if issuer is None:
-            raise _ApiError(404, f"CertificateAuthority '{issuer_id}' was not found in {pool}")
+            raise ApiError(404, f"CertificateAuthority '{issuer_id}' was not found in {pool}")
         if issuer.state != "ENABLED":
-            raise _ApiError(
+            raise ApiError(
                 400,
                 f"CertificateAuthority '{issuer.name}' is in state {issuer.state}, not ENABLED",
                 "FAILED_PRECONDITION",
@@ -301,20 +248,20 @@ class FakeCas:
     def _issue(self, issuer: FakeAuthority, body: dict[str, Any]) -> x509.Certificate:
         """The certificate the structured config describes, signed by ``issuer``'s key."""
         if "pemCsr" in body or "config" not in body:
-            raise _ApiError(400, "this fake issues from a structured config only")
+            raise ApiError(400, "this fake issues from a structured config only")
         config = body["config"]
         public = config.get("publicKey", {})
         if public.get("format") not in _PEM_FORMAT:
-            raise _ApiError(400, f"public key format {public.get('format')!r} is not PEM")
+            raise ApiError(400, f"public key format {public.get('format')!r} is not PEM")
         try:
             key = serialization.load_pem_public_key(base64.b64decode(public["key"]))
         except (KeyError, ValueError) as err:
-            raise _ApiError(400, f"invalid public key: {err}") from None
+            raise ApiError(400, f"invalid public key: {err}") from None
         if self.substitute_key:
             key = ec.generate_private_key(ec.SECP256R1()).public_key()
         found = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(body.get("lifetime", "")))
         if found is None or float(found.group(1)) <= 0:
-            raise _ApiError(400, f"invalid lifetime {body.get('lifetime')!r}")
+            raise ApiError(400, f"invalid lifetime {body.get('lifetime')!r}")
         now = datetime.now(UTC).replace(microsecond=0)
         ends = min(now + timedelta(seconds=float(found.group(1))), issuer.issued.certificate.not_valid_after_utc)
         subject_config = config.get("subjectConfig", {})
@@ -353,66 +300,3 @@ class FakeCas:
             flags = {attribute: bool(usage.get(name)) for name, attribute in _KEY_USAGES.items()}
             builder = builder.add_extension(x509.KeyUsage(**flags), critical=True)
         return builder.sign(issuer.issued.key, hashes.SHA256())
-
-    def _authenticated(self, authorization: str) -> bool:
-        """A token this fake issued, or a JWT self-signed by one of its service accounts' keys."""
-        token = authorization.removeprefix("Bearer ")
-        if token in self._tokens:
-            return True
-        parts = token.split(".")
-        if len(parts) != 3:
-            return False
-        for public in self._account_keys:
-            try:
-                public.verify(_unb64(parts[2]), f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256())
-            except (InvalidSignature, ValueError):
-                continue
-            return True
-        return False
-
-    # HTTP.
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _answer(self, code: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _serve(self, method: str) -> None:
-                url = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if url.path == "/token":
-                    token = secrets.token_urlsafe(16)
-                    fake._tokens.add(token)
-                    self._answer(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
-                    return
-                query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-                try:
-                    if not fake._authenticated(self.headers.get("Authorization", "")):
-                        raise _ApiError(401, "Request had invalid authentication credentials.")
-                    if not url.path.startswith("/v1/"):
-                        raise _ApiError(404, f"no such resource {url.path}")
-                    with fake._lock:
-                        answer = fake._dispatch(method, url.path[4:], query, json.loads(raw or b"{}"))
-                except _ApiError as err:
-                    self._answer(err.code, {"error": {"code": err.code, "message": str(err),
-                                                      "status": err.status}})  # fmt: skip
-                    return
-                self._answer(200, answer)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-        return Handler

@@ -16,36 +16,25 @@ checksum is computed, as a corrupting network would.
 from __future__ import annotations
 
 import base64
-import json
 import re
-import secrets
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import google_crc32c
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from google.cloud import kms
 
+from tests.support.google_api import ApiError, GoogleRestFake
+
 __all__ = ["FakeKms"]
 
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 409: "ALREADY_EXISTS",
-           412: "FAILED_PRECONDITION", 500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 _KEY_RING = r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+"
 
 
 def _enum_name(value: object, enum: Any) -> str:
     """An enum field as its name: the REST transport sends ``enum-encoding=int``."""
     return enum(value).name if isinstance(value, int) else str(value)
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _crc(data: bytes) -> str:
@@ -97,12 +86,6 @@ class _CryptoKey:
         return version
 
 
-class _ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _clause_holds(actual: str | None, op: str, value: str) -> bool:
     if op in ("=", "!="):
         return (actual == value) == (op == "=")
@@ -120,14 +103,14 @@ def _matches(labels: dict[str, str], query: str) -> bool:
     for clause in query.split(" AND "):
         found = re.fullmatch(r"\s*labels\.([\w-]+)\s*(!=|=|<|>)\s*(\S+)\s*", clause)
         if found is None:
-            raise _ApiError(400, f"unsupported filter clause {clause!r}")
+            raise ApiError(400, f"unsupported filter clause {clause!r}")
         key, op, value = found.groups()
         if not _clause_holds(labels.get(key), op, value):
             return False
     return True
 
 
-class FakeKms:
+class FakeKms(GoogleRestFake):
     """The fake Cloud KMS on 127.0.0.1; ``url`` is its ``api_endpoint``."""
 
     def __init__(self) -> None:
@@ -135,50 +118,20 @@ class FakeKms:
         self.keys: dict[str, _CryptoKey] = {}
         self.fail: dict[str, int] = {}
         self.corrupt_signatures = False
-        self._tokens: set[str] = set()
-        self._account_keys: list[rsa.RSAPublicKey] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def service_account_file(
-        self, directory: Path, email: str = "spire-server@test-project.iam.gserviceaccount.com"
-    ) -> Path:
-        """A service account key file whose token endpoint is this fake."""
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        self._account_keys.append(private.public_key())
-        path = directory / "service-account.json"
-        path.write_text(json.dumps({
-            "type": "service_account", "project_id": "test-project", "private_key_id": "1",
-            "private_key": pem, "client_email": email, "client_id": "1",
-            "token_uri": f"{self.url}/token",
-        }))  # fmt: skip
-        return path
+        super().__init__()
 
     # The API.
 
-    def _dispatch(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    def dispatch(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         verb = path.rsplit(":", 1)[1] if ":" in path.rsplit("/", 1)[-1] else ""
         resource = path.removesuffix(f":{verb}") if verb else path
         operation = verb or {"POST": "create", "GET": "get", "PATCH": "patch"}.get(method, method)
         if operation in self.fail:
-            raise _ApiError(self.fail[operation], f"injected failure of {operation}")
+            raise ApiError(self.fail[operation], f"injected failure of {operation}")
         if found := re.fullmatch(f"({_KEY_RING})/cryptoKeys", resource):
             ring = found.group(1)
             if ring not in self.key_rings:
-                raise _ApiError(404, f"KeyRing {ring} not found.")
+                raise ApiError(404, f"KeyRing {ring} not found.")
             if method == "POST":
                 return self._create_key(ring, query.get("cryptoKeyId", ""), body)
             listed = [key.json() for key in self.keys.values()
@@ -206,7 +159,7 @@ class FakeKms:
                             body["versionTemplate"]["algorithm"], kms.CryptoKeyVersion.CryptoKeyVersionAlgorithm
                         )
                     else:
-                        raise _ApiError(400, f"unsupported update mask {mask!r}")
+                        raise ApiError(400, f"unsupported update mask {mask!r}")
             return key.json()
         if found := re.fullmatch(f"({_KEY_RING}/cryptoKeys/[^/]+)/cryptoKeyVersions/(\\d+)(/publicKey)?", resource):
             version = self._version(found.group(1), int(found.group(2)))
@@ -216,32 +169,32 @@ class FakeKms:
                 return self._sign(version, body)
             if verb == "destroy":
                 if version.state != "ENABLED" and version.state != "DISABLED":
-                    raise _ApiError(412, f"{version.name} is in state {version.state}")
+                    raise ApiError(412, f"{version.name} is in state {version.state}")
                 version.state = "DESTROY_SCHEDULED"
                 return version.json() | {"destroyTime": "2030-01-01T00:00:00Z"}
             return version.json()
-        raise _ApiError(404, f"no such resource {path}")
+        raise ApiError(404, f"no such resource {path}")
 
     def _key(self, name: str) -> _CryptoKey:
         key = self.keys.get(name)
         if key is None:
-            raise _ApiError(404, f"CryptoKey {name} not found.")
+            raise ApiError(404, f"CryptoKey {name} not found.")
         return key
 
     def _version(self, key_name: str, number: int) -> _Version:
         versions = self._key(key_name).versions
         if not 1 <= number <= len(versions):
-            raise _ApiError(404, f"CryptoKeyVersion {key_name}/cryptoKeyVersions/{number} not found.")
+            raise ApiError(404, f"CryptoKeyVersion {key_name}/cryptoKeyVersions/{number} not found.")
         return versions[number - 1]
 
     def _create_key(self, ring: str, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if not re.fullmatch(r"[a-zA-Z0-9_-]{1,63}", key_id):
-            raise _ApiError(400, f"invalid cryptoKeyId {key_id!r}")
+            raise ApiError(400, f"invalid cryptoKeyId {key_id!r}")
         name = f"{ring}/cryptoKeys/{key_id}"
         if name in self.keys:
-            raise _ApiError(409, f"CryptoKey {name} already exists.")
+            raise ApiError(409, f"CryptoKey {name} already exists.")
         if _enum_name(body.get("purpose"), kms.CryptoKey.CryptoKeyPurpose) != "ASYMMETRIC_SIGN":
-            raise _ApiError(400, "this fake serves ASYMMETRIC_SIGN keys only")
+            raise ApiError(400, "this fake serves ASYMMETRIC_SIGN keys only")
         algorithm = _enum_name(body["versionTemplate"]["algorithm"], kms.CryptoKeyVersion.CryptoKeyVersionAlgorithm)
         key = _CryptoKey(name, algorithm, dict(body.get("labels", {})))
         key.add_version()
@@ -251,7 +204,7 @@ class FakeKms:
     @staticmethod
     def _public_key(version: _Version) -> dict[str, Any]:
         if version.state != "ENABLED":
-            raise _ApiError(412, f"{version.name} is not enabled, current state is: {version.state}.")
+            raise ApiError(412, f"{version.name} is not enabled, current state is: {version.state}.")
         pem = version.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -259,11 +212,11 @@ class FakeKms:
 
     def _sign(self, version: _Version, body: dict[str, Any]) -> dict[str, Any]:
         if version.state != "ENABLED":
-            raise _ApiError(412, f"{version.name} is not enabled, current state is: {version.state}.")
+            raise ApiError(412, f"{version.name} is not enabled, current state is: {version.state}.")
         want = "sha384" if version.algorithm.endswith("SHA384") else "sha256"
         digests = body.get("digest", {})
         if set(digests) != {want}:
-            raise _ApiError(400, f"The request digest type does not match the key algorithm {version.algorithm}")
+            raise ApiError(400, f"The request digest type does not match the key algorithm {version.algorithm}")
         digest = base64.b64decode(digests[want])
         verified = "digestCrc32c" in body and body["digestCrc32c"] == _crc(digest)
         prehashed = utils.Prehashed(hashes.SHA384() if want == "sha384" else hashes.SHA256())
@@ -276,69 +229,3 @@ class FakeKms:
             signature = bytes([signature[0] ^ 1]) + signature[1:]
         return {"signature": base64.b64encode(signature).decode(), "signatureCrc32c": checksum,
                 "verifiedDigestCrc32c": verified, "name": version.name}  # fmt: skip
-
-    def _authenticated(self, authorization: str) -> bool:
-        """A token this fake issued, or a JWT self-signed by one of its service accounts' keys."""
-        token = authorization.removeprefix("Bearer ")
-        if token in self._tokens:
-            return True
-        parts = token.split(".")
-        if len(parts) != 3:
-            return False
-        for public in self._account_keys:
-            try:
-                public.verify(_unb64(parts[2]), f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256())
-            except (InvalidSignature, ValueError):
-                continue
-            return True
-        return False
-
-    # HTTP.
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _answer(self, code: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _serve(self, method: str) -> None:
-                url = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if url.path == "/token":
-                    token = secrets.token_urlsafe(16)
-                    fake._tokens.add(token)
-                    self._answer(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
-                    return
-                query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-                try:
-                    if not fake._authenticated(self.headers.get("Authorization", "")):
-                        raise _ApiError(401, "Request had invalid authentication credentials.")
-                    if not url.path.startswith("/v1/"):
-                        raise _ApiError(404, f"no such resource {url.path}")
-                    with fake._lock:
-                        answer = fake._dispatch(method, url.path[4:], query, json.loads(raw or b"{}"))
-                except _ApiError as err:
-                    self._answer(err.code, {"error": {"code": err.code, "message": str(err),
-                                                      "status": _STATUS.get(err.code, "UNKNOWN")}})  # fmt: skip
-                    return
-                self._answer(200, answer)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_PATCH(self) -> None:
-                self._serve("PATCH")
-
-        return Handler

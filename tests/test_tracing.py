@@ -14,16 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import peer_builds
 from tests.support.daemons import start_agent, start_server
 from tests.support.otelcol import Span, running_collector
 from tests.support.waiting import eventually
 from tests.support.workloads import fetched_spiffe_id, register_this_process
 
+pytestmark = pytest.mark.needs_build("otelcol")
+
 
 @pytest.fixture(scope="module")
 def spans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Span]]:
     directory = tmp_path_factory.mktemp("tracing")
-    with running_collector(directory) as collector:
+    with running_collector(directory, peer_builds.require("otelcol")) as collector:
         server = start_server(
             directory / "server",
             blocks=f'telemetry {{\n  OpenTelemetry {{\n    endpoint = "{collector.http_endpoint}"\n  }}\n}}\n',

@@ -36,6 +36,7 @@ from sqlalchemy import (
     text,
 )
 
+from tests.support import peer_builds
 from tests.support.daemons import ServerDaemon, server_config
 from tests.support.databases import mariadb_database, postgres_database
 
@@ -266,8 +267,7 @@ def test_a_file_that_is_not_an_sqlite_database_is_refused_by_name(tmp_path: Path
 
 def _real_spire_server() -> Path:
     """spire-server as the interop tests build it (tests/support/peers.py, from the Go module proxy)."""
-    peers = pytest.importorskip("tests.support.peers", reason="the SPIRE peer builder is not in this checkout")
-    return Path(peers.spire().path("spire-server"))
+    return peer_builds.require("spire").path("spire-server")
 
 
 def _spire_initialises(directory: Path, database_type: str, connection_string: str) -> None:
@@ -299,6 +299,7 @@ def _spire_initialises(directory: Path, database_type: str, connection_string: s
         process.wait(30)
 
 
+@pytest.mark.needs_build("spire")
 def test_a_database_real_spire_created_is_refused_and_left_untouched(
     foreign_database: tuple[str, str, Engine], tmp_path: Path
 ) -> None:

@@ -36,35 +36,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import storage
 
-from tests.support import http_fakes, peers
+from tests.support import http_fakes, peer_builds
 from tests.support.free_port import free_port
 
 __all__ = [
-    "FAKE_GCS_VERSION",
     "FakeGcsServer",
     "Gcs",
     "TokenEndpoint",
-    "build_at_collection",
     "client",
-    "fake_gcs_binary",
     "fake_gcs_server",
     "gcs",
     "gcs_unreachable",
+    "mark_users",
     "token_endpoint",
 ]
-
-FAKE_GCS_VERSION = "v1.56.1"
-_MODULE = "github.com/fsouza/fake-gcs-server"
-
-
-def fake_gcs_binary(version: str = FAKE_GCS_VERSION) -> Path:
-    """The ``fake-gcs-server`` executable of ``version``, built from the Go module proxy when not cached."""
-
-    def build(staging: Path, log: Path) -> None:
-        env = {**os.environ, "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local", "GOBIN": str(staging)}
-        peers.run_logged(["go", "install", f"{_MODULE}@{version}"], staging, log, env)
-
-    return peers.cached_build("fake-gcs-server", version, ["fake-gcs-server"], build).path("fake-gcs-server")
 
 
 class FakeGcsServer:
@@ -108,40 +93,17 @@ class FakeGcsServer:
             self._process.wait()
 
 
-_built: dict[str, Path | peers.PeerBuildError] = {}
-
-
-def _binary() -> Path | peers.PeerBuildError:
-    """The build's outcome, tried once per process."""
-    if "binary" not in _built:
-        try:
-            _built["binary"] = fake_gcs_binary()
-        except peers.PeerBuildError as err:
-            _built["binary"] = err
-    return _built["binary"]
-
-
-def build_at_collection(session: pytest.Session) -> None:
-    """``pytest_collection_finish`` for the conftests whose tests use the server.
-
-    A cold build (a couple of minutes) runs before any test starts, so it is not counted
-    against a test's timeout, as tests/interop builds its peers.
-    """
-    here = [item for item in session.items if "fake_gcs_server" in getattr(item, "fixturenames", ())]
-    if here:
-        _binary()
+def mark_users(items: list[pytest.Item]) -> None:
+    """``pytest_collection_modifyitems`` for the conftests whose tests use the server: they need its build."""
+    for item in items:
+        if "fake_gcs_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.needs_build("fake-gcs-server"))
 
 
 @pytest.fixture(scope="session")
 def fake_gcs_server() -> Iterator[FakeGcsServer]:
     """One fake-gcs-server for the session; tests use buckets of their own."""
-    binary = _binary()
-    if isinstance(binary, peers.PeerBuildError):
-        message = f"cannot build fake-gcs-server: {binary}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    server = FakeGcsServer(binary)
+    server = FakeGcsServer(peer_builds.require("fake-gcs-server").path("fake-gcs-server"))
     yield server
     server.stop()
 

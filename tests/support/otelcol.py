@@ -2,15 +2,14 @@
 
 No Python package ships a working OTLP receiver, so the tests build the Collector's own
 components (its OTLP receiver and its debug exporter, at one pinned release) into a small
-binary, cached outside the clone (``$PYSPIRE_TOOLS_CACHE``, default ``~/.cache/pyspire-tools``).
-The first build takes minutes; later runs reuse the binary. Spans the collector receives are
+binary, cached outside the clone with the interop peers (tests/support/peers.py).
+The first build takes minutes (``.ci/test`` starts it, with the other builds, before the suite
+runs); later runs reuse the binary. Spans the collector receives are
 read back from its debug exporter's detailed output.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import peers
 from tests.support.free_port import free_port
 
 RELEASE = "v0.165.0"  # the collector modules of one release (v1.71.0 for the stable ones)
@@ -68,6 +68,7 @@ func main() {
 }
 """
 
+_BINARY = "otelcol-pyspire-tests"
 _MODULES = (
     f"go.opentelemetry.io/collector/otelcol@{RELEASE}",
     f"go.opentelemetry.io/collector/receiver/otlpreceiver@{RELEASE}",
@@ -77,35 +78,20 @@ _MODULES = (
 )
 
 
-def _cache() -> Path:
-    return Path(os.environ.get("PYSPIRE_TOOLS_CACHE", Path.home() / ".cache" / "pyspire-tools"))
+def collector() -> peers.BuiltPeer:
+    """The collector, built on first use into the peers cache (tests/support/peers.py)."""
 
+    def build(staging: Path, log: Path) -> None:
+        work = staging / "src"
+        work.mkdir()
+        (work / "main.go").write_text(_MAIN)
+        (work / "go.mod").write_text("module otelcolpyspiretests\n\ngo 1.24\n")
+        env = {**peers.go_env(staging), "GOFLAGS": "-buildvcs=false -mod=mod"}
+        peers.run_logged(["go", "get", *_MODULES], work, log, env)
+        peers.run_logged(["go", "build", *peers.GO_BUILD_FLAGS, "-o", str(staging / _BINARY), "."], work, log, env)
+        shutil.rmtree(work)
 
-def collector_binary() -> Path:
-    """The collector binary, built on first use (a lock keeps parallel test workers to one build)."""
-    directory = _cache() / f"otelcol-{RELEASE}"
-    binary = directory / "otelcol-pyspire-tests"
-    if binary.exists():
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("the trace tests need Go to build the OpenTelemetry Collector (apt-get install golang)")
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.exists():
-            return binary
-        (directory / "main.go").write_text(_MAIN)
-        (directory / "go.mod").write_text("module otelcolpyspiretests\n\ngo 1.24\n")
-        env = {**os.environ, "GOFLAGS": "-mod=mod"}
-        for step in ([go, "get", *_MODULES], [go, "build", "-o", str(binary.with_suffix(".tmp")), "."]):
-            done = subprocess.run(
-                step, cwd=directory, env=env, capture_output=True, text=True, timeout=1800, check=False
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"{' '.join(step)} failed:\n{done.stdout}\n{done.stderr}")
-        binary.with_suffix(".tmp").rename(binary)
-    return binary
+    return peers.cached_build("otelcol", RELEASE, [_BINARY], build)
 
 
 @dataclass(frozen=True)
@@ -181,9 +167,9 @@ class Collector:
 
 
 @contextmanager
-def running_collector(directory: Path) -> Iterator[Collector]:
-    """A collector receiving OTLP over HTTP and gRPC on free loopback ports, until the block ends."""
-    binary = collector_binary()
+def running_collector(directory: Path, built: peers.BuiltPeer) -> Iterator[Collector]:
+    """``built``'s collector receiving OTLP over HTTP and gRPC on free loopback ports, until the block ends."""
+    binary = built.path(_BINARY)
     http_port, grpc_port = free_port(), free_port()
     config = directory / "otelcol.yaml"
     config.write_text(

@@ -137,7 +137,15 @@ def cached_build(
     return BuiltPeer(final)
 
 
-def _go_env(work: Path) -> dict[str, str]:
+GO_BUILD_FLAGS = ("-ldflags=-s -w", "-gcflags=all=-dwarf=false")
+"""Every Go build here leaves out the symbol table and debug information, which no test reads.
+
+SPIRE's own release builds link with ``-s -w``; not generating DWARF while compiling as well
+saves a tenth of a cold build's CPU (the machine code is the same).
+"""
+
+
+def go_env(work: Path) -> dict[str, str]:
     """The environment of a Go build: the machine's module cache, no VCS stamping, this toolchain."""
     return {**os.environ, "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local", "GOBIN": str(work)}
 
@@ -151,11 +159,12 @@ def spire(version: str = SPIRE_VERSION) -> BuiltPeer:
     def build(staging: Path, log: Path) -> None:
         module = staging / "module"
         module.mkdir()
-        env = _go_env(staging)
+        env = go_env(staging)
         run_logged(["go", "mod", "init", "pyspire.test/spire-peer"], module, log, env)
         for command in SPIRE_COMMANDS:
             run_logged(["go", "get", "-tool", f"github.com/spiffe/spire/cmd/{command}@{version}"], module, log, env)
-        run_logged(["go", "install", *(f"github.com/spiffe/spire/cmd/{c}" for c in SPIRE_COMMANDS)], module, log, env)
+        commands = (f"github.com/spiffe/spire/cmd/{c}" for c in SPIRE_COMMANDS)
+        run_logged(["go", "install", *GO_BUILD_FLAGS, *commands], module, log, env)
         shutil.rmtree(module)
 
     return cached_build("spire", version, SPIRE_COMMANDS, build)
@@ -172,7 +181,7 @@ def spire_source(version: str = SPIRE_VERSION) -> Path:
             ["go", "mod", "download", "-json", f"github.com/spiffe/spire@{version}"],
             capture_output=True,
             text=True,
-            env=_go_env(Path(tempfile.gettempdir())),
+            env=go_env(Path(tempfile.gettempdir())),
             timeout=600,
             check=False,
         )
@@ -207,8 +216,8 @@ def go_peer() -> BuiltPeer:
     def build(staging: Path, log: Path) -> None:
         work = staging / "src"
         shutil.copytree(source, work)
-        env = {**_go_env(staging), "GOFLAGS": "-buildvcs=false -mod=readonly"}
-        run_logged(["go", "build", "-o", str(staging / "go-peer"), "."], work, log, env)
+        env = {**go_env(staging), "GOFLAGS": "-buildvcs=false -mod=readonly"}
+        run_logged(["go", "build", *GO_BUILD_FLAGS, "-o", str(staging / "go-peer"), "."], work, log, env)
         shutil.rmtree(work)
 
     return cached_build("go-peer", _sources_key(source, _go_version()), ["go-peer"], build, prune=True)
@@ -237,3 +246,17 @@ def java_peer() -> BuiltPeer:
         launcher.chmod(0o755)
 
     return cached_build("java-peer", _sources_key(source), ["java-peer", "lib/java-peer.jar"], build, prune=True)
+
+
+FAKE_GCS_VERSION = "v1.56.1"
+"""The fake-gcs-server release the GCS plugins' tests run against (tests/support/fake_gcs.py)."""
+
+
+def fake_gcs_server(version: str = FAKE_GCS_VERSION) -> BuiltPeer:
+    """``fake-gcs-server`` of ``version``, the Cloud Storage emulator, built from the Go module proxy."""
+
+    def build(staging: Path, log: Path) -> None:
+        module = f"github.com/fsouza/fake-gcs-server@{version}"
+        run_logged(["go", "install", *GO_BUILD_FLAGS, module], staging, log, go_env(staging))
+
+    return cached_build("fake-gcs-server", version, ["fake-gcs-server"], build)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.support import fake_gcs
 
-pytest_collection_finish = fake_gcs.build_at_collection
+pytest_collection_modifyitems = fake_gcs.mark_users
 fake_gcs_server = fake_gcs.fake_gcs_server
 gcs = fake_gcs.gcs
 gcs_unreachable = fake_gcs.gcs_unreachable

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import boto3
-from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
 
 REGION = "us-east-1"
 
@@ -32,17 +31,3 @@ def stored_document(secret_id: str) -> dict[str, Any] | None:
     value = secrets_manager().get_secret_value(SecretId=secret_id)
     assert "SecretString" not in value, "SPIRE stores the document as SecretBinary"
     return json.loads(value["SecretBinary"])  # type: ignore[no-any-return]
-
-
-def svid_of(document: dict[str, Any]) -> X509Svid:
-    return X509Svid.parse(document["x509SVID"].encode(), document["x509SVIDKey"].encode())
-
-
-def bundles_of(document: dict[str, Any]) -> dict[TrustDomain, Bundle]:
-    """The trust domain's bundle (named by the SVID's SPIFFE ID) and the federated ones."""
-    own = SpiffeId.parse(document["spiffeID"]).trust_domain
-    bundles = {own: Bundle.parse_x509(own, document["bundle"].encode())}
-    for name, pem in document.get("federatedBundles", {}).items():
-        trust_domain = TrustDomain.parse(name.removeprefix("spiffe://"))
-        bundles[trust_domain] = Bundle.parse_x509(trust_domain, pem.encode())
-    return bundles

@@ -9,8 +9,9 @@ import pytest
 from pyspire.plugin.testing import SvidStoreContract
 from pyspire.spiffe import Bundle, TrustDomain, X509Svid
 
-from plugins.aws_secretsmanager.tests.stored import REGION, bundles_of, stored_document, svid_of
+from plugins.aws_secretsmanager.tests.stored import REGION, stored_document
 from tests.support.moto import MotoServer
+from tests.support.svid_stores import bundles_of, svid_of
 
 
 def _secret_name(metadata: Sequence[str]) -> str:

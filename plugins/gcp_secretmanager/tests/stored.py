@@ -10,7 +10,6 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.client_options import ClientOptions
 from google.cloud import secretmanager
 from google.oauth2 import service_account
-from pyspire.spiffe import Bundle, SpiffeId, TrustDomain, X509Svid
 
 from tests.support.gcp_secret_manager import FakeSecretManager
 
@@ -40,17 +39,3 @@ def stored_document(client: secretmanager.SecretManagerServiceClient, name: str)
     except api_exceptions.NotFound:
         return None
     return json.loads(answer.payload.data)  # type: ignore[no-any-return]
-
-
-def svid_of(document: dict[str, Any]) -> X509Svid:
-    return X509Svid.parse(document["x509SVID"].encode(), document["x509SVIDKey"].encode())
-
-
-def bundles_of(document: dict[str, Any]) -> dict[TrustDomain, Bundle]:
-    """The trust domain's bundle (named by the SVID's SPIFFE ID) and the federated ones."""
-    own = SpiffeId.parse(document["spiffeID"]).trust_domain
-    bundles = {own: Bundle.parse_x509(own, document["bundle"].encode())}
-    for name, pem in document.get("federatedBundles", {}).items():
-        trust_domain = TrustDomain.parse(name.removeprefix("spiffe://"))
-        bundles[trust_domain] = Bundle.parse_x509(trust_domain, pem.encode())
-    return bundles

@@ -10,8 +10,9 @@ import pytest
 from pyspire.plugin.testing import SvidStoreContract
 from pyspire.spiffe import Bundle, TrustDomain, X509Svid
 
-from plugins.gcp_secretmanager.tests.stored import bundles_of, secret_name, svid_of
+from plugins.gcp_secretmanager.tests.stored import secret_name
 from tests.support.gcp_secret_manager import FakeSecretManager
+from tests.support.svid_stores import bundles_of, svid_of
 
 
 class TestGcpSecretManagerContract(SvidStoreContract):

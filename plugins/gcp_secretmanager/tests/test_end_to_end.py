@@ -11,21 +11,18 @@ configuration is wrong does not start.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pyspire.spiffe import Bundle, BundleSet, TrustDomain, verify_x509_svid
 
-from plugins.gcp_secretmanager.tests.stored import bundles_of, reader, secret_name, stored_document, svid_of
-from tests.support.daemons import AgentDaemon, ServerDaemon, agent_config, start_server
+from plugins.gcp_secretmanager.tests.stored import reader, secret_name, stored_document
+from tests.support import svid_stores
+from tests.support.daemons import ServerDaemon, start_server
 from tests.support.gcp_secret_manager import FakeSecretManager
+from tests.support.svid_stores import StoringAgent
 from tests.support.waiting import eventually
 
-TD = TrustDomain("example.org")
 SA = "billing@test-project.iam.gserviceaccount.com"
 ACCESSOR = "roles/secretmanager.secretAccessor"
 
@@ -40,24 +37,8 @@ def store_block(fake: FakeSecretManager, directory: Path) -> str:
     )
 
 
-def stored_agent(directory: Path, server: ServerDaemon, store: str) -> AgentDaemon:
-    """An agent with the SVIDStore, not started."""
-    text, socket_path = agent_config(directory, server)
-    text = text.replace("plugins {", f"plugins {{\n    {store}", 1)
-    alias = f"spiffe://example.org/node/{uuid.uuid4()}"
-    agent = AgentDaemon("pyspire-agent", directory, socket_path, text, ["-joinToken", server.join_token(alias)])
-    agent.alias = alias  # type: ignore[attr-defined]
-    agent.store = store  # type: ignore[attr-defined]
-    return agent
-
-
-def create_stored(server: ServerDaemon, agent: AgentDaemon, spiffe_id: str, selectors: list[str], ttl: int = 0) -> str:
-    args = ["entry", "create", "-parentID", agent.alias, "-spiffeID", spiffe_id, "-storeSVID"]  # type: ignore[attr-defined]
-    for selector in selectors:
-        args += ["-selector", f"gcp_secretmanager:{selector}"]
-    if ttl:
-        args += ["-x509SVIDTTL", str(ttl)]
-    return server.cli(*args).stdout.split("Entry ID         : ", 1)[1].split()[0]
+def create_stored(server: ServerDaemon, agent: StoringAgent, spiffe_id: str, selectors: list[str], ttl: int = 0) -> str:
+    return svid_stores.create_stored(server, agent, spiffe_id, [f"gcp_secretmanager:{s}" for s in selectors], ttl)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +58,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
 @pytest.fixture(scope="module")
 def agent(
     server: ServerDaemon, module_fake: FakeSecretManager, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentDaemon]:
+) -> Iterator[StoringAgent]:
     directory = tmp_path_factory.mktemp("agent")
-    daemon = stored_agent(directory, server, store_block(module_fake, tmp_path_factory.mktemp("account")))
+    daemon = svid_stores.storing_agent(directory, server, store_block(module_fake, tmp_path_factory.mktemp("account")))
     daemon.start()
     yield daemon
     daemon.stop()
@@ -87,34 +68,29 @@ def agent(
 
 @pytest.mark.slow
 def test_a_stored_svid_appears_rotates_and_goes_with_its_entry(
-    server: ServerDaemon, agent: AgentDaemon, module_fake: FakeSecretManager, tmp_path: Path
+    server: ServerDaemon, agent: StoringAgent, module_fake: FakeSecretManager, tmp_path: Path
 ) -> None:
     client = reader(module_fake, tmp_path)
     selectors = ["name:billing-svid", "projectid:test-project", f"role:{ACCESSOR}", f"serviceaccount:{SA}"]
     entry_id = create_stored(server, agent, "spiffe://example.org/billing", selectors, ttl=8)
 
     document = eventually(lambda: stored_document(client, "billing-svid"), timeout=30)
-    assert document["spiffeID"] == "spiffe://example.org/billing"
+    svid = svid_stores.check_document(document, server, "spiffe://example.org/billing")
     secret = module_fake.secrets[secret_name("billing-svid")]
     assert secret.labels == {"spire-svid": hashlib.sha1(b"example.org").hexdigest()}
     assert secret.bindings == [{"role": ACCESSOR, "members": [f"serviceAccount:{SA}"]}]
-    svid = svid_of(document)
-    bundles = bundles_of(document)
-    assert list(bundles) == [TD]
-    assert bundles[TD].x509_authorities == Bundle.parse_x509(TD, server.bundle_pem().encode()).x509_authorities
-    # Checked at a moment inside its 8-second life: on a loaded machine the first document read
-    # can hold an SVID already past its end, which is the rotation below, not a fault.
-    inside = svid.leaf.not_valid_before_utc + timedelta(seconds=1)
-    verified_id, _ = verify_x509_svid(list(svid.chain), BundleSet(list(bundles.values())), now=inside)
-    assert str(verified_id) == "spiffe://example.org/billing"
 
     # Rotated at half its 8-second life: a new version holds the new SVID.
     first_serial = svid.leaf.serial_number
     rotated = eventually(
-        lambda: (d := stored_document(client, "billing-svid")) and svid_of(d).leaf.serial_number != first_serial and d,
+        lambda: (
+            (d := stored_document(client, "billing-svid"))
+            and svid_stores.svid_of(d).leaf.serial_number != first_serial
+            and d
+        ),
         timeout=30,
     )
-    assert svid_of(rotated).spiffe_id == svid.spiffe_id
+    assert svid_stores.svid_of(rotated).spiffe_id == svid.spiffe_id
     assert len(secret.versions) >= 2
 
     server.cli("entry", "delete", "-entryID", entry_id)
@@ -123,7 +99,7 @@ def test_a_stored_svid_appears_rotates_and_goes_with_its_entry(
 
 
 def test_a_secret_this_deployment_did_not_create_is_left_alone(
-    server: ServerDaemon, agent: AgentDaemon, module_fake: FakeSecretManager
+    server: ServerDaemon, agent: StoringAgent, module_fake: FakeSecretManager
 ) -> None:
     module_fake.create_secret(secret_name("payroll-db-password"), {"team": "payroll"}, b"hunter2")
     create_stored(
@@ -135,19 +111,11 @@ def test_a_secret_this_deployment_did_not_create_is_left_alone(
     assert len(module_fake.secrets[secret_name("payroll-db-password")].versions) == 1
 
 
-def test_an_agent_with_a_store_it_cannot_configure_does_not_start(tmp_path: Path, agent: AgentDaemon) -> None:
+def test_an_agent_with_a_store_it_cannot_configure_does_not_start(tmp_path: Path, agent: StoringAgent) -> None:
     """The running agent's configuration with unknown store keys, in a directory of its own."""
-    shutil.copy(agent.directory / "bootstrap.pem", tmp_path / "bootstrap.pem")
     store = 'SVIDStore "gcp_secretmanager" {\n        plugin_data { project_id = "p"\n region = "r" }\n    }'
-    text = agent.config_text.replace(str(agent.directory), str(tmp_path)).replace(agent.store, store)  # type: ignore[attr-defined]
-    refused = AgentDaemon("pyspire-agent", tmp_path, tmp_path / "public" / "api.sock", text)
-    refused.start(wait=False)
-    assert refused.process is not None
-    assert refused.process.wait(30) != 0
     expected = (
         'SVIDStore "gcp_secretmanager": plugin_data: key "project_id": '
         "unknown configurations detected: project_id,region"
     )
-    assert refused.log().splitlines()[-1] == f"Error: pyspire-agent.conf: plugins: {expected}"
-    assert not (tmp_path / "public" / "api.sock").exists()
-    assert not (tmp_path / "data" / "agent-data.json").exists(), "no SVID was ever obtained"
+    assert svid_stores.refused_start(agent, tmp_path, store) == f"Error: pyspire-agent.conf: plugins: {expected}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from pyspire.plugin.errors import InvalidArgument, PermissionDenied, PluginConfigError
+from pyspire.plugin.errors import InvalidArgument, PluginConfigError
 from pyspire.spiffe.pem import pem_certificates
 
 from pyspire_aws_iid.signature import MalformedSignature, SignatureError, decode_signature, verified_content
@@ -116,7 +116,7 @@ class RegionCertificates:
         if certificate is None:
             pem = self._pem.get(region)
             if pem is None:
-                raise PermissionDenied(f'no AWS certificate is known for region "{region}"')
+                raise InvalidArgument(f'no AWS certificate is known for region "{region}"')
             certificate = self._parsed[region] = x509.load_pem_x509_certificate(pem)
         return certificate
 
@@ -149,7 +149,7 @@ def verify_payload(payload: bytes, certificates: RegionCertificates) -> Instance
         raise InvalidArgument(f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
     if not isinstance(rsa2048, str) or not rsa2048:
         if fields.get("signature"):
-            raise PermissionDenied("only RSA-2048 (PKCS #7) signatures are accepted; the payload has none")
+            raise InvalidArgument("only RSA-2048 (PKCS #7) signatures are accepted; the payload has none")
         raise InvalidArgument("the attestation payload has no signature")
     if len(rsa2048) > MAX_SIGNATURE_BYTES:
         raise InvalidArgument(f"the signature is larger than {MAX_SIGNATURE_BYTES} bytes")
@@ -160,8 +160,8 @@ def verify_payload(payload: bytes, certificates: RegionCertificates) -> Instance
     except MalformedSignature as err:
         raise InvalidArgument(f"{err}") from None
     except SignatureError as err:
-        raise PermissionDenied(f"{err}") from None
+        raise InvalidArgument(f"{err}") from None
     if content != document.encode():
         # A genuine signature from one instance beside a forged document.
-        raise PermissionDenied("the document does not match the signed document")
+        raise InvalidArgument("the document does not match the signed document")
     return InstanceIdentity.from_document(content)

@@ -168,8 +168,8 @@ def _resident_bytes(pid: int) -> int:
 def test_forged_documents_attest_nothing_on_a_real_server(
     tmp_path: Path, aws: MotoServer, us_west_2: RegionSigner, eu_west_1: RegionSigner
 ) -> None:
-    """Reliability case 8 through the server's AttestAgent: every forgery is refused (by what is
-    wrong with the evidence: InvalidArgument or PermissionDenied), no node record is made, and a
+    """Reliability case 8 through the server's AttestAgent: every forgery is refused as
+    INVALID_ARGUMENT (as SPIRE refuses a signature that does not verify), no node record is made, and a
     10 MB payload does not grow the server. Then the genuine document attests, with the identity
     of the instance that was signed, not the one a forgery named."""
     mine, victim = launch_instance(), launch_instance()
@@ -188,12 +188,12 @@ def test_forged_documents_attest_nothing_on_a_real_server(
         "ten-megabytes": b"{" + b" " * (10 * 1024 * 1024) + b"}",
     }
     expected = {
-        "document-swapped-under-a-valid-signature": ("PERMISSION_DENIED", "does not match the signed document"),
+        "document-swapped-under-a-valid-signature": ("INVALID_ARGUMENT", "does not match the signed document"),
         "no-signature": ("INVALID_ARGUMENT", "has no signature"),
         "truncated-signature": ("INVALID_ARGUMENT", "the signature cannot be parsed"),
-        "rsa1024-signature-only": ("PERMISSION_DENIED", "only RSA-2048 (PKCS #7) signatures are accepted"),
+        "rsa1024-signature-only": ("INVALID_ARGUMENT", "only RSA-2048 (PKCS #7) signatures are accepted"),
         "signed-by-another-regions-certificate": (
-            "PERMISSION_DENIED",
+            "INVALID_ARGUMENT",
             "does not verify with the region's AWS certificate",
         ),
         # Refused by gRPC's 4 MiB message limit before any of it reaches the plugin.

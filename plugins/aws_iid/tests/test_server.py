@@ -130,7 +130,7 @@ def test_template_needing_a_missing_tag_is_an_error(aws: MotoServer, tmp_path: P
 def test_signature_by_another_key_is_refused(aws: MotoServer, tmp_path: Path, us_west_2: RegionSigner) -> None:
     instance = launch_instance()
     forger = RegionSigner("us-west-2")
-    with pytest.raises(PermissionDenied, match="does not verify"):
+    with pytest.raises(InvalidArgument, match="does not verify"):
         attest(attestor(tmp_path, [us_west_2]), signed(forger, instance.instance_id))
 
 
@@ -139,7 +139,7 @@ def test_signature_by_another_regions_certificate_is_refused(
 ) -> None:
     instance = launch_instance()
     text = identity_document(instance.instance_id, region="us-west-2")
-    with pytest.raises(PermissionDenied, match="does not verify"):
+    with pytest.raises(InvalidArgument, match="does not verify"):
         attest(attestor(tmp_path, [us_west_2, eu_west_1]), payload(text, eu_west_1.sign(text)))
 
 
@@ -150,7 +150,7 @@ def test_document_swapped_under_a_valid_signature_is_refused(
     victim = launch_instance()
     genuine = identity_document(mine.instance_id)
     forged = identity_document(victim.instance_id)
-    with pytest.raises(PermissionDenied, match="does not match the signed document"):
+    with pytest.raises(InvalidArgument, match="does not match the signed document"):
         attest(attestor(tmp_path, [us_west_2]), payload(forged, us_west_2.sign(genuine)))
 
 
@@ -160,13 +160,13 @@ def test_truncated_signature_is_refused(aws: MotoServer, tmp_path: Path, us_west
     text = identity_document(instance.instance_id)
     der = base64.b64decode(us_west_2.sign(text))
     truncated = base64.b64encode(der[:-cut]).decode()
-    with pytest.raises((InvalidArgument, PermissionDenied)):
+    with pytest.raises(InvalidArgument):
         attest(attestor(tmp_path, [us_west_2]), payload(text, truncated))
 
 
 def test_legacy_rsa1024_signature_alone_is_refused(aws: MotoServer, tmp_path: Path, us_west_2: RegionSigner) -> None:
     text = identity_document("i-0123456789abcdef0")
-    with pytest.raises(PermissionDenied, match="only RSA-2048"):
+    with pytest.raises(InvalidArgument, match="only RSA-2048"):
         attest(attestor(tmp_path, [us_west_2]), payload(text, "", signature="c2lnbmF0dXJl"))
 
 
@@ -192,7 +192,7 @@ def test_malformed_payloads_name_what_is_wrong(
 
 def test_unknown_region_is_refused(tmp_path: Path, us_west_2: RegionSigner) -> None:
     text = identity_document("i-0123456789abcdef0", region="xx-nowhere-9")
-    with pytest.raises(PermissionDenied, match="no AWS certificate is known"):
+    with pytest.raises(InvalidArgument, match="no AWS certificate is known"):
         attest(attestor(tmp_path, [us_west_2]), payload(text, us_west_2.sign(text)))
 
 
@@ -453,5 +453,5 @@ def test_genuine_aws_signed_documents_verify_with_the_shipped_certificates(genui
         verified_content(der, RegionCertificates({}).for_region("eu-west-1"))
     flipped = bytearray(der)
     flipped[-40] ^= 0x01  # inside the RSA signature value
-    with pytest.raises(PermissionDenied, match="does not verify with the region's AWS certificate"):
+    with pytest.raises(InvalidArgument, match="does not verify with the region's AWS certificate"):
         verify_payload(payload(genuine["document"], base64.b64encode(bytes(flipped)).decode()), RegionCertificates({}))

@@ -66,6 +66,60 @@ def test_x509pop_agent_attests_and_reattests_after_eviction(tmp_path: Path) -> N
         server.stop()
 
 
+def test_after_evicting_both_kinds_and_restarting_only_the_reattestable_agent_is_back(tmp_path: Path) -> None:
+    """Reliability case 17: an x509pop agent and a join-token agent are evicted, then restarted.
+    The x509pop agent attests again by itself and its workload gets its SVID with no operator
+    action; the join-token agent, whose token was spent, stays out; the agent list then holds
+    the re-attested agent alone."""
+    root = make_ca(name="fleet root")
+    node = node_certificate(root, common_name="host-1")
+    (tmp_path / "roots.pem").write_bytes(pem(root.certificate))
+    server = start_server(
+        tmp_path / "server",
+        plugins=f'NodeAttestor "x509pop" {{\n plugin_data {{\n ca_bundle_path = "{tmp_path / "roots.pem"}"\n }}\n }}',
+    )
+    fingerprint = hashlib.sha1(node.certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    pop_id = f"spiffe://example.org/spire/agent/x509pop/{fingerprint}"
+    token = server.join_token()
+    token_id = f"spiffe://example.org/spire/agent/join_token/{token}"
+    (tmp_path / "node.pem").write_bytes(pem(node.certificate))
+    (tmp_path / "node.key").write_bytes(key_pem(node.key))
+    attestor = (
+        'NodeAttestor "x509pop" {\n plugin_data {\n'
+        f' private_key_path = "{tmp_path / "node.key"}"\n certificate_path = "{tmp_path / "node.pem"}"\n }}\n }}'
+    )
+    pop = start_agent(tmp_path / "pop", server, node_attestor=attestor)
+    tofu = start_agent(tmp_path / "tofu", server, token)
+    try:
+        register_this_process(server, pop_id, "spiffe://example.org/pop-workload")
+        assert fetched_spiffe_id(pop) == "spiffe://example.org/pop-workload"
+        listed = server.cli("agent", "list").stdout
+        assert pop_id in listed
+        assert token_id in listed
+
+        assert pop.stop() == 0
+        assert tofu.stop() == 0
+        server.cli("agent", "evict", "-spiffeID", pop_id)
+        server.cli("agent", "evict", "-spiffeID", token_id)
+        assert server.cli("agent", "list").stdout.count("SPIFFE ID") == 0
+
+        pop.start()
+        assert "Node attestation was successful" in pop.log().rsplit("Plugin loaded", 1)[-1]
+        assert fetched_spiffe_id(pop) == "spiffe://example.org/pop-workload"
+        tofu.start(wait=False)
+        assert tofu.process is not None
+        assert tofu.process.wait(30) != 0
+
+        listed = server.cli("agent", "list").stdout
+        assert pop_id in listed
+        assert token_id not in listed
+        assert listed.count("SPIFFE ID") == 1, listed
+    finally:
+        pop.stop()
+        tofu.stop()
+        server.stop()
+
+
 def _x509pop_agent(tmp_path: Path, name: str, node: Issued, intermediates: tuple[Issued, ...]) -> str:
     """The agent's NodeAttestor block for ``node`` (and the intermediates above it), its files under ``name``."""
     directory = tmp_path / name

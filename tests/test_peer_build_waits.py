@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import peer_builds
+
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,10 +94,21 @@ def test_a_build_longer_than_the_timeout_is_waited_for_outside_it(
     assert (session.path / "built.log").read_text() == "slow\n"
 
 
-def test_tests_needing_no_build_run_first(session: pytest.Pytester) -> None:
-    result = _run(session, "--collect-only")
-    names = [line.strip()[len("<Function ") : -1] for line in result.outlines if "<Function " in line]
-    assert names == ["test_needs_nothing", "test_needs_slow_first", "test_needs_slow_again", "test_needs_broken"]
+def test_tests_needing_builds_run_where_their_builds_are_ready(pytester: pytest.Pytester) -> None:
+    """Half the listed seconds of the tests needing nothing, then those needing SPIRE, then the
+    other half, then those needing the tools built last."""
+    for name in ("a", "b", "c", "d"):
+        pytester.makepyfile(**{f"test_{name}": "def test_it():\n    pass\n"})
+    pytester.makepyfile(test_e='import pytest\n\n@pytest.mark.needs_build("spire")\ndef test_it():\n    pass\n')
+    pytester.makepyfile(test_f='import pytest\n\n@pytest.mark.needs_build("otelcol")\ndef test_it():\n    pass\n')
+    items, _ = pytester.inline_genitems("-p", "no:cacheprovider")
+    by_file = {item.nodeid.split("::")[0]: item for item in items}
+    listed = [by_file[f"test_{name}.py"] for name in "feabcd"]
+    seconds = {f"test_{name}.py": 10.0 for name in "abcd"}
+    ordered = peer_builds.scheduled(listed, seconds)
+    assert [item.nodeid.split("::")[0] for item in ordered] == [
+        "test_a.py", "test_b.py", "test_e.py", "test_c.py", "test_d.py", "test_f.py",
+    ]  # fmt: skip
 
 
 def test_a_failed_build_skips_its_tests_naming_the_log_and_fails_them_under_ci(

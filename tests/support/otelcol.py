@@ -88,7 +88,7 @@ def collector() -> peers.BuiltPeer:
         (work / "go.mod").write_text("module otelcolpyspiretests\n\ngo 1.24\n")
         env = {**peers.go_env(staging), "GOFLAGS": "-buildvcs=false -mod=mod"}
         peers.run_logged(["go", "get", *_MODULES], work, log, env)
-        peers.run_logged(["go", "build", *peers.GO_BUILD_FLAGS, "-o", str(staging / _BINARY), "."], work, log, env)
+        peers.run_logged(["go", "build", *peers.FAKE_BUILD_FLAGS, "-o", str(staging / _BINARY), "."], work, log, env)
         shutil.rmtree(work)
 
     return peers.cached_build("otelcol", RELEASE, [_BINARY], build)

@@ -3,9 +3,10 @@
 The verifiers here are pyspire's own, given the time a skewed clock would read: X.509-SVIDs are
 backdated 10 s (SPIRE's backdate), so a verifier up to 10 s behind accepts a fresh one, one 30 s
 behind gets an explicit "not yet valid" until the certificate's window opens; JWT-SVIDs allow
-60 s of skew either side (go-jose's leeway) and fail beyond it, by name. (A daemon whose own
-clock is skewed needs a faked clock for the process; the agent's side of that is its
-rotation, computed from each certificate's own NotBefore/NotAfter: tests/agent/test_cache.py.)
+60 s of skew either side (go-jose's leeway) and fail beyond it, by name. Then real agents whose
+own clock is skewed (libfaketime): 30 s behind a new server, 5 minutes behind, 30 s and
+5 minutes ahead. The agent's rotation is computed from each certificate's own NotBefore/NotAfter
+(tests/agent/test_cache.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pyspire.spiffe import (
     X509SvidError,
     verify_x509_svid,
 )
-from pyspire.spiffe.workloadapi import WorkloadApiClient
+from pyspire.spiffe.workloadapi import WorkloadApiClient, WorkloadApiError
 
 from tests.agent.test_end_to_end import _entry
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server
@@ -113,3 +114,111 @@ def test_jwt_svids_tolerate_sixty_seconds_of_skew_and_say_why_beyond(
             validate_at(moment)
         assert refused.value.code == code
         assert message in str(refused.value)
+
+
+# Daemons whose own clock is skewed: pyspire-agent run under libfaketime (Debian's faketime
+# package, installed by .ci/services), the server and the workloads on the machine's clock.
+
+_LIBFAKETIME = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+
+
+@pytest.fixture
+def skewed_clock() -> Callable[[str], dict[str, str]]:
+    """The environment that runs a process with its clock off by an offset such as ``-30s``."""
+    if not _LIBFAKETIME:
+        message = "libfaketime is not installed (Debian's faketime package; .ci/services installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+    def environment(offset: str) -> dict[str, str]:
+        # The monotonic clock stays the machine's: only the wall clock a verifier reads is skewed.
+        return {"LD_PRELOAD": str(_LIBFAKETIME[0]), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+    return environment
+
+
+def _verified_at_real_time(agent: AgentDaemon) -> str:
+    context = x509_context(agent)
+    chain_id, _ = verify_x509_svid(context.default_svid.chain, context.bundles)
+    return str(chain_id)
+
+
+def test_an_agent_thirty_seconds_behind_a_new_server_waits_out_its_certificate_then_attests(
+    tmp_path: Path, skewed_clock: Callable[[str], dict[str, str]]
+) -> None:
+    """The server's SVID is backdated 10 s: to an agent 30 s behind, a server started just now
+    holds a certificate that is not valid for about 20 s more. The agent says so and tries again,
+    and attests once its clock reaches the window; its workloads' SVIDs verify on the machine's
+    clock (backdated, they are valid to the agent's clock too, 20 s after issuance)."""
+    server = start_server(tmp_path / "server")
+    alias = "spiffe://example.org/node/behind"
+    agent = start_agent(tmp_path / "agent", server, server.join_token(alias), wait=False, env=skewed_clock("-30s"))
+    try:
+        _entry(server, alias, "spiffe://example.org/behind-workload", f"unix:uid:{UID}")
+        eventually(lambda: "not yet valid" in agent.log(), timeout=20)
+        log = agent.log()
+        assert "presented a certificate that is not valid at this host's time" in log
+        assert "check this host's clock against the server's" in log
+        assert "trust_bundle_path" not in log  # the bundle is right: the clock is not
+        assert "Node attestation was successful" not in log
+        eventually(lambda: "Node attestation was successful" in agent.log(), timeout=60)
+        assert eventually(lambda: _verified_at_real_time(agent), timeout=30) == "spiffe://example.org/behind-workload"
+        assert "Traceback" not in agent.log()
+    finally:
+        agent.stop()
+        server.stop()
+
+
+def test_an_agent_five_minutes_behind_says_not_yet_valid_and_attests_nothing(
+    tmp_path: Path, skewed_clock: Callable[[str], dict[str, str]]
+) -> None:
+    server = start_server(tmp_path / "server")
+    agent = start_agent(tmp_path / "agent", server, server.join_token(), wait=False, env=skewed_clock("-5m"))
+    try:
+        eventually(lambda: "check this host's clock against the server's" in agent.log(), timeout=20)
+        assert "certificate is not yet valid" in agent.log()
+        assert agent.process is not None
+        assert agent.process.poll() is None or agent.process.returncode == 1
+        assert "Traceback" not in agent.log()
+        assert "No attested agents found" in server.cli("agent", "list").stdout
+        assert not (tmp_path / "agent" / "data" / "agent-data.json").exists()
+    finally:
+        agent.stop()
+        server.stop()
+
+
+def test_agents_ahead_validate_jwts_within_sixty_seconds_of_skew_and_say_expired_beyond(
+    tmp_path: Path, skewed_clock: Callable[[str], dict[str, str]]
+) -> None:
+    """A JWT-SVID minted now (60 s of life) is valid to an agent 30 s ahead (go-jose's 60 s
+    leeway); to one 5 minutes ahead it has expired, and ValidateJWTSVID says so."""
+    server = start_server(tmp_path / "server")
+    agents = {}
+    try:
+        for name, offset in (("ahead-30s", "+30s"), ("ahead-5m", "+5m")):
+            alias = f"spiffe://example.org/node/{name}"
+            agents[name] = start_agent(tmp_path / name, server, server.join_token(alias), env=skewed_clock(offset))
+            _entry(server, alias, f"spiffe://example.org/{name}-workload", f"unix:uid:{UID}")
+        for agent in agents.values():
+            eventually(lambda agent=agent: x509_context(agent))
+        token = server.cli(
+            "jwt", "mint", "-spiffeID", "spiffe://example.org/minted", "-audience", "skew", "-ttl", "60"
+        ).stdout.strip()
+
+        async def validate(agent: AgentDaemon) -> str:
+            async with WorkloadApiClient(agent.address) as client:
+                spiffe_id, _ = await client.validate_jwt_svid(token, "skew")
+            return str(spiffe_id)
+
+        assert asyncio.run(validate(agents["ahead-30s"])) == "spiffe://example.org/minted"
+        with pytest.raises(WorkloadApiError) as refused:
+            asyncio.run(validate(agents["ahead-5m"]))
+        assert "INVALID_ARGUMENT" in str(refused.value)
+        assert "expired" in str(refused.value)
+        for agent in agents.values():
+            assert "Traceback" not in agent.log()
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        server.stop()

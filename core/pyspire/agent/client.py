@@ -64,6 +64,9 @@ AttestationAnswer = Callable[[bytes], Awaitable[bytes]]
 """Answers one server challenge during node attestation."""
 
 _UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
+# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED: the chain is the
+# right one, read on a clock it does not fit.
+_OUTSIDE_VALIDITY = (9, 10)
 """Statuses worth retrying later: the server is down or slow."""
 
 
@@ -80,13 +83,16 @@ class ServerNotTrusted(ServerUnavailable):
 
     ``untrusted_chain`` says a server's certificate did not chain to the agent's bundle,
     ``wrong_identity`` that a server's chain verified but named another SPIFFE ID (another
-    trust domain's server). Either is a misconfiguration more often than an attack.
+    trust domain's server), ``out_of_time`` that a certificate of the chain was not valid at
+    this host's time (not yet, or no longer: a clock off, more often than a lapsed server).
+    Each is a misconfiguration more often than an attack.
     """
 
-    def __init__(self, message: str, *, untrusted_chain: bool, wrong_identity: bool) -> None:
+    def __init__(self, message: str, *, untrusted_chain: bool, wrong_identity: bool, out_of_time: bool = False) -> None:
         super().__init__(message)
         self.untrusted_chain = untrusted_chain
         self.wrong_identity = wrong_identity
+        self.out_of_time = out_of_time
 
 
 class UnusableAnswer(ValueError):
@@ -206,7 +212,7 @@ class ServerClient:
         :class:`ServerUnavailable` (its message lists every server's failure).
         """
         failures = []
-        untrusted_chain = wrong_identity = unreachable = False
+        untrusted_chain = wrong_identity = out_of_time = unreachable = False
         for _ in self._servers:
             host, port = self.server
             try:
@@ -224,11 +230,18 @@ class ServerClient:
                     f"server {host}:{port} is not the server of trust domain {self._server_id.trust_domain.name}: {err}"
                 )
             except ssl.SSLCertVerificationError as err:
-                untrusted_chain = True
-                failures.append(
-                    f"server {host}:{port} presented a certificate that does not chain to the agent's "
-                    f"trust bundle: {err.verify_message}"
-                )
+                if err.verify_code in _OUTSIDE_VALIDITY:
+                    out_of_time = True
+                    failures.append(
+                        f"server {host}:{port} presented a certificate that is not valid at this host's time "
+                        f"({datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}): {err.verify_message}"
+                    )
+                else:
+                    untrusted_chain = True
+                    failures.append(
+                        f"server {host}:{port} presented a certificate that does not chain to the agent's "
+                        f"trust bundle: {err.verify_message}"
+                    )
             except (TimeoutError, OSError, StreamTerminatedError) as err:
                 unreachable = True
                 failures.append(f"server {host}:{port} unreachable: {err or type(err).__name__}")
@@ -237,7 +250,12 @@ class ServerClient:
             if len(self._servers) > 1:
                 _log.warning("Server call failed; trying the next server", extra={"error": failures[-1]})
         if not unreachable:
-            raise ServerNotTrusted("; ".join(failures), untrusted_chain=untrusted_chain, wrong_identity=wrong_identity)
+            raise ServerNotTrusted(
+                "; ".join(failures),
+                untrusted_chain=untrusted_chain,
+                wrong_identity=wrong_identity,
+                out_of_time=out_of_time,
+            )
         raise ServerUnavailable("; ".join(failures))
 
     # --- node attestation -----------------------------------------------------------

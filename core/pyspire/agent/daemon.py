@@ -295,6 +295,8 @@ class AgentDaemon:
             advice.append(f"check that {source} holds the CA bundle of the server of this trust domain")
         if err.wrong_identity:
             advice.append(f'check trust_domain ("{section.trust_domain.name}") and server_address')
+        if err.out_of_time:
+            advice.append("check this host's clock against the server's")
         return " and ".join(advice)
 
     async def _reload_bootstrap_bundle(self, node: NodeIdentityManager) -> None:

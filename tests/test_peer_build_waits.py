@@ -101,7 +101,7 @@ def test_tests_needing_builds_run_where_their_builds_are_ready(pytester: pytest.
         pytester.makepyfile(**{f"test_{name}": "def test_it():\n    pass\n"})
     pytester.makepyfile(test_e='import pytest\n\n@pytest.mark.needs_build("spire")\ndef test_it():\n    pass\n')
     pytester.makepyfile(test_f='import pytest\n\n@pytest.mark.needs_build("otelcol")\ndef test_it():\n    pass\n')
-    items, _ = pytester.inline_genitems("-p", "no:cacheprovider")
+    items, _ = pytester.inline_genitems("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function")
     by_file = {item.nodeid.split("::")[0]: item for item in items}
     listed = [by_file[f"test_{name}.py"] for name in "feabcd"]
     seconds = {f"test_{name}.py": 10.0 for name in "abcd"}

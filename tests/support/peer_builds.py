@@ -24,6 +24,15 @@ import pytest
 
 from tests.support import file_order, peers, prebuild
 
+HEAD_START = 0.5
+"""The share of the seconds of the tests that need nothing built (tests/file_seconds.txt) that runs
+before the tests needing SPIRE and its peers. On a fresh machine SPIRE takes six to eight minutes to
+build beside the tests (about half of those tests' run); the tests needing it then run beside the
+other half, whose CPU work fills the time they spend waiting on daemons."""
+
+LATE_BUILDS = frozenset({"fake-gcs-server", "otelcol"})
+"""Built after SPIRE (tests/support/prebuild.py): the few tests needing them run last."""
+
 _outcomes: dict[str, peers.BuiltPeer | peers.PeerBuildError] = {}
 
 
@@ -58,16 +67,6 @@ def _prebuild_running() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_build(*names): runs tools of tests/support/prebuild.py's BUILDS")
-
-
-HEAD_START = 0.5
-"""The share of the seconds of the tests that need nothing built (tests/file_seconds.txt) that runs
-before the tests needing SPIRE and its peers. On a fresh machine SPIRE takes about five minutes to
-build while the tests run (about half of those tests' run); the tests needing it then run beside
-the other half, whose CPU work fills the time they spend waiting on daemons."""
-
-LATE_BUILDS = frozenset({"fake-gcs-server", "otelcol"})
-"""Built after SPIRE (tests/support/prebuild.py): the few tests needing them run last."""
 
 
 def scheduled(items: list[pytest.Item], seconds: dict[str, float]) -> list[pytest.Item]:

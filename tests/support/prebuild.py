@@ -34,24 +34,21 @@ _GO = ("spire", "go-peer", "fake-gcs-server", "otelcol")
 they compiled the standard library and the modules they share each for itself."""
 
 
-def _timed(names: tuple[str, ...]) -> list[str]:
-    lines = []
+def _build_each(names: tuple[str, ...]) -> None:
     for name in names:
         started = time.monotonic()
         try:
             BUILDS[name]()
         except (peers.PeerBuildError, OSError) as err:
-            lines.append(f"prebuild: {name} failed after {time.monotonic() - started:.0f} s: {err}")
+            print(f"prebuild: {name} failed after {time.monotonic() - started:.0f} s: {err}", flush=True)
         else:
-            lines.append(f"prebuild: {name} ready after {time.monotonic() - started:.0f} s")
-        print(lines[-1], flush=True)
-    return lines
+            print(f"prebuild: {name} ready after {time.monotonic() - started:.0f} s", flush=True)
 
 
 def main() -> int:
     others = tuple(name for name in BUILDS if name not in _GO)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(_timed, (_GO, others)))
+        list(pool.map(_build_each, (_GO, others)))
     return 0
 
 

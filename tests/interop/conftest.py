@@ -4,9 +4,9 @@ Every test here is marked ``interop`` (select them with ``-m interop``, leave th
 ``-m "not interop"``) and needs SPIRE and the go-spiffe and java-spiffe peers, built once per
 machine (tests/support/peers.py) and never inside a test's timeout (tests/support/peer_builds.py).
 A build that fails fails these tests under CI=true and skips them elsewhere, naming the build
-log. The terminal summary (tests/conftest.py, which the
-xdist controller loads where it never loads this one) reports the interop tests' time apart
-from the rest, and what building the peers cost.
+log. The terminal summary (tests/conftest.py, which the xdist controller loads where it never
+loads this one) reports the interop tests' time apart from the rest, and what building the
+peers cost.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ BUILDS: dict[str, Callable[[], peers.BuiltPeer]] = {
 """Every build, by the name ``needs_build`` marks give it (tests/support/peer_builds.py)."""
 
 _GO = ("spire", "go-peer", "fake-gcs-server", "otelcol")
-"""The Go builds, run one after another, SPIRE first (most tests wait for it): run side by side
-they compiled the standard library and the modules they share each for itself."""
+"""The Go builds, run one after another, SPIRE first (most tests wait for it): side by side, each
+would compile the standard library and the modules they share for itself."""
 
 
 def _build_each(names: tuple[str, ...]) -> None:

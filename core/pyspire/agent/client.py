@@ -64,10 +64,11 @@ AttestationAnswer = Callable[[bytes], Awaitable[bytes]]
 """Answers one server challenge during node attestation."""
 
 _UNAVAILABLE = (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED)
-# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED: the chain is the
-# right one, read on a clock it does not fit.
-_OUTSIDE_VALIDITY = (9, 10)
 """Statuses worth retrying later: the server is down or slow."""
+
+_OUTSIDE_VALIDITY = (9, 10)
+"""OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED: the chain is the
+right one, read on a clock it does not fit."""
 
 
 class ServerUnavailable(Exception):

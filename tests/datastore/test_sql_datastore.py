@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pyspire.plugin.builtin.sql.connection import SqlConfig
 from pyspire.plugin.builtin.sql.schema import counters, metadata
 from pyspire.plugin.builtin.sql.store import SqlDataStore
 from pyspire.plugin.catalog import CatalogError
@@ -123,6 +124,13 @@ def test_configuration_errors_name_the_key(tmp_path: Path, plugin_data: dict[str
     os.chdir(tmp_path)
     with pytest.raises(CatalogError, match=message):
         load_sql(tmp_path, plugin_data)
+
+
+def test_the_connection_pool_defaults_are_spires() -> None:
+    """Regression: max_idle_conns defaulted to 2 where SPIRE's is 100, so under load most reads
+    opened a new connection (and, with SQLite, ran its PRAGMAs again) and closed it after."""
+    config = SqlConfig(database_type="sqlite3", connection_string="x")
+    assert (config.max_open_conns, config.max_idle_conns, config.conn_max_lifetime) == (100, 100, None)
 
 
 def test_unreachable_database_is_unavailable_not_a_crash(tmp_path: Path) -> None:

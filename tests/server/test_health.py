@@ -8,6 +8,7 @@ pyspire also reports a datastore whose writes fail (gRPC health, and its own rea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ import pytest
 from tests.support.daemons import ServerDaemon, server_config
 from tests.support.databases import POSTGRES, postgres_database
 from tests.support.free_port import free_port
+from tests.support.server_callers import METHODS, Callers, call_method, make_callers
 from tests.support.tcp_relay import TcpRelay
 from tests.support.waiting import eventually
 
@@ -106,4 +108,37 @@ def test_a_server_whose_database_refuses_writes_is_unhealthy_until_it_accepts_th
         assert "Token: " in server.cli("token", "generate").stdout
         assert "Traceback" not in server.log()
     finally:
+        server.stop()
+
+
+async def _agent_calls(callers: Callers, count: int) -> list[str]:
+    codes = []
+    for _ in range(count):
+        channel = callers.channel("agent")
+        try:
+            code, _, _ = await call_method(channel, METHODS["Entry.GetAuthorizedEntries"])
+        finally:
+            channel.close()
+        codes.append(code)
+    return codes
+
+
+def test_agent_calls_do_not_pass_for_writes_while_the_database_refuses_them(database: str, tmp_path: Path) -> None:
+    # Regression: the node lookup every agent call makes (read_attested_node_at_once) was
+    # counted as a successful write, so each agent call cleared the failure and logged
+    # "Datastore writes succeed again" while every write was still refused.
+    server = _server(tmp_path / "server", database).start()
+    (tmp_path / "callers").mkdir()
+    try:
+        callers = asyncio.run(make_callers(server.socket_path, server.port, tmp_path / "callers"))
+        _read_only(database, read_only=True)
+        assert server.cli("token", "generate", check=False).returncode != 0
+        assert "Datastore write failed" in server.log()
+        assert asyncio.run(_agent_calls(callers, 3)) == ["OK"] * 3  # reads work: the agent is served
+        assert "Datastore writes succeed again" not in server.log()
+        status, details = _ready(server)
+        assert status == 500
+        assert "read-only" in details["datastore_writes"]["write_err"]
+    finally:
+        _read_only(database, read_only=False)
         server.stop()

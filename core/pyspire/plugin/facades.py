@@ -34,6 +34,7 @@ from pyspire.plugin.records import (
     FederationRelationship,
     JoinToken,
     NodeFilter,
+    NodeReadAtOnce,
     Page,
     RegistrationEntry,
 )
@@ -401,7 +402,8 @@ class SvidStore(PluginHandle):
 class DataStore(PluginHandle):
     """The DataStore (see :mod:`pyspire.plugin.hookspecs.datastore`): one method per hook.
 
-    Methods are synchronous and may block on the database: call them from a worker thread.
+    Methods are synchronous and may block on the database: call them from a worker thread
+    (all but ``read_attested_node_at_once``, made for the event loop).
     """
 
     # bundles
@@ -482,6 +484,19 @@ class DataStore(PluginHandle):
     def fetch_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         """One node, or None."""
         return self._optional("fetch_attested_node", AttestedNode, spiffe_id=spiffe_id)
+
+    def read_attested_node_at_once(self, spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
+        """One node read without waiting (call it on the event loop), or None: then ``fetch_attested_node``.
+
+        A store without the hook, or whose read fails, answers None; the worker-thread read
+        that follows reports the failure.
+        """
+        if not self.implements("read_attested_node_at_once"):
+            return None
+        try:
+            return self._optional("read_attested_node_at_once", NodeReadAtOnce, spiffe_id=spiffe_id)
+        except PluginError:
+            return None
 
     def list_attested_nodes(
         self, node_filter: NodeFilter = NodeFilter(), page: Page = Page()

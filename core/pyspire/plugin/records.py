@@ -28,6 +28,7 @@ __all__ = [
     "JwtAuthority",
     "MatchBehavior",
     "NodeFilter",
+    "NodeReadAtOnce",
     "Page",
     "RegistrationEntry",
     "X509Authority",
@@ -117,6 +118,17 @@ class AttestedNode:
     def banned(self) -> bool:
         """Whether an operator banned the node (it may not attest until deleted)."""
         return not self.cert_serial_number and not self.new_cert_serial_number
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReadAtOnce:
+    """What a read that could not wait found: the node, or None when it is not attested.
+
+    Wrapped so that "not attested" (``NodeReadAtOnce(None)``) differs from "could not be read
+    at once" (the hook's plain None) in a firstresult hook.
+    """
+
+    node: AttestedNode | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,10 @@ read but no longer written (a full disk, a read-only replica after a failover) p
 check, yet the server can then attest no agent and store no entry. So the outcome of every
 datastore write is watched too: once a write fails for the datastore's own reasons
 (``Unavailable``/``Internal``, not an answer such as "already exists"), the server is
-unhealthy until a write succeeds again. A check made while writes are failing tries one
-write that changes nothing the server relies on (removing join tokens that have expired), so
-recovery is seen without waiting for the next real write.
+unhealthy until a write succeeds again. Every check (``healthcheck``'s gRPC health, and
+readiness, once a minute) also tries a write that changes nothing at all, so a database that
+turned read-only is reported before any agent or admin is refused, and recovery is seen without
+waiting for the next real write.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 
 from pyspire.plugin.errors import Internal, PluginError, Unavailable
 from pyspire.plugin.facades import DataStore
@@ -26,7 +26,7 @@ __all__ = ["DatastoreHealth"]
 
 _log = logging.getLogger(__name__)
 
-_READ_PREFIXES = ("fetch_", "list_", "count_", "last_")
+_READ_PREFIXES = ("fetch_", "list_", "count_", "last_", "read_")
 _NOT_CALLS = frozenset({"configure", "close"})
 
 
@@ -65,18 +65,17 @@ class DatastoreHealth:
         """The last write that failed (hook and error), while no write has succeeded since."""
         return self._failed_write
 
-    def retry_failed_write(self) -> None:
-        """While writes are failing, try one that changes nothing the server relies on.
+    def probe_write(self) -> None:
+        """Try one write that changes nothing: removing join tokens that expired before 1970.
 
-        Removing expired join tokens: its outcome, seen by the observer, clears or keeps the
-        failure, so recovery is noticed without waiting for the next real write. Blocking.
+        A read-only database refuses it all the same (the statement is refused, not its rows);
+        its outcome, seen by the observer, records or clears the failure. Blocking.
         """
-        if self._failed_write is not None:
-            with contextlib.suppress(PluginError):  # still failing: the observer keeps the reason
-                self._datastore.prune_join_tokens(int(time.time()))
+        with contextlib.suppress(PluginError):  # failing: the observer keeps the reason
+            self._datastore.prune_join_tokens(0)
 
     def problem(self) -> str | None:
-        """Why the datastore is unhealthy, or None: reads the bundle, and retries writes that failed.
+        """Why the datastore is unhealthy, or None: reads the bundle, and tries a write that changes nothing.
 
         Blocking (it calls the datastore): run it in a worker thread.
         """
@@ -86,6 +85,8 @@ class DatastoreHealth:
             return f"unable to fetch bundle: {err.message}"
         if bundle is None:
             return "bundle is missing"
-        self.retry_failed_write()
+        # Not only after a failed write: a database that turned read-only while no write was
+        # asked of it would be reported healthy until an agent's renewal or an admin's entry failed.
+        self.probe_write()
         failed = self._failed_write
         return None if failed is None else f"the datastore refused a write: {failed}"

@@ -38,6 +38,7 @@ from pyspire.plugin.records import (
     FederationRelationship,
     JoinToken,
     NodeFilter,
+    NodeReadAtOnce,
     Page,
     RegistrationEntry,
 )
@@ -161,6 +162,20 @@ def create_attested_node(node: AttestedNode) -> AttestedNode:
 @hookspec(firstresult=True)
 def fetch_attested_node(spiffe_id: SpiffeId) -> AttestedNode | None:
     """The node with ``spiffe_id``, with its node selectors, or None if it is not attested."""
+
+
+@hookspec(firstresult=True)
+def read_attested_node_at_once(spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
+    """Optional: the node, read on the server's event loop by a read that cannot wait.
+
+    Called before :func:`fetch_attested_node` for the node check every agent call makes.
+    Handing that read to a worker thread cost more CPU than the read itself on a local
+    database (the thread wake-ups and the interpreter lock passed back and forth), so a
+    store that can answer from a read that never waits (on a lock, the network, a pool)
+    answers here. Return None when it cannot answer that way this time: the server then
+    calls :func:`fetch_attested_node` from a worker thread. The answer must be what
+    ``fetch_attested_node`` would return at that moment: the committed state, never a cache.
+    """
 
 
 @hookspec(firstresult=True)

@@ -343,6 +343,26 @@ class DataStoreContract:
             datastore.create_attested_node(agent)
         assert datastore.fetch_attested_node(sid("/spire/agent/x509pop/none")) is None
 
+    def test_a_node_read_at_once_answers_as_fetch_would(self, datastore: DataStore) -> None:
+        # The optional hook the server calls on its event loop for every agent call: when it
+        # answers, it must be the committed state fetch_attested_node would return.
+        agent = node("/spire/agent/x509pop/a", "x509pop:subject:cn:a")
+
+        def agrees() -> None:
+            read = datastore.read_attested_node_at_once(agent.spiffe_id)
+            if read is not None:
+                assert read.node == datastore.fetch_attested_node(agent.spiffe_id)
+
+        agrees()
+        datastore.create_attested_node(agent)
+        agrees()
+        datastore.modify_attested_node(
+            agent.spiffe_id, lambda n: replace(n, cert_serial_number="", new_cert_serial_number="")
+        )
+        agrees()
+        datastore.delete_attested_node(agent.spiffe_id)
+        agrees()
+
     def test_node_filters(self, datastore: DataStore) -> None:
         datastore.create_attested_node(node("/spire/agent/x509pop/a", "x:1", "x:2", cert_not_after=100))
         datastore.create_attested_node(

@@ -40,7 +40,9 @@ class SqlConfig:
     database_type: DatabaseType
     connection_string: str
     max_open_conns: int = 100
-    max_idle_conns: int = 2
+    max_idle_conns: int = 100
+    """SPIRE's default. Fewer idle connections than threads using them meant a new connection
+    (and SQLite's PRAGMAs) for most reads under load."""
     conn_max_lifetime: timedelta | None = None
     disable_migration: bool = False
     log_sql: bool = False
@@ -95,7 +97,7 @@ def mysql_connect_args(dsn: str) -> dict[str, Any]:
 
 
 def _sqlite_engine(config: SqlConfig) -> Engine:
-    path = _sqlite_path(config)
+    path = sqlite_path(config)
     try:
         ensure_private_dir(path.parent if str(path.parent) else Path("."))
         if not path.exists():
@@ -137,7 +139,8 @@ def _sqlite_engine(config: SqlConfig) -> Engine:
     return engine
 
 
-def _sqlite_path(config: SqlConfig) -> Path:
+def sqlite_path(config: SqlConfig) -> Path:
+    """The SQLite file a ``database_type = "sqlite3"`` connection string names."""
     return Path(config.connection_string.removeprefix("file:").split("?", 1)[0])
 
 
@@ -148,7 +151,7 @@ def check_connection_settings(config: SqlConfig) -> None:
     existing SQLite file is pyspire's (read-only look). Creates nothing.
     """
     if config.database_type == "sqlite3":
-        path = _sqlite_path(config)
+        path = sqlite_path(config)
         if path.is_file():
             refuse_foreign_tables(sqlite_tables(path))
         return

@@ -32,8 +32,9 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from pyspire.plugin.builtin.sql import codec
-from pyspire.plugin.builtin.sql.connection import SqlConfig, check_connection_settings, make_engine
+from pyspire.plugin.builtin.sql.connection import SqlConfig, check_connection_settings, make_engine, sqlite_path
 from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables
+from pyspire.plugin.builtin.sql.reads_at_once import SqliteReadsAtOnce
 from pyspire.plugin.builtin.sql.schema import (
     attested_nodes,
     bundles,
@@ -64,6 +65,7 @@ from pyspire.plugin.records import (
     JoinToken,
     MatchBehavior,
     NodeFilter,
+    NodeReadAtOnce,
     Page,
     RegistrationEntry,
 )
@@ -115,6 +117,7 @@ class SqlDataStore:
         self._engine: Engine | None = None
         self._database_type = "sqlite3"
         self._local = threading.local()
+        self._reads_at_once: SqliteReadsAtOnce | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -136,9 +139,13 @@ class SqlDataStore:
             engine.dispose()
             raise
         self._engine = engine
+        if config.database_type == "sqlite3" and not config.log_sql:  # log_sql: every statement through SQLAlchemy
+            self._reads_at_once = SqliteReadsAtOnce(sqlite_path(config))
 
     @hookimpl
     def close(self) -> None:
+        if self._reads_at_once is not None:
+            self._reads_at_once.close()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -635,6 +642,10 @@ class SqlDataStore:
     def fetch_attested_node(self, spiffe_id: SpiffeId) -> AttestedNode | None:
         with self._reading() as connection:
             return self._load_node(connection, spiffe_id)
+
+    @hookimpl
+    def read_attested_node_at_once(self, spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
+        return None if self._reads_at_once is None else self._reads_at_once.attested_node(spiffe_id)
 
     def _node_query(self, node_filter: NodeFilter) -> Any:
         nodes = attested_nodes.c

@@ -4,6 +4,9 @@ grpclib hands a handler its raw stream, whose ``recv_message`` answers None when
 sent no message and raises protobuf's ``DecodeError`` when the bytes are not the request type;
 read as they were, both surfaced as INTERNAL with a traceback in the log. Here each is the
 client's mistake, refused with INVALID_ARGUMENT, and the handler's messages carry their types.
+A message sent after the client reset the stream raises h2's ``StreamClosedError``, which no
+handler expects; it comes out as grpclib's ``StreamTerminatedError``, the error every handler
+already treats as "the client left".
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import DecodeError
+from grpclib.exceptions import StreamTerminatedError
+from h2.exceptions import StreamClosedError
 
 from pyspire.plugin.errors import InvalidArgument
 
@@ -43,5 +48,8 @@ class ApiStream(Generic[Req, Resp]):
             raise InvalidArgument(f"malformed request message: {err}") from None
 
     async def send_message(self, message: Resp) -> None:
-        """Send one response message."""
-        await self.raw.send_message(message)
+        """Send one response message; a stream the client has closed raises ``StreamTerminatedError``."""
+        try:
+            await self.raw.send_message(message)
+        except StreamClosedError:
+            raise StreamTerminatedError("the client closed the stream") from None

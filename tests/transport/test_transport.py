@@ -20,18 +20,18 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
 from pyspire.spiffe import SpiffeId, match_id
-from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.transport import (
     CallerNotPinned,
     GrpcServer,
+    PeerLeaf,
     PinnedCaller,
     ServerIdentityError,
     ServerTlsContexts,
     SpiffeChannel,
     client_tls_context,
     peer_address,
-    peer_certificate,
     peer_credentials,
+    peer_leaf,
     process_start_time,
 )
 
@@ -49,9 +49,9 @@ class WhoAmI(debug_grpc.DebugBase):
     async def GetInfo(self, stream: Any) -> None:
         WhoAmI.calls += 1
         await stream.recv_message()
-        certificate = peer_certificate(stream)
+        leaf = peer_leaf(stream)
         credentials = peer_credentials(stream)
-        subject = str(leaf_spiffe_id(certificate)) if certificate else "none"
+        subject = str(leaf.spiffe_id) if leaf else "none"
         await stream.send_message(
             debug_pb2.GetInfoResponse(
                 svid_chain=[debug_pb2.GetInfoResponse.Cert(subject=subject)],
@@ -282,5 +282,54 @@ async def test_a_unix_socket_has_its_mode_before_it_accepts_a_connection(
         finally:
             channel.close()
     finally:
+        server.close()
+        await server.wait_closed()
+
+
+class LeafRecorder(debug_grpc.DebugBase):
+    """Keeps what :func:`peer_leaf` answered for each call."""
+
+    def __init__(self) -> None:
+        self.leaves: list[PeerLeaf | None] = []
+
+    async def GetInfo(self, stream: Any) -> None:
+        await stream.recv_message()
+        self.leaves.append(peer_leaf(stream))
+        await stream.send_message(debug_pb2.GetInfoResponse())
+
+
+async def test_a_connections_certificate_is_parsed_once_and_each_connection_gets_its_own() -> None:
+    ca = make_ca()
+    server_svid = make_leaf(ca, SERVER_ID)
+    contexts = ServerTlsContexts()
+    contexts.update([server_svid.certificate], server_svid.key, [ca.certificate])
+    recorder = LeafRecorder()
+    server = Server([recorder])
+    port = free_port()
+    await server.start("127.0.0.1", port, ssl=contexts.listener)
+    channels = []
+    try:
+        for path in ("/spire/agent/x509pop/a", "/spire/agent/x509pop/b"):
+            agent = make_leaf(ca, f"spiffe://example.org{path}")
+            channel = SpiffeChannel(
+                "127.0.0.1",
+                port,
+                ssl_context=client_tls_context([ca.certificate], [agent.certificate], agent.key),
+                server_id=match_id(SpiffeId.parse(SERVER_ID)),
+            )
+            channels.append(channel)
+            await ask(channel)
+            await ask(channel)
+        first, again, other, other_again = recorder.leaves
+        assert first is not None
+        assert other is not None
+        assert again is first  # parsed on the connection's first call only
+        assert other_again is other
+        assert str(first.spiffe_id) == "spiffe://example.org/spire/agent/x509pop/a"
+        assert str(other.spiffe_id) == "spiffe://example.org/spire/agent/x509pop/b"
+        assert first.not_after == first.certificate.not_valid_after_utc.timestamp()
+    finally:
+        for channel in channels:
+            channel.close()
         server.close()
         await server.wait_closed()

@@ -261,6 +261,40 @@ def test_the_agent_exports_spire_metric_names_with_spire_labels(deployment: Depl
 
 
 @pytest.mark.slow
+def test_an_agents_telemetry_keys_shape_what_it_exports(deployment: Deployment, tmp_path: Path) -> None:
+    """MetricPrefix, EnableHostnameLabel and EnableTrustDomainLabel read from a real agent's config
+    file: every name starts with the prefix instead of ``spire_agent``, no sample carries ``host``,
+    every one of the agent's own carries the sanitized trust domain."""
+    port = free_port()
+    agent = start_agent(
+        tmp_path / "agent",
+        deployment.server,
+        deployment.server.join_token("spiffe://example.org/node/shaped-telemetry"),
+        blocks=f"""
+telemetry {{
+    Prometheus {{
+        host = "127.0.0.1"
+        port = {port}
+    }}
+    MetricPrefix = "acme.agent"
+    EnableHostnameLabel = false
+    EnableTrustDomainLabel = true
+}}
+""",
+    )
+    try:
+        text = scrape(port)
+    finally:
+        agent.stop()
+    assert series(text, "acme_agent_started"), text
+    assert not re.findall(r"^spire_agent_\w+", text, re.M)
+    own = [line for line in text.splitlines() if line.startswith("acme_agent_")]
+    assert own
+    assert not [line for line in own if 'host="' in line]
+    assert all('trust_domain="example_org"' in line for line in own), own
+
+
+@pytest.mark.slow
 def test_statsd_and_dogstatsd_receive_the_names_flattened_as_go_metrics_does(deployment: Deployment) -> None:
     statsd = eventually(
         lambda: [

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
+from pyspire.telemetry.tracing import start_span, tracing_enabled
 
 from tests.support import peer_builds
 from tests.support.daemons import start_agent, start_server
@@ -124,3 +126,14 @@ def _json_objects(text: str) -> list[str]:
             chunks.append("\n".join(current))
             current = []
     return chunks
+
+
+def test_without_a_provider_spans_are_one_shared_no_op() -> None:
+    """A process that never called start_tracing (this one) builds no span per call: start_span
+    hands back OpenTelemetry's invalid span, and nothing becomes the current span."""
+    assert not tracing_enabled()
+    with start_span("ca.sign_x509_svid", attributes={"pyspire.spiffe_id": "spiffe://example.org/w"}) as span:
+        assert span is trace.INVALID_SPAN
+        assert not span.is_recording()
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    assert start_span("a") is start_span("b")

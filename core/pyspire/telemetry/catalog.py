@@ -269,7 +269,9 @@ def markdown(server_rate_limited: Iterable[str]) -> str:
         "`EnableTrustDomainLabel = true`). A *call counter* is a counter on the key and a sample of the",
         "elapsed milliseconds on `<key>.elapsed_time` (Prometheus: a summary with the 0.5, 0.9 and 0.99",
         "quantiles over 10 s), both labelled `status` with the gRPC status name the call ended with (`OK`,",
-        "`NotFound`...). Prometheus also exports client_golang's `process_*` families.",
+        "`NotFound`...). Prometheus also exports client_golang's `process_*` families, and, in place of",
+        "Go's `go_goroutines` and `go_threads`, `python_asyncio_tasks` (unfinished tasks of the daemon's",
+        "event loop) and `python_threads` (live threads): where a leak of either would show.",
         "",
     ]
     lines += ["## Server", "", *_table(catalog("server", server_rate_limited)), ""]

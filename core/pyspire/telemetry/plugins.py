@@ -12,12 +12,12 @@ docs/metrics.md). Other plugin types get spans only, as SPIRE meters them nowher
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 from pyspire.plugin.catalog import Role
 from pyspire.plugin.facades import PluginHandle
 from pyspire.telemetry.metrics import Key, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span, tracing_enabled
 
 __all__ = ["PluginObserver", "plugin_metric_keys"]
 
@@ -44,6 +44,7 @@ _DATASTORE: Mapping[str, tuple[Key, ...]] = {
     "prune_registration_entries": _ds(("registration_entry", "prune")),
     "create_attested_node": _ds(("node", "create")),
     "fetch_attested_node": _ds(("node", "fetch")),
+    "read_attested_node_at_once": _ds(("node", "fetch")),
     "list_attested_nodes": _ds(("node", "list")),
     "count_attested_nodes": _ds(("node", "count")),
     "modify_attested_node": _ds(("node", "update")),
@@ -101,12 +102,21 @@ class PluginObserver:
         self._metrics = metrics
         self._role = role
 
-    @contextmanager
-    def __call__(self, handle: PluginHandle, hook: str) -> Iterator[None]:
+    def __call__(self, handle: PluginHandle, hook: str) -> AbstractContextManager[object]:
         """Measure one call of ``hook`` on ``handle``."""
-        attributes = {"pyspire.plugin.type": handle.type_name, "pyspire.plugin.name": handle.name}
+        keys = plugin_metric_keys(self._role, handle.type_name, hook)
+        # The common cases (no tracing; no key or one) skip the ExitStack: the node lookup
+        # every agent call makes runs through here on the event loop.
+        if not tracing_enabled() and len(keys) <= 1:
+            return self._metrics.call(*keys[0]) if keys else nullcontext()
+        return self._spanned(handle, hook, keys)
+
+    @contextmanager
+    def _spanned(self, handle: PluginHandle, hook: str, keys: tuple[Key, ...]) -> Iterator[None]:
         with ExitStack() as stack:
-            stack.enter_context(tracer.start_as_current_span(f"{handle.prefix}.{hook}", attributes=attributes))
-            for key in plugin_metric_keys(self._role, handle.type_name, hook):
+            if tracing_enabled():  # else not even the span's name and attributes are built
+                attributes = {"pyspire.plugin.type": handle.type_name, "pyspire.plugin.name": handle.name}
+                stack.enter_context(start_span(f"{handle.prefix}.{hook}", attributes=attributes))
+            for key in keys:
                 stack.enter_context(self._metrics.call(*key))
             yield

@@ -5,12 +5,15 @@ Names are the key's parts joined with ``_``, every character Prometheus forbids 
 suffix: SPIRE's client adds none, and dashboards written for SPIRE query the bare name),
 gauges likewise, and samples are summaries with SPIRE's quantiles (0.5, 0.9, 0.99 over the last
 10 seconds) plus ``_sum`` and ``_count``. The ``process_*`` families that client_golang's
-default registry exports are exported too, with the same names and meanings. Any path of the
-listener serves the text (format 0.0.4), as SPIRE's handler does.
+default registry exports are exported too, with the same names and meanings; in place of Go's
+``go_goroutines`` and ``go_threads``, ``python_asyncio_tasks`` and ``python_threads`` count the
+daemon's unfinished tasks and live threads (what a leak shows in). Any path of the listener
+serves the text (format 0.0.4), as SPIRE's handler does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -139,9 +142,30 @@ class PrometheusSink:
                     lines.append(_series(f"{name}_sum", labels, summary.total))
                     lines.append(_series(f"{name}_count", labels, summary.count))
                 families[name] = lines
-        for name, lines in _process_families().items():
+        for name, lines in (_process_families() | _runtime_families()).items():
             families.setdefault(name, lines)
         return "".join(line + "\n" for name in sorted(families) for line in families[name])
+
+
+def _runtime_families() -> dict[str, list[str]]:
+    """The interpreter's counterparts of client_golang's ``go_goroutines`` and ``go_threads``."""
+    families = {
+        "python_threads": [
+            "# HELP python_threads Number of live Python threads.",
+            "# TYPE python_threads gauge",
+            _series("python_threads", (), threading.active_count()),
+        ]
+    }
+    try:
+        tasks = sum(1 for task in asyncio.all_tasks() if not task.done())
+    except RuntimeError:  # rendered outside the daemon's event loop
+        return families
+    families["python_asyncio_tasks"] = [
+        "# HELP python_asyncio_tasks Number of asyncio tasks not yet done in the daemon's event loop.",
+        "# TYPE python_asyncio_tasks gauge",
+        _series("python_asyncio_tasks", (), tasks),
+    ]
+    return families
 
 
 def _process_families() -> dict[str, list[str]]:

@@ -24,7 +24,7 @@ from grpclib.const import Handler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pyspire.telemetry.metrics import Metrics, status_name
-from pyspire.telemetry.tracing import extract_context, tracer
+from pyspire.telemetry.tracing import extract_context, start_span, tracing_enabled
 
 __all__ = ["instrument", "rpc_metric_key"]
 
@@ -95,13 +95,11 @@ def _measured(path: str, func: Func, metrics: Metrics, open_calls: _OpenCalls, c
             metrics.incr_counter((api, "connection"))
             open_calls.counts[api] = open_calls.counts.get(api, 0) + 1
             metrics.set_gauge((api, "connections"), open_calls.counts[api])
-        parent = extract_context(stream.metadata)
+        parent = extract_context(stream.metadata) if tracing_enabled() else None
         error: BaseException | None = None
         with (
             metrics.call(*key),
-            tracer.start_as_current_span(
-                f"{raw_service}/{method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
-            ) as span,
+            start_span(f"{raw_service}/{method}", context=parent, kind=SpanKind.SERVER, attributes=attributes) as span,
         ):
             try:
                 await func(stream)

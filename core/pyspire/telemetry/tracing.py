@@ -1,9 +1,11 @@
 """OpenTelemetry traces (pyspire's addition: SPIRE has none), off unless ``telemetry { OpenTelemetry {} }``.
 
-Code everywhere asks OpenTelemetry's API for a tracer (:data:`tracer`); without a configured
-provider every span is a no-op costing a few microseconds. :func:`start_tracing` installs the
-SDK's provider with a batching OTLP exporter (http/protobuf or grpc) or the console exporter,
-and :meth:`Tracing.stop` flushes what is pending before the daemon exits.
+Code everywhere starts its spans with :func:`start_span`; without a configured provider that
+is a shared do-nothing context (OpenTelemetry's own no-op span still costs a few microseconds
+and a context switch, paid per signature and per call on the hot paths).
+:func:`start_tracing` installs the SDK's provider with a batching OTLP exporter (http/protobuf
+or grpc) or the console exporter, and :meth:`Tracing.stop` flushes what is pending before the
+daemon exits.
 
 Spans: every gRPC call the daemons serve (``SERVER``, continuing the caller's trace from the
 ``traceparent`` metadata, which the agent sends with every call to the server), every plugin
@@ -17,8 +19,10 @@ a config asking for traces without them is refused when the daemon starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -26,12 +30,38 @@ from opentelemetry import propagate, trace
 
 from pyspire.config.sections import OpenTelemetry
 
-__all__ = ["Tracing", "TracingUnavailable", "extract_context", "inject_context", "start_tracing", "tracer"]
+__all__ = [
+    "Tracing",
+    "TracingUnavailable",
+    "extract_context",
+    "inject_context",
+    "start_span",
+    "start_tracing",
+    "tracing_enabled",
+]
 
 _log = logging.getLogger("pyspire.telemetry")
 
-tracer = trace.get_tracer("pyspire")
-"""The tracer every part of pyspire starts its spans with."""
+_tracer = trace.get_tracer("pyspire")
+
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
+_provider_installed = False
+
+
+def tracing_enabled() -> bool:
+    """Whether :func:`start_tracing` installed a provider (spans are recorded)."""
+    return _provider_installed
+
+
+def start_span(name: str, **options: Any) -> AbstractContextManager[trace.Span]:
+    """OpenTelemetry's ``start_as_current_span(name, **options)`` while traces are exported, else a no-op.
+
+    The no-op yields OpenTelemetry's invalid span, on which setting attributes or a status does
+    nothing, as on any span that is not recorded.
+    """
+    if not _provider_installed:
+        return _NO_SPAN
+    return _tracer.start_as_current_span(name, **options)
 
 
 class TracingUnavailable(Exception):
@@ -58,6 +88,8 @@ class Tracing:
 
     def stop(self) -> None:
         """Export what is pending, then stop exporting."""
+        global _provider_installed  # noqa: PLW0603 - one provider per process, as OpenTelemetry's
+        _provider_installed = False
         self._provider.force_flush(timeout_millis=5000)
         self._provider.shutdown()
 
@@ -101,6 +133,8 @@ def start_tracing(config: OpenTelemetry, service_name: str, version: str) -> Tra
     processor = SimpleSpanProcessor(exporter) if config.exporter == "console" else BatchSpanProcessor(exporter)
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    global _provider_installed  # noqa: PLW0603 - one provider per process, as OpenTelemetry's
+    _provider_installed = True
     _log.info(
         "Exporting traces",
         extra={"exporter": config.exporter, "endpoint": config.endpoint, "protocol": config.protocol},

@@ -35,7 +35,7 @@ from pyspire.crypto.x509 import issue_certificate
 from pyspire.plugin.facades import CredentialComposer
 from pyspire.spiffe import SpiffeId, TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span
 
 __all__ = ["CertificateAuthority", "CredentialIssuer", "JwtSigningKey", "MintedJwt"]
 
@@ -155,7 +155,7 @@ class CredentialIssuer:
         compose: bool,
         subject: x509.Name | None = None,
     ) -> list[x509.Certificate]:
-        with tracer.start_as_current_span("ca.sign_x509_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
+        with start_span("ca.sign_x509_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
             chain = self._sign_leaf(public_key, spiffe_id, ttl, dns_names, compose=compose, chosen_subject=subject)
         self._metrics.incr_counter(("server_ca", "sign", "x509_svid"))
         return chain
@@ -234,7 +234,7 @@ class CredentialIssuer:
             not_after=_capped(now, ttl, authority.not_after),
             issuer=authority.certificate,
         )
-        with tracer.start_as_current_span("ca.sign_downstream_x509_ca"):
+        with start_span("ca.sign_downstream_x509_ca"):
             certificate = sign_certificate(builder, authority.signer)
         self._metrics.incr_counter(("server_ca", "sign", "x509_ca_svid"))
         return [certificate, *(() if authority.self_signed else (authority.certificate, *authority.chain))]
@@ -262,7 +262,7 @@ class CredentialIssuer:
             composed = dict(composer.compose_workload_jwt_svid(spiffe_id, claims))
             # The server's claims are not negotiable; a composer only adds.
             claims = {**composed, **{k: claims[k] for k in ("sub", "aud", "exp", "iat")}}
-        with tracer.start_as_current_span("ca.sign_jwt_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
+        with start_span("ca.sign_jwt_svid", attributes={"pyspire.spiffe_id": str(spiffe_id)}):
             token = sign_jwt(claims, key.signer, key.kid)
         self._metrics.incr_counter(("server_ca", "sign", "jwt_svid"))
         return MintedJwt(token, claims["iat"], claims["exp"])

@@ -22,8 +22,10 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from pyspire.config import ServerConfig
+from pyspire.config.sections import ServerSection
 from pyspire.lifecycle import serve_until_stopped
 from pyspire.listening import AcceptExhaustionLog
+from pyspire.plugin.builtin.key_managers import signs_in_process
 from pyspire.plugin.catalog import ServerCatalog, load_server_catalog
 from pyspire.plugin.core_config import CoreConfig
 from pyspire.plugin.errors import PluginError
@@ -45,6 +47,7 @@ from pyspire.server.datastore_health import DatastoreHealth
 from pyspire.server.endpoints import Endpoints, ListenError
 from pyspire.server.federation.service import FederationService
 from pyspire.server.server_svid import ServerSvid
+from pyspire.server.work import WorkPools
 from pyspire.signals import handle_signals
 from pyspire.spiffe import SpiffeId
 from pyspire.telemetry.health import CheckResult, GrpcHealth, HealthChecker, HealthListener
@@ -60,6 +63,12 @@ ROTATION_INTERVAL = 10.0
 PRUNE_INTERVAL = 300.0
 FAILED_ROTATION_THRESHOLD = 10  # SPIRE's: more failed rotations in a row and the CA is unhealthy
 _HEALTH_KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+
+def _signs_quickly(section: ServerSection, catalog: ServerCatalog) -> bool:
+    """Whether one signature can be made on the event loop (see :class:`~pyspire.server.work.WorkPools`)."""
+    ec_keys = section.ca_key_type.startswith("ec-") and section.effective_jwt_key_type.startswith("ec-")
+    return ec_keys and signs_in_process(catalog.key_manager.instance) and not catalog.credential_composers
 
 
 class ServerDaemon:
@@ -168,6 +177,7 @@ class ServerDaemon:
             audit=AuditLog(section.audit_log_enabled),
             metrics=metrics,
             csr_verifier=CsrVerifier(),
+            pools=WorkPools(inline_signing=_signs_quickly(section, catalog)),
         )
         # Before the API endpoints: once the admin socket answers, everything is up.
         self._federation = FederationService(
@@ -229,7 +239,7 @@ class ServerDaemon:
                 await asyncio.to_thread(ctx.datastore.list_bundles)
             except PluginError as err:
                 return CheckResult.of("list_bundle_err", str(err))
-            await asyncio.to_thread(ctx.datastore_health.retry_failed_write)
+            await asyncio.to_thread(ctx.datastore_health.probe_write)
             return CheckResult.of("list_bundle_err", None)
 
         def datastore_writes() -> CheckResult:
@@ -328,7 +338,7 @@ class ServerDaemon:
             await self._delivery.stop()
         if self.ctx is not None:
             await self.ctx.follower.stop()
-            await asyncio.to_thread(self.ctx.csr_verifier.close)
+            await self.ctx.csr_verifier.aclose()
             self.ctx.pools.close()
         if self._catalog is not None:
             self._catalog.close()

@@ -34,7 +34,7 @@ from pyspire.plugin.keys import HashAlgorithm, KeyType, PublicKey
 from pyspire.plugin.markers import hookimpl
 from pyspire.plugin.plugin_data import parse_plugin_data
 
-__all__ = ["AgentDiskKeyManager", "AgentMemoryKeyManager", "DiskKeyManager", "MemoryKeyManager"]
+__all__ = ["AgentDiskKeyManager", "AgentMemoryKeyManager", "DiskKeyManager", "MemoryKeyManager", "signs_in_process"]
 
 _log = logging.getLogger(__name__)
 
@@ -77,6 +77,15 @@ def _entry(key_id: str, private_key: _PrivateKey) -> _Entry:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return _Entry(private_key, PublicKey(key_id, _key_type_of(private_key), der))
+
+
+def signs_in_process(plugin: object) -> bool:
+    """Whether ``plugin`` is the server's ``memory`` or ``disk`` KeyManager itself.
+
+    Those sign with a key in this process and no I/O. A subclass is not taken on trust: it
+    may do anything in ``sign_data``.
+    """
+    return type(plugin) in (MemoryKeyManager, DiskKeyManager)
 
 
 class _InProcessKeyManager:

@@ -112,7 +112,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
     ) -> None:
         request = await stream.request()
         self._require_upstream()
-        subject_key = _required(request.subject_key_id, _TAINT_NO_KEY)
+        subject_key = _required(request.subject_key_id, _TAINT_NO_KEY).lower()  # as SPIRE: either case
         key = await self.ctx.call(self.ctx.authority.taint_upstream, subject_key)
         await self.ctx.wrote()
         await stream.send_message(pb.TaintX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))
@@ -125,7 +125,7 @@ class LocalAuthorityService(grpc_module.LocalAuthorityBase):
     ) -> None:
         request = await stream.request()
         self._require_upstream()
-        subject_key = _required(request.subject_key_id, _REVOKE_NO_KEY)
+        subject_key = _required(request.subject_key_id, _REVOKE_NO_KEY).lower()  # as SPIRE: either case
         key = await self.ctx.call(self.ctx.authority.revoke_upstream, subject_key)
         await self.ctx.wrote()
         await stream.send_message(pb.RevokeX509UpstreamAuthorityResponse(upstream_authority_subject_key_id=key))

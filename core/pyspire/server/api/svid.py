@@ -110,7 +110,7 @@ class SvidService(svid_grpc.SVIDBase):
                 for index, entry, key in work
             ]
 
-        for index, entry, chain in await self.ctx.pools.sign(sign_all):
+        for index, entry, chain in await self.ctx.pools.sign_some(len(work), sign_all):
             results[index].status.CopyFrom(status_message(Status.OK, "OK"))
             results[index].svid.CopyFrom(x509_svid_to_proto(chain, entry.spiffe_id, entry.hint))
         await stream.send_message(svid_pb2.BatchNewX509SVIDResponse(results=results))
@@ -142,7 +142,7 @@ class SvidService(svid_grpc.SVIDBase):
             raise GRPCError(Status.FAILED_PRECONDITION, "JWT-SVIDs are disabled on this server")
         if any(not value for value in audience):
             raise _invalid("audience values must not be empty")
-        minted = await self.ctx.pools.sign(
+        minted = await self.ctx.pools.sign_one(
             functools.partial(self.ctx.issuer.mint_jwt_svid, include_jti=include_jti), spiffe_id, audience, ttl
         )
         return types_pb2.JWTSVID(
@@ -184,7 +184,7 @@ class SvidService(svid_grpc.SVIDBase):
             raise _invalid(f"CSR DNS name is invalid: {err.reason}") from None
         if request.ttl < 0:
             raise _invalid("ttl must not be negative")
-        chain = await self.ctx.pools.sign(
+        chain = await self.ctx.pools.sign_one(
             self.ctx.issuer.sign_workload_x509_svid,
             public_key,
             spiffe_id,
@@ -224,7 +224,7 @@ class SvidService(svid_grpc.SVIDBase):
         except CsrError as err:
             raise _invalid(f"malformed CSR: {err}") from None
         ttl = timedelta(seconds=request.preferred_ttl) if request.preferred_ttl > 0 else self.ctx.config.server.ca_ttl
-        chain = await self.ctx.pools.sign(self.ctx.issuer.sign_downstream_x509_ca, public_key, ttl)
+        chain = await self.ctx.pools.sign_one(self.ctx.issuer.sign_downstream_x509_ca, public_key, ttl)
         bundle = self.ctx.bundles.get(self.ctx.trust_domain)
         roots = [a.der for a in bundle.x509_authorities] if bundle else []
         await stream.send_message(

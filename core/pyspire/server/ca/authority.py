@@ -49,7 +49,7 @@ from pyspire.server.ca.slots import CaState, JwtSlot, Status, X509Slot, activate
 from pyspire.server.ca.upstream_sync import UpstreamSync
 from pyspire.spiffe import TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span
 
 __all__ = ["AuthorityState", "CaManager", "CaSettings", "Status", "activate_at", "ca_subject_name", "prepare_at"]
 
@@ -239,7 +239,7 @@ class CaManager:
     def _prepare_x509(self) -> CertificateAuthority:
         with (
             self._metrics.call("ca", "manager", "x509_ca", "prepare"),
-            tracer.start_as_current_span("ca.prepare_x509_ca"),
+            start_span("ca.prepare_x509_ca"),
         ):
             return self._prepare_x509_ca()
 
@@ -318,7 +318,7 @@ class CaManager:
     def _prepare_jwt(self) -> JwtSigningKey:
         with (
             self._metrics.call("ca", "manager", "jwt_key", "prepare"),
-            tracer.start_as_current_span("ca.prepare_jwt_key"),
+            start_span("ca.prepare_jwt_key"),
         ):
             return self._prepare_jwt_key()
 

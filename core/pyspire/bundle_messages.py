@@ -14,7 +14,7 @@ from pyspire.spiffe import Bundle, TrustDomain
 from pyspire.spiffe.bundle import refresh_hint_from_seconds
 from pyspire.spiffe.pem import der_certificate
 
-__all__ = ["bundle_from_proto", "bundle_to_proto", "tainted_key_ids"]
+__all__ = ["bundle_from_proto", "bundle_to_proto", "tainted_jwt_key_ids", "tainted_key_ids"]
 
 
 def bundle_from_proto(proto: types_pb2.Bundle) -> Bundle:
@@ -58,3 +58,8 @@ def tainted_key_ids(proto: types_pb2.Bundle) -> frozenset[bytes]:
         except x509.ExtensionNotFound:
             found.add(x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest)
     return frozenset(found)
+
+
+def tainted_jwt_key_ids(proto: types_pb2.Bundle) -> frozenset[str]:
+    """The key IDs of the tainted JWT authorities (what signed tokens' ``kid`` headers hold)."""
+    return frozenset(key.key_id for key in proto.jwt_authorities if key.tainted)

@@ -183,6 +183,33 @@ def _stolen_identity(agent: AgentDaemon) -> tuple[list[x509.Certificate], Privat
     return chain, key
 
 
+def _renew_a_stolen_copy(
+    runner: asyncio.Runner, agent: AgentDaemon, port: int, roots: list[x509.Certificate]
+) -> ServerClient:
+    """Copy the agent's saved SVID and key, renew with them and use the renewal once.
+
+    From that first use the server takes only the thief's serial. The agent renews every
+    7.5 s (agent_ttl 15 s): when its own renewal lands between the copy and the use, the
+    server refuses the thief's stale renewal, and the copy is taken again.
+    """
+    for attempt in range(3):
+        chain, key = _stolen_identity(agent)
+        thief = ServerClient([("127.0.0.1", port)], TrustDomain.parse("example.org"))
+        thief.set_roots(roots)
+        thief.set_identity(chain, key)
+        try:
+            new_key = ec.generate_private_key(ec.SECP256R1())
+            renewed = runner.run(thief.renew(build_csr(LocalSigner(new_key))))
+            thief.set_identity(list(renewed), new_key)
+            runner.run(thief.sync_entries({}))
+            return thief
+        except GRPCError as err:
+            thief.close()
+            if attempt == 2 or "expected to have serial number" not in (err.message or ""):
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("kind", ["join_token", "x509pop"])
 def test_a_running_agent_whose_svid_was_replaced_attests_again_or_stops(
     server: ServerDaemon, tmp_path: Path, kind: str
@@ -203,14 +230,7 @@ def test_a_running_agent_whose_svid_was_replaced_attests_again_or_stops(
         mark = len(agent.log())
         roots = [c for c in x509.load_pem_x509_certificates(server.bundle_pem().encode())]
         if kind == "join_token":
-            chain, key = _stolen_identity(agent)
-            thief = ServerClient([("127.0.0.1", server.port)], TrustDomain.parse("example.org"))
-            thief.set_roots(roots)
-            thief.set_identity(chain, key)
-            new_key = ec.generate_private_key(ec.SECP256R1())
-            renewed = runner.run(thief.renew(build_csr(LocalSigner(new_key))))
-            thief.set_identity(list(renewed), new_key)
-            runner.run(thief.sync_entries({}))  # first use: the server now takes this serial only
+            thief = _renew_a_stolen_copy(runner, agent, server.port, roots)
         else:
             node = Issued(
                 x509.load_pem_x509_certificate((agent.directory / "node.pem").read_bytes()),
@@ -299,4 +319,54 @@ def test_an_agent_cut_off_from_its_server_keeps_serving_and_resyncs_without_atte
         assert agent.process.poll() is None
     finally:
         agent.stop()
+        relay.cut()
+
+
+@pytest.mark.slow
+def test_an_agent_cut_off_longer_than_its_svid_life_attests_again_or_stops(
+    server: ServerDaemon, tmp_path: Path
+) -> None:
+    """Reliability cases 21 (a cut longer than the agent SVID's life) and 18 (a running agent
+    whose own SVID has expired). As SPIRE's rotator: an agent SVID that expired unrenewed is not
+    used again. Once the server is back the x509pop agent attests again and keeps serving its
+    workload; the join-token agent, which cannot, stops naming the expiry, and never presents its
+    spent token again. Without this both retried forever with an SVID the server's handshake
+    refuses."""
+    relay = TcpRelay(("127.0.0.1", server.port)).restore()
+    agents = []
+    try:
+        for kind in ("x509pop", "join_token"):
+            agent, parent = _agent(tmp_path / f"long-{kind}", server, kind, "disk")
+            agent.config_text = agent.config_text.replace(
+                f'server_port = "{server.port}"', f'server_port = "{relay.port}"'
+            )
+            agent.start()
+            agents.append(agent)
+            _entry(server, parent, f"spiffe://example.org/long-cut-{kind}", f"unix:uid:{UID}")
+            eventually(lambda agent=agent: x509_context(agent).svids, timeout=30)
+        reattesting, token_holder = agents
+        marks = [len(agent.log()) for agent in agents]
+
+        relay.cut()
+        expiry = max(_saved_not_after(agent) for agent in agents)
+        time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds() + 2))
+        relay.restore()
+
+        assert token_holder.process is not None
+        assert token_holder.process.wait(60) == 1
+        log = token_holder.log()[marks[1] :]
+        assert "the agent SVID expired" in log, log
+        assert "cannot re-attest" in log, log
+        assert "Node attestation was successful" not in log
+        assert not unix_socket_in_use(token_holder.socket_path)
+
+        eventually(lambda: "Node attestation was successful" in reattesting.log()[marks[0] :], timeout=60)
+        eventually(lambda: _saved_not_after(reattesting) > datetime.now(UTC), timeout=30)
+        served = eventually(lambda: x509_context(reattesting).svids, timeout=30)
+        assert str(served[0].spiffe_id) == "spiffe://example.org/long-cut-x509pop"
+        assert reattesting.process is not None
+        assert reattesting.process.poll() is None
+    finally:
+        for agent in agents:
+            agent.stop()
         relay.cut()

@@ -10,6 +10,10 @@ workload asks for it. JWT-SVIDs are cached per SPIFFE ID and audience until half
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +27,8 @@ from pyspire.plugin.selectors import Selector
 from pyspire.spiffe import Bundle, SpiffeId, TrustDomain
 
 __all__ = ["CachedJwtSvid", "IssuedSvid", "WorkloadCache", "WorkloadEntry", "WorkloadIdentity", "issued_by_any"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,17 @@ class CachedJwtSvid:
     def fresh(self, now: datetime) -> bool:
         return now < self.issued_at + (self.expires_at - self.issued_at) / 2
 
+    @property
+    def key_id(self) -> str:
+        """The ``kid`` of the token's header (empty if it cannot be read)."""
+        header = self.token.split(".", 1)[0]
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+        except (binascii.Error, ValueError):
+            return ""
+        kid = decoded.get("kid") if isinstance(decoded, dict) else None
+        return kid if isinstance(kid, str) else ""
+
 
 class WorkloadCache:
     """Entries, SVIDs and bundles for one agent."""
@@ -130,6 +147,7 @@ class WorkloadCache:
         self.bundle: Bundle | None = None
         self.federated: dict[TrustDomain, Bundle] = {}
         self.tainted_key_ids: frozenset[bytes] = frozenset()
+        self.tainted_jwt_key_ids: frozenset[str] = frozenset()
         self._subscribers: dict[int, frozenset[Selector]] = {}
         self._next_subscriber = 0
         self.generation = 0
@@ -182,16 +200,45 @@ class WorkloadCache:
         self._bump()
 
     def set_bundles(
-        self, bundle: Bundle, federated: Mapping[TrustDomain, Bundle], tainted_key_ids: frozenset[bytes]
+        self,
+        bundle: Bundle,
+        federated: Mapping[TrustDomain, Bundle],
+        tainted_key_ids: frozenset[bytes],
+        tainted_jwt_key_ids: frozenset[str] = frozenset(),
     ) -> None:
-        """Replace the bundles (own and federated) and the set of tainted authority keys."""
+        """Replace the bundles (own and federated) and the sets of tainted authority keys.
+
+        As SPIRE's agent: cached JWT-SVIDs signed by a newly tainted JWT key are dropped, so
+        the next request for them mints a token signed by the active key.
+        """
         federated = dict(federated)
-        if bundle == self.bundle and federated == self.federated and tainted_key_ids == self.tainted_key_ids:
+        if (
+            bundle == self.bundle
+            and federated == self.federated
+            and tainted_key_ids == self.tainted_key_ids
+            and tainted_jwt_key_ids == self.tainted_jwt_key_ids
+        ):
             return
         self.bundle = bundle
         self.federated = federated
         self.tainted_key_ids = tainted_key_ids
+        if tainted_jwt_key_ids - self.tainted_jwt_key_ids:
+            self._drop_jwt_signed_by(tainted_jwt_key_ids)
+        self.tainted_jwt_key_ids = tainted_jwt_key_ids
         self._bump()
+
+    def _drop_jwt_signed_by(self, key_ids: frozenset[str]) -> None:
+        removed: dict[str, int] = {}
+        for key, cached in list(self._jwt.items()):
+            kid = cached.key_id
+            if kid in key_ids:
+                del self._jwt[key]
+                removed[kid] = removed.get(kid, 0) + 1
+        for kid, count in sorted(removed.items()):
+            _log.info(
+                "JWT-SVIDs were removed from the JWT cache because they were issued by a tainted authority",
+                extra={"jwt_authority_key_ids": kid, "tainted_jwt_svids": count},
+            )
 
     def put_svids(self, svids: Mapping[str, IssuedSvid]) -> None:
         """Store newly issued SVIDs, then evict unsubscribed ones beyond the size limit."""

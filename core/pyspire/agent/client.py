@@ -33,7 +33,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from pyspire import spire_ids
 from pyspire.agent.cache import CachedJwtSvid, WorkloadEntry
-from pyspire.bundle_messages import bundle_from_proto, tainted_key_ids
+from pyspire.bundle_messages import bundle_from_proto, tainted_jwt_key_ids, tainted_key_ids
 from pyspire.plugin.selectors import Selector
 from pyspire.proto.spire.api.server.agent.v1 import agent_grpc, agent_pb2
 from pyspire.proto.spire.api.server.bundle.v1 import bundle_grpc, bundle_pb2
@@ -299,15 +299,16 @@ class ServerClient:
 
     # --- bundles, entries, SVIDs -----------------------------------------------------
 
-    async def bundle(self) -> tuple[Bundle, frozenset[bytes]]:
-        """The server's own trust bundle, and the subject key IDs of its tainted X.509 authorities."""
+    async def bundle(self) -> tuple[Bundle, frozenset[bytes], frozenset[str]]:
+        """The server's own trust bundle, the subject key IDs of its tainted X.509 authorities
+        and the key IDs of its tainted JWT authorities."""
         proto = await self._guard(
             lambda: bundle_grpc.BundleStub(self._current()).GetBundle(
                 bundle_pb2.GetBundleRequest(), timeout=CALL_TIMEOUT
             )
         )
         try:
-            return bundle_from_proto(proto), tainted_key_ids(proto)
+            return bundle_from_proto(proto), tainted_key_ids(proto), tainted_jwt_key_ids(proto)
         except (ValueError, BundleError) as err:
             raise UnusableAnswer(f"the server's bundle cannot be read: {err}") from None
 

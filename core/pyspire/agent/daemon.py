@@ -324,7 +324,7 @@ class AgentDaemon:
         backoff = attestation_backoff()
         while True:
             try:
-                bundle, _ = await client.bundle()
+                bundle, _, _ = await client.bundle()
             except UnusableAnswer as err:
                 raise StartupError(str(err)) from None
             except ServerUnavailable as err:

@@ -39,7 +39,7 @@ from pyspire.plugin.errors import PluginError
 from pyspire.proto.spire.api.types import types_pb2
 from pyspire.spiffe import Bundle, TrustDomain
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span
 
 __all__ = ["MAX_BACKOFF", "SVID_BATCH", "AgentStopped", "SyncManager"]
 
@@ -147,7 +147,8 @@ class SyncManager:
         tainted = issued_by_any(identity.chain, self.cache.tainted_key_ids)
         if tainted:
             _log.info("The agent SVID was signed by a tainted authority: renewing it")
-        if tainted or datetime.now(UTC) >= self._renew_at:
+        now = datetime.now(UTC)
+        if tainted or now >= self._renew_at:
             # As SPIRE: a node that can re-attest renews by attesting again (fresh evidence).
             try:
                 if identity.reattestable:
@@ -159,7 +160,35 @@ class SyncManager:
                 # hand is still valid, so renewal is tried again at the next sync.
                 _log.error("Cannot renew the agent SVID; trying again at the next sync", extra={"error": str(err)})
                 return
+            except (ServerUnavailable, GRPCError) as err:
+                if isinstance(err, GRPCError) and err.status is Status.PERMISSION_DENIED:
+                    raise  # banned, evicted: the server's reason decides
+                if now >= identity.not_after and not identity.reattestable:
+                    # As SPIRE's rotator: an expired SVID that could not be renewed is the end
+                    # for a node that cannot attest again; the server's handshake refuses it,
+                    # so retrying would only hide why the agent serves no new identities.
+                    reason = err.message if isinstance(err, GRPCError) else str(err)
+                    raise AgentStopped(
+                        f"the agent SVID expired at {identity.not_after.isoformat()} and could not be renewed "
+                        f"({reason}); its attestor cannot re-attest: restart the agent with new attestation "
+                        "data (for join_token, a new token)"
+                    ) from None
+                raise
             self._schedule_renewal()
+
+    def _retry_wait(self, backoff: Backoff) -> float:
+        """The backoff's next wait, cut short to just past the agent SVID's expiry if that comes first.
+
+        An agent that cannot re-attest must stop when its SVID lapses unrenewed, not a backoff
+        of up to a minute later; one that can attests again as soon as it may.
+        """
+        wait = backoff.next_wait() or MAX_BACKOFF
+        identity = self._node.identity
+        if identity is not None:
+            left = (identity.not_after - datetime.now(UTC)).total_seconds()
+            if left > 0:
+                wait = min(wait, left + 0.5)
+        return wait
 
     async def _handle_denied(self, err: GRPCError) -> None:
         reason = _denied_reason(err)
@@ -193,7 +222,7 @@ class SyncManager:
 
     async def sync_once(self) -> None:
         """One full round; raises ServerUnavailable or AgentStopped."""
-        with tracer.start_as_current_span("agent.sync"):
+        with start_span("agent.sync"):
             await self._sync_once()
 
     async def _sync_once(self) -> None:
@@ -201,7 +230,7 @@ class SyncManager:
             await self._renew_if_due()
             with (
                 self._metrics.call("manager", "sync", "fetch_entries_updates"),
-                tracer.start_as_current_span("agent.fetch_entries_updates"),
+                start_span("agent.fetch_entries_updates"),
             ):
                 await self._sync_bundles()
                 await self._sync_entries()
@@ -217,7 +246,7 @@ class SyncManager:
         self.synced.set()
 
     async def _sync_bundles(self) -> None:
-        bundle, tainted = await self._client.bundle()
+        bundle, tainted, tainted_jwt = await self._client.bundle()
         self._node.set_roots(bundle.x509_authorities)
         federated: dict[TrustDomain, Bundle] = {}
         for trust_domain in sorted(self._federated_trust_domains(), key=str):
@@ -232,7 +261,7 @@ class SyncManager:
                 _log.debug("No federated bundle yet", extra={"trust_domain": trust_domain.name})
                 continue
             federated[trust_domain] = federated_bundle
-        self.cache.set_bundles(bundle, federated, tainted)
+        self.cache.set_bundles(bundle, federated, tainted, tainted_jwt)
         self._metrics.set_gauge(("sync_bundles_total",), 1 + len(federated))
         self._stored.set_bundles(bundle, federated)
 
@@ -324,7 +353,7 @@ class SyncManager:
             batch = needed[start : start + SVID_BATCH]
             with (
                 self._metrics.call("manager", "sync", "fetch_svids_updates"),
-                tracer.start_as_current_span("agent.fetch_svids_updates", attributes={"pyspire.count": len(batch)}),
+                start_span("agent.fetch_svids_updates", attributes={"pyspire.count": len(batch)}),
             ):
                 await self._mint_batch(batch)
         self._metrics.set_gauge(("lru_cache_svid_map_size",), self.cache.svid_count())
@@ -385,13 +414,13 @@ class SyncManager:
                 backoff.reset()
                 delay = self._interval
             except ServerUnavailable as err:
-                delay = backoff.next_wait() or MAX_BACKOFF
+                delay = self._retry_wait(backoff)
                 _log.warning(
                     "Cannot reach the server; cached SVIDs are served until they expire",
                     extra={"error": str(err), "retry_in_seconds": round(delay, 1)},
                 )
             except GRPCError as err:
-                delay = backoff.next_wait() or MAX_BACKOFF
+                delay = self._retry_wait(backoff)
                 if transient_status(err.status.value):
                     _log.warning(
                         "Sync failed",

@@ -40,7 +40,7 @@ from pyspire.spiffe import SpiffeId, X509SvidError
 from pyspire.spiffe.pem import der_certificate
 from pyspire.spiffe.x509svid import leaf_spiffe_id
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span
 
 __all__ = ["AgentIdentity", "NodeError", "NodeIdentityManager"]
 
@@ -215,7 +215,7 @@ class NodeIdentityManager:
     async def attest(self, *, reattest: bool = False) -> AgentIdentity:
         """Attest the node (again, to renew, when ``reattest``) and adopt the SVID the server issues."""
         key = ("node", "attest") if reattest else ("node", "attestor", "new_svid")
-        with self._metrics.call(*key), tracer.start_as_current_span("agent.node_attestation") as span:
+        with self._metrics.call(*key), start_span("agent.node_attestation") as span:
             identity = await self._attest()
             span.set_attribute("pyspire.spiffe_id", str(identity.spiffe_id))
         return identity
@@ -255,7 +255,7 @@ class NodeIdentityManager:
         """RenewAgent with a fresh key."""
         if self.identity is None:
             raise NodeError("cannot renew: the agent has no SVID")
-        with self._metrics.call("agent_svid", "rotate"), tracer.start_as_current_span("agent.rotate_agent_svid"):
+        with self._metrics.call("agent_svid", "rotate"), start_span("agent.rotate_agent_svid"):
             _log.debug("Rotating agent SVID")
             key_id = self._next_key_id()
             csr = await self._new_csr(key_id)

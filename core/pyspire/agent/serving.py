@@ -28,7 +28,7 @@ from pyspire.plugin.errors import PluginError
 from pyspire.plugin.facades import WorkloadAttestor
 from pyspire.plugin.selectors import Selector
 from pyspire.telemetry.metrics import NO_METRICS, Metrics
-from pyspire.telemetry.tracing import tracer
+from pyspire.telemetry.tracing import start_span
 from pyspire.transport import pinned_caller
 
 __all__ = ["SECURITY_HEADER", "CallerAttestor", "OpenStreams", "check_security_header", "log_matched_entries"]
@@ -67,7 +67,7 @@ class CallerAttestor:
             raise _replaced()
         with (
             self._metrics.call("workload_api", "workload_attestation"),
-            tracer.start_as_current_span("agent.workload_attestation", attributes={"pyspire.pid": process.pid}),
+            start_span("agent.workload_attestation", attributes={"pyspire.pid": process.pid}),
         ):
             selectors = await self.attest_pid(process.pid)
             if not process.alive():

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pyspire.crypto import CsrError, LocalSigner, build_csr
-from pyspire.server.csr_verifier import POOLED_BATCH, CsrVerifier
+from pyspire.server import csr_verifier
+from pyspire.server.csr_verifier import POOLED_BATCH, QUEUED_BATCHES, CsrVerifier
 
 
 def _csrs(count: int) -> tuple[list[bytes], list[ec.EllipticCurvePrivateKey]]:
@@ -92,3 +97,52 @@ def test_no_worker_on_a_single_cpu_setting() -> None:
             verifier.close()
 
     assert asyncio.run(run()) is False
+
+
+def test_concurrent_batches_beyond_the_queue_are_all_answered_in_their_order() -> None:
+    """More batches at once than the worker may have queued: the overflow is checked inline,
+    and every batch gets its own answers, whichever side checked it."""
+    batches = [_csrs(POOLED_BATCH + index) for index in range(QUEUED_BATCHES + 3)]
+
+    async def run() -> list[list[object]]:
+        verifier = CsrVerifier(workers=1)
+        verifier.start()
+        try:
+            await verifier.check(batches[0][0])  # the worker is up once this one is answered
+            return await asyncio.gather(*(verifier.check(csrs) for csrs, _ in batches))  # type: ignore[arg-type]
+        finally:
+            await verifier.aclose()
+
+    for checked, (_, keys) in zip(asyncio.run(run()), batches, strict=True):
+        assert [_spki(k) for k in checked] == [_spki(k.public_key()) for k in keys]
+
+
+def test_a_worker_that_stops_answering_is_killed_and_the_batch_checked_inline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that hangs (stopped here) costs one timeout, not the timeout and then a wait for
+    the process to exit: the loop kills it and checks the batch itself."""
+    csrs, keys = _csrs(POOLED_BATCH)
+
+    async def run() -> tuple[list[object], float, bool]:
+        verifier = CsrVerifier(workers=1)
+        verifier.start()
+        process = verifier._process
+        assert process is not None
+        try:
+            await verifier.check(csrs)  # answered by the worker, given its usual time to start
+            assert verifier.worker_started
+            assert process.pid is not None
+            monkeypatch.setattr(csr_verifier, "WORKER_TIMEOUT", 0.5)
+            os.kill(process.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            checked = await verifier.check(csrs)
+            return checked, time.monotonic() - started, process.is_alive()
+        finally:
+            verifier.close()
+
+    checked, seconds, alive = asyncio.run(run())
+    assert [_spki(k) for k in checked] == [_spki(k.public_key()) for k in keys]
+    assert seconds < 2.5, seconds
+    assert not alive
+    assert "The CSR worker process failed (no answer in 0.5 s)" in caplog.text

@@ -1,11 +1,13 @@
 """Checking batches of CSRs on a second core.
 
 Verifying a CSR's self-signature costs about as much as signing the certificate, and neither
-releases the GIL, so one server process signs at most half as fast as ``cryptography`` can.
-For large batches (agents ask for up to 500 SVIDs at once) half of the CSRs are checked in a
-worker process while the event loop's thread checks the other half; the certificates are then
-signed here, where the KeyManager lives. The worker only ever sees CSRs, which are public.
-Small batches are checked inline: the round trip to the worker would cost more than it saves.
+releases the GIL: checked in the server's process, the CSRs of a busy server take a quarter of
+its one core. Large batches (agents ask for up to 500 SVIDs at once) go to a worker process
+instead, whole, while the event loop serves other calls; the certificates are then signed
+here, where the KeyManager lives. The worker only ever sees CSRs, which are public. When the
+worker already has ``QUEUED_BATCHES`` batches waiting, the next is checked here, so a worker
+that falls behind never makes a batch wait longer than checking it would take. Small batches
+are checked inline: the round trip to the worker would cost more than it saves.
 The worker starts with the first large batch, not with the server: a fresh interpreter costs
 about 0.3 s of CPU and 20 MB, which a server whose agents never ask for many SVIDs at once
 should not pay.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -26,13 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pyspire.crypto import CsrError, parse_csr
 
-__all__ = ["POOLED_BATCH", "CsrVerifier"]
+__all__ = ["POOLED_BATCH", "QUEUED_BATCHES", "CsrVerifier"]
 
 _log = logging.getLogger(__name__)
 
-POOLED_BATCH = 16
-"""Batches at least this large are split with the worker process."""
-SHORT_WAIT = 0.02
+POOLED_BATCH = 8
+"""Batches at least this large go to the worker process."""
+QUEUED_BATCHES = 4
+"""Batches the worker may have waiting; one more is checked in the server's process."""
 WORKER_TIMEOUT = 10.0
 
 CheckedKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | CsrError
@@ -70,25 +74,24 @@ def _from_remote(item: bytes | str) -> CheckedKey:
 
 
 def _serve(connection: Connection) -> None:
-    """The worker process: check batches until told to stop (None) or the pipe closes."""
+    """The worker process: check ``(number, batch)`` requests until told to stop (None) or the pipe closes."""
     while True:
         try:
-            batch = connection.recv()
+            request = connection.recv()
         except (EOFError, OSError):
             return
-        if batch is None:
+        if request is None:
             return
-        connection.send(_check_remote(batch))
+        number, batch = request
+        connection.send((number, _check_remote(batch)))
 
 
 class CsrVerifier:
-    """Checks CSRs, sharing large batches with one worker process when there is a spare core.
+    """Checks CSRs, handing large batches to one worker process when there is a spare core.
 
-    The batch goes to the worker over a pipe written from this thread (an executor would hand it
-    over from a helper thread, which waits for the GIL while this thread verifies), and only one
-    batch at a time is shared; a batch arriving meanwhile is checked inline. The batch that starts
-    the worker is checked inline too, while the worker imports. A worker that fails is not
-    started again: checking inline is always correct, only slower.
+    Requests go to the worker over a pipe written from the event loop's thread, and its answers
+    are read when the pipe is readable (a reader on the loop): no thread waits for the worker.
+    A worker that fails is not started again: checking inline is always correct, only slower.
     """
 
     def __init__(self, workers: int | None = None) -> None:
@@ -96,7 +99,9 @@ class CsrVerifier:
         self._enabled = bool(workers if workers is not None else (os.cpu_count() or 1) > 1)
         self._connection: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
-        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[list[bytes | str]]] = {}
+        self._numbers = itertools.count()
 
     @property
     def worker_started(self) -> bool:
@@ -115,33 +120,72 @@ class CsrVerifier:
 
     async def check(self, ders: Sequence[bytes]) -> list[CheckedKey]:
         """For each CSR (in order): its public key, or the CsrError saying why it was refused."""
-        connection = self._connection
-        if len(ders) < POOLED_BATCH or self._busy:
+        if len(ders) < POOLED_BATCH or len(self._waiting) >= QUEUED_BATCHES or not self._enabled:
             return _check_local(ders)
-        if connection is None:
-            self.start()
+        if self._connection is None:
+            self.start()  # the batch that starts the worker is checked here while it imports
             return _check_local(ders)
-        half = len(ders) // 2
-        self._busy = True
         try:
-            connection.send(list(ders[:half]))
-            local = _check_local(ders[half:])
-            # The worker had the same amount of work and started first, so its answer is due
-            # about now: wait briefly in this thread, longer (off the loop) only if it is late.
-            if not connection.poll(SHORT_WAIT) and not await asyncio.to_thread(connection.poll, WORKER_TIMEOUT):
-                raise TimeoutError("the CSR worker did not answer")
-            first = [_from_remote(item) for item in connection.recv()]
+            answer = await asyncio.wait_for(self._ask_worker(list(ders)), WORKER_TIMEOUT)
         except (EOFError, OSError, TimeoutError) as err:
-            _log.warning("The CSR worker process failed (%s); checking CSRs inline from now on", err)
-            self.close()
-            self._enabled = False
+            reason = f"no answer in {WORKER_TIMEOUT:g} s" if isinstance(err, TimeoutError) else str(err)
+            _log.warning("The CSR worker process failed (%s); checking CSRs inline from now on", reason)
+            self._stop_worker(err)
             return _check_local(ders)
+        return [_from_remote(item) for item in answer]
+
+    async def _ask_worker(self, ders: list[bytes]) -> list[bytes | str]:
+        connection = self._connection
+        if connection is None:
+            raise EOFError("the worker was stopped")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            loop.add_reader(connection.fileno(), self._read_answer)
+        number = next(self._numbers)
+        future: asyncio.Future[list[bytes | str]] = loop.create_future()
+        self._waiting[number] = future
+        try:
+            connection.send((number, ders))
+            return await future
         finally:
-            self._busy = False
-        return first + local
+            self._waiting.pop(number, None)
+
+    def _read_answer(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            number, answer = connection.recv()
+        except (EOFError, OSError) as err:
+            self._stop_worker(err if str(err) else EOFError("the worker closed its pipe"))
+            return
+        future = self._waiting.get(number)
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def _stop_worker(self, reason: BaseException) -> None:
+        """Fail what waits for the worker, and check inline from now on.
+
+        Runs on the event loop: the failed worker is killed, not waited for (one that stopped
+        answering would hold the loop for ``close``'s five seconds).
+        """
+        self._enabled = False
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(EOFError(f"the CSR worker failed: {reason}"))
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        self.close()
+
+    async def aclose(self) -> None:
+        """Stop the worker from the event loop: its reader comes off the loop here, the wait in a thread."""
+        self._detach_reader()
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Stop the worker."""
+        """Stop the worker (from the event loop's thread, or once ``aclose`` has detached it)."""
+        self._detach_reader()
         connection, process = self._connection, self._process
         self._connection = self._process = None
         if connection is not None:
@@ -152,3 +196,8 @@ class CsrVerifier:
             process.join(5)
             if process.is_alive():
                 process.kill()
+
+    def _detach_reader(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and self._connection is not None and not loop.is_closed():
+            loop.remove_reader(self._connection.fileno())

@@ -72,8 +72,14 @@ class ListeningSocket(socket.socket):
     __slots__ = ("_rest_until",)
 
     def __init__(self, family: int) -> None:
-        """A new, unbound stream socket of ``family``."""
-        super().__init__(family, socket.SOCK_STREAM)
+        """A new, unbound stream socket of ``family``.
+
+        An internet socket is made with protocol TCP, not 0: asyncio turns Nagle's algorithm
+        off only for connections whose protocol says TCP, and with it on every small reply
+        waited for the peer's delayed ACK (40 ms).
+        """
+        proto = socket.IPPROTO_TCP if family in (socket.AF_INET, socket.AF_INET6) else 0
+        super().__init__(family, socket.SOCK_STREAM, proto)
         self._rest_until = 0.0
 
     def accept(self) -> tuple[socket.socket, Any]:

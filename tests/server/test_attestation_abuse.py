@@ -7,21 +7,18 @@ server keeps serving the agents it has.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
-import json
 import os
+import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from pyspire.agent.client import ServerUnavailable
@@ -33,6 +30,8 @@ from pyspire.spiffe.x509svid import leaf_spiffe_id
 from tests.plugin.test_x509pop import node_certificate
 from tests.server.test_api_security import attest, new_client, no_challenge, roots
 from tests.support.daemons import ServerDaemon, start_server
+from tests.support.free_port import free_port
+from tests.support.hostile_x509pop import oversized_chain_payload, oversized_rsa_leaf_payload
 from tests.support.pki import make_ca
 from tests.support.waiting import eventually
 from tests.support.x509pop_nodes import PopNode, x509pop_server_plugin
@@ -42,7 +41,13 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
+def metrics_port() -> int:
+    """The server's Prometheus port: its asyncio tasks are counted there."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Iterator[ServerDaemon]:
     directory: Path = tmp_path_factory.mktemp("server")
     (directory / "roots.pem").write_bytes(ROOT.certificate.public_bytes(serialization.Encoding.PEM))
     daemon = start_server(
@@ -50,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerDaemon]:
         extra="ratelimit {\n attestation = false\n }",
         plugins=x509pop_server_plugin(directory / "roots.pem"),
         log_level="INFO",
+        blocks=f'telemetry {{\n Prometheus {{\n  host = "127.0.0.1"\n  port = {metrics_port}\n }}\n}}',
     )
     with pytest.raises(GRPCError):  # the first attestation loads what the server loads lazily
         asyncio.run(_attest_raw(daemon, "x509pop", b"{}"))
@@ -65,6 +71,14 @@ def _cpu_seconds(pid: int) -> float:
 
 def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _asyncio_tasks(metrics_port: int) -> int:
+    """The server's unfinished asyncio tasks, as its Prometheus exporter reports them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    (value,) = re.findall(r"^python_asyncio_tasks (\S+)$", text, re.M)
+    return int(float(value))
 
 
 def _threads(pid: int) -> int:
@@ -100,10 +114,7 @@ def _refused_cheaply(server: ServerDaemon, payload: str, reason: str) -> None:
 
 def test_a_chain_of_a_thousand_intermediates_is_refused_cheaply(server: ServerDaemon) -> None:
     """Case 13: refused by size before any chain building, well under 100 ms of server CPU."""
-    intermediate = make_ca(issuer=ROOT, name="intermediate").certificate.public_bytes(serialization.Encoding.DER)
-    leaf = node_certificate(ROOT).certificate.public_bytes(serialization.Encoding.DER)
-    payload = json.dumps({"certificates": [base64.b64encode(der).decode() for der in [leaf] + [intermediate] * 1000]})
-    _refused_cheaply(server, payload, "too many intermediate certificates")
+    _refused_cheaply(server, oversized_chain_payload(ROOT).decode(), "too many intermediate certificates")
 
 
 def test_a_certificate_of_another_ca_is_permission_denied(server: ServerDaemon, tmp_path: Path) -> None:
@@ -127,9 +138,11 @@ def test_malformed_x509pop_payloads_are_invalid_argument(server: ServerDaemon, p
     assert raised.value.status is Status.INVALID_ARGUMENT
 
 
-def test_streams_closed_mid_challenge_leave_nothing_behind(server: ServerDaemon, tmp_path: Path) -> None:
+def test_streams_closed_mid_challenge_leave_nothing_behind(
+    server: ServerDaemon, metrics_port: int, tmp_path: Path
+) -> None:
     """Case 14: 50 clients, one after another, take a challenge and hang up; no node record, no
-    descriptor or worker thread left held, and a legitimate node attests afterwards. (Many at
+    descriptor, worker thread or asyncio task left held, and a legitimate node attests afterwards. (Many at
     once holding their challenges open is the challenge-timeout item of issue 19, not this one.)"""
     node = PopNode(tmp_path / "node", node_certificate(ROOT, common_name="legit"))
     assert server.process is not None
@@ -157,10 +170,12 @@ def test_streams_closed_mid_challenge_leave_nothing_behind(server: ServerDaemon,
         for _ in range(50):  # one at a time: what each leaves behind adds up
             await hang_up_after_the_challenge()
 
-    baseline, threads = _open_fds(pid), _threads(pid)
+    baseline, threads, tasks = _open_fds(pid), _threads(pid), _asyncio_tasks(metrics_port)
+    assert tasks > 0  # the server's own loops: the count is of the running daemon
     asyncio.run(run())
     eventually(lambda: _open_fds(pid) <= baseline + 3, timeout=30)
     eventually(lambda: _threads(pid) <= threads + 2, timeout=30)
+    eventually(lambda: _asyncio_tasks(metrics_port) <= tasks + 2, timeout=30)
     assert _agents(server) == agents
 
     async def legit() -> str:
@@ -203,34 +218,12 @@ def test_an_attestation_flood_is_rate_limited_and_attested_agents_keep_being_ser
     assert synced > 0
 
 
-def _a_sixteen_thousand_bit_rsa_leaf() -> bytes:
-    """A node certificate (signed by ROOT) whose RSA key has 16,384 bits, as DER.
-
-    Only its public half matters to the server, so the modulus is a random odd number of that
-    length: generating a real 16k-bit key would take the test minutes.
-    """
-    modulus = int.from_bytes(os.urandom(16384 // 8), "big") | (1 << 16383) | 1
-    public_key = rsa.RSAPublicNumbers(65537, modulus).public_key()
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "huge")]))
-        .issuer_name(ROOT.certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=1))
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .sign(ROOT.key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.DER)
-
-
 def test_a_sixteen_thousand_bit_rsa_leaf_is_refused_cheaply(server: ServerDaemon) -> None:
     """Case 13: refused by its key size (SPIRE's max_rsa_key_size, 8192 by default) before any
     chain building or challenge, well under 100 ms of server CPU, with no node record."""
-    payload = json.dumps({"certificates": [base64.b64encode(_a_sixteen_thousand_bit_rsa_leaf()).decode()]})
-    _refused_cheaply(server, payload, "leaf certificate key size too large (16384 bits")
+    _refused_cheaply(
+        server, oversized_rsa_leaf_payload(ROOT).decode(), "leaf certificate key size too large (16384 bits"
+    )
 
 
 def test_a_challenge_answered_with_the_wrong_key_or_a_replayed_answer_is_permission_denied(
@@ -286,12 +279,7 @@ def test_legitimate_nodes_attest_promptly_while_hostile_payloads_pour_in(server:
     """Case 13, Nothing lost: legitimate x509pop attestations are not slowed much by a stream of
     hostile ones (a 1,000-intermediate chain, a 16k-bit RSA leaf, a stranger's certificate),
     measured as the slowest of 20 attestations against the slowest of 20 without the attack."""
-    intermediate = make_ca(issuer=ROOT, name="intermediate").certificate.public_bytes(serialization.Encoding.DER)
-    leaf = node_certificate(ROOT).certificate.public_bytes(serialization.Encoding.DER)
-    hostile = [
-        json.dumps({"certificates": [base64.b64encode(d).decode() for d in [leaf] + [intermediate] * 1000]}).encode(),
-        json.dumps({"certificates": [base64.b64encode(_a_sixteen_thousand_bit_rsa_leaf()).decode()]}).encode(),
-    ]
+    hostile = [oversized_chain_payload(ROOT), oversized_rsa_leaf_payload(ROOT)]
     stranger = PopNode(tmp_path / "stranger", node_certificate(make_ca(name="someone else's root")))
     nodes = [PopNode(tmp_path / f"node-{i}", node_certificate(ROOT, common_name=f"legit-{i}")) for i in range(40)]
     trusted = roots(server)

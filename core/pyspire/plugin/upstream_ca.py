@@ -60,7 +60,11 @@ class PemUpstreamCa:
         now = datetime.now(UTC)
         not_after = min(now + preferred_ttl, self.certificate.not_valid_after_utc)
         if not_after <= now:
-            raise Internal("the upstream CA has expired")
+            expired = self.certificate.not_valid_after_utc.isoformat()
+            raise Internal(
+                f"the upstream CA has expired (subject {self.certificate.subject.rfc4514_string()}, at {expired}): "
+                "replace it before this server can sign"
+            )
         builder = ca_certificate(
             subject=subject,
             public_key=public_key,

@@ -65,7 +65,10 @@ class _Attested:
 _Stream = ApiStream[agent_pb2.AttestAgentRequest, agent_pb2.AttestAgentResponse]
 
 
-async def _exchange(stream: _Stream, challenge: bytes) -> bytes:
+async def _exchange(stream: _Stream, challenge: bytes, abandoned: asyncio.Event) -> bytes:
+    if abandoned.is_set():
+        # The handler is gone; its plugin thread woke up later and must not write to the stream.
+        raise Unavailable("the agent left before the challenge was sent")
     try:
         await stream.send_message(agent_pb2.AttestAgentResponse(challenge=challenge))
         reply = await stream.recv_message()
@@ -86,9 +89,12 @@ async def _run_plugin(
         raise FailedPrecondition(f'could not find node attestor type "{attestation_type}"')
     loop = asyncio.get_running_loop()
     exchanges: set[concurrent.futures.Future[bytes]] = set()
+    # Set on the loop when the handler is cancelled, and read on the loop by every exchange: a
+    # plugin already running in its thread when the agent hung up may still ask for a challenge.
+    abandoned = asyncio.Event()
 
     def challenge(data: bytes) -> bytes:
-        future = asyncio.run_coroutine_threadsafe(_exchange(stream, data), loop)
+        future = asyncio.run_coroutine_threadsafe(_exchange(stream, data, abandoned), loop)
         exchanges.add(future)
         try:
             return future.result(timeout=CHALLENGE_TIMEOUT)
@@ -106,6 +112,7 @@ async def _run_plugin(
     except asyncio.CancelledError:
         # The agent hung up (grpclib cancels the handler): wake the plugin's thread now rather
         # than leave it waiting CHALLENGE_TIMEOUT for an answer that cannot come.
+        abandoned.set()
         for exchange in list(exchanges):
             exchange.cancel()
         raise
@@ -195,7 +202,7 @@ async def attest_agent(ctx: ServerContext, stream: _Stream, client_ip: str | Non
             raise PermissionDenied("failed to attest: attestation data has already been used to attest an agent")
 
     ttl: timedelta = ctx.config.server.effective_agent_ttl
-    chain: list[x509.Certificate] = await ctx.pools.sign(ctx.issuer.sign_agent_x509_svid, public_key, agent_id, ttl)
+    chain: list[x509.Certificate] = await ctx.pools.sign_one(ctx.issuer.sign_agent_x509_svid, public_key, agent_id, ttl)
     node = AttestedNode(
         spiffe_id=agent_id,
         attestation_type=attested.attestation_type,

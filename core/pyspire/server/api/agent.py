@@ -132,7 +132,7 @@ class AgentService(agent_grpc.AgentBase):
         except CsrError as err:
             raise _invalid(f"invalid CSR: {err}") from None
         ttl = self.ctx.config.server.effective_agent_ttl
-        chain = await self.ctx.pools.sign(self.ctx.issuer.sign_agent_x509_svid, public_key, node.spiffe_id, ttl)
+        chain = await self.ctx.pools.sign_one(self.ctx.issuer.sign_agent_x509_svid, public_key, node.spiffe_id, ttl)
         serial, not_after = str(chain[0].serial_number), int(chain[0].not_valid_after_utc.timestamp())
 
         def record_new_serial(current: AttestedNode) -> AttestedNode:

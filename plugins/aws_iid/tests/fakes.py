@@ -15,6 +15,9 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -204,3 +207,40 @@ def launch_instance(
         ]
     reservation = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SecurityGroupIds=[group], **extra)
     return Instance(reservation["Instances"][0]["InstanceId"], group, role_arn)
+
+
+class RewrittenEc2:
+    """A real-HTTP pass-through to moto that rewrites DescribeInstances answers (reliability case 10).
+
+    moto stamps attach times with its wall clock, so a root volume attached minutes after the
+    primary interface, or an instance-store root, can only be shown by editing its answer.
+    Every other request and answer, AWS errors included, goes through unchanged.
+    """
+
+    def __init__(self, upstream: str, rewrite: Callable[[str], str]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(upstream + self.path, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        answer, status, kind = response.read(), response.status, response.headers["Content-Type"]
+                except urllib.error.HTTPError as refused:
+                    answer, status, kind = refused.read(), refused.code, refused.headers["Content-Type"]
+                if status == 200 and b"Action=DescribeInstances" in body:
+                    answer = rewrite(answer.decode()).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "text/xml")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self._server = http_fakes.serve(Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        http_fakes.stop(self._server)

@@ -5,17 +5,22 @@ The server starts while "AWS" (moto) is down: the agent's attempts fail inside t
 answering 503 is waited out the same way. Once AWS answers the agent is attested, a workload
 gets its SVID (through an entry selecting an empty tag value, as SPIRE's selectors allow), and
 the same document presented by another agent is refused as a replay. A document AWS really
-signed passes the server's signature check with the certificate the plugin ships.
+signed passes the server's signature check with the certificate the plugin ships. An instance
+whose root volume was detached, or replaced after launch, is refused by the block-device check
+(reliability case 10) with no node record, while an untouched one attests on the same server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.exceptions import GRPCError
@@ -27,12 +32,13 @@ from plugins.aws_iid.tests.fakes import (
     GENUINE,
     ImdsServer,
     RegionSigner,
+    RewrittenEc2,
     identity_document,
     launch_instance,
     payload,
 )
-from tests.server.test_api_security import new_client, no_challenge
-from tests.support.daemons import start_agent, start_server
+from tests.server.test_api_security import attested_agent_id, new_client, no_challenge
+from tests.support.daemons import ServerDaemon, start_agent, start_server
 from tests.support.free_port import free_port
 from tests.support.moto import ACCOUNT, MotoServer, aws_environment
 from tests.support.waiting import eventually
@@ -112,6 +118,11 @@ def test_agent_attests_with_aws_iid_and_a_replay_is_refused(
             lambda: "spiffe://example.org/after-replay" in {str(s.spiffe_id) for s in x509_context(agent).svids},
             timeout=30,
         )
+        # SPIRE purges only agents that can attest again: purging this one would open its
+        # spent evidence to a replay. Its SVID (1 h) expires before "now + 2 h": selected but for that.
+        assert agent_id not in server.cli("agent", "purge", "-expiredFor=-2h", "-dryRun").stdout
+        server.cli("agent", "purge", "-expiredFor=-2h")
+        assert agent_id in server.cli("agent", "list").stdout
     finally:
         for daemon in (second, agent, server):
             if daemon is not None:
@@ -293,3 +304,103 @@ def test_a_tag_in_the_agent_path_template_cannot_name_the_server_or_another_path
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def _attached_later(volumes: set[str], delay: timedelta, rewritten: list[str]) -> Callable[[str], str]:
+    """A DescribeInstances rewrite that moves the attach time of each of ``volumes`` ``delay`` later.
+
+    It reads as it would had those volumes been swapped in that long after launch; nothing else
+    (the volume IDs, which device is the root) is touched. Each volume rewritten is recorded.
+    """
+
+    def aged(ebs: re.Match[str]) -> str:
+        block = ebs.group(0)
+        volume = re.search(r"<volumeId>([^<]+)</volumeId>", block)
+        if volume is None or volume.group(1) not in volumes:
+            return block
+        rewritten.append(volume.group(1))
+
+        def later(stamp: re.Match[str]) -> str:
+            moved = datetime.fromisoformat(stamp.group(1).replace("Z", "+00:00")) + delay
+            return f"<attachTime>{moved.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</attachTime>"
+
+        return re.sub(r"<attachTime>([^<]+)</attachTime>", later, block)
+
+    return lambda answer: re.sub(r"<ebs>.*?</ebs>", aged, answer, flags=re.S)
+
+
+def _attest_signed(server: ServerDaemon, signer: RegionSigner, instance_id: str) -> str:
+    """AttestAgent with ``instance_id``'s genuinely signed document; the agent ID issued."""
+    document = identity_document(instance_id)
+    return attested_agent_id(server, "aws_iid", payload(document, signer.sign(document)))
+
+
+def test_a_tampered_root_volume_attests_nothing_on_a_real_server(
+    tmp_path: Path, aws: MotoServer, us_west_2: RegionSigner
+) -> None:
+    """Reliability case 10 through the server's AttestAgent, with documents the region really signed.
+
+    In moto, one instance's root volume is detached, and another's is replaced: detached, and a
+    fresh volume attached at the root device name (the relay shows that swap five minutes after
+    launch). Both are refused by the block-device check with PERMISSION_DENIED and no node record;
+    an untouched instance on the same server attests, so the record check can fail."""
+    ec2 = boto3.client("ec2", region_name="us-west-2")
+
+    def root_of(instance_id: str) -> tuple[str, str, str]:
+        described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        root = next(m for m in described["BlockDeviceMappings"] if m["DeviceName"] == described["RootDeviceName"])
+        return described["RootDeviceName"], root["Ebs"]["VolumeId"], described["Placement"]["AvailabilityZone"]
+
+    detached, replaced, untouched = launch_instance(), launch_instance(), launch_instance()
+    device, volume, _ = root_of(detached.instance_id)
+    ec2.detach_volume(VolumeId=volume, InstanceId=detached.instance_id)
+    device, volume, zone = root_of(replaced.instance_id)
+    ec2.detach_volume(VolumeId=volume, InstanceId=replaced.instance_id)
+    swapped_in = ec2.create_volume(Size=8, AvailabilityZone=zone)["VolumeId"]
+    ec2.attach_volume(VolumeId=swapped_in, InstanceId=replaced.instance_id, Device=device)
+    assert root_of(replaced.instance_id)[:2] == (device, swapped_in)  # moto's own state shows the swap
+
+    rewritten: list[str] = []
+    relay = RewrittenEc2(aws.endpoint, _attached_later({swapped_in}, timedelta(minutes=5), rewritten))
+    server = None
+    try:
+        server = start_server(
+            tmp_path / "server",
+            env={**aws.environment(), "AWS_ENDPOINT_URL": relay.endpoint},
+            extra="ratelimit {\n attestation = false\n }",
+            plugins=(
+                'NodeAttestor "aws_iid" {\n plugin_data {\n'
+                f'  region_certificates = {{ "us-west-2" = "{us_west_2.write(tmp_path)}" }}\n'
+                " }\n }"
+            ),
+        )
+        refusals = {
+            detached.instance_id: re.escape(f"the root device {device} is not attached to the instance"),
+            replaced.instance_id: (
+                r"the root volume and primary network interface were attached 30\d s apart"
+                r" \(more than 60 s\): the root volume may have been replaced"
+            ),
+        }
+        for instance_id, reason in refusals.items():
+            with pytest.raises(GRPCError) as raised:
+                _attest_signed(server, us_west_2, instance_id)
+            # SPIRE answers Internal ("failed aws ec2 attestation: ..."); pyspire PermissionDenied.
+            assert raised.value.status.name == "PERMISSION_DENIED", (instance_id, raised.value)
+            assert re.search(rf"nodeattestor\(aws_iid\): {reason}", str(raised.value.message)), raised.value
+            assert server.cli("agent", "count").stdout.strip() == "0 attested agents", instance_id
+            assert instance_id not in server.cli("agent", "list").stdout
+            assert re.search(rf'msg="Node attestation failed" attestation_type=aws_iid error=".*{reason}', server.log())
+        assert set(rewritten) == {swapped_in}  # the relay aged the swapped-in volume, and only it
+
+        agent_id = _attest_signed(server, us_west_2, untouched.instance_id)
+        assert agent_id == f"spiffe://example.org/spire/agent/aws_iid/{ACCOUNT}/us-west-2/{untouched.instance_id}"
+        listed = server.cli("agent", "list").stdout
+        assert agent_id in listed
+        assert detached.instance_id not in listed
+        assert replaced.instance_id not in listed
+        assert server.cli("agent", "count").stdout.strip() == "1 attested agent"
+        assert "Traceback" not in server.log()
+    finally:
+        if server is not None:
+            server.stop()
+        relay.stop()

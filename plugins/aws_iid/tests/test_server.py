@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,11 @@ from pyspire_aws_iid.signature import SignatureError, decode_signature, verified
 from plugins.aws_iid.tests.fakes import (
     GENUINE,
     RegionSigner,
+    RewrittenEc2,
     identity_document,
     launch_instance,
     payload,
 )
-from tests.support import http_fakes
 from tests.support.moto import ACCOUNT, MotoServer
 
 SHIPPED_REGIONS = sorted(
@@ -233,41 +231,6 @@ def test_detached_root_volume_fails_the_block_device_check(
     assert attest(local, signed(us_west_2, instance.instance_id))
 
 
-class _RewrittenEc2:
-    """A pass-through to moto that rewrites DescribeInstances answers (reliability case 10).
-
-    moto stamps attach times with the wall clock, so a root volume attached minutes after the
-    primary interface, or an instance-store root, can only be shown by editing its answer.
-    """
-
-    def __init__(self, moto: MotoServer, rewrite: Callable[[str], str]) -> None:
-        upstream = moto.endpoint
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                request = urllib.request.Request(upstream + self.path, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answer, status, kind = response.read(), response.status, response.headers["Content-Type"]
-                if b"Action=DescribeInstances" in body:
-                    answer = rewrite(answer.decode()).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self._server = http_fakes.serve(Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        http_fakes.stop(self._server)
-
-
 def _root_attached_later(answer: str) -> str:
     """The root volume's attach time moved five minutes past the instance's (and its interface's)."""
 
@@ -306,7 +269,7 @@ def test_the_block_device_check_compares_attach_times(
     refused: str | None,
 ) -> None:
     instance = launch_instance()
-    proxy = _RewrittenEc2(aws, rewrite)
+    proxy = RewrittenEc2(aws.endpoint, rewrite)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         if refused is None:  # nothing to compare: the check passes, as SPIRE's does

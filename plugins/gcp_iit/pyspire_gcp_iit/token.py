@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import google.auth.crypt
 import google.auth.exceptions
 import google.auth.jwt
 import google.auth.transport.requests
@@ -138,7 +139,11 @@ def verify_token(token: bytes, certificates: GoogleCertificates, audience: str) 
         raise InvalidArgument("the identity token names no signing key (kid)")
     known = certificates.current(key_id)
     if key_id not in known:
-        raise PermissionDenied(f"the identity token is signed by key {key_id!r}, which Google does not publish")
+        raise InvalidArgument(f"the identity token is signed by key {key_id!r}, which Google does not publish")
+    if not _signed_by(text, known[key_id]):
+        # As SPIRE: a signature that does not verify is bad input; a genuine token whose
+        # claims do not qualify (audience, lifetime, project) is a refusal.
+        raise InvalidArgument(f"the identity token's signature does not verify with Google's key {key_id!r}")
     try:
         claims = google.auth.jwt.decode(
             text,
@@ -154,3 +159,13 @@ def verify_token(token: bytes, certificates: GoogleCertificates, audience: str) 
     if claims.get("iss") not in ISSUERS:
         raise PermissionDenied(f"the identity token was not issued by Google (iss {claims.get('iss')!r})")
     return IdentityToken.from_claims(claims)
+
+
+def _signed_by(token: str, certificate: str) -> bool:
+    signed, _, encoded_signature = token.rpartition(".")
+    try:
+        signature = base64.urlsafe_b64decode(encoded_signature + "=" * (-len(encoded_signature) % 4))
+        verifier = google.auth.crypt.RSAVerifier.from_string(certificate)
+    except (ValueError, binascii.Error):
+        return False
+    return bool(verifier.verify(signed.encode("ascii"), signature))

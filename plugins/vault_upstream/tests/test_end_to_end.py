@@ -7,7 +7,10 @@ the server keeps running.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,11 +19,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pyspire.spiffe import TrustDomain, verify_x509_svid
 from pyspire.spiffe.workloadapi import WorkloadApiClient
 
 from plugins.vault_upstream.tests.openbao import OpenBao, TcpRelay, Tenant
 from tests.support.daemons import AgentDaemon, ServerDaemon, server_config, start_agent, start_server
-from tests.support.workloads import fetched_spiffe_id, register_this_process
+from tests.support.workloads import fetched_spiffe_id, register_this_process, x509_context
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 
@@ -32,8 +36,8 @@ def relay(openbao: OpenBao) -> Iterator[TcpRelay]:
     relay.stop()
 
 
-def vault_plugin(bao: Tenant, url: str) -> str:
-    mount, role_id, secret_id = bao.approle()
+def vault_plugin(bao: Tenant, url: str, *, token_ttl: str = "1h") -> str:
+    mount, role_id, secret_id = bao.approle(token_ttl=token_ttl)
     return (
         'UpstreamAuthority "vault" {\n plugin_data {\n'
         f'  vault_addr = "{url}"\n'
@@ -54,11 +58,15 @@ def svid_chain(agent: AgentDaemon) -> list[x509.Certificate]:
     return asyncio.run(fetch())
 
 
-def openssl_verify(chain: list[x509.Certificate], root: x509.Certificate, directory: Path) -> None:
+def openssl_verify(
+    chain: list[x509.Certificate], root: x509.Certificate | list[x509.Certificate], directory: Path
+) -> None:
+    """``openssl verify`` the chain (leaf first) to ``root`` (or to any of a list of roots: a bundle)."""
+
     def pem(certificates: list[x509.Certificate]) -> bytes:
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
-    (directory / "root.pem").write_bytes(pem([root]))
+    (directory / "root.pem").write_bytes(pem(root if isinstance(root, list) else [root]))
     (directory / "untrusted.pem").write_bytes(pem(chain[1:]))
     (directory / "leaf.pem").write_bytes(pem(chain[:1]))
     result = subprocess.run(
@@ -167,4 +175,183 @@ def test_rotation_retries_while_openbao_is_down_and_resumes_when_it_returns(
         assert len(bao.signed()) == 2
         assert "Traceback" not in server.log()
     finally:
+        server.stop()
+
+
+def key_id(certificate: x509.Certificate) -> str:
+    """The subject key identifier in hex, as SPIRE's CLI takes and shows it."""
+    return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+
+
+def issuer_key_id(certificate: x509.Certificate) -> str:
+    aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    assert aki is not None
+    return aki.hex()
+
+
+def served(agent: AgentDaemon, directory: Path) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """The workload's SVID chain and the bundle the agent serves with it (one answer), checked against each other.
+
+    Both pyspire's verifier and ``openssl`` must accept the chain against that bundle: a
+    workload never holds an SVID its peers, who get the same bundle, cannot verify.
+    """
+    context = x509_context(agent)
+    chain = list(context.default_svid.chain)
+    bundle = context.bundles.get(TrustDomain("example.org"))
+    assert bundle is not None
+    roots = list(bundle.x509_authorities)
+    verify_x509_svid(chain, context.bundles)
+    openssl_verify(chain, roots, directory)
+    return chain, roots
+
+
+def server_bundle(server: ServerDaemon) -> dict[bytes, bool]:
+    """The server's X.509 authorities (DER) and whether each is tainted."""
+    shown = json.loads(server.cli("bundle", "show", "-output", "json").stdout)
+    return {base64.b64decode(a["asn1"]): bool(a.get("tainted")) for a in shown["x509_authorities"]}
+
+
+def authorities(server: ServerDaemon) -> dict[str, dict[str, str]]:
+    return json.loads(server.cli("localauthority", "x509", "show", "-output", "json").stdout)  # type: ignore[no-any-return]
+
+
+def der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.slow
+def test_forced_rotation_to_a_new_openbao_root_after_a_token_renewal(bao: Tenant, tmp_path: Path) -> None:
+    # A 9 s AppRole token: the plugin renews it every 6 s (at two thirds), for the whole test.
+    server = start_server(tmp_path / "server", plugins=vault_plugin(bao, bao.url, token_ttl="9s"))
+    agent = None
+    old_root = bao.root
+    try:
+        agent = start_agent(tmp_path / "agent", server, server.join_token("spiffe://example.org/node"))
+        register_this_process(server, "spiffe://example.org/node", "spiffe://example.org/billing")
+        assert fetched_spiffe_id(agent) == "spiffe://example.org/billing"
+        first, roots = served(agent, tmp_path)
+        assert [der(r) for r in roots] == [der(old_root)]
+        openssl_verify(first, old_root, tmp_path)
+
+        # 1. OpenBao answers two renewals of the token before anything is rotated: the second
+        # comes after the 9 s the login gave, so the first one really extended the token.
+        def answered() -> list[str]:
+            return [f"{r.operation} {r.path}" for r in bao.requests(answered=True)]
+
+        renew = "update auth/token/renew-self"
+        deadline = time.monotonic() + 25
+        while answered().count(renew) < 2:
+            assert time.monotonic() < deadline, answered()
+            assert served(agent, tmp_path)[0] == first
+            time.sleep(0.5)
+        login = f"update auth/approle-{bao.name}/login"
+        assert answered().count(login) == 1
+        assert len(bao.signed()) == 1
+
+        # 2. OpenBao's PKI mount gets a second root (same name, new key), made its default
+        # issuer: the next sign-intermediate is signed by it.
+        admin = bao.admin()
+        rotated = admin.write(
+            f"{bao.pki_mount}/root/rotate/internal", common_name=f"{bao.name} root", issuer_name="next", ttl="8760h"
+        )["data"]
+        admin.write(f"{bao.pki_mount}/config/issuers", default=rotated["issuer_id"])
+        new_root = x509.load_pem_x509_certificate(rotated["certificate"].encode())
+        old_key, new_key = key_id(old_root), key_id(new_root)
+        assert old_key != new_key
+        assert new_root.subject == old_root.subject
+
+        # 3. Prepare: the next CA is OpenBao's new root's (signed with the renewed token, no
+        # second login), and that root is in the server's bundle beside the old one.
+        prepared_id = server.x509_authority_id("prepare", "Prepared")
+        state = authorities(server)
+        assert state["prepared"]["upstream_authority_subject_key_id"] == new_key
+        assert state["active"]["upstream_authority_subject_key_id"] == old_key
+        old_local_id = state["active"]["authority_id"]
+        paths = answered()
+        assert paths.count(login) == 1
+        signings = [i for i, p in enumerate(paths) if p.endswith(f"{bao.pki_mount}/root/sign-intermediate")]
+        assert len(signings) == 2
+        assert [i for i, p in enumerate(paths) if p == renew][1] < signings[1]
+        assert server_bundle(server) == {der(old_root): False, der(new_root): False}
+        pem = server.bundle_pem()
+        for root in (old_root, new_root):
+            assert root.public_bytes(serialization.Encoding.PEM).decode().strip() in pem
+        # The agent hands the new root to its workloads before any SVID chains to it.
+        deadline = time.monotonic() + 15
+        while True:
+            chain, roots = served(agent, tmp_path)
+            assert chain == first
+            if der(new_root) in {der(r) for r in roots}:
+                break
+            assert time.monotonic() < deadline, roots
+            time.sleep(0.25)
+
+        # Activate: new SVIDs chain to the new root; the workload keeps its (still trusted) one.
+        server.cli("localauthority", "x509", "activate", "-authorityID", prepared_id)
+        state = authorities(server)
+        assert state["active"]["authority_id"] == prepared_id
+        assert state["active"]["upstream_authority_subject_key_id"] == new_key
+        assert state["old"]["upstream_authority_subject_key_id"] == old_key
+        server.cli("x509", "mint", "-spiffeID", "spiffe://example.org/after-activate", "-write", str(tmp_path))
+        minted = x509.load_pem_x509_certificates((tmp_path / "svid.pem").read_bytes())
+        assert key_id(minted[1]) == prepared_id
+        openssl_verify(minted, new_root, tmp_path)
+        assert served(agent, tmp_path)[0] == first
+
+        # 6. With an upstream, the local authority is neither tainted nor revoked (SPIRE's refusals).
+        for verb, done in (("taint", "tainted"), ("revoke", "revoked")):
+            refused = server.cli("localauthority", "x509", verb, "-authorityID", old_local_id, check=False)
+            assert refused.returncode == 1, refused
+            assert refused.stderr.strip() == (
+                "Error: rpc error: code = FailedPrecondition "
+                f"desc = local authority can't be {done} if there is an upstream authority"
+            )
+        assert server_bundle(server) == {der(old_root): False, der(new_root): False}
+
+        # 4. Taint the old OpenBao root: the agent replaces the workload's SVID with one of the
+        # new CA's, and the server its own SVID.
+        # As in SPIRE, the key ID is taken in either case (openssl prints it in upper case).
+        tainted = server.cli("upstreamauthority", "taint", "-subjectKeyID", old_key.upper())
+        assert f"Subject Key ID: {old_key}\n" in tainted.stdout
+        assert server_bundle(server) == {der(old_root): True, der(new_root): False}
+        deadline = time.monotonic() + 20
+        while True:
+            chain, roots = served(agent, tmp_path)
+            if chain != first:
+                break
+            assert time.monotonic() < deadline, agent.log()[-3000:]
+            time.sleep(0.25)
+        assert key_id(chain[1]) == prepared_id
+        openssl_verify(chain, new_root, tmp_path)
+        server_leaf = x509.load_pem_x509_certificate(ssl.get_server_certificate(("127.0.0.1", server.port)).encode())
+        assert issuer_key_id(server_leaf) == prepared_id
+
+        # 5. Revoke it: it leaves the server's bundle, then the agent's; the workload's SVID
+        # verifies throughout, and the agent keeps talking to the server.
+        revoked = server.cli("upstreamauthority", "revoke", "-subjectKeyID", old_key)
+        assert f"Subject Key ID: {old_key}" in revoked.stdout
+        assert server_bundle(server) == {der(new_root): False}
+        assert old_root.public_bytes(serialization.Encoding.PEM).decode().strip() not in server.bundle_pem()
+        deadline = time.monotonic() + 15
+        while True:
+            after, roots = served(agent, tmp_path)
+            assert after == chain
+            if [der(r) for r in roots] == [der(new_root)]:
+                break
+            assert time.monotonic() < deadline, roots
+            time.sleep(0.25)
+        openssl_verify(after, new_root, tmp_path)
+        register_this_process(server, "spiffe://example.org/node", "spiffe://example.org/after-revoke")
+        deadline = time.monotonic() + 15
+        while len(x509_context(agent).svids) < 2:
+            assert time.monotonic() < deadline, agent.log()[-3000:]
+            time.sleep(0.25)
+        for svid in x509_context(agent).svids:
+            openssl_verify(list(svid.chain), new_root, tmp_path)
+        assert answered().count(login) == 1  # the one token, renewed all along
+        assert "Could not renew the Vault token" not in server.log()
+        assert "Traceback" not in server.log() + agent.log()
+    finally:
+        if agent is not None:
+            agent.stop()
         server.stop()

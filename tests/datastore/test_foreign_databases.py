@@ -39,6 +39,7 @@ from sqlalchemy import (
 from tests.support import peer_builds
 from tests.support.daemons import ServerDaemon, server_config
 from tests.support.databases import mariadb_database, postgres_database
+from tests.support.free_port import free_port
 
 
 def _model(name: str, metadata: MetaData, *columns: Column[object]) -> Table:
@@ -276,7 +277,8 @@ def _spire_initialises(directory: Path, database_type: str, connection_string: s
     directory.mkdir(parents=True)
     config = directory / "server.conf"
     config.write_text(
-        f'server {{\n  bind_address = "127.0.0.1"\n  bind_port = "0"\n  socket_path = "{directory / "api.sock"}"\n'
+        # A port of its own: SPIRE reads bind_port 0 as its default, 8081, which a parallel run shares.
+        f'server {{\n  bind_address = "127.0.0.1"\n  bind_port = "{free_port()}"\n  socket_path = "{directory / "api.sock"}"\n'
         f'  trust_domain = "example.org"\n  data_dir = "{directory / "data"}"\n}}\n'
         f'plugins {{\n  DataStore "sql" {{\n    plugin_data {{\n      database_type = "{database_type}"\n'
         f'      connection_string = "{connection_string}"\n    }}\n  }}\n'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from pyspire.plugin.facades import UpstreamAuthority
 from pyspire.plugin.testing import load_plugin, make_core_config
 
 from tests.plugin.test_x509pop import key_pem, pem
-from tests.support.daemons import start_server
+from tests.support.daemons import ServerDaemon, server_config, start_server
 from tests.support.pki import Issued, make_ca
 
 
@@ -136,3 +136,25 @@ def test_no_svid_outlives_the_upstream_root(tmp_path: Path) -> None:
         assert "The upstream CA outlives the chain above it" in server.log()
     finally:
         server.stop()
+
+
+def test_an_expired_upstream_ca_stops_the_server_at_start_with_the_reason(tmp_path: Path) -> None:
+    """Reliability case 22: a server whose upstream CA has lapsed cannot sign a CA that verifies;
+    it refuses to start and says why, instead of serving certificates no one can verify."""
+    lapsed = make_ca(name="lapsed root", not_before=datetime.now(UTC) - timedelta(days=2), lifetime=timedelta(days=1))
+    data = write_ca(tmp_path, lapsed)
+    plugin = (
+        'UpstreamAuthority "disk" {\n plugin_data {\n'
+        f' cert_file_path = "{data["cert_file_path"]}"\n key_file_path = "{data["key_file_path"]}"\n'
+        " }\n }"
+    )
+    text, socket_path, _ = server_config(tmp_path / "server", plugins=plugin)
+    server = ServerDaemon("pyspire-server", tmp_path / "server", socket_path, text)
+    server.start(wait=False)
+    assert server.process is not None
+    assert server.process.wait(30) == 1
+    log = server.log()
+    reason = "upstreamauthority(disk): the upstream CA has expired (subject CN=lapsed root, at "
+    assert f"Server failed to start: {reason}" in log, log
+    assert "Traceback" not in log
+    assert not socket_path.exists()

@@ -59,6 +59,24 @@ async def no_challenge(_challenge: bytes) -> bytes:
     raise AssertionError("join tokens have no challenge")
 
 
+def attested_agent_id(server: ServerDaemon, attestation_type: str, payload: bytes) -> str:
+    """One AttestAgent call without a challenge, with a fresh CSR: the agent ID the server issued.
+
+    Raises the server's GRPCError when it refuses, so a test can check its status and reason.
+    """
+
+    async def run() -> str:
+        client = new_client(server)
+        try:
+            csr = build_csr(LocalSigner(ec.generate_private_key(ec.SECP256R1())))
+            chain, _ = await client.attest(attestation_type, payload, csr, no_challenge)
+        finally:
+            client.close()
+        return str(leaf_spiffe_id(chain[0]))
+
+    return asyncio.run(run())
+
+
 async def attest(server: ServerDaemon, token: str) -> tuple[ServerClient, list[x509.Certificate]]:
     """A client presenting a freshly attested agent SVID."""
     key = ec.generate_private_key(ec.SECP256R1())

@@ -210,3 +210,44 @@ def _ski(certificate: x509.Certificate) -> str:
 def _issued_by(svid: X509Svid, authority_id: str) -> bool:
     identifier = svid.chain[-1].extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     return identifier.key_identifier is not None and identifier.key_identifier.hex() == authority_id
+
+
+@pytest.mark.slow
+def test_a_restarted_downstream_server_still_sees_its_siblings_key_changes(tmp_path: Path) -> None:
+    """Reliability case 22, the downstream side (SPIRE's nested-rotation 11-rotation-after-restart):
+    two servers below one root; one is restarted, then the other rotates its JWT authority. The
+    new key travels up to the root and down again into the restarted server's bundle, so that
+    server's subscription to the root's bundle came back with it."""
+    daemons: list[Daemon] = []
+    try:
+        root = start_server(tmp_path / "root-server", ca_ttl="1h")
+        daemons.append(root)
+        root_agent, root_node = _agent_of(root, tmp_path / "root-agent")
+        daemons.append(root_agent)
+        register_this_process(root, root_node, "spiffe://example.org/downstream", "-downstream")
+        eventually(lambda: x509_context(root_agent), timeout=60)
+        sibling, restarted = (
+            start_server(tmp_path / f"{name}-server", ca_ttl="1h", plugins=_upstream(root, root_agent))
+            for name in ("sibling", "restarted")
+        )
+        daemons += [sibling, restarted]
+        for server in (sibling, restarted):  # both trust the root's CA, as their intermediates chain to it
+            assert server.bundle_pem() == root.bundle_pem()
+
+        restarted.stop()
+        restarted.start()
+
+        prepared = _authority_id(sibling.cli("localauthority", "jwt", "prepare").stdout, "Prepared JWT authority")
+        assert prepared not in restarted.cli("bundle", "show", "-format", "spiffe").stdout
+        sibling.cli("localauthority", "jwt", "activate", "-authorityID", prepared)
+
+        def restarted_holds(key_id: str) -> bool:
+            return key_id in restarted.cli("bundle", "show", "-format", "spiffe").stdout
+
+        assert eventually(lambda: restarted_holds(prepared), timeout=60)
+        assert prepared in root.cli("bundle", "show", "-format", "spiffe").stdout
+        assert restarted.process is not None
+        assert restarted.process.poll() is None
+    finally:
+        for daemon in reversed(daemons):
+            daemon.stop()

@@ -3,11 +3,14 @@
 bench/vs_spire.py finds pyspire's server spending several times SPIRE's CPU on each unchanged
 sync. This script says where that CPU goes, so that work on it starts from a measurement: a
 server with N agents x M entries (SQLite), each agent's SyncAuthorizedEntries repeated with
-nothing changed, while py-spy samples the server process. Stacks waiting for work (the event
-loop's select, idle pool threads) are left out; the busy ones are attributed to the first of
-these phases that the innermost frames reach:
+nothing changed, while py-spy samples the server process's thread holding the interpreter
+lock: Python's CPU. (Sampled without ``--gil``, the socket writes' system calls, made without
+the lock, took half the samples while /proc put the server's system time at a ninth of its
+CPU.) Stacks waiting for work (the event loop's select, idle pool threads) are left out; the
+busy ones are attributed to the first of these phases that the innermost frames reach:
 
-- datastore: the node lookup and change-log reads, in the pool threads they run on;
+- datastore: the node lookup (on the event loop on SQLite, else in a pool thread) and the
+  change-log reads;
 - authorization: the caller's SVID checked against its node record (the datastore read excluded);
 - handler: SyncAuthorizedEntries itself (the entries the agent may see, the diff it is sent);
 - gRPC and HTTP/2: grpclib's stream handling, h2's framing, metadata and deadlines;
@@ -111,7 +114,8 @@ def main() -> None:
         await create_entries(server, tokens, args.entries_per_agent)
         known = await _known(clients)
         assert server.process is not None
-        command = [spy, "record", "--pid", str(server.process.pid), "--format", "raw", "--rate", str(args.rate)]
+        command = [spy, "record", "--pid", str(server.process.pid), "--gil", "--format", "raw"]
+        command += ["--rate", str(args.rate)]
         sampler = subprocess.Popen(
             [*command, "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL,
@@ -141,7 +145,8 @@ def main() -> None:
     fleet = f"{args.agents} agents x {args.entries_per_agent} entries"
     body = "\n".join(
         [
-            f"Busy server samples by phase, {syncs:,} unchanged SyncAuthorizedEntries calls ({fleet}, SQLite, "
+            f"Server samples holding the interpreter lock, by phase, {syncs:,} unchanged SyncAuthorizedEntries calls "
+            f"({fleet}, SQLite, "
             f"{syncs / elapsed:.0f} calls/s from one client process):",
             "",
             "| phase | share of the server's busy samples |",

@@ -1,7 +1,8 @@
 """pyspire beside SPIRE on the same machine in one run: the ratios operators compare (issue 21).
 
 Both servers run side by side from equivalent configs (the same HCL file shape, SQLite in
-their own data directories, rate limits off on both), the pinned SPIRE built by
+their own data directories or, with ``--datastore postgres``, a fresh PostgreSQL database each
+on the local server, rate limits off on both), the pinned SPIRE built by
 tests/support/peers.py. Each measure is taken in alternating rounds, SPIRE then pyspire, and
 each round gives one ratio (this machine's speed drifts by tens of percent within a minute; the
 two sides of a round see nearly the same machine); the table gives the median of the rounds'
@@ -13,13 +14,14 @@ agent client, which speaks SPIRE's), X509-SVIDs through BatchNewX509SVID, JWT-SV
 MintJWTSVID. The agent measures start spire-agent and pyspire-agent on their own server and time
 the Workload API as a workload sees it.
 
-Run: python bench/vs_spire.py [--agents 100] [--entries-per-agent 10] [--rounds 5] [--write]
+Run: python bench/vs_spire.py [--agents 100] [--entries-per-agent 10] [--rounds 5] [--datastore postgres] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -54,10 +56,12 @@ from bench.server_bench import (  # noqa: E402
 )
 from tests.support import peers  # noqa: E402
 from tests.support.daemons import AgentDaemon, ServerDaemon, start_agent, start_server  # noqa: E402
+from tests.support.databases import postgres_database  # noqa: E402
 from tests.support.workloads import fetched_spiffe_id, register_this_process  # noqa: E402
 
 RATE_LIMITS_OFF = "ratelimit {\n attestation = false\n signing = false\n }"
 SIDES = ("spire", "pyspire")
+STORES = {"sqlite3": "SQLite", "postgres": "PostgreSQL"}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -241,12 +245,31 @@ def _agent_rows(
     ]
 
 
+def _title(args: argparse.Namespace) -> str:
+    """The RESULTS.md section of this run's shape: the default fleet on SQLite has the plain title."""
+    options = []
+    if args.datastore != "sqlite3":
+        options.append(f"--datastore {args.datastore}")
+    if (args.agents, args.entries_per_agent) != (100, 10):
+        options.append(f"--agents {args.agents} --entries-per-agent {args.entries_per_agent}")
+    if not options:
+        return "pyspire beside SPIRE (bench/vs_spire.py)"
+    shape = f"{args.agents:,} agents x {args.entries_per_agent:,} entries, {STORES[args.datastore]}"
+    return f"pyspire beside SPIRE, {shape} (bench/vs_spire.py {' '.join(options)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=100, help="attested agents per server")
     parser.add_argument("--entries-per-agent", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=float, default=4.0, help="seconds of each rate window")
+    parser.add_argument(
+        "--datastore",
+        choices=("sqlite3", "postgres"),
+        default="sqlite3",
+        help="both servers' datastore: SQLite files, or a fresh PostgreSQL database each (on 127.0.0.1:5432)",
+    )
     parser.add_argument("--write", action="store_true", help="record the figures in bench/RESULTS.md")
     args = parser.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
@@ -255,10 +278,17 @@ def main() -> None:
     agents = {"spire": built.path("spire-agent"), "pyspire": None}
     scratch = Path(tempfile.mkdtemp(prefix="pyspire-vs-spire-"))
     sides: dict[str, Side] = {}
+    databases = contextlib.ExitStack()
     try:
         for name in SIDES:
             directory = scratch / name / "server"
-            server = start_server(directory, executable=servers[name], extra=RATE_LIMITS_OFF, log_level="WARN")
+            datastore = None
+            if args.datastore == "postgres":
+                # lib/pq (SPIRE's driver) asks for TLS unless told otherwise; the local server has none.
+                datastore = ("postgres", databases.enter_context(postgres_database()) + " sslmode=disable")
+            server = start_server(
+                directory, executable=servers[name], extra=RATE_LIMITS_OFF, log_level="WARN", datastore=datastore
+            )
             sides[name] = Side(name, server, [])
         rows = asyncio.run(_server_rows(args, sides))
         rows += _agent_rows(args, sides, scratch, agents)
@@ -267,13 +297,15 @@ def main() -> None:
             if side.agent is not None:
                 side.agent.stop()
             side.server.stop()
+        databases.close()
 
     table = ["| measure | SPIRE | pyspire | ratio (pyspire / SPIRE) | target | |", "|---|---|---|---|---|---|"]
     for row in rows:
         figures = f"{row.spire:,.2f} {row.unit} | {row.pyspire:,.2f} {row.unit}"
         table.append(f"| {row.measure} | {figures} | {row.ratio:.2f} | {row.target} | {row.met()} |")
     machine = (
-        f"SPIRE {peers.SPIRE_VERSION} (built from the Go module proxy) and pyspire on the same machine, SQLite, "
+        f"SPIRE {peers.SPIRE_VERSION} (built from the Go module proxy) and pyspire on the same machine, "
+        f"{STORES[args.datastore]}, "
         f"{args.rounds} alternating rounds (medians of the rounds' figures and ratios), "
         f"{args.window:g} s rate windows; "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
@@ -282,7 +314,7 @@ def main() -> None:
     print("\n".join(table))
     print(machine)
     if args.write:
-        update_section("pyspire beside SPIRE (bench/vs_spire.py)", "\n".join([*table, "", machine]))
+        update_section(_title(args), "\n".join([*table, "", machine]))
 
 
 if __name__ == "__main__":

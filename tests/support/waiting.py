@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from grpclib.exceptions import GRPCError
@@ -28,3 +30,23 @@ def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 
             last = err
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s: {last}")
+
+
+def until_listening(path: Path, running: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Return once the Unix socket at ``path`` accepts a connection; raise if ``running()`` turns false first.
+
+    A server binds its socket, which makes the file appear, before it listens: a client that
+    connects in between is refused, so the file existing does not say the server is ready.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(str(path))
+            return
+        except OSError as err:
+            if not running():
+                raise RuntimeError(f"the server of {path} exited before it listened ({err})") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listened on {path} within {timeout} s ({err})") from None
+        time.sleep(0.02)

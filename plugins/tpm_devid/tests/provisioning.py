@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from pyspire.plugin.testing import service_unavailable
+
+from tests.support.waiting import until_listening
 
 SWTPM_PACKAGES = "Debian packages swtpm, swtpm-tools and libtss2-dev (.ci/install installs them and tpm2-pytss)"
 
@@ -113,12 +114,11 @@ class SoftwareTpm:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"swtpm did not start: {self._stderr()}")
-            time.sleep(0.02)
+        try:
+            until_listening(self.socket, lambda: self._process.poll() is None)
+        except (RuntimeError, TimeoutError) as err:
+            self.stop()
+            raise RuntimeError(f"swtpm did not start: {err} {self._stderr()}") from None
 
     def _stderr(self) -> str:
         if self._process.poll() is None or self._process.stderr is None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import psycopg
 import pytest
 from pyspire.plugin.builtin.sql.connection import SqlConfig
 from pyspire.plugin.builtin.sql.schema import counters, metadata
-from pyspire.plugin.builtin.sql.store import SqlDataStore
+from pyspire.plugin.builtin.sql.store import MIGRATIONS, SCHEMA_REVISION, SqlDataStore
 from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.errors import Unavailable
 from pyspire.plugin.facades import DataStore
@@ -96,6 +99,45 @@ def test_database_created_by_a_newer_pyspire_is_refused(tmp_path: Path) -> None:
     handle.close()
     with pytest.raises(CatalogError, match="revision 9999, which this pyspire does not know"):
         load_sql(tmp_path, data)
+
+
+def test_the_schema_revision_opened_without_alembic_is_alembics_head() -> None:
+    """A new migration without SCHEMA_REVISION raised would leave databases unmigrated."""
+    from alembic.config import Config  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+_OPEN_AND_REPORT_ALEMBIC = """
+import sys
+from pathlib import Path
+from pyspire.plugin.testing import load_plugin, make_core_config
+path = Path(sys.argv[1])
+handle = load_plugin("server", "DataStore", "sql", {"database_type": "sqlite3", "connection_string": str(path)},
+                     make_core_config(path.parent))
+handle.close()
+print("alembic imported" if "alembic" in sys.modules else "alembic not imported")
+"""
+
+
+def test_a_database_at_the_current_schema_opens_without_alembic(tmp_path: Path) -> None:
+    """Each server start used to import Alembic (a tenth of a second) to find nothing to do."""
+    database = tmp_path / "ds.sqlite3"
+
+    def open_in_a_new_process() -> str:
+        command = [sys.executable, "-c", _OPEN_AND_REPORT_ALEMBIC, str(database)]
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    assert open_in_a_new_process() == "alembic imported"  # created: Alembic made the schema
+    assert open_in_a_new_process() == "alembic not imported"
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        open_in_a_new_process()
+    assert "revision 0000, which this pyspire does not know" in failed.value.stderr
 
 
 def test_disable_migration_refuses_an_unmigrated_database(tmp_path: Path) -> None:

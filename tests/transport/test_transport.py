@@ -8,14 +8,16 @@ import socket
 import ssl
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import wrappers_pb2
 from grpclib.client import Channel
-from grpclib.const import Cardinality, Status
+from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from pyspire.proto.spire.api.server.debug.v1 import debug_grpc, debug_pb2
@@ -72,9 +74,10 @@ async def tls_server() -> AsyncIterator[tuple[ServerTlsContexts, int, Issued]]:
     server_svid = make_leaf(ca, SERVER_ID)
     contexts = ServerTlsContexts()
     contexts.update([server_svid.certificate], server_svid.key, [ca.certificate])
-    server = Server([WhoAmI()])
+    # The server's own listener class: TLS is layered on by GrpcServer, not by asyncio.
+    server = GrpcServer([WhoAmI()])
     port = free_port()
-    await server.start("127.0.0.1", port, ssl=contexts.listener)
+    await server.start_tcp("127.0.0.1", port, ssl=contexts.listener)
     yield contexts, port, ca
     server.close()
     await server.wait_closed()
@@ -304,9 +307,9 @@ async def test_a_connections_certificate_is_parsed_once_and_each_connection_gets
     contexts = ServerTlsContexts()
     contexts.update([server_svid.certificate], server_svid.key, [ca.certificate])
     recorder = LeafRecorder()
-    server = Server([recorder])
+    server = GrpcServer([recorder])
     port = free_port()
-    await server.start("127.0.0.1", port, ssl=contexts.listener)
+    await server.start_tcp("127.0.0.1", port, ssl=contexts.listener)
     channels = []
     try:
         for path in ("/spire/agent/x509pop/a", "/spire/agent/x509pop/b"):
@@ -333,3 +336,97 @@ async def test_a_connections_certificate_is_parsed_once_and_each_connection_gets
             channel.close()
         server.close()
         await server.wait_closed()
+
+
+class Measurer:
+    """Answers with the length of the bytes it received: a request larger than a TLS record."""
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            "/pyspire.test.Measurer/Length": Handler(
+                self.length, Cardinality.UNARY_UNARY, wrappers_pb2.BytesValue, wrappers_pb2.Int64Value
+            )
+        }
+
+    async def length(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        await stream.send_message(wrappers_pb2.Int64Value(value=len(request.value)))
+
+
+async def test_a_request_of_many_tls_records_arrives_whole(tls_server: Any) -> None:
+    contexts, _, ca = tls_server
+    server = GrpcServer([Measurer()])
+    port = free_port()
+    await server.start_tcp("127.0.0.1", port, ssl=contexts.listener)
+    channel = SpiffeChannel(
+        "127.0.0.1",
+        port,
+        ssl_context=client_tls_context([ca.certificate]),
+        server_id=match_id(SpiffeId.parse(SERVER_ID)),
+    )
+    try:
+        # 3 MiB: about 200 TLS records of at most 16 KiB each, under the 4 MiB receive limit.
+        payload = os.urandom(3 * 1024 * 1024)
+        method = channel.request(
+            "/pyspire.test.Measurer/Length",
+            Cardinality.UNARY_UNARY,
+            wrappers_pb2.BytesValue,
+            wrappers_pb2.Int64Value,
+        )
+        async with method as stream:
+            await stream.send_message(wrappers_pb2.BytesValue(value=payload), end=True)
+            answer = await stream.recv_message()
+        assert answer is not None
+        assert answer.value == len(payload)
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
+
+
+HOLD_TLS_CONNECTIONS = """
+import socket, ssl, sys
+context = ssl.create_default_context(cafile=sys.argv[3])
+context.check_hostname = False
+held = []
+for _ in range(int(sys.argv[2])):
+    connection = context.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+    connection.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n")
+    held.append(connection)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_an_idle_tls_connection_costs_the_server_no_large_buffer(tls_server: Any, tmp_path: Path) -> None:
+    # Agents keep their connection to the server open: asyncio's TLS layer gave each one a
+    # 256 KiB buffer at accept, 2.5 GiB for ten thousand agents. The connections are held by
+    # another process so only the server's allocations are counted here.
+    _, port, ca = tls_server
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
+    connections = 32
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            HOLD_TLS_CONNECTIONS,
+            str(port),
+            str(connections),
+            str(bundle),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout is not None
+            assert (await asyncio.wait_for(holder.stdout.readline(), 30)) == b"ready\n"
+            await asyncio.sleep(0.2)  # the server reads the last connection's preface
+            per_connection = (tracemalloc.get_traced_memory()[0] - before) / connections
+        finally:
+            holder.kill()
+            await holder.wait()
+    finally:
+        tracemalloc.stop()
+    assert per_connection < 128 * 1024, f"{per_connection / 1024:.0f} KiB of Python memory per idle TLS connection"

@@ -49,7 +49,11 @@ def _selectors_json(selectors: Iterable[Selector]) -> str:
     return json.dumps([[s.type, s.value] for s in selectors], separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=65536)
 def _selectors(text: str) -> tuple[Selector, ...]:
+    # The same selector sets recur across a fleet (one workload's selectors under every agent
+    # that runs it): a cold start of 100,000 entries decoded each set anew, and kept a copy of
+    # each. Selectors are immutable, so the entries that share a set share one tuple.
     return tuple(Selector(kind, value) for kind, value in json.loads(text))
 
 

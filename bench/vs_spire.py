@@ -18,8 +18,9 @@ then ``--clients`` client processes), and how long an agent takes from ``--agent
 entries being created to holding an SVID for each (and its RSS then).
 
 Large fleets (``--agents 10000``) time the syncs of ``--sample-agents`` agents of the fleet per
-round, every agent staying connected; ``--server-only`` leaves out the agent measures, which do
-not depend on the fleet.
+round: the whole fleet is attested and its entries are in each server's cache, but two cores
+cannot carry ten thousand agents syncing every 5 s on either server, so the rest stay idle.
+``--server-only`` leaves out the agent measures, which do not depend on the fleet.
 
 Run: python bench/vs_spire.py [--agents 100] [--entries-per-agent 10] [--rounds 5] [--datastore postgres]
      [--sample-agents N] [--server-only] [--clients 100] [--agent-entries 10000] [--write]
@@ -136,7 +137,10 @@ async def _sync_cost(side: Side, rounds: int, sample: int) -> tuple[float, float
     assert side.server.process is not None
     pid = side.server.process.pid
     before = _cpu_seconds(pid)
-    _, sync_ms, _ = await time_calls(side.clients[:sample], rounds)
+    try:
+        _, sync_ms, _ = await time_calls(side.clients[:sample], rounds)
+    except (GRPCError, StreamTerminatedError) as err:
+        raise RuntimeError(f"{side.name}: a timed sync or GetAuthorizedEntries failed: {err}") from err
     spent = _cpu_seconds(pid) - before
     # time_calls makes a GetAuthorizedEntries call beside each sync: half the CPU is the sync's.
     return spent / 2 / len(sync_ms) * 1000, percentile(sync_ms, 99)

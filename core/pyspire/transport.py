@@ -364,8 +364,8 @@ class LeanTlsProtocol(asyncio.sslproto.SSLProtocol):
     only by buffered protocols (grpclib's is not), and passes the same size to each decrypting
     read. An agent keeps its connection to the server open, so ten thousand agents held
     2.5 GiB of server memory in these buffers alone (bench/vs_spire.py, 10,000 agents: 3.5 GiB
-    against SPIRE's 0.6). One record's plaintext is at most 16 KiB, and a read never returns
-    more than one record, so nothing reads slower.
+    against SPIRE's 0.6). One record's plaintext is at most 16 KiB, so each decrypting read
+    still takes a whole record; only a large message arriving at once takes more socket reads.
     """
 
     max_size = 16 * 1024

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from pyspire.backoff import Backoff
@@ -33,6 +34,25 @@ _log = logging.getLogger(__name__)
 PAGE = 5000
 EVENT_BATCH = 5000
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Hold off Python's cycle collector while a full load builds the caches.
+
+    A load creates millions of objects that all stay alive, and none of them are cycles.
+    The collector, triggered by allocations, walks every surviving object again each time the
+    survivors have grown by a quarter: with 100,000 entries that made up 40% of a cold
+    start's load. Objects are still freed by reference counting meanwhile, and the collector
+    resumes once the load ends, however it ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class StateFollower:
@@ -95,7 +115,7 @@ class StateFollower:
 
     async def load(self) -> None:
         """Read the whole state (paged) into the caches (SPIRE's ``entry.cache.reload``)."""
-        with self._metrics.call("entry", "cache", "reload"):
+        with self._metrics.call("entry", "cache", "reload"), _cycle_collection_paused():
             await self._load()
 
     async def _load(self) -> None:

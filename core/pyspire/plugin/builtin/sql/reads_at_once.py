@@ -33,7 +33,7 @@ from pyspire.plugin.records import NodeReadAtOnce
 from pyspire.spiffe import SpiffeId
 
 _NODE_BY_HASH = str(
-    select(attested_nodes)
+    select(*(attested_nodes.c[name] for name in codec.NODE_COLUMNS))
     .where(attested_nodes.c.spiffe_id_hash == bindparam("spiffe_id_hash"))
     .compile(dialect=sqlite.dialect(paramstyle="named"))
 )
@@ -59,7 +59,6 @@ class SqliteReadsAtOnce:
                 self._connection = sqlite3.connect(
                     self._uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
                 )
-                self._connection.row_factory = sqlite3.Row  # rows read by column name, as codec reads them
             row = self._connection.execute(_NODE_BY_HASH, {"spiffe_id_hash": codec.digest(str(spiffe_id))}).fetchone()
         except sqlite3.Error:
             self.close()

@@ -84,6 +84,8 @@ Events = list[tuple[ChangeKind, str]]
 # Database error codes that mean "try the transaction again".
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization failure, deadlock
 _RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+_ENTRY_COLUMNS = [registered_entries.c[name] for name in codec.ENTRY_COLUMNS]
+_NODE_COLUMNS = [attested_nodes.c[name] for name in codec.NODE_COLUMNS]
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -389,7 +391,7 @@ class SqlDataStore:
 
     def _federating_entries(self, connection: Connection, trust_domain: TrustDomain) -> list[RegistrationEntry]:
         ids = select(entry_federates_with.c.entry_id).where(entry_federates_with.c.trust_domain == trust_domain.name)
-        rows = connection.execute(select(registered_entries).where(registered_entries.c.id.in_(ids))).mappings()
+        rows = connection.execute(select(*_ENTRY_COLUMNS).where(registered_entries.c.id.in_(ids)))
         return [codec.entry_from_row(row) for row in rows]
 
     def _check_federated_bundles(self, connection: Connection, entries: Iterable[RegistrationEntry]) -> None:
@@ -434,7 +436,7 @@ class SqlDataStore:
     def _entries_where(self, connection: Connection, column: Any, values: Sequence[str]) -> list[RegistrationEntry]:
         found: list[RegistrationEntry] = []
         for chunk in _chunks(values):
-            rows = connection.execute(select(registered_entries).where(column.in_(chunk))).mappings()
+            rows = connection.execute(select(*_ENTRY_COLUMNS).where(column.in_(chunk)))
             found.extend(codec.entry_from_row(row) for row in rows)
         return found
 
@@ -482,11 +484,7 @@ class SqlDataStore:
     @hookimpl
     def fetch_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
         with self._reading() as connection:
-            row = (
-                connection.execute(select(registered_entries).where(registered_entries.c.id == entry_id))
-                .mappings()
-                .first()
-            )
+            row = connection.execute(select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry_id)).first()
         return None if row is None else codec.entry_from_row(row)
 
     @hookimpl
@@ -495,7 +493,7 @@ class SqlDataStore:
             return self._entries_where(connection, registered_entries.c.id, sorted(set(entry_ids)))
 
     def _entry_query(self, entry_filter: EntryFilter) -> Any:
-        query = select(registered_entries)
+        query = select(*_ENTRY_COLUMNS)
         entries = registered_entries.c
         if entry_filter.by_spiffe_id is not None:
             query = query.where(entries.spiffe_id_hash == codec.digest(str(entry_filter.by_spiffe_id)))
@@ -544,7 +542,7 @@ class SqlDataStore:
         with self._reading() as connection:
             while True:
                 query = base.where(registered_entries.c.id > cursor) if cursor else base
-                rows = connection.execute(query.limit(batch)).mappings().all()
+                rows = connection.execute(query.limit(batch)).all()
                 for row in rows:
                     entry = codec.entry_from_row(row)
                     cursor = entry.id
@@ -567,13 +565,9 @@ class SqlDataStore:
     @hookimpl
     def update_registration_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         def work(connection: Connection, events: Events) -> RegistrationEntry:
-            row = (
-                connection.execute(
-                    select(registered_entries).where(registered_entries.c.id == entry.id).with_for_update()
-                )
-                .mappings()
-                .first()
-            )
+            row = connection.execute(
+                select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry.id).with_for_update()
+            ).first()
             if row is None:
                 raise NotFound(f'no registration entry with ID "{entry.id}"')
             current = codec.entry_from_row(row)
@@ -598,13 +592,9 @@ class SqlDataStore:
     @hookimpl
     def delete_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
         def work(connection: Connection, events: Events) -> RegistrationEntry | None:
-            row = (
-                connection.execute(
-                    select(registered_entries).where(registered_entries.c.id == entry_id).with_for_update()
-                )
-                .mappings()
-                .first()
-            )
+            row = connection.execute(
+                select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry_id).with_for_update()
+            ).first()
             if row is None:
                 return None
             self._delete_entry_rows(connection, entry_id)
@@ -635,8 +625,8 @@ class SqlDataStore:
     # --- attested nodes --------------------------------------------------------------
 
     def _load_node(self, connection: Connection, spiffe_id: SpiffeId, *, lock: bool = False) -> AttestedNode | None:
-        query = select(attested_nodes).where(attested_nodes.c.spiffe_id_hash == codec.digest(str(spiffe_id)))
-        row = connection.execute(query.with_for_update() if lock else query).mappings().first()
+        query = select(*_NODE_COLUMNS).where(attested_nodes.c.spiffe_id_hash == codec.digest(str(spiffe_id)))
+        row = connection.execute(query.with_for_update() if lock else query).first()
         return None if row is None else codec.node_from_row(row)
 
     def _write_node_selectors(self, connection: Connection, node: AttestedNode) -> None:
@@ -669,7 +659,8 @@ class SqlDataStore:
 
     def _node_query(self, node_filter: NodeFilter) -> Any:
         nodes = attested_nodes.c
-        query = select(attested_nodes)
+        # The hash is the paging cursor, read before the node's own columns.
+        query = select(attested_nodes.c.spiffe_id_hash, *_NODE_COLUMNS)
         if node_filter.by_attestation_type is not None:
             query = query.where(nodes.attestation_type == node_filter.by_attestation_type)
         if node_filter.by_banned is not None:
@@ -697,10 +688,10 @@ class SqlDataStore:
         with self._reading() as connection:
             while True:
                 query = base.where(attested_nodes.c.spiffe_id_hash > cursor) if cursor else base
-                rows = connection.execute(query.limit(batch)).mappings().all()
-                for row in rows:
-                    cursor = row["spiffe_id_hash"]
-                    node = codec.node_from_row(row)
+                rows = connection.execute(query.limit(batch)).all()
+                for node_hash, *columns in rows:
+                    cursor = str(node_hash)
+                    node = codec.node_from_row(columns)
                     if node_filter.by_selectors is not None:
                         selectors, behavior = node_filter.by_selectors
                         if not behavior.matches(node.selectors, selectors):

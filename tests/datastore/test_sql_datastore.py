@@ -20,7 +20,7 @@ from pyspire.plugin.builtin.sql.store import MIGRATIONS, SCHEMA_REVISION, SqlDat
 from pyspire.plugin.catalog import CatalogError
 from pyspire.plugin.errors import Unavailable
 from pyspire.plugin.facades import DataStore
-from pyspire.plugin.records import EntryFilter, JoinToken
+from pyspire.plugin.records import AttestedNode, EntryFilter, JoinToken
 from pyspire.plugin.selectors import Selector
 from pyspire.plugin.testing import load_plugin, make_core_config
 from pyspire.plugin.testing.datastore_contract import DataStoreContract, entry
@@ -258,3 +258,25 @@ def test_entries_read_with_the_same_selector_set_share_it(tmp_path: Path) -> Non
         assert other.selectors == (Selector("unix", "uid:1001"),)
     finally:
         handle.close()
+
+
+def test_the_node_read_in_autocommit_leaves_pooled_connections_transactional(tmp_path: Path, postgres_dsn: str) -> None:
+    """The per-call node read skips BEGIN and ROLLBACK on PostgreSQL; the writes after it must not."""
+    handle = load_sql(
+        tmp_path,
+        {"database_type": "postgres", "connection_string": postgres_dsn, "max_open_conns": 1, "max_idle_conns": 1},
+    )
+    store = handle.instance
+    assert isinstance(store, SqlDataStore)
+    agent = AttestedNode(
+        SpiffeId.parse("spiffe://example.org/spire/agent/join_token/autocommit"), "join_token", "1", 10**10
+    )
+    handle.create_attested_node(agent)
+    assert handle.fetch_attested_node(agent.spiffe_id) == agent
+    with store.engine.connect() as connection:  # the pool's one connection, the one the read used
+        assert connection.get_isolation_level() == "READ COMMITTED"
+        assert connection.connection.dbapi_connection is not None
+        assert connection.connection.dbapi_connection.autocommit is False
+    handle.delete_attested_node(agent.spiffe_id)
+    assert handle.fetch_attested_node(agent.spiffe_id) is None
+    handle.close()

@@ -21,7 +21,9 @@ from pyspire.plugin import (
     hookimpl,
     parse_plugin_data,
 )
+from pyspire.plugin.builtin.sql.store import SqlDataStore
 from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog, load_single_plugin
+from pyspire.plugin.records import AttestedNode
 from pyspire.plugin.testing import PluginDeclaration, make_core_config
 from pyspire.spiffe import SpiffeId
 
@@ -398,3 +400,30 @@ def test_a_composer_may_not_set_the_servers_extensions(core: CoreConfig) -> None
         Internal, match=r"^credentialcomposer\(sneaky\): compose_workload_x509_svid may not set subjectAltName$"
     ):
         handle.compose_workload_x509_svid(spiffe_id, x509.Name([]), ())
+
+
+def test_a_datastore_without_the_event_loop_read_loads_and_is_read_from_a_thread(
+    core: CoreConfig, tmp_path: Path
+) -> None:
+    """Regression: read_attested_node_at_once is optional, but a DataStore without it was refused."""
+
+    class WithoutReadAtOnce(SqlDataStore):
+        read_attested_node_at_once = None  # no hookimpl: the hook is not implemented
+
+    declaration = PluginDeclaration(
+        "DataStore", "plain", {"database_type": "sqlite3", "connection_string": str(tmp_path / "plain.db")}
+    )
+    catalog = load_server_catalog(
+        [declaration, PluginDeclaration("KeyManager", "memory")], core, extra_plugins={"plain": WithoutReadAtOnce}
+    )
+    try:
+        store = catalog.datastore
+        assert not store.implements("read_attested_node_at_once")
+        agent = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/plain")
+        store.create_attested_node(AttestedNode(agent, "join_token", "1", 10**10))
+        assert store.read_attested_node_at_once(agent) is None  # the server then reads from a thread
+        fetched = store.fetch_attested_node(agent)
+        assert fetched is not None
+        assert fetched.cert_serial_number == "1"
+    finally:
+        catalog.close()

@@ -158,6 +158,8 @@ def _types_table() -> list[str]:
     for declared in PLUGIN_TYPES:
         if declared.required_hooks == declared.hooks:
             required = f"all {len(declared.hooks)}"
+        elif len(declared.required_hooks) > 8 and len(declared.optional_hooks) <= 2:  # a long list, few exceptions
+            required = f"the {len(declared.required_hooks)} others"
         else:
             required = ", ".join(f"`{h}`" for h in declared.required_hooks) or "one of the optional ones"
         optional = ", ".join(f"`{h}`" for h in declared.optional_hooks) or "none"

@@ -141,7 +141,15 @@ class PluginType:
 
 
 PLUGIN_TYPES: tuple[PluginType, ...] = (
-    PluginType("DataStore", "server", datastore, facades.DataStore, ONE, hook_names(datastore)),
+    PluginType(
+        "DataStore",
+        "server",
+        datastore,
+        facades.DataStore,
+        ONE,
+        # Every hook but the event-loop read, which the server does without (it reads from a thread).
+        tuple(hook for hook in hook_names(datastore) if hook != "read_attested_node_at_once"),
+    ),
     PluginType(
         "KeyManager",
         "server",

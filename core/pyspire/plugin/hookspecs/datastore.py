@@ -166,7 +166,7 @@ def fetch_attested_node(spiffe_id: SpiffeId) -> AttestedNode | None:
 
 @hookspec(firstresult=True)
 def read_attested_node_at_once(spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
-    """Optional: the node, read on the server's event loop by a read that cannot wait.
+    """The node, read on the server's event loop by a read that cannot wait.
 
     Called before :func:`fetch_attested_node` for the node check every agent call makes.
     Handing that read to a worker thread cost more CPU than the read itself on a local

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pyspire.plugin.builtin.sql.schema import attested_nodes, registered_entries
 from pyspire.plugin.records import (
     AttestedNode,
     BundleRecord,
@@ -107,24 +108,27 @@ def _json_list(text: str) -> list[Any]:
 # them. Reads select these alone, not the index hashes beside them, and unpack each row by
 # position: a cold start decodes every entry of the server, and reading each value by column
 # name through SQLAlchemy's mapping view cost more than building the entry.
-ENTRY_COLUMNS = (
-    "id",
-    "spiffe_id",
-    "parent_id",
-    "selectors",
-    "x509_svid_ttl",
-    "jwt_svid_ttl",
-    "federates_with",
-    "admin",
-    "downstream",
-    "expires_at",
-    "dns_names",
-    "revision_number",
-    "store_svid",
-    "hint",
-    "created_at",
-    "disable_x509_svid_prefetch",
-    "jwt_svid_include_jti",
+ENTRY_COLUMNS = tuple(
+    registered_entries.c[name]
+    for name in (
+        "id",
+        "spiffe_id",
+        "parent_id",
+        "selectors",
+        "x509_svid_ttl",
+        "jwt_svid_ttl",
+        "federates_with",
+        "admin",
+        "downstream",
+        "expires_at",
+        "dns_names",
+        "revision_number",
+        "store_svid",
+        "hint",
+        "created_at",
+        "disable_x509_svid_prefetch",
+        "jwt_svid_include_jti",
+    )
 )
 
 
@@ -187,16 +191,19 @@ def node_row(node: AttestedNode) -> dict[str, Any]:
 
 
 # The attested_nodes columns a node is read from, in the order node_from_row takes them.
-NODE_COLUMNS = (
-    "spiffe_id",
-    "attestation_type",
-    "cert_serial_number",
-    "cert_not_after",
-    "new_cert_serial_number",
-    "new_cert_not_after",
-    "can_reattest",
-    "agent_version",
-    "selectors",
+NODE_COLUMNS = tuple(
+    attested_nodes.c[name]
+    for name in (
+        "spiffe_id",
+        "attestation_type",
+        "cert_serial_number",
+        "cert_not_after",
+        "new_cert_serial_number",
+        "new_cert_not_after",
+        "can_reattest",
+        "agent_version",
+        "selectors",
+    )
 )
 
 

@@ -33,7 +33,7 @@ from pyspire.plugin.records import NodeReadAtOnce
 from pyspire.spiffe import SpiffeId
 
 _NODE_BY_HASH = str(
-    select(*(attested_nodes.c[name] for name in codec.NODE_COLUMNS))
+    select(*codec.NODE_COLUMNS)
     .where(attested_nodes.c.spiffe_id_hash == bindparam("spiffe_id_hash"))
     .compile(dialect=sqlite.dialect(paramstyle="named"))
 )

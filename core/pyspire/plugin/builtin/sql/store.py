@@ -84,8 +84,6 @@ Events = list[tuple[ChangeKind, str]]
 # Database error codes that mean "try the transaction again".
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization failure, deadlock
 _RETRYABLE_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
-_ENTRY_COLUMNS = [registered_entries.c[name] for name in codec.ENTRY_COLUMNS]
-_NODE_COLUMNS = [attested_nodes.c[name] for name in codec.NODE_COLUMNS]
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -391,7 +389,7 @@ class SqlDataStore:
 
     def _federating_entries(self, connection: Connection, trust_domain: TrustDomain) -> list[RegistrationEntry]:
         ids = select(entry_federates_with.c.entry_id).where(entry_federates_with.c.trust_domain == trust_domain.name)
-        rows = connection.execute(select(*_ENTRY_COLUMNS).where(registered_entries.c.id.in_(ids)))
+        rows = connection.execute(select(*codec.ENTRY_COLUMNS).where(registered_entries.c.id.in_(ids)))
         return [codec.entry_from_row(row) for row in rows]
 
     def _check_federated_bundles(self, connection: Connection, entries: Iterable[RegistrationEntry]) -> None:
@@ -436,7 +434,7 @@ class SqlDataStore:
     def _entries_where(self, connection: Connection, column: Any, values: Sequence[str]) -> list[RegistrationEntry]:
         found: list[RegistrationEntry] = []
         for chunk in _chunks(values):
-            rows = connection.execute(select(*_ENTRY_COLUMNS).where(column.in_(chunk)))
+            rows = connection.execute(select(*codec.ENTRY_COLUMNS).where(column.in_(chunk)))
             found.extend(codec.entry_from_row(row) for row in rows)
         return found
 
@@ -484,7 +482,7 @@ class SqlDataStore:
     @hookimpl
     def fetch_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
         with self._reading() as connection:
-            row = connection.execute(select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry_id)).first()
+            row = connection.execute(select(*codec.ENTRY_COLUMNS).where(registered_entries.c.id == entry_id)).first()
         return None if row is None else codec.entry_from_row(row)
 
     @hookimpl
@@ -493,7 +491,7 @@ class SqlDataStore:
             return self._entries_where(connection, registered_entries.c.id, sorted(set(entry_ids)))
 
     def _entry_query(self, entry_filter: EntryFilter) -> Any:
-        query = select(*_ENTRY_COLUMNS)
+        query = select(*codec.ENTRY_COLUMNS)
         entries = registered_entries.c
         if entry_filter.by_spiffe_id is not None:
             query = query.where(entries.spiffe_id_hash == codec.digest(str(entry_filter.by_spiffe_id)))
@@ -566,7 +564,7 @@ class SqlDataStore:
     def update_registration_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         def work(connection: Connection, events: Events) -> RegistrationEntry:
             row = connection.execute(
-                select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry.id).with_for_update()
+                select(*codec.ENTRY_COLUMNS).where(registered_entries.c.id == entry.id).with_for_update()
             ).first()
             if row is None:
                 raise NotFound(f'no registration entry with ID "{entry.id}"')
@@ -593,7 +591,7 @@ class SqlDataStore:
     def delete_registration_entry(self, entry_id: str) -> RegistrationEntry | None:
         def work(connection: Connection, events: Events) -> RegistrationEntry | None:
             row = connection.execute(
-                select(*_ENTRY_COLUMNS).where(registered_entries.c.id == entry_id).with_for_update()
+                select(*codec.ENTRY_COLUMNS).where(registered_entries.c.id == entry_id).with_for_update()
             ).first()
             if row is None:
                 return None
@@ -625,7 +623,7 @@ class SqlDataStore:
     # --- attested nodes --------------------------------------------------------------
 
     def _load_node(self, connection: Connection, spiffe_id: SpiffeId, *, lock: bool = False) -> AttestedNode | None:
-        query = select(*_NODE_COLUMNS).where(attested_nodes.c.spiffe_id_hash == codec.digest(str(spiffe_id)))
+        query = select(*codec.NODE_COLUMNS).where(attested_nodes.c.spiffe_id_hash == codec.digest(str(spiffe_id)))
         row = connection.execute(query.with_for_update() if lock else query).first()
         return None if row is None else codec.node_from_row(row)
 
@@ -664,7 +662,7 @@ class SqlDataStore:
     def _node_query(self, node_filter: NodeFilter) -> Any:
         nodes = attested_nodes.c
         # The hash is the paging cursor, read before the node's own columns.
-        query = select(attested_nodes.c.spiffe_id_hash, *_NODE_COLUMNS)
+        query = select(attested_nodes.c.spiffe_id_hash, *codec.NODE_COLUMNS)
         if node_filter.by_attestation_type is not None:
             query = query.where(nodes.attestation_type == node_filter.by_attestation_type)
         if node_filter.by_banned is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pyspire.plugin import (
 )
 from pyspire.plugin.builtin.sql.store import SqlDataStore
 from pyspire.plugin.catalog import CatalogError, load_agent_catalog, load_server_catalog, load_single_plugin
-from pyspire.plugin.records import AttestedNode
+from pyspire.plugin.records import AttestedNode, NodeReadAtOnce
 from pyspire.plugin.testing import PluginDeclaration, make_core_config
 from pyspire.spiffe import SpiffeId
 
@@ -427,3 +428,55 @@ def test_a_datastore_without_the_event_loop_read_loads_and_is_read_from_a_thread
         assert fetched.cert_serial_number == "1"
     finally:
         catalog.close()
+
+
+async def _answered(spiffe_id: SpiffeId) -> NodeReadAtOnce:
+    return NodeReadAtOnce(AttestedNode(spiffe_id, "join_token", "from-the-loop", 10**10))
+
+
+async def _raises(spiffe_id: SpiffeId) -> NodeReadAtOnce:
+    raise RuntimeError("the driver broke")
+
+
+async def _wrong_type(spiffe_id: SpiffeId) -> object:
+    return "a node"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (_answered, "from-the-loop"),
+        (lambda spiffe_id: None, None),
+        (_raises, None),
+        (_wrong_type, None),
+        (lambda spiffe_id: NodeReadAtOnce(None), None),  # not a coroutine
+    ],
+    ids=["answers", "cannot-now", "raises", "wrong-type", "not-awaitable"],
+)
+def test_the_event_loop_read_of_a_datastore_is_awaited_and_whatever_goes_wrong_answers_none(
+    core: CoreConfig, tmp_path: Path, answer: Callable[[SpiffeId], Any], expected: str | None
+) -> None:
+    """None sends the server to the worker-thread read, which reports what is wrong."""
+
+    class OnLoopRead(SqlDataStore):
+        @hookimpl
+        def read_attested_node_on_loop(self, spiffe_id: SpiffeId) -> Any:
+            return answer(spiffe_id)
+
+    declaration = PluginDeclaration(
+        "DataStore", "loop", {"database_type": "sqlite3", "connection_string": str(tmp_path / "loop.db")}
+    )
+    catalog = load_server_catalog(
+        [declaration, PluginDeclaration("KeyManager", "memory")], core, extra_plugins={"loop": OnLoopRead}
+    )
+    agent = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/loop")
+    try:
+        read = asyncio.run(catalog.datastore.read_attested_node_on_loop(agent))
+    finally:
+        catalog.close()
+    if expected is None:
+        assert read is None
+    else:
+        assert read is not None
+        assert read.node is not None
+        assert read.node.cert_serial_number == expected

@@ -8,9 +8,10 @@ message starts with the plugin, as SPIRE's do (``keymanager(disk): ...``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -403,7 +404,8 @@ class DataStore(PluginHandle):
     """The DataStore (see :mod:`pyspire.plugin.hookspecs.datastore`): one method per hook.
 
     Methods are synchronous and may block on the database: call them from a worker thread
-    (all but ``read_attested_node_at_once``, made for the event loop).
+    (all but ``read_attested_node_at_once`` and ``read_attested_node_on_loop``, made for the
+    event loop).
     """
 
     # bundles
@@ -497,6 +499,32 @@ class DataStore(PluginHandle):
             return self._optional("read_attested_node_at_once", NodeReadAtOnce, spiffe_id=spiffe_id)
         except PluginError:
             return None
+
+    async def read_attested_node_on_loop(self, spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
+        """One node read by the store's coroutine on this event loop, or None: then ``fetch_attested_node``.
+
+        Timed as the read, not as the hook call that hands over the coroutine. Whatever goes
+        wrong answers None, as for ``read_attested_node_at_once``: the worker-thread read that
+        follows reports it.
+        """
+        hook = "read_attested_node_on_loop"
+        if not self.implements(hook):
+            return None
+        observer = self.observer
+        with nullcontext() if observer is None else observer(self, hook):
+            try:
+                read = self._invoke(hook, spiffe_id=spiffe_id)
+                if read is None:
+                    return None
+                if not inspect.isawaitable(read):
+                    raise Internal(self.prefixed(f"{hook} must return a coroutine or None"))
+                found = await read
+                return None if found is None else cast(NodeReadAtOnce, self._expect(hook, found, NodeReadAtOnce))
+            except PluginError:
+                return None
+            except Exception:
+                _log.exception("%s: %s raised unexpectedly", self.prefix, hook)
+                return None
 
     def list_attested_nodes(
         self, node_filter: NodeFilter = NodeFilter(), page: Page = Page()

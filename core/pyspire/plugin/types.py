@@ -140,6 +140,8 @@ class PluginType:
             )
 
 
+_EVENT_LOOP_READS = ("read_attested_node_at_once", "read_attested_node_on_loop")
+
 PLUGIN_TYPES: tuple[PluginType, ...] = (
     PluginType(
         "DataStore",
@@ -147,8 +149,8 @@ PLUGIN_TYPES: tuple[PluginType, ...] = (
         datastore,
         facades.DataStore,
         ONE,
-        # Every hook but the event-loop read, which the server does without (it reads from a thread).
-        tuple(hook for hook in hook_names(datastore) if hook != "read_attested_node_at_once"),
+        # Every hook but the event-loop reads, which the server does without (it reads from a thread).
+        tuple(hook for hook in hook_names(datastore) if hook not in _EVENT_LOOP_READS),
     ),
     PluginType(
         "KeyManager",

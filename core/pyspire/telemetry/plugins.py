@@ -45,6 +45,7 @@ _DATASTORE: Mapping[str, tuple[Key, ...]] = {
     "create_attested_node": _ds(("node", "create")),
     "fetch_attested_node": _ds(("node", "fetch")),
     "read_attested_node_at_once": _ds(("node", "fetch")),
+    "read_attested_node_on_loop": _ds(("node", "fetch")),
     "list_attested_nodes": _ds(("node", "list")),
     "count_attested_nodes": _ds(("node", "count")),
     "modify_attested_node": _ds(("node", "update")),

@@ -24,7 +24,7 @@ Contract for implementations (the plugin test kit's ``DataStoreContract`` checks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pyspire.plugin.markers import hookspec
 from pyspire.plugin.records import (
@@ -175,6 +175,22 @@ def read_attested_node_at_once(spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
     answers here. Return None when it cannot answer that way this time: the server then
     calls :func:`fetch_attested_node` from a worker thread. The answer must be what
     ``fetch_attested_node`` would return at that moment: the committed state, never a cache.
+    """
+
+
+@hookspec(firstresult=True)
+def read_attested_node_on_loop(spiffe_id: SpiffeId) -> Awaitable[NodeReadAtOnce | None] | None:
+    """A coroutine reading the node on the server's event loop, for a database across the network.
+
+    Called when :func:`read_attested_node_at_once` gave no answer, before the worker-thread
+    :func:`fetch_attested_node`. A network round trip always waits, so it cannot be read at
+    once; but handing it to a thread costs the server several times the CPU an asyncio
+    driver's read does. Return a coroutine (the hook itself must not wait) that answers
+    ``NodeReadAtOnce(node)``, or None when it cannot read that way this time: no connection
+    free at once, the connection lost, no answer within a deadline of the store's own. Then
+    the server reads from a worker thread, and that read reports what is wrong. Return None
+    from the hook itself when the store has no such read. The answer is the committed state,
+    as for ``read_attested_node_at_once``; the coroutine runs on the loop it was made on.
     """
 
 

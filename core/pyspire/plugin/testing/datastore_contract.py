@@ -13,6 +13,7 @@ concurrency (join tokens, uniqueness, read-modify-write, event ordering).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -362,6 +363,30 @@ class DataStoreContract:
         agrees()
         datastore.delete_attested_node(agent.spiffe_id)
         agrees()
+
+    def test_a_node_read_on_the_loop_answers_as_fetch_would(self, datastore: DataStore) -> None:
+        # The optional coroutine the server awaits for every agent call when the read at once
+        # gave no answer: when it answers, it is the committed state of that moment. One loop
+        # for the whole test, as the server has one; the writes block it briefly.
+        agent = node("/spire/agent/x509pop/a", "x509pop:subject:cn:a")
+
+        async def agrees() -> None:
+            read = await datastore.read_attested_node_on_loop(agent.spiffe_id)
+            if read is not None:
+                assert read.node == datastore.fetch_attested_node(agent.spiffe_id)
+
+        async def scenario() -> None:
+            await agrees()
+            datastore.create_attested_node(agent)
+            await agrees()
+            datastore.modify_attested_node(
+                agent.spiffe_id, lambda n: replace(n, cert_serial_number="", new_cert_serial_number="")
+            )
+            await agrees()
+            datastore.delete_attested_node(agent.spiffe_id)
+            await agrees()
+
+        asyncio.run(scenario())
 
     def test_node_filters(self, datastore: DataStore) -> None:
         datastore.create_attested_node(node("/spire/agent/x509pop/a", "x:1", "x:2", cert_not_after=100))

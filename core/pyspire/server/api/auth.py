@@ -183,7 +183,8 @@ def _identify(stream: Any) -> Caller:
 
 async def _fetch_node(ctx: ServerContext, agent_id: SpiffeId) -> AttestedNode | None:
     """The node record as committed now: read on the loop where the store can, else from a thread."""
-    read = ctx.datastore.read_attested_node_at_once(agent_id)
+    datastore = ctx.datastore
+    read = datastore.read_attested_node_at_once(agent_id) or await datastore.read_attested_node_on_loop(agent_id)
     if read is not None:
         return read.node
     try:

@@ -8,6 +8,7 @@ CI=true (as CI sets) or PYSPIRE_REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,3 +56,23 @@ def mariadb_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+def postgres_connections_named(dsn: str, application_name: str, expected: int) -> int:
+    """How many connections ``application_name`` has open on ``dsn``'s database, once they number ``expected`` or after 5 s.
+
+    A backend leaves ``pg_stat_activity`` a moment after its client closed the connection.
+    """
+    import psycopg  # noqa: PLC0415 - skipped with the reason by postgres_database() when absent
+
+    deadline = time.monotonic() + 5
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        while True:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                (application_name,),
+            ).fetchone()
+            assert row is not None
+            if row[0] == expected or time.monotonic() > deadline:
+                return int(row[0])
+            time.sleep(0.05)

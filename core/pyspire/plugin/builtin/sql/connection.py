@@ -28,7 +28,7 @@ from pyspire.files import ensure_private_dir
 from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables, sqlite_tables
 from pyspire.plugin.errors import PluginConfigError
 
-__all__ = ["SqlConfig", "check_connection_settings", "make_engine", "mysql_connect_args"]
+__all__ = ["SqlConfig", "check_connection_settings", "make_engine", "mysql_connect_args", "postgres_dsn", "sqlite_path"]
 
 DatabaseType = Literal["sqlite3", "postgres", "mysql"]
 
@@ -144,6 +144,11 @@ def sqlite_path(config: SqlConfig) -> Path:
     return Path(config.connection_string.removeprefix("file:").split("?", 1)[0])
 
 
+def postgres_dsn(config: SqlConfig) -> str:
+    """The libpq connection string of a ``database_type = "postgres"`` connection string (Go's ``postgres://`` too)."""
+    return config.connection_string.replace("postgres://", "postgresql://", 1)
+
+
 def check_connection_settings(config: SqlConfig) -> None:
     """What :func:`make_engine` and the first connection would refuse, found without connecting.
 
@@ -163,7 +168,7 @@ def check_connection_settings(config: SqlConfig) -> None:
                 "database_type", 'postgres needs the psycopg driver: pip install "pyspire[postgres]"'
             ) from None
         try:
-            conninfo.conninfo_to_dict(config.connection_string.replace("postgres://", "postgresql://", 1))
+            conninfo.conninfo_to_dict(postgres_dsn(config))
         except Exception as err:  # psycopg.ProgrammingError; the message says what is wrong
             raise PluginConfigError("connection_string", f"not a PostgreSQL connection string: {err}") from None
         return
@@ -189,7 +194,7 @@ def make_engine(config: SqlConfig) -> Engine:
                 "database_type", 'postgres needs the psycopg driver: pip install "pyspire[postgres]"'
             ) from None
 
-        dsn = config.connection_string.replace("postgres://", "postgresql://", 1)
+        dsn = postgres_dsn(config)
         creator = lambda: psycopg.connect(dsn)  # noqa: E731
         url = "postgresql+psycopg://"
     else:

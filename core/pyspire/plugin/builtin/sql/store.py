@@ -17,18 +17,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, func, insert, inspect, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from pyspire.plugin.builtin.sql import codec
-from pyspire.plugin.builtin.sql.connection import SqlConfig, check_connection_settings, make_engine, sqlite_path
+from pyspire.plugin.builtin.sql.connection import (
+    SqlConfig,
+    check_connection_settings,
+    make_engine,
+    postgres_dsn,
+    sqlite_path,
+)
 from pyspire.plugin.builtin.sql.ownership import refuse_foreign_tables
 from pyspire.plugin.builtin.sql.reads_at_once import SqliteReadsAtOnce
 from pyspire.plugin.builtin.sql.schema import (
@@ -67,6 +73,9 @@ from pyspire.plugin.records import (
 )
 from pyspire.plugin.selectors import Selector
 from pyspire.spiffe import SpiffeId, TrustDomain
+
+if TYPE_CHECKING:
+    from pyspire.plugin.builtin.sql.postgres_reads import PostgresNodeReads
 
 __all__ = ["SqlDataStore"]
 
@@ -129,6 +138,7 @@ class SqlDataStore:
         self._database_type = "sqlite3"
         self._local = threading.local()
         self._reads_at_once: SqliteReadsAtOnce | None = None
+        self._reads_on_loop: PostgresNodeReads | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -150,13 +160,20 @@ class SqlDataStore:
             engine.dispose()
             raise
         self._engine = engine
-        if config.database_type == "sqlite3" and not config.log_sql:  # log_sql: every statement through SQLAlchemy
+        # log_sql: every statement goes through SQLAlchemy, where it is logged.
+        if config.database_type == "sqlite3" and not config.log_sql:
             self._reads_at_once = SqliteReadsAtOnce(sqlite_path(config))
+        elif config.database_type == "postgres" and not config.log_sql:
+            from pyspire.plugin.builtin.sql.postgres_reads import PostgresNodeReads  # noqa: PLC0415 - needs psycopg
+
+            self._reads_on_loop = PostgresNodeReads(postgres_dsn(config))
 
     @hookimpl
     def close(self) -> None:
         if self._reads_at_once is not None:
             self._reads_at_once.close()
+        if self._reads_on_loop is not None:
+            self._reads_on_loop.close()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -658,6 +675,10 @@ class SqlDataStore:
     @hookimpl
     def read_attested_node_at_once(self, spiffe_id: SpiffeId) -> NodeReadAtOnce | None:
         return None if self._reads_at_once is None else self._reads_at_once.attested_node(spiffe_id)
+
+    @hookimpl
+    def read_attested_node_on_loop(self, spiffe_id: SpiffeId) -> Coroutine[Any, Any, NodeReadAtOnce | None] | None:
+        return None if self._reads_on_loop is None else self._reads_on_loop.attested_node(spiffe_id)
 
     def _node_query(self, node_filter: NodeFilter) -> Any:
         nodes = attested_nodes.c

@@ -35,7 +35,7 @@ from pyspire.plugin.builtin.sql.schema import attested_nodes
 from pyspire.plugin.records import NodeReadAtOnce
 from pyspire.spiffe import SpiffeId
 
-_Connection = psycopg.AsyncConnection[Any]
+_Cursor = psycopg.AsyncCursor[Any]
 
 __all__ = ["APPLICATION_NAME", "CONNECTIONS", "READ_TIMEOUT", "RETRY_AFTER", "PostgresNodeReads"]
 
@@ -65,7 +65,7 @@ class PostgresNodeReads:
         """Read the database libpq's ``dsn`` names (connections are opened by the reads)."""
         self._dsn = dsn
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[_Connection] = []
+        self._idle: list[_Cursor] = []  # one kept per connection: making one per read cost a fifth of it
         self._opened = 0  # open or being opened, idle or not
         self._resting_until = 0.0
         self._closed = False
@@ -84,46 +84,47 @@ class PostgresNodeReads:
                 self._loop = loop
             elif self._loop is not loop:
                 return None  # the connections belong to another loop
-            connection = self._idle.pop() if self._idle else None
-            if connection is None:
+            cursor = self._idle.pop() if self._idle else None
+            if cursor is None:
                 if self._opened >= CONNECTIONS:
                     return None
                 self._opened += 1
-        return self._read(connection, codec.digest(str(spiffe_id)))
+        return self._read(cursor, codec.digest(str(spiffe_id)))
 
-    async def _read(self, connection: _Connection | None, spiffe_id_hash: str) -> NodeReadAtOnce | None:
+    async def _read(self, cursor: _Cursor | None, spiffe_id_hash: str) -> NodeReadAtOnce | None:
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                if connection is None:
+                if cursor is None:
                     connection = await psycopg.AsyncConnection.connect(
                         self._dsn, autocommit=True, application_name=APPLICATION_NAME
                     )
-                cursor = await connection.execute(_NODE_BY_HASH, {"spiffe_id_hash": spiffe_id_hash})
+                    cursor = connection.cursor()
+                await cursor.execute(_NODE_BY_HASH, {"spiffe_id_hash": spiffe_id_hash})
                 row = await cursor.fetchone()
         except (psycopg.Error, OSError, TimeoutError):
-            self._lost(connection, rest=True)
+            self._lost(cursor, rest=True)
             return None
         except BaseException:  # cancelled mid-statement: the connection's state is unknown
-            self._lost(connection, rest=False)
+            self._lost(cursor, rest=False)
             raise
-        self._give_back(connection)
+        self._give_back(cursor)
         return NodeReadAtOnce(None if row is None else codec.node_from_row(row))
 
-    def _give_back(self, connection: _Connection) -> None:
+    def _give_back(self, cursor: _Cursor) -> None:
         with self._lock:
             if not self._closed:
-                self._idle.append(connection)
+                self._idle.append(cursor)
                 return
             self._opened -= 1
-        connection.pgconn.finish()
+        cursor.connection.pgconn.finish()
 
-    def _lost(self, connection: _Connection | None, *, rest: bool) -> None:
+    def _lost(self, cursor: _Cursor | None, *, rest: bool) -> None:
         with self._lock:
             self._opened -= 1
             if rest:
                 self._resting_until = time.monotonic() + RETRY_AFTER
-        if connection is not None:
-            connection.pgconn.finish()
+        if cursor is not None:
+            cursor.connection.pgconn.finish()
 
     def close(self) -> None:
         """Close the idle connections; those reading close as their reads end."""
@@ -131,5 +132,5 @@ class PostgresNodeReads:
             self._closed = True
             idle, self._idle = self._idle, []
             self._opened -= len(idle)
-        for connection in idle:
-            connection.pgconn.finish()  # what AsyncConnection.close() does, without a loop to await it on
+        for cursor in idle:
+            cursor.connection.pgconn.finish()  # what AsyncConnection.close() does, without a loop to await it on

@@ -19,7 +19,8 @@ Contract for implementations (the plugin test kit's ``DataStoreContract`` checks
   :class:`~pyspire.plugin.NotFound`; creating what exists raises
   :class:`~pyspire.plugin.AlreadyExists`; a database that cannot be reached raises
   :class:`~pyspire.plugin.Unavailable` (the server fails the call closed and retries later).
-- Hooks are called from worker threads, concurrently.
+- Hooks are called from worker threads, concurrently; the two node reads made for the
+  event loop, ``read_attested_node_at_once`` and ``read_attested_node_on_loop``, on the loop.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The agent check's node read on PostgreSQL, awaited on the event loop through psycopg's asyncio API.
 
 Every agent call reads the caller's node record (SPIRE's per-call lookup). Through a worker
-thread and SQLAlchemy's pool that one-row read cost the server 430 us of CPU, against about
-100 us for the same statement awaited on the loop (bench/RESULTS.md): the thread hand-off,
+thread and SQLAlchemy's pool that one-row read cost the server 430-585 us of CPU, against
+100-120 us for the same statement awaited on the loop (bench/RESULTS.md): the thread hand-off,
 the interpreter lock going back and forth and the pool's bookkeeping cost more than the read.
 So on PostgreSQL the read is awaited on the loop, through connections of its own:
 
@@ -40,8 +40,9 @@ _Cursor = psycopg.AsyncCursor[Any]
 __all__ = ["APPLICATION_NAME", "CONNECTIONS", "READ_TIMEOUT", "RETRY_AFTER", "PostgresNodeReads"]
 
 CONNECTIONS = 4
-"""Connections the loop's reads keep, beside the pool's ``max_open_conns``. At about 100 us per
-read four answer tens of thousands of agent calls a second; a burst beyond that goes to threads."""
+"""Connections the loop's reads keep, beside the pool's ``max_open_conns``. One read at a time
+takes each about 0.2 ms on a local network, so four answer some 20,000 agent calls a second; a
+burst beyond what they are reading goes to the worker threads."""
 
 READ_TIMEOUT = 5.0
 RETRY_AFTER = 5.0
